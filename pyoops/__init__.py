@@ -1,0 +1,14 @@
+"""pyoops: plugin-based, object-oriented data assimilation after JEDI's OOPS and SABER.
+
+Run an application from Python with :func:`pyoops.run`::
+
+    import pyoops
+    summary = pyoops.run("forecast", "truth.yaml")
+"""
+
+from pyoops.apps import run
+from pyoops.util.errors import ConfigError, InputFileError, PyoopsError
+
+__version__ = "0.1.0"
+
+__all__ = ["ConfigError", "InputFileError", "PyoopsError", "__version__", "run"]

@@ -1,0 +1,134 @@
+"""The ``pyoops`` command: ``pyoops APP CONFIG.yaml`` and ``pyoops plugins``.
+
+Errors caused by the user (configuration, input files) print one line and
+exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from pyoops.config.yaml_io import load_config
+from pyoops.util.atomic import atomic_output
+from pyoops.util.errors import ConfigError, PyoopsError
+from pyoops.util.logging import configure
+
+__all__ = ["main"]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def _parser(app_names: Sequence[str], summaries: dict[str, str]) -> argparse.ArgumentParser:
+    from pyoops import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pyoops", description="Run a pyoops data-assimilation application on a YAML configuration.")
+    parser.add_argument("--version", action="version", version=f"pyoops {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    plugins = sub.add_parser("plugins", help="list every registered name by kind")
+    plugins.add_argument("--debug", action="store_true", help="show tracebacks")
+    for name in app_names:
+        p = sub.add_parser(name, help=summaries.get(name, ""))
+        p.add_argument("config", nargs="?", help="YAML configuration file")
+        p.add_argument("--validate-only", action="store_true",
+                       help="validate the configuration (including plugin sections) and exit")
+        p.add_argument("--output-json-schema", metavar="FILE",
+                       help="write the JSON schema of this application's configuration to FILE and exit")
+        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+        p.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    return parser
+
+
+def _print_plugins(registry: Any) -> None:
+    print("Installed plugins:")
+    for name, dist in sorted(registry.distributions.items()):
+        print(f"  {name:<20} {dist}")
+    for kind, entries in registry.describe().items():
+        print(f"{kind}:")
+        if not entries:
+            print("  (none)")
+        for name, plugin in entries:
+            print(f"  {name:<28} [{plugin}]")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    for key, value in summary.items():
+        if isinstance(value, (int, float, str)):
+            print(f"{key}: {value:.12g}" if isinstance(value, float) else f"{key}: {value}")
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            for item in value:
+                print(f"{key}: {item}")
+        elif isinstance(value, dict):
+            for sub, stats in value.items():
+                if isinstance(stats, dict):
+                    text = ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items())
+                    print(f"{key} {sub}: {text}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    document = None
+    try:
+        from pyoops.registry import get_registry
+
+        registry = get_registry()
+        apps = registry.application
+        summaries = {e.name: getattr(e.maker, "summary", "") for e in apps.entries()}
+        args = _parser(apps.names(), summaries).parse_args(argv)
+        configure(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+        if args.command == "plugins":
+            _print_plugins(registry)
+            return 0
+        application = apps.get(args.command)(registry)
+        if args.output_json_schema:
+            plugin = None
+            if args.config:
+                document = load_config(args.config)
+                name = document.data.get("model plugin")
+                plugin = registry.model_plugin(name) if name is not None else None
+            with atomic_output(args.output_json_schema) as tmp:
+                tmp.write_text(json.dumps(application.json_schema(plugin), indent=2) + "\n")
+            print(f"JSON schema of '{args.command}' written to {args.output_json_schema}")
+            return 0
+        if not args.config:
+            raise ConfigError(f"'pyoops {args.command}' needs a YAML configuration file")
+        document = load_config(args.config)
+        params = application.validate(document)
+        if args.validate_only:
+            print(f"{args.config}: valid {args.command} configuration")
+            return 0
+        summary = application.run(params)
+        _print_summary(summary)
+        return 0
+    except PyoopsError as exc:
+        if debug:
+            traceback.print_exc()
+        where = ""
+        if isinstance(exc, ConfigError) and document is not None and exc.path:
+            line = document.line_of(exc.path)
+            if line and document.filename:
+                where = f" ({document.filename}:{line})"
+        print(f"pyoops: error: {exc}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("pyoops: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: keep it visible but readable
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"pyoops: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                  file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Typed parameter classes (pydantic v2) with OOPS-style YAML keys.
+
+Every configurable object in pyoops declares a :class:`Parameters` subclass.
+Python field names use underscores; YAML keys are the same names with spaces
+(``cost_type`` ↔ ``cost type``), as in OOPS.  Unknown keys are rejected, and
+:func:`validate` turns pydantic's errors into one :class:`~pyoops.util.errors.ConfigError`
+that names the YAML path and, for a misspelt key, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError, WithJsonSchema
+
+from pyoops.util.datetime import DateTime, Duration
+from pyoops.util.errors import ConfigError, join_path
+
+__all__ = [
+    "DateTimeField",
+    "DurationField",
+    "Parameters",
+    "validate",
+    "yaml_keys",
+]
+
+
+def _yaml_alias(name: str) -> str:
+    return name.replace("_", " ")
+
+
+class Parameters(BaseModel):
+    """Base of every parameter class: strict keys, YAML aliases with spaces."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=_yaml_alias,
+        populate_by_name=True,
+        arbitrary_types_allowed=True,
+        validate_default=False,
+    )
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The parameters as a plain dict with YAML keys (round-trips through :func:`validate`)."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+def _as_datetime(value: Any) -> DateTime:
+    import datetime as _dt
+
+    if isinstance(value, (DateTime, str, _dt.datetime, _dt.date)):
+        return DateTime(value)
+    raise ConfigError(f"expected an ISO-8601 date-time such as '2010-01-01T00:00:00Z', got {value!r}")
+
+
+def _as_duration(value: Any) -> Duration:
+    if isinstance(value, (Duration, str)):
+        return Duration(value)
+    raise ConfigError(f"expected an ISO-8601 duration such as 'PT6H', got {value!r}")
+
+
+DateTimeField = Annotated[
+    DateTime,
+    BeforeValidator(_as_datetime),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2010-01-01T00:00:00Z"]}),
+]
+"""A pydantic field type for ISO-8601 date-times (YAML strings or YAML timestamps)."""
+
+DurationField = Annotated[
+    Duration,
+    BeforeValidator(_as_duration),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "format": "duration", "examples": ["PT6H"]}),
+]
+"""A pydantic field type for ISO-8601 durations such as ``PT6H``."""
+
+
+def yaml_keys(cls: type[BaseModel]) -> list[str]:
+    """The YAML keys a parameter class accepts."""
+    return [f.alias or name for name, f in cls.model_fields.items()]
+
+
+def _submodel(cls: Any, key: Any) -> Any:
+    """The parameter class reached from ``cls`` through one location element."""
+    if isinstance(key, int):  # a list index: ``cls`` is already the item class
+        return cls
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        for name, field in cls.model_fields.items():
+            if key in (name, field.alias):
+                return _unwrap(field.annotation)
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Find a BaseModel class inside Optional[...] / list[...] / Union annotations."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _unwrap(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: dict[str, Any], cls: type[BaseModel], prefix: str) -> str:
+    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part and "]" in part)]
+    kind = error["type"]
+    path = join_path(prefix, *loc)
+    if kind == "extra_forbidden":
+        owner: Any = cls
+        for part in loc[:-1]:
+            owner = _submodel(owner, part)
+        bad = str(loc[-1])
+        valid = yaml_keys(owner) if isinstance(owner, type) and issubclass(owner, BaseModel) else []
+        close = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        listing = f" (valid keys: {', '.join(valid)})" if valid else ""
+        return f"{path}: unknown key '{bad}'{hint}{listing}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    message = error["msg"]
+    for prefix_text in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix_text):
+            message = message[len(prefix_text):]
+    got = error.get("input")
+    if kind not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
+        message = f"{message[0].lower()}{message[1:]}, got {got!r}"
+    return f"{path}: {message}"
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def validate(cls: type[P], data: Any, path: str = "") -> P:
+    """Validate ``data`` (a YAML mapping) against ``cls`` or raise one ConfigError.
+
+    Parameters
+    ----------
+    cls:
+        The parameter class.
+    data:
+        The YAML value; ``None`` is read as an empty mapping.
+    path:
+        Dotted YAML path of ``data`` in its file, used in the error message.
+    """
+    if data is None:
+        data = {}
+    if isinstance(data, BaseModel):
+        data = data.model_dump(by_alias=True, exclude_unset=True)
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of {cls.__name__} keys, got {type(data).__name__} {data!r}", path)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        # A misspelt key shows up as one unknown key plus one missing key: report
+        # the unknown key first, with its suggestion.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = _describe(errors[0], cls, path)
+        more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise ConfigError(first + more) from None

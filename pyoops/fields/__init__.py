@@ -1,0 +1,1 @@
+"""pyoops.fields"""

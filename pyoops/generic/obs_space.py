@@ -1,0 +1,424 @@
+"""IODA-like observation spaces stored in netCDF, and observation vectors.
+
+File layout (documented in ``docs/file_formats.rst``):
+
+* dimension ``Location`` (number of observations);
+* group ``MetaData``: ``dateTime`` (int64 seconds since
+  1970-01-01T00:00:00Z, attribute ``units``) and one float64 variable per
+  location coordinate of the geometry (``x``; ``x, y``; ``x, y, z``);
+* group ``ObsValue``: one float64 variable per observed variable (NaN = missing);
+* group ``ObsError``: standard deviations, same variables;
+* groups written by applications: ``hofx``, ``ombg``, ``oman``, ``EffectiveQC``
+  (int32, 0 = used), ``EffectiveError``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from pyoops.config.parameters import DurationField, Parameters
+from pyoops.interface.geometry import Locations
+from pyoops.util.atomic import atomic_output
+from pyoops.util.datetime import DateTime, Duration, TimeWindow
+from pyoops.util.errors import ConfigError, InputFileError, join_path
+from pyoops.util.random import generator
+from pyoops.util.variables import Variables
+
+__all__ = ["ObsSpace", "ObsSpaceParameters", "ObsVector"]
+
+LOCATION_DIM = "Location"
+DATETIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
+REQUIRED_GROUPS = ("MetaData", "ObsValue", "ObsError")
+
+
+class ObsFileParameters(Parameters):
+    filename: str = Field(description="netCDF file in the IODA-like layout.")
+
+
+class GenerateParameters(Parameters):
+    """Synthetic observation network, as OOPS's Lorenz-95 MakeObs ``generate`` section."""
+
+    begin: DurationField = Field(Duration("PT0S"), description="Offset of the first obs time from the window begin.")
+    end: DurationField | None = Field(None, description="Offset of the last possible obs time (default: window length).")
+    obs_frequency: DurationField = Field(description="Time between two obs times.")
+    obs_density: int = Field(gt=0, description="Number of locations at each obs time.")
+    obs_error: float = Field(gt=0, description="Observation error standard deviation (all variables).")
+    locations: Literal["regular", "random"] = Field(
+        "regular", description="Evenly spaced locations, or uniformly random ones (seeded).")
+    random_seed: int = Field(0, description="Seed of the random locations.")
+    levels: list[float] | None = Field(None, description="Levels to observe on a grid with levels (default: all).")
+
+    @model_validator(mode="after")
+    def _positive_frequency(self) -> "GenerateParameters":
+        if self.obs_frequency <= Duration(0):
+            raise ValueError(f"obs frequency must be positive, got {self.obs_frequency}")
+        return self
+
+
+class ObsSpaceParameters(Parameters):
+    """The ``obs space`` section of an observer."""
+
+    name: str = Field(description="Name of the observation type, used in messages and plots.")
+    simulated_variables: list[str] = Field(min_length=1, description="Observed variables H(x) simulates.")
+    obsdatain: ObsFileParameters | None = Field(None, description="Input file with ObsValue and ObsError.")
+    obsdataout: ObsFileParameters | None = Field(None, description="Output file (input plus written groups).")
+    generate: GenerateParameters | None = Field(None, description="Synthetic locations instead of obsdatain.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ObsSpaceParameters":
+        if (self.obsdatain is None) == (self.generate is None):
+            raise ValueError("give exactly one of 'obsdatain' and 'generate'")
+        return self
+
+
+class ObsSpace:
+    """Observations of one type inside a time window: locations, times and named groups.
+
+    Parameters
+    ----------
+    params:
+        Validated :class:`ObsSpaceParameters`.
+    window:
+        The assimilation window; every observation must lie in it.
+    geometry:
+        Used to name the location coordinates and to lay out generated networks.
+    path:
+        YAML path of this obs space, for messages.
+    """
+
+    def __init__(self, params: ObsSpaceParameters, window: TimeWindow, geometry: Any, path: str = ""):
+        self.params = params
+        self.name = params.name
+        self.window = window
+        self.path = path
+        self.simulated_variables = Variables(params.simulated_variables)
+        self.location_names = tuple(geometry.location_names)
+        self._db: dict[tuple[str, str], np.ndarray] = {}
+        if params.obsdatain is not None:
+            self.source = params.obsdatain.filename
+            self.locations = self._read(params.obsdatain.filename)
+        else:
+            self.source = f"{join_path(path, 'generate')}"
+            self.locations = self._generate(params.generate, geometry)
+        geometry.check_locations(self.locations, self.source)
+
+    # Construction ---------------------------------------------------------------------
+    def _read(self, filename: str) -> Locations:
+        import netCDF4
+
+        if not os.path.isfile(filename):
+            raise InputFileError(filename, "observation file not found")
+        try:
+            ds = netCDF4.Dataset(filename, "r")
+        except OSError as exc:
+            raise InputFileError(filename, f"is not a readable netCDF file ({exc.strerror or exc})") from None
+        try:
+            for group in REQUIRED_GROUPS:
+                if group not in ds.groups:
+                    raise InputFileError(filename, f"has no group '{group}' (an observation file needs groups "
+                                                   f"{', '.join(REQUIRED_GROUPS)})")
+            meta = ds.groups["MetaData"]
+            if "dateTime" not in meta.variables:
+                raise InputFileError(filename, "has no variable MetaData/dateTime")
+            times = _read_times(filename, meta.variables["dateTime"])
+            coords = {}
+            for name in self.location_names:
+                if name not in meta.variables:
+                    raise InputFileError(filename, f"has no variable MetaData/{name} (locations need "
+                                                   f"{', '.join(self.location_names)})")
+                coords[name] = _as_float(meta.variables[name][...])
+            for group in ds.groups:
+                for var, nc in ds.groups[group].variables.items():
+                    if group != "MetaData":
+                        self._db[(group, var)] = _as_float(nc[...]) if group != "EffectiveQC" else np.asarray(nc[...])
+            for var in self.simulated_variables:
+                for group in ("ObsValue", "ObsError"):
+                    if (group, var) not in self._db:
+                        raise InputFileError(filename, f"has no variable {group}/{var} (simulated variables: "
+                                                       f"{self.simulated_variables})")
+                err = self._db[("ObsError", var)]
+                valid = np.isfinite(self._db[("ObsValue", var)])
+                if (~(err[valid] > 0)).any():
+                    raise InputFileError(filename, f"ObsError/{var} must be positive where ObsValue is present")
+        finally:
+            ds.close()
+        locations = Locations(coords, times)
+        inside = self.window.contains_seconds(times)
+        if not inside.all():
+            bad = int((~inside).sum())
+            first = DateTime.from_seconds_since_epoch(times[~inside][0])
+            raise InputFileError(filename, f"{bad} observation(s) outside the time window {self.window} "
+                                           f"(first at {first})")
+        return locations
+
+    def _generate(self, gen: GenerateParameters, geometry: Any) -> Locations:
+        end_offset = gen.end if gen.end is not None else self.window.length
+        first = self.window.begin + gen.begin
+        last = self.window.begin + end_offset
+        times: list[DateTime] = []
+        t = first
+        while t <= last:
+            if self.window.contains(t):
+                times.append(t)
+            t = t + gen.obs_frequency
+        if not times:
+            raise ConfigError(f"no observation time between {first} and {last} falls inside the window {self.window}",
+                              join_path(self.path, "generate"))
+        rng = generator(gen.random_seed, "generate", self.name)
+        coords: dict[str, list[np.ndarray]] = {n: [] for n in self.location_names}
+        all_times: list[np.ndarray] = []
+        for time in times:
+            pts = _network(geometry, gen, rng)
+            for n in self.location_names:
+                coords[n].append(pts[n])
+            all_times.append(np.full(gen.obs_density, time.seconds_since_epoch()))
+        loc = Locations({n: np.concatenate(v) for n, v in coords.items()}, np.concatenate(all_times))
+        for var in self.simulated_variables:
+            self._db[("ObsError", var)] = np.full(loc.nlocs, gen.obs_error)
+        return loc
+
+    # Access -----------------------------------------------------------------------------
+    @property
+    def nlocs(self) -> int:
+        return self.locations.nlocs
+
+    def has(self, group: str, variable: str) -> bool:
+        return (group, variable) in self._db
+
+    def get_db(self, group: str, variable: str) -> np.ndarray:
+        try:
+            return self._db[(group, variable)]
+        except KeyError:
+            raise InputFileError(self.source, f"obs space '{self.name}' has no {group}/{variable}") from None
+
+    def put_db(self, group: str, variable: str, values: np.ndarray) -> None:
+        values = np.asarray(values)
+        if values.shape != (self.nlocs,):
+            raise ValueError(f"{group}/{variable}: {values.shape} values for {self.nlocs} locations")
+        self._db[(group, variable)] = values.copy()
+
+    def groups(self) -> list[str]:
+        return sorted({g for g, _ in self._db})
+
+    def obs_values(self) -> "ObsVector":
+        """The ``ObsValue`` group as an ObsVector."""
+        return ObsVector.from_group(self, "ObsValue")
+
+    def qc_mask(self) -> np.ndarray:
+        """Boolean ``(nvars, nlocs)``: True where an observation is used."""
+        rows = []
+        for var in self.simulated_variables:
+            if ("EffectiveQC", var) in self._db:
+                ok = self._db[("EffectiveQC", var)] == 0
+            elif ("ObsValue", var) in self._db:
+                ok = np.isfinite(self._db[("ObsValue", var)])
+            else:
+                ok = np.ones(self.nlocs, dtype=bool)
+            rows.append(ok)
+        return np.array(rows, dtype=bool).reshape(len(self.simulated_variables), self.nlocs)
+
+    def save(self, filename: str | None = None) -> str | None:
+        """Write the obs space, with every group, to ``obsdataout`` (atomically)."""
+        import netCDF4
+
+        filename = filename or (self.params.obsdataout.filename if self.params.obsdataout else None)
+        if filename is None:
+            return None
+        if ("EffectiveQC", self.simulated_variables[0]) not in self._db:
+            for var, ok in zip(self.simulated_variables, self.qc_mask()):
+                self._db[("EffectiveQC", var)] = np.where(ok, 0, 1).astype(np.int32)
+        with atomic_output(filename, ".nc") as tmp:
+            with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
+                ds.obs_space_name = self.name
+                ds.window_begin = str(self.window.begin)
+                ds.window_end = str(self.window.end)
+                ds.createDimension(LOCATION_DIM, self.nlocs)
+                meta = ds.createGroup("MetaData")
+                dt = meta.createVariable("dateTime", "i8", (LOCATION_DIM,))
+                dt.units = DATETIME_UNITS
+                dt[:] = np.round(self.locations.times).astype(np.int64)
+                for name in self.location_names:
+                    meta.createVariable(name, "f8", (LOCATION_DIM,))[:] = self.locations.coords[name]
+                for (group, var), values in sorted(self._db.items()):
+                    grp = ds.groups[group] if group in ds.groups else ds.createGroup(group)
+                    kind = "i4" if group == "EffectiveQC" else "f8"
+                    grp.createVariable(var, kind, (LOCATION_DIM,))[:] = values
+        return filename
+
+    def __repr__(self) -> str:
+        return f"ObsSpace('{self.name}', nlocs={self.nlocs}, variables={self.simulated_variables})"
+
+
+def _as_float(data: Any) -> np.ndarray:
+    if np.ma.isMaskedArray(data):
+        return np.ma.filled(data.astype(np.float64), np.nan)
+    return np.asarray(data, dtype=np.float64)
+
+
+def _read_times(filename: str, nc: Any) -> np.ndarray:
+    units = getattr(nc, "units", DATETIME_UNITS)
+    values = np.asarray(nc[...], dtype=np.float64)
+    if units.strip() == DATETIME_UNITS:
+        return values
+    try:
+        import cftime
+
+        dates = cftime.num2date(values, units, only_use_cftime_datetimes=False, only_use_python_datetimes=True)
+    except Exception:
+        raise InputFileError(filename, f"MetaData/dateTime has units {units!r}, expected '{DATETIME_UNITS}' "
+                                       "or another CF time unit") from None
+    # CF times without a time-zone offset are UTC; cftime returns them naive.
+    return np.array([DateTime(d if d.tzinfo is not None else d.replace(tzinfo=datetime.timezone.utc))
+                     .seconds_since_epoch() for d in np.atleast_1d(dates)])
+
+
+def _network(geometry: Any, gen: GenerateParameters, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Locations of one obs time: regular lattice or uniform random points."""
+    n = gen.obs_density
+    axes = {a.name: a for a in getattr(geometry, "axes", ())}
+    horizontal = [a for a in axes.values() if a.horizontal]
+    levels = [a for a in axes.values() if not a.horizontal]
+    out: dict[str, np.ndarray] = {}
+    if gen.locations == "random":
+        for a in horizontal:
+            out[a.name] = rng.uniform(a.lower, a.upper, n) if not a.periodic else (
+                a.lower + (a.upper - a.lower) * rng.random(n))
+    else:
+        # Regular: a near-square lattice of n points, cell-centred in each direction.
+        counts = _lattice_counts(n, [a.upper - a.lower for a in horizontal])
+        grids = np.meshgrid(*[a.lower + (np.arange(c) + (0.0 if a.periodic and len(horizontal) == 1 else 0.5))
+                              * (a.upper - a.lower) / c for a, c in zip(horizontal, counts)], indexing="ij")
+        for a, g in zip(horizontal, grids):
+            out[a.name] = g.ravel()[:n]
+    for a in levels:
+        choices = np.asarray(gen.levels if gen.levels is not None else a.points, dtype=float)
+        out[a.name] = choices[np.arange(n) % choices.size] if gen.locations == "regular" else rng.choice(choices, n)
+    return out
+
+
+def _lattice_counts(n: int, lengths: list[float]) -> list[int]:
+    if len(lengths) == 1:
+        return [n]
+    if len(lengths) != 2:
+        raise ConfigError("regular generated networks support 1-D and 2-D horizontal grids; use 'random'")
+    ratio = lengths[1] / lengths[0]
+    ny = max(1, int(round(np.sqrt(n / ratio))))
+    nx = int(np.ceil(n / ny))
+    return [ny, nx]
+
+
+class ObsVector:
+    """Values of every simulated variable at every location of an ObsSpace.
+
+    ``values`` has shape ``(..., nvars, nlocs)``; leading axes are ensemble members.
+    Entries where the ObsSpace's QC mask is False do not count in inner products.
+    """
+
+    __slots__ = ("obs_space", "values")
+
+    def __init__(self, obs_space: ObsSpace, values: np.ndarray | None = None):
+        self.obs_space = obs_space
+        shape = (len(obs_space.simulated_variables), obs_space.nlocs)
+        if values is None:
+            values = np.zeros(shape)
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape[-2:] != shape:
+            raise ValueError(f"ObsVector of '{obs_space.name}' needs trailing shape {shape}, got {values.shape}")
+        self.values = values
+
+    @classmethod
+    def from_group(cls, obs_space: ObsSpace, group: str) -> "ObsVector":
+        return cls(obs_space, np.array([obs_space.get_db(group, v) for v in obs_space.simulated_variables]))
+
+    def save(self, group: str) -> None:
+        """Store in the ObsSpace as ``group/<variable>`` (single vectors only)."""
+        if self.values.ndim != 2:
+            raise ValueError("only an ObsVector without member axis can be saved to a group")
+        for var, row in zip(self.obs_space.simulated_variables, self.values):
+            self.obs_space.put_db(group, var, row)
+
+    @property
+    def variables(self) -> Variables:
+        return self.obs_space.simulated_variables
+
+    def __getitem__(self, variable: str) -> np.ndarray:
+        return self.values[..., self.variables.index(variable), :]
+
+    def mask(self) -> np.ndarray:
+        return self.obs_space.qc_mask()
+
+    def nobs(self) -> int:
+        """Number of used observations."""
+        return int(self.mask().sum())
+
+    def copy(self) -> "ObsVector":
+        return ObsVector(self.obs_space, self.values.copy())
+
+    def zeros_like(self) -> "ObsVector":
+        return ObsVector(self.obs_space, np.zeros_like(self.values))
+
+    def zero(self) -> None:
+        self.values[...] = 0.0
+
+    def ones(self) -> None:
+        self.values[...] = 1.0
+
+    def masked_values(self) -> np.ndarray:
+        """Values with unused entries set to 0."""
+        return np.where(self.mask(), self.values, 0.0)
+
+    def dot_product_with(self, other: "ObsVector") -> float:
+        return float(np.vdot(self.masked_values(), other.masked_values()))
+
+    def rms(self) -> float:
+        n = self.nobs() * int(np.prod(self.values.shape[:-2]))
+        return float(np.sqrt(self.dot_product_with(self) / n)) if n else 0.0
+
+    def axpy(self, a: float, other: "ObsVector") -> None:
+        self.values += a * other.values
+
+    def _other(self, other: Any) -> Any:
+        return other.values if isinstance(other, ObsVector) else other
+
+    def __add__(self, other: Any) -> "ObsVector":
+        return ObsVector(self.obs_space, self.values + self._other(other))
+
+    def __sub__(self, other: Any) -> "ObsVector":
+        return ObsVector(self.obs_space, self.values - self._other(other))
+
+    def __mul__(self, other: Any) -> "ObsVector":
+        return ObsVector(self.obs_space, self.values * self._other(other))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Any) -> "ObsVector":
+        return ObsVector(self.obs_space, self.values / self._other(other))
+
+    def __neg__(self) -> "ObsVector":
+        return ObsVector(self.obs_space, -self.values)
+
+    def __iadd__(self, other: Any) -> "ObsVector":
+        self.values += self._other(other)
+        return self
+
+    def __isub__(self, other: Any) -> "ObsVector":
+        self.values -= self._other(other)
+        return self
+
+    def __imul__(self, other: Any) -> "ObsVector":
+        self.values *= self._other(other)
+        return self
+
+    def __repr__(self) -> str:
+        return f"ObsVector('{self.obs_space.name}', shape={self.values.shape})"
+
+
+def stack_variables(obs_space: ObsSpace, per_variable: Iterable[np.ndarray]) -> ObsVector:
+    """An ObsVector from one array ``(..., nlocs)`` per simulated variable."""
+    return ObsVector(obs_space, np.stack(list(per_variable), axis=-2))

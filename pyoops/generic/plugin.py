@@ -1,0 +1,19 @@
+"""pyoops's built-in makers, registered through the ``generic`` entry point like any plugin."""
+
+from __future__ import annotations
+
+from pyoops.registry import Registry, hookimpl
+
+
+@hookimpl
+def pyoops_register(registry: Registry) -> None:
+    from pyoops.apps.forecast import ForecastApplication
+    from pyoops.apps.hofx import HofXApplication
+    from pyoops.generic.obs_error import DiagonalObsError
+    from pyoops.generic.obs_operators import IdentityObsOperator, LinearIdentityObsOperator
+
+    registry.obs_operator.register("Identity", IdentityObsOperator)
+    registry.linear_obs_operator.register("Identity", LinearIdentityObsOperator)
+    registry.obs_error.register("diagonal", DiagonalObsError)
+    registry.application.register("forecast", ForecastApplication)
+    registry.application.register("hofx", HofXApplication)

@@ -1,0 +1,133 @@
+"""Abstract Geometry and the GetValues (interpolation) interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pyoops.config.parameters import Parameters
+from pyoops.fields.fieldset import FieldSet
+from pyoops.util.variables import Variables
+
+__all__ = ["Geometry", "GetValues", "Locations"]
+
+
+class Locations:
+    """Observation locations: named coordinate arrays and times, all of length ``nlocs``.
+
+    Coordinates use the geometry's names (``x``; ``x, y``; ``x, y, z``) and units;
+    times are seconds since 1970-01-01T00:00:00Z (the IODA ``dateTime`` convention).
+    """
+
+    def __init__(self, coords: Mapping[str, Any], times: Any = None):
+        self.coords = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in coords.items()}
+        sizes = {v.size for v in self.coords.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"location coordinates have different lengths: {sizes}")
+        self.nlocs = sizes.pop() if sizes else 0
+        self.times = np.zeros(self.nlocs) if times is None else np.asarray(times, dtype=np.float64).ravel()
+        if self.times.size != self.nlocs:
+            raise ValueError(f"{self.times.size} times for {self.nlocs} locations")
+
+    def __len__(self) -> int:
+        return self.nlocs
+
+    def subset(self, index: Any) -> "Locations":
+        return Locations({k: v[index] for k, v in self.coords.items()}, self.times[index])
+
+
+class GetValues(ABC):
+    r"""Interpolation of model fields to observation locations, with TL and AD.
+
+    Linear in the fields: :math:`g = W f`, so :meth:`apply_tl` is :meth:`apply`
+    and :meth:`apply_ad` computes :math:`W^\mathsf{T} g`.  Leading batch axes
+    (ensemble members) pass through.
+    """
+
+    nlocs: int
+
+    @abstractmethod
+    def apply(self, fields: FieldSet, variables: Variables) -> FieldSet:
+        """GeoVaLs ``{var: (..., nlocs)}`` of ``variables`` interpolated from ``fields``."""
+
+    def apply_tl(self, dfields: FieldSet, variables: Variables) -> FieldSet:
+        """Tangent linear of :meth:`apply` (the same linear map)."""
+        return self.apply(dfields, variables)
+
+    @abstractmethod
+    def apply_ad(self, geovals: FieldSet, fields: FieldSet) -> None:
+        """Add :math:`W^\\mathsf{T}` ``geovals`` into ``fields`` in place (adjoint accumulation)."""
+
+
+class Geometry(ABC):
+    """The model grid: shapes, coordinates, cell areas, distances and interpolation.
+
+    A plugin subclasses this (usually through
+    :class:`pyoops.generic.grid.StructuredGrid`) and declares ``Parameters``.
+    """
+
+    Parameters: ClassVar[type[Parameters]]
+
+    #: Dimension names of a grid field in file order, e.g. ``("y", "x")``.
+    dims: tuple[str, ...]
+    #: Grid shape matching :attr:`dims`.
+    shape: tuple[int, ...]
+
+    def field_shape(self, variable: str) -> tuple[int, ...]:
+        """Grid shape of ``variable`` (all variables share :attr:`shape` unless overridden)."""
+        return self.shape
+
+    def field_dims(self, variable: str) -> tuple[str, ...]:
+        """Dimension names of ``variable`` in files."""
+        return self.dims
+
+    @property
+    @abstractmethod
+    def variables(self) -> Variables:
+        """The model variables this geometry holds by default."""
+
+    @property
+    @abstractmethod
+    def coordinates(self) -> dict[str, np.ndarray]:
+        """1-D coordinate array of each dimension in :attr:`dims`."""
+
+    @property
+    @abstractmethod
+    def location_names(self) -> tuple[str, ...]:
+        """Names of the coordinates of an observation location (``x``, ``y``, ...)."""
+
+    @abstractmethod
+    def cell_areas(self) -> np.ndarray:
+        """Area (length in 1-D) of each grid cell, of shape :attr:`shape` without levels."""
+
+    @abstractmethod
+    def distance(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> np.ndarray:
+        """Horizontal distance between locations ``a`` and ``b`` (broadcasting)."""
+
+    @abstractmethod
+    def check_locations(self, locations: Locations, source: str = "") -> None:
+        """Raise a clear error if any location lies outside the domain."""
+
+    @abstractmethod
+    def interpolator(self, locations: Locations) -> GetValues:
+        """The :class:`GetValues` from this grid to ``locations``."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Plain data identifying the geometry (written to files, compared on read)."""
+
+    def same_as(self, other: "Geometry") -> bool:
+        return type(self) is type(other) and self.describe() == other.describe()
+
+    def field_shapes(self, variables: Variables) -> dict[str, tuple[int, ...]]:
+        return {v: self.field_shape(v) for v in variables}
+
+    def zeros(self, variables: Variables, batch_shape: tuple[int, ...] = ()) -> FieldSet:
+        """A FieldSet of zeros for ``variables`` with optional leading batch axes."""
+        return FieldSet({v: np.zeros(batch_shape + self.field_shape(v)) for v in variables}, copy=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"

@@ -1,0 +1,119 @@
+"""Abstract observation interfaces: ObsOperator, LinearObsOperator, ObsError.
+
+Observation operators act on GeoVaLs, model values already interpolated to the
+observation locations, so that one operator serves every model (as in UFO).
+GeoVaLs are a :class:`~pyoops.fields.fieldset.FieldSet` whose arrays end with
+the location axis ``(..., nlocs)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from pyoops.config.parameters import Parameters
+from pyoops.fields.fieldset import FieldSet
+from pyoops.util.variables import Variables
+
+if TYPE_CHECKING:
+    from pyoops.generic.obs_space import ObsSpace, ObsVector
+
+__all__ = ["GeoVaLs", "LinearObsOperator", "ObsError", "ObsOperator"]
+
+
+class GeoVaLs(FieldSet):
+    """Model values at observation locations: ``{variable: (..., nlocs)}``."""
+
+    __slots__ = ()
+
+    @property
+    def nlocs(self) -> int:
+        for arr in self.values():
+            return int(arr.shape[-1])
+        return 0
+
+
+class ObsOperator(ABC):
+    """Nonlinear observation operator :math:`y = \\mathcal{H}(g)` on GeoVaLs."""
+
+    Parameters: ClassVar[type[Parameters]]
+
+    def __init__(self, params: Any, obs_space: "ObsSpace"):
+        self.params = params
+        self.obs_space = obs_space
+
+    @property
+    @abstractmethod
+    def required_variables(self) -> Variables:
+        """Model variables the operator needs as GeoVaLs."""
+
+    @abstractmethod
+    def simulate_obs(self, geovals: GeoVaLs) -> "ObsVector":
+        """:math:`\\mathcal{H}(g)` for every simulated variable (leading batch axes allowed)."""
+
+
+class LinearObsOperator(ABC):
+    """Tangent linear :math:`\\mathbf{H}` of an ObsOperator and its adjoint.
+
+    :meth:`set_trajectory` is called with the GeoVaLs of the linearisation state
+    before :meth:`simulate_obs_tl` or :meth:`simulate_obs_ad`.
+    """
+
+    Parameters: ClassVar[type[Parameters]]
+
+    def __init__(self, params: Any, obs_space: "ObsSpace"):
+        self.params = params
+        self.obs_space = obs_space
+
+    @property
+    @abstractmethod
+    def required_variables(self) -> Variables:
+        """Model variables the operator needs as GeoVaLs."""
+
+    @abstractmethod
+    def set_trajectory(self, geovals: GeoVaLs) -> None:
+        """Linearise about ``geovals``."""
+
+    @abstractmethod
+    def simulate_obs_tl(self, dgeovals: GeoVaLs) -> "ObsVector":
+        """:math:`\\delta y = \\mathbf{H} \\delta g`."""
+
+    @abstractmethod
+    def simulate_obs_ad(self, dy: "ObsVector") -> GeoVaLs:
+        """:math:`\\delta g = \\mathbf{H}^\\mathsf{T} \\delta y`."""
+
+
+class ObsError(ABC):
+    """Observation-error covariance :math:`\\mathbf{R}` of one ObsSpace."""
+
+    Parameters: ClassVar[type[Parameters]]
+
+    def __init__(self, params: Any, obs_space: "ObsSpace"):
+        self.params = params
+        self.obs_space = obs_space
+
+    @abstractmethod
+    def multiply(self, dy: "ObsVector") -> "ObsVector":
+        """:math:`\\mathbf{R}\\,\\delta y`."""
+
+    @abstractmethod
+    def inverse_multiply(self, dy: "ObsVector") -> "ObsVector":
+        """:math:`\\mathbf{R}^{-1}\\delta y`."""
+
+    @abstractmethod
+    def randomize(self, rng: np.random.Generator) -> "ObsVector":
+        """A draw from :math:`\\mathcal{N}(0, \\mathbf{R})`."""
+
+    @abstractmethod
+    def obserrors(self) -> "ObsVector":
+        """Standard deviations."""
+
+    @abstractmethod
+    def update(self, obserrors: "ObsVector") -> None:
+        """Replace the standard deviations."""
+
+    @abstractmethod
+    def inverse_variance(self) -> "ObsVector":
+        """:math:`1/\\sigma^2` (0 where the observation is not used)."""

@@ -1,0 +1,319 @@
+"""Plugin registry: pluggy hook specifications and one named factory per kind.
+
+Plugins are Python distributions that declare an entry point in the group
+``pyoops``; the object it points to (usually a module) holds hook
+implementations.  pyoops's own generic makers are registered the same way,
+through the ``generic`` entry point of the ``pyoops`` distribution.
+
+A plugin module looks like::
+
+    from pyoops.registry import hookimpl
+
+    @hookimpl
+    def pyoops_register(registry):
+        registry.add_model_plugin("lorenz96", geometry=Lorenz96Geometry, state=Lorenz96State)
+        registry.model.register("Lorenz96", Lorenz96Model)
+        registry.linear_model.register("Lorenz96TLM", Lorenz96TLM)
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from pyoops.config.parameters import validate
+from pyoops.util.errors import ConfigError, UnknownNameError, join_path
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Factory",
+    "ModelPlugin",
+    "Registry",
+    "get_registry",
+    "hookimpl",
+    "hookspec",
+    "reset_registry",
+]
+
+ENTRY_POINT_GROUP = "pyoops"
+hookspec = pluggy.HookspecMarker("pyoops")
+hookimpl = pluggy.HookimplMarker("pyoops")
+
+
+class PyoopsHookSpecs:
+    """The plugin contract: hooks a pyoops plugin may implement."""
+
+    @hookspec
+    def pyoops_register(self, registry: "Registry") -> None:
+        """Register named makers (classes) with the factories of ``registry``.
+
+        Called once per plugin when the registry is first built.
+        """
+
+
+#: The kinds of maker, with the YAML key that names the maker in a config.
+KINDS: dict[str, str] = {
+    "geometry": "",
+    "model": "name",
+    "linear model": "name",
+    "obs operator": "name",
+    "linear obs operator": "name",
+    "obs error": "covariance model",
+    "variable change": "variable change name",
+    "linear variable change": "variable change name",
+    "saber block": "saber block name",
+    "application": "",
+}
+
+
+@dataclass
+class Entry:
+    name: str
+    maker: Any
+    plugin: str
+
+
+class Factory:
+    """Named makers of one kind (``model``, ``obs operator``, ...).
+
+    ``factory.get(name, path)`` returns the registered class or raises a
+    ConfigError that lists every known name, like OOPS's
+    "X does not exist in the model factory".
+    """
+
+    def __init__(self, kind: str, name_key: str = "", current_plugin: Any = None):
+        self.kind = kind
+        self.name_key = name_key
+        self._entries: dict[str, Entry] = {}
+        self._current_plugin = current_plugin or (lambda: "")
+
+    def register(self, name: str, maker: Any, *, plugin: str = "", replace: bool = False) -> None:
+        """Register ``maker`` under ``name``; a clash between plugins is an error."""
+        plugin = plugin or self._current_plugin()
+        if name in self._entries and not replace and self._entries[name].maker is not maker:
+            other = self._entries[name].plugin
+            raise ConfigError(
+                f"{self.kind} '{name}' is registered twice (by plugin '{other}' and by '{plugin or '?'}')"
+            )
+        self._entries[name] = Entry(name, maker, plugin)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def get(self, name: Any, path: str = "") -> Any:
+        """The maker registered as ``name``."""
+        if not isinstance(name, str) or name not in self._entries:
+            known = ", ".join(self.names()) or "none registered"
+            close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UnknownNameError(
+                f"{self.kind} '{name}' does not exist in the {self.kind} factory{hint} (known: {known})", path
+            )
+        return self._entries[name].maker
+
+    def name_from_config(self, config: Any, path: str = "") -> str:
+        """Read the maker name from ``config[name_key]``."""
+        if not isinstance(config, dict):
+            raise ConfigError(f"expected a mapping with key '{self.name_key}', got {config!r}", path)
+        if self.name_key not in config:
+            known = ", ".join(self.names())
+            raise ConfigError(f"required key is missing (one of: {known})", join_path(path, self.name_key))
+        return config[self.name_key]
+
+    def maker_for(self, config: Any, path: str = "") -> Any:
+        """The maker named by ``config[name_key]``."""
+        name = self.name_from_config(config, path)
+        return self.get(name, join_path(path, self.name_key))
+
+    def parameters(self, config: Any, path: str = "", name: str | None = None) -> Any:
+        """Validate ``config`` against the Parameters class of the maker it names."""
+        maker = self.get(name, path) if name is not None else self.maker_for(config, path)
+        params_cls = getattr(maker, "Parameters", None)
+        if params_cls is None:
+            raise ConfigError(f"{self.kind} maker {maker!r} has no Parameters class", path)
+        return validate(params_cls, config, path)
+
+
+@dataclass
+class ModelPlugin:
+    """What a model plugin provides (OOPS's MODEL traits).
+
+    Attributes
+    ----------
+    name:
+        The value of the top-level ``model plugin:`` key.
+    geometry:
+        The Geometry class; also registered in the ``geometry`` factory under ``name``.
+    state, increment:
+        State and Increment classes (pyoops's generic FieldSet-backed ones by default).
+    description:
+        One line for ``pyoops plugins``.
+    """
+
+    name: str
+    geometry: Any
+    state: Any = None
+    increment: Any = None
+    description: str = ""
+    plugin: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    """Every factory, filled by the hook implementations of every plugin."""
+
+    def __init__(self) -> None:
+        self.factories: dict[str, Factory] = {
+            kind: Factory(kind, key, lambda: self._current_plugin) for kind, key in KINDS.items()
+        }
+        self.model_plugins: dict[str, ModelPlugin] = {}
+        self.plugin_manager = pluggy.PluginManager("pyoops")
+        self.plugin_manager.add_hookspecs(PyoopsHookSpecs)
+        self._current_plugin = ""
+        self.distributions: dict[str, str] = {}
+
+    # Short attribute names for the factories, for hook implementations.
+    @property
+    def geometry(self) -> Factory:
+        return self.factories["geometry"]
+
+    @property
+    def model(self) -> Factory:
+        return self.factories["model"]
+
+    @property
+    def linear_model(self) -> Factory:
+        return self.factories["linear model"]
+
+    @property
+    def obs_operator(self) -> Factory:
+        return self.factories["obs operator"]
+
+    @property
+    def linear_obs_operator(self) -> Factory:
+        return self.factories["linear obs operator"]
+
+    @property
+    def obs_error(self) -> Factory:
+        return self.factories["obs error"]
+
+    @property
+    def variable_change(self) -> Factory:
+        return self.factories["variable change"]
+
+    @property
+    def linear_variable_change(self) -> Factory:
+        return self.factories["linear variable change"]
+
+    @property
+    def saber_block(self) -> Factory:
+        return self.factories["saber block"]
+
+    @property
+    def application(self) -> Factory:
+        return self.factories["application"]
+
+    def factory(self, kind: str) -> Factory:
+        if kind not in self.factories:
+            raise KeyError(f"no factory of kind {kind!r}; kinds: {', '.join(self.factories)}")
+        return self.factories[kind]
+
+    def add_model_plugin(self, name: str, geometry: Any, state: Any = None, increment: Any = None,
+                         description: str = "", **extras: Any) -> ModelPlugin:
+        """Declare a model plugin (the ``model plugin:`` value) and register its geometry."""
+        from pyoops.generic.state import GenericIncrement, GenericState
+
+        entry = ModelPlugin(name, geometry, state or GenericState, increment or GenericIncrement,
+                            description, self._current_plugin, dict(extras))
+        if name in self.model_plugins and self.model_plugins[name].geometry is not geometry:
+            raise ConfigError(f"model plugin '{name}' is registered twice")
+        self.model_plugins[name] = entry
+        self.geometry.register(name, geometry, plugin=self._current_plugin)
+        return entry
+
+    def model_plugin(self, name: Any, path: str = "model plugin") -> ModelPlugin:
+        """The model plugin called ``name`` or a ConfigError listing the installed ones."""
+        if not isinstance(name, str) or name not in self.model_plugins:
+            known = ", ".join(sorted(self.model_plugins)) or "none installed"
+            close = difflib.get_close_matches(str(name), sorted(self.model_plugins), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UnknownNameError(
+                f"model plugin '{name}' is not installed{hint} (installed: {known}); "
+                "install it with pip, e.g. 'pip install -e plugins/<name>'", path)
+        return self.model_plugins[name]
+
+    def register_plugin(self, plugin: Any, name: str | None = None) -> None:
+        """Register an in-process plugin object (module or instance) and run its hooks."""
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if self.plugin_manager.is_registered(plugin):
+            return
+        self.plugin_manager.register(plugin, name=name)
+        self._call_register(plugin, name)
+
+    def _call_register(self, plugin: Any, name: str) -> None:
+        impl = getattr(plugin, "pyoops_register", None)
+        if impl is None:
+            return
+        self._current_plugin = name
+        try:
+            impl(registry=self)
+        finally:
+            self._current_plugin = ""
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        """Load every plugin declared in the entry-point group ``group``."""
+        for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: (e.name != "generic", e.name)):
+            if self.plugin_manager.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not hide the others' names
+                raise ConfigError(f"plugin '{ep.name}' ({ep.value}) failed to import: {exc}") from exc
+            self.plugin_manager.register(plugin, name=ep.name)
+            dist = getattr(ep, "dist", None)
+            self.distributions[ep.name] = f"{dist.name} {dist.version}" if dist is not None else ep.value
+            self._call_register(plugin, ep.name)
+
+    def describe(self) -> dict[str, list[tuple[str, str]]]:
+        """``{kind: [(name, plugin), ...]}`` for ``pyoops plugins``."""
+        out: dict[str, list[tuple[str, str]]] = {
+            "model plugin": [(m.name, m.plugin) for m in sorted(self.model_plugins.values(), key=lambda m: m.name)]
+        }
+        for kind, factory in self.factories.items():
+            out[kind] = [(e.name, e.plugin) for e in factory.entries()]
+        return out
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built from the entry points on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        registry = Registry()
+        registry.load_entry_points()
+        if "generic" not in registry.distributions:
+            # pyoops is imported from a source tree that was never installed:
+            # its own entry point is missing, so register the built-ins directly.
+            from pyoops.generic import plugin as generic_plugin
+
+            registry.register_plugin(generic_plugin, name="generic")
+        _REGISTRY = registry
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the registry so that the next :func:`get_registry` reloads the plugins."""
+    global _REGISTRY
+    _REGISTRY = None
