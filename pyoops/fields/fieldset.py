@@ -66,18 +66,18 @@ class FieldSet(MutableMapping[str, np.ndarray]):
 
     # Construction helpers --------------------------------------------------------------
     def copy(self) -> "FieldSet":
-        return FieldSet(self._fields, copy=True)
+        return type(self)(self._fields, copy=True)
 
     def zeros_like(self) -> "FieldSet":
-        return FieldSet({k: np.zeros_like(v) for k, v in self._fields.items()}, copy=False)
+        return type(self)({k: np.zeros_like(v) for k, v in self._fields.items()}, copy=False)
 
     def subset(self, variables: Iterable[str]) -> "FieldSet":
         """A FieldSet of ``variables`` sharing this set's arrays."""
-        return FieldSet({v: self._fields[v] for v in variables}, copy=False)
+        return type(self)({v: self._fields[v] for v in variables}, copy=False)
 
     def map(self, func: Any) -> "FieldSet":
         """Apply ``func(array)`` to every field and return a new FieldSet."""
-        return FieldSet({k: func(v) for k, v in self._fields.items()}, copy=False)
+        return type(self)({k: func(v) for k, v in self._fields.items()}, copy=False)
 
     def batch_shape(self, field_shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
         """The leading (ensemble) axes, given each field's grid shape."""
@@ -159,7 +159,7 @@ class FieldSet(MutableMapping[str, np.ndarray]):
     def rms(self) -> float:
         """Root-mean-square over every element of every field."""
         n = sum(v.size for v in self._fields.values())
-        return self.norm() / np.sqrt(n) if n else 0.0
+        return float(self.norm() / np.sqrt(n)) if n else 0.0
 
     def is_finite(self) -> bool:
         return all(bool(np.isfinite(v).all()) for v in self._fields.values())

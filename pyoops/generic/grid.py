@@ -7,7 +7,8 @@ interface asks for, so a toy model's geometry is a few lines::
     class Lorenz96Geometry(StructuredGrid):
         Parameters = Lorenz96GeometryParameters
         def __init__(self, params):
-            super().__init__([Axis.periodic("x", params.resol, 1.0)], variables=["x"])
+            super().__init__([Axis.periodic_axis("x", params.resol, 1.0, dim="position")],
+                             variables=["x"])
 
 Interpolation to observation locations is linear along every horizontal axis
 (periodic wrap-around where the axis is periodic, constant extrapolation
@@ -43,8 +44,10 @@ class Axis:
         Dimension and location-coordinate name (``x``, ``y``, ``z``).
     points:
         Grid-point coordinates, increasing.
-    lower, upper:
-        Domain bounds; on a periodic axis ``upper - lower`` is the period.
+    lower:
+        Lower domain bound.
+    upper:
+        Upper domain bound; on a periodic axis ``upper - lower`` is the period.
     periodic:
         Whether the axis wraps around.
     interpolation:
@@ -191,7 +194,8 @@ class StructuredGrid(Geometry):
     # Convenience constructors, mostly for tests and tutorials ---------------------------
     @classmethod
     def periodic_1d(cls, n: int, length: float = 1.0, variables: Sequence[str] = ("x",)) -> "StructuredGrid":
-        return StructuredGrid([Axis.periodic_axis("x", n, length)], variables)
+        """Lorenz-96-like ring: coordinate ``x``, file dimension ``position`` (the default variable is ``x``)."""
+        return StructuredGrid([Axis.periodic_axis("x", n, length, dim="position")], variables)
 
     @classmethod
     def periodic_2d(cls, nx: int, ny: int, lx: float = 1.0, ly: float = 1.0,
@@ -239,6 +243,10 @@ class StructuredGrid(Geometry):
         """Full coordinate arrays of every grid point, each of shape :attr:`shape`."""
         grids = np.meshgrid(*[a.points for a in self.axes], indexing="ij")
         return {a.name: g for a, g in zip(self.axes, grids)}
+
+    def grid_locations(self) -> Locations:
+        """Every grid point, in C order of :attr:`shape`, as a :class:`Locations`."""
+        return Locations({name: arr.ravel() for name, arr in self.mesh().items()})
 
     def distance(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> np.ndarray:
         sq = 0.0

@@ -112,6 +112,10 @@ class Geometry(ABC):
         """Raise a clear error if any location lies outside the domain."""
 
     @abstractmethod
+    def grid_locations(self) -> Locations:
+        """Every grid point as a location (coordinates named as :attr:`location_names`)."""
+
+    @abstractmethod
     def interpolator(self, locations: Locations) -> GetValues:
         """The :class:`GetValues` from this grid to ``locations``."""
 

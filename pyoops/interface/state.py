@@ -51,11 +51,20 @@ class State(ABC):
 
 
 class Increment(ABC):
-    """A perturbation or correction of a :class:`State`, with the OOPS algebra."""
+    """A perturbation or correction of a :class:`State`, with the OOPS algebra.
+
+    ``time`` is the valid time; linear-model loops advance it as they step.
+    """
 
     geometry: "Geometry"
     fields: "FieldSet"
     time: "DateTime"
+
+    @classmethod
+    @abstractmethod
+    def zeros(cls, geometry: "Geometry", variables: "Variables", time: "DateTime",
+              batch_shape: tuple[int, ...] = ()) -> "Increment":
+        """A zero increment of ``variables`` valid at ``time`` (optional leading member axes)."""
 
     @property
     @abstractmethod

@@ -12,10 +12,23 @@ T = TypeVar("T")
 logger = logging.getLogger("pyoops")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the *current* ``sys.stderr``, which may have been replaced since configuration
+    (pytest's capture, notebooks, a second in-process ``pyoops.cli.main`` call)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure(level: "int | str" = logging.INFO) -> None:
     """Send pyoops log records to standard error with a compact format."""
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("pyoops %(levelname)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
