@@ -72,6 +72,19 @@ def _print_summary(summary: dict[str, Any]) -> None:
                     print(f"{key} {sub}: {text}")
 
 
+def _os_error_message(exc: OSError) -> str:
+    """``FILE: cannot be written or read (REASON)``, naming the file the user chose.
+
+    For a rename (atomic output) ``filename2`` is the target the user named,
+    ``filename`` the temporary file next to it.
+    """
+    name = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = exc.strerror or str(exc)
+    if name is None:
+        return f"file system error: {reason}"
+    return f"{name}: cannot be written or read ({reason})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -117,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if line and document.filename:
                 where = f" ({document.filename}:{line})"
         print(f"pyoops: error: {exc}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        # The system refused a file operation (an output path taken by a directory, no
+        # permission, disk full): the user's environment, not a bug in pyoops.
+        if debug:
+            traceback.print_exc()
+        print(f"pyoops: error: {_os_error_message(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("pyoops: interrupted", file=sys.stderr)

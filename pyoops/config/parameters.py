@@ -82,46 +82,85 @@ def yaml_keys(cls: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in cls.model_fields.items()]
 
 
-def _submodel(cls: Any, key: Any) -> Any:
-    """The parameter class reached from ``cls`` through one location element."""
-    if isinstance(key, int):  # a list index: ``cls`` is already the item class
-        return cls
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
-        for name, field in cls.model_fields.items():
-            if key in (name, field.alias):
-                return _unwrap(field.annotation)
-    return None
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Find a BaseModel class inside Optional[...] / list[...] / Union annotations."""
+def _union_members(annotation: Any) -> list[Any]:
+    """Parameter classes inside an annotation (Optional, list, Union, Annotated)."""
     import typing
 
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+        return [annotation]
+    out: list[Any] = []
     for arg in typing.get_args(annotation):
-        found = _unwrap(arg)
-        if found is not None:
-            return found
-    return None
+        out.extend(_union_members(arg))
+    return out
 
 
-def _describe(error: dict[str, Any], cls: type[BaseModel], prefix: str) -> str:
+def _tag_of(member: Any) -> list[str]:
+    """Names pydantic may put in an error location for a union member."""
+    import typing
+
+    names = [member.__name__]
+    for field in member.model_fields.values():
+        if typing.get_origin(field.annotation) is typing.Literal:
+            names.extend(str(a) for a in typing.get_args(field.annotation))
+    return names
+
+
+def _walk(cls: Any, loc: list[Any]) -> tuple[list[Any], Any]:
+    """Follow an error location through nested parameter classes.
+
+    Returns the location with union-member tags removed (they are not YAML keys)
+    and the parameter class owning the last element (or None).
+    """
+    clean: list[Any] = []
+    owner: Any = cls
+    candidates: list[Any] = []
+    for part in loc:
+        if candidates:
+            chosen = [m for m in candidates if isinstance(part, str) and part in _tag_of(m)]
+            candidates = []
+            if chosen:
+                owner = chosen[0]
+                continue
+        clean.append(part)
+        if isinstance(part, int):
+            continue
+        if isinstance(owner, type) and issubclass(owner, BaseModel):
+            annotation = None
+            for name, field in owner.model_fields.items():
+                if part in (name, field.alias):
+                    annotation = field.annotation
+            members = _union_members(annotation) if annotation is not None else []
+            owner = members[0] if len(members) == 1 else None
+            candidates = members if len(members) > 1 else []
+        else:
+            owner = None
+    return clean, owner
+
+
+def _describe(error: dict[str, Any], cls: type[BaseModel], prefix: str) -> tuple[str, str]:
+    """``(yaml path, message)`` for one pydantic error."""
     loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part and "]" in part)]
     kind = error["type"]
-    path = join_path(prefix, *loc)
     if kind == "extra_forbidden":
-        owner: Any = cls
-        for part in loc[:-1]:
-            owner = _submodel(owner, part)
+        parent, owner = _walk(cls, loc[:-1])
+        path = join_path(prefix, *parent, loc[-1])
         bad = str(loc[-1])
         valid = yaml_keys(owner) if isinstance(owner, type) and issubclass(owner, BaseModel) else []
         close = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         listing = f" (valid keys: {', '.join(valid)})" if valid else ""
-        return f"{path}: unknown key '{bad}'{hint}{listing}"
+        return path, f"unknown key '{bad}'{hint}{listing}"
+    clean, _ = _walk(cls, loc)
+    path = join_path(prefix, *clean)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        ctx = error.get("ctx", {})
+        key = str(ctx.get("discriminator", "")).strip("'\"")
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        what = f"unknown value {ctx.get('tag')!r}" if kind == "union_tag_invalid" else "required key is missing"
+        listing = f" (expected one of: {expected})" if expected else ""
+        return join_path(path, key), f"{what}{listing}"
     if kind == "missing":
-        return f"{path}: required key is missing"
+        return path, "required key is missing"
     message = error["msg"]
     for prefix_text in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix_text):
@@ -129,7 +168,7 @@ def _describe(error: dict[str, Any], cls: type[BaseModel], prefix: str) -> str:
     got = error.get("input")
     if kind not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
         message = f"{message[0].lower()}{message[1:]}, got {got!r}"
-    return f"{path}: {message}"
+    return path, message
 
 
 P = TypeVar("P", bound=BaseModel)
@@ -159,6 +198,6 @@ def validate(cls: type[P], data: Any, path: str = "") -> P:
         # A misspelt key shows up as one unknown key plus one missing key: report
         # the unknown key first, with its suggestion.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        first = _describe(errors[0], cls, path)
+        where, first = _describe(errors[0], cls, path)
         more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-        raise ConfigError(first + more) from None
+        raise ConfigError(first + more, where or None) from None

@@ -162,6 +162,10 @@ def read_fields(
                 elif not allow_members:
                     raise InputFileError(name, f"variable '{var}' has a '{MEMBER_DIM}' dimension: it is an "
                                                "ensemble file, expected a single state")
+            elif member is not None:
+                # Reading "member k" of a single-state file would silently give every member the same state.
+                raise InputFileError(name, f"variable '{var}' has no '{MEMBER_DIM}' dimension, but member "
+                                           f"{member} was requested")
             if not np.isfinite(arr).all():
                 bad = int((~np.isfinite(arr)).sum())
                 raise InputFileError(name, f"variable '{var}' has {bad} non-finite value(s) (NaN or Inf)")

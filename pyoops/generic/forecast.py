@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from pyoops.interface.model import LinearModel, Model
 from pyoops.interface.state import Increment, State
 from pyoops.util.datetime import DateTime, Duration
@@ -76,7 +78,9 @@ def forecast(model: Model, state: State, length: Duration, post: Sequence[PostPr
     for pp in post:
         pp.process(state)
     for _ in progress(range(nsteps), total=nsteps, desc="forecast", enabled=show_progress):
-        state.fields = model.step(state.fields)
+        # A blow-up is reported below as one NumericalError, not as numpy warnings.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            state.fields = model.step(state.fields)
         state.time = state.time + step
         if not state.fields.is_finite():
             raise NumericalError(f"the forecast became non-finite at {state.time}: the model blew up "

@@ -112,12 +112,16 @@ class Axis:
             return [(np.zeros(coord.size, dtype=int), np.ones_like(coord))]
         if self.periodic:
             t = (coord - p[0]) / self.spacing
+            # A location on a grid point gets weight exactly 1 there, despite rounding in j/N * N.
+            nearest = np.rint(t)
+            t = np.where(np.abs(t - nearest) <= 1e-10, nearest, t)
             i0 = np.floor(t).astype(int)
             w = t - i0
             i0 %= self.n
             return [(i0, 1.0 - w), ((i0 + 1) % self.n, w)]
         i0 = np.clip(np.searchsorted(p, coord, side="right") - 1, 0, self.n - 2)
         w = np.clip((coord - p[i0]) / (p[i0 + 1] - p[i0]), 0.0, 1.0)
+        w = np.where(np.abs(w - np.rint(w)) <= 1e-10, np.rint(w), w)
         return [(i0, 1.0 - w), (i0 + 1, w)]
 
     def separation(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

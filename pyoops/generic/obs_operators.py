@@ -70,4 +70,7 @@ class LinearIdentityObsOperator(LinearObsOperator):
         return stack_variables(self.obs_space, (dgeovals[v] for v in self._variables))
 
     def simulate_obs_ad(self, dy: ObsVector) -> GeoVaLs:
-        return GeoVaLs({v: dy.values[..., i, :] for i, v in enumerate(self._variables)})
+        # Unused observations (QC) do not enter the ObsVector inner product, so the
+        # adjoint with respect to it gives them no sensitivity (UFO skips missing values).
+        values = dy.masked_values()
+        return GeoVaLs({v: values[..., i, :] for i, v in enumerate(self._variables)})

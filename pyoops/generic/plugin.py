@@ -17,3 +17,10 @@ def pyoops_register(registry: Registry) -> None:
     registry.obs_error.register("diagonal", DiagonalObsError)
     registry.application.register("forecast", ForecastApplication)
     registry.application.register("hofx", HofXApplication)
+
+    from pyoops.saber.generic.basic import DuplicateVariables, IdentityBlock, StdDev, WriteFields
+
+    registry.saber_block.register("ID", IdentityBlock)
+    registry.saber_block.register("StdDev", StdDev)
+    registry.saber_block.register("duplicate variables", DuplicateVariables)
+    registry.saber_block.register("write fields", WriteFields)

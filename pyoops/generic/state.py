@@ -105,14 +105,26 @@ class _FieldsHolder:
                           attrs={"date": str(self.time), "pyoops_kind": self._kind})
 
     @classmethod
-    def from_xarray(cls, geometry: Geometry, dataset: Any, time: Any = None) -> Any:
-        """Build from an :class:`xarray.Dataset` laid out as :meth:`to_xarray` writes it."""
+    def from_xarray(cls, geometry: Geometry, dataset: Any, time: Any = None,
+                    variables: Any = None) -> Any:
+        """Build from an :class:`xarray.Dataset` laid out as :meth:`to_xarray` writes it.
+
+        ``variables`` defaults to the geometry's; grid dimensions may come in any
+        order (they are matched by name), leading dimensions are members.
+        """
+        if time is None and "date" not in dataset.attrs:
+            raise ConfigError("xarray dataset has no 'date' attribute: pass time=...")
         time = DateTime(time if time is not None else dataset.attrs["date"])
         fields = {}
-        for var in geometry.variables:
+        for var in Variables(variables) if variables is not None else geometry.variables:
             if var not in dataset:
                 raise ConfigError(f"xarray dataset has no variable '{var}'")
-            fields[var] = np.asarray(dataset[var].values, dtype=np.float64)
+            da = dataset[var]
+            dims = geometry.field_dims(var)
+            missing = [d for d in dims if d not in da.dims]
+            if missing:
+                raise ConfigError(f"xarray variable '{var}' has dimensions {da.dims}, expected {dims}")
+            fields[var] = np.asarray(da.transpose(..., *dims).values, dtype=np.float64)
         return cls(geometry, FieldSet(fields), time)
 
     def __repr__(self) -> str:
@@ -231,10 +243,13 @@ class GenericIncrement(_FieldsHolder, Increment):
         for index, var in zip(params.ixdir, variables):
             if var not in self.variables:
                 raise ConfigError(f"unknown variable '{var}' (increment has {self.variables})", "dirac.variables")
-            flat = self.fields[var].reshape(-1)
-            if not 0 <= index < flat.size:
-                raise ConfigError(f"grid index {index} outside 0..{flat.size - 1}", "dirac.ixdir")
-            flat[index] = 1.0
+            # Index into the grid shape (not the raveled array, which may be a copy or hold members):
+            # every member of a batched increment gets the impulse.
+            shape = self.geometry.field_shape(var)
+            size = int(np.prod(shape))
+            if not 0 <= index < size:
+                raise ConfigError(f"grid index {index} outside 0..{size - 1}", "dirac.ixdir")
+            self.fields[var][(...,) + np.unravel_index(index, shape)] = 1.0
 
     def serialize(self) -> np.ndarray:
         return self.fields.to_vector()

@@ -154,8 +154,10 @@ class ModelPlugin:
         The value of the top-level ``model plugin:`` key.
     geometry:
         The Geometry class; also registered in the ``geometry`` factory under ``name``.
-    state, increment:
-        State and Increment classes (pyoops's generic FieldSet-backed ones by default).
+    state:
+        State class (pyoops's generic FieldSet-backed one by default).
+    increment:
+        Increment class (pyoops's generic FieldSet-backed one by default).
     description:
         One line for ``pyoops plugins``.
     """

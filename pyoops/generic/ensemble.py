@@ -1,0 +1,110 @@
+"""Reading ensembles: members listed one by one or from a file-name template.
+
+``members from template`` follows OOPS/SABER::
+
+    ensemble:
+      members from template:
+        template: {date: 2010-01-01T00:00:00Z, filename: data/ens.%mem%.nc}
+        pattern: "%mem%"
+        nmembers: 10
+        zero padding: 3      # %mem% -> 001, 002, ...
+        start: 1
+
+Members are returned stacked as one FieldSet with a leading member axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from pyoops.config.parameters import DateTimeField, Parameters
+from pyoops.fields.fieldset import FieldSet
+from pyoops.fields.netcdf import read_fields
+from pyoops.util.datetime import DateTime
+from pyoops.util.errors import ConfigError, InputFileError, join_path
+from pyoops.util.variables import Variables
+
+__all__ = ["EnsembleSourceParameters", "MemberParameters", "MembersFromTemplate", "member_filenames", "read_ensemble"]
+
+
+class MemberParameters(Parameters):
+    """One member file (the date defaults to the valid time of the covariance)."""
+
+    filename: str = Field(description="State file in the documented layout.")
+    date: DateTimeField | None = Field(None, description="Valid time (default: the analysis time).")
+    member: int | None = Field(None, ge=0, description="Member index inside an ensemble file.")
+
+
+class MembersFromTemplate(Parameters):
+    template: MemberParameters = Field(description="A member whose filename contains the pattern.")
+    pattern: str = Field("%mem%", min_length=1, description="Text replaced by the member number.")
+    nmembers: int = Field(gt=0, description="Number of members.")
+    zero_padding: int = Field(0, ge=0, description="Width of the zero-padded member number.")
+    start: int = Field(1, ge=0, description="Number of the first member.")
+
+    @model_validator(mode="after")
+    def _pattern_in_filename(self) -> "MembersFromTemplate":
+        if self.pattern not in self.template.filename:
+            raise ValueError(f"the template filename {self.template.filename!r} does not contain the pattern "
+                             f"{self.pattern!r}")
+        return self
+
+
+class EnsembleSourceParameters(Parameters):
+    """``members: [...]`` or ``members from template: {...}``, or one file with a member dimension."""
+
+    members: list[MemberParameters] | None = Field(None, description="Member files, one by one.")
+    members_from_template: MembersFromTemplate | None = Field(None, description="Member files from a template.")
+    filename: str | None = Field(None, description="One file holding every member along a 'member' dimension.")
+    date: DateTimeField | None = Field(None, description="Valid time of 'filename' (default: the analysis time).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EnsembleSourceParameters":
+        given = [k for k in ("members", "members_from_template", "filename") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'members', 'members from template' and 'filename'")
+        return self
+
+
+def member_filenames(source: EnsembleSourceParameters) -> list[MemberParameters]:
+    """The member entries of a source (templates expanded)."""
+    if source.members is not None:
+        return list(source.members)
+    t = source.members_from_template
+    if t is None:
+        return []
+    out = []
+    for k in range(t.start, t.start + t.nmembers):
+        number = str(k).zfill(t.zero_padding) if t.zero_padding else str(k)
+        out.append(t.template.model_copy(update={"filename": t.template.filename.replace(t.pattern, number)}))
+    return out
+
+
+def read_ensemble(source: EnsembleSourceParameters, geometry: Any, variables: Variables,
+                  time: DateTime | None, path: str = "ensemble") -> FieldSet:
+    """Read every member of ``source`` into one FieldSet with a leading member axis."""
+    variables = Variables(variables)
+    if source.filename is not None:
+        fields, _ = read_fields(source.filename, geometry, variables, source.date or time, allow_members=True)
+        nmem = next(iter(fields.values())).ndim - len(geometry.field_shape(variables[0]))
+        if nmem != 1:
+            raise InputFileError(source.filename, "expected a 'member' dimension in an ensemble file")
+        members = fields
+    else:
+        entries = member_filenames(source)
+        arrays: dict[str, list[np.ndarray]] = {v: [] for v in variables}
+        for i, entry in enumerate(entries):
+            date = entry.date or time
+            if date is None:
+                raise ConfigError("member has no date and the covariance has no valid time", join_path(path, i))
+            fields, _ = read_fields(entry.filename, geometry, variables, date, member=entry.member)
+            for v in variables:
+                arrays[v].append(fields[v])
+        members = FieldSet({v: np.stack(a) for v, a in arrays.items()}, copy=False)
+    nmembers = next(iter(members.values())).shape[0]
+    if nmembers < 2:
+        raise ConfigError(f"an ensemble needs at least 2 members, got {nmembers}", path)
+    return members

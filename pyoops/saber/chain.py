@@ -1,0 +1,322 @@
+"""SABER block chains and the ErrorCovariance built from them.
+
+``covariance model: SABER`` with ``saber central block`` and ``saber outer
+blocks`` builds a :class:`SaberBlockChain`; :class:`ErrorCovariance` wraps it
+for Increments.  Construction-time tests (``adjoint test``, ``square-root
+test``, ``inverse test``) run here, as in SABER, with seeded random vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from pyoops.config.parameters import Parameters, validate
+from pyoops.fields.fieldset import FieldSet
+from pyoops.generic.ensemble import EnsembleSourceParameters, read_ensemble
+from pyoops.saber.blocks import BlockContext, SaberBlockParameters, SaberCentralBlock, SaberOuterBlock
+from pyoops.util.errors import ConfigError, join_path
+from pyoops.util.random import generator
+from pyoops.util.variables import Variables
+
+__all__ = ["ErrorCovariance", "SaberBlockChain", "SaberCovarianceParameters", "build_covariance"]
+
+
+class SaberCovarianceParameters(Parameters):
+    """A ``background error`` (or Hybrid component / localization) section."""
+
+    covariance_model: Literal["SABER"] = Field("SABER", description="Only 'SABER' chains are supported.")
+    saber_central_block: dict[str, Any] = Field(description="The central block {saber block name: ..., ...}.")
+    saber_outer_blocks: list[dict[str, Any]] = Field(
+        default_factory=list, description="Outer blocks, from the central block outwards (last touches the model).")
+    ensemble: EnsembleSourceParameters | None = Field(None, description="Ensemble members (states).")
+    ensemble_pert: EnsembleSourceParameters | None = Field(None, description="Ensemble perturbations.")
+
+
+def _relative(a: float, b: float) -> float:
+    scale = max(abs(a), abs(b))
+    return abs(a - b) / scale if scale > 0 else 0.0
+
+
+def _random_fields(geometry: Any, variables: Variables, rng: np.random.Generator) -> FieldSet:
+    fs = geometry.zeros(variables)
+    for arr in fs.values():
+        arr[...] = rng.standard_normal(arr.shape)
+    return fs
+
+
+class SaberBlockChain:
+    """A central block and its outer blocks, applied as :math:`\\mathbf{U}\\mathbf{C}\\mathbf{U}^\\mathsf{T}`.
+
+    Parameters
+    ----------
+    config:
+        The covariance section (a mapping or :class:`SaberCovarianceParameters`).
+    context:
+        Context on the *model* side: geometry and variables the chain acts on.
+    path:
+        YAML path of the section.
+    """
+
+    def __init__(self, config: Any, context: BlockContext, path: str = "background error"):
+        params = config if isinstance(config, SaberCovarianceParameters) else validate(
+            SaberCovarianceParameters, config, path)
+        self.params = params
+        self.path = path
+        self.geometry = context.geometry
+        self.variables = Variables(context.variables)
+        registry = context.registry
+        factory = registry.saber_block
+
+        ensemble, is_pert = context.ensemble, context.ensemble_is_perturbations
+        if params.ensemble is not None and params.ensemble_pert is not None:
+            raise ConfigError("give either 'ensemble' or 'ensemble pert', not both", path)
+        source = params.ensemble or params.ensemble_pert
+        if source is not None:
+            key = "ensemble" if params.ensemble is not None else "ensemble pert"
+            ensemble = read_ensemble(source, context.geometry, self.variables, context.time, join_path(path, key))
+            is_pert = params.ensemble_pert is not None
+
+        # Outer blocks, built from the model inwards: the last listed touches the model.
+        self.outer: list[tuple[SaberOuterBlock, Variables]] = []  # (block, passive variables), model side first
+        ctx = BlockContext(context.geometry, self.variables, context.time, registry, context.model_plugin,
+                           ensemble, is_pert, path, dict(context.extras))
+        for i in reversed(range(len(params.saber_outer_blocks))):
+            cfg = params.saber_outer_blocks[i]
+            bpath = join_path(path, "saber outer blocks", i)
+            cls = factory.maker_for(cfg, bpath)
+            if not issubclass(cls, SaberOuterBlock):
+                raise ConfigError(f"'{cls.__name__}' is a central block, it cannot be an outer block",
+                                  join_path(bpath, "saber block name"))
+            bparams = factory.parameters(cfg, bpath)
+            active, passive = self._split(bparams, ctx.variables, bpath)
+            block_ctx = ctx.inner(ctx.geometry, active, _subset(ctx.ensemble, active), bpath)
+            block = cls(bparams, block_ctx)
+            inner_vars = Variables(block.inner_variables) + passive
+            if passive and not block.inner_geometry.same_as(ctx.geometry):
+                raise ConfigError("'active variables' must cover every variable when the block changes the "
+                                  "geometry", join_path(bpath, "active variables"))
+            inner_ensemble = None
+            if ctx.ensemble is not None and block.has_inverse and not bparams.skip_inverse:
+                inner_ensemble = _merge(block.left_inverse_multiply(_subset(ctx.ensemble, active)),
+                                        _subset(ctx.ensemble, passive))
+            elif ctx.ensemble is not None:
+                inner_ensemble = None
+            self._run_outer_tests(block, bparams, bpath)
+            self.outer.append((block, passive))
+            ctx = ctx.inner(block.inner_geometry, inner_vars, inner_ensemble, path)
+
+        cpath = join_path(path, "saber central block")
+        cls = factory.maker_for(params.saber_central_block, cpath)
+        if not issubclass(cls, SaberCentralBlock):
+            raise ConfigError(f"'{cls.__name__}' is an outer block, it cannot be the central block",
+                              join_path(cpath, "saber block name"))
+        cparams = factory.parameters(params.saber_central_block, cpath)
+        active, passive = self._split(cparams, ctx.variables, cpath)
+        self.central_passive = passive
+        self.central_geometry = ctx.geometry
+        self.central_variables = ctx.variables
+        self.central = cls(cparams, ctx.inner(ctx.geometry, active, _subset(ctx.ensemble, active), cpath))
+        self._run_central_tests(self.central, cparams, cpath)
+
+    @staticmethod
+    def _split(params: SaberBlockParameters, variables: Variables, path: str) -> tuple[Variables, Variables]:
+        if params.active_variables is None:
+            return Variables(variables), Variables()
+        active = Variables(params.active_variables)
+        unknown = active - variables
+        if unknown:
+            raise ConfigError(f"active variables {unknown} do not reach this block (available: {variables})",
+                              join_path(path, "active variables"))
+        return active, variables - active
+
+    # Application ----------------------------------------------------------------------------
+    def _apply_outer_ad(self, fields: FieldSet) -> FieldSet:
+        for block, passive in self.outer:  # model side first
+            active = fields.subset(Variables(fields.variables) - passive)
+            fields = _merge(_batched(block.multiply_ad, block, active), fields.subset(passive))
+        return fields
+
+    def _apply_outer(self, fields: FieldSet) -> FieldSet:
+        for block, passive in reversed(self.outer):  # central side first
+            active = fields.subset(Variables(fields.variables) - passive)
+            fields = _merge(_batched(block.multiply, block, active), fields.subset(passive))
+        return fields
+
+    def _apply_central(self, fields: FieldSet) -> FieldSet:
+        active = fields.subset(Variables(fields.variables) - self.central_passive)
+        out = _batched(self.central.multiply, self.central, active)
+        return _merge(out, fields.subset(self.central_passive).zeros_like())
+
+    def multiply(self, fields: FieldSet) -> FieldSet:
+        """:math:`\\mathbf{B} x` on the model side (leading batch axes allowed)."""
+        fields = self._reorder(fields)
+        return self._reorder(self._apply_outer(self._apply_central(self._apply_outer_ad(fields))))
+
+    def _reorder(self, fields: FieldSet) -> FieldSet:
+        return fields.subset([v for v in self.variables if v in fields] +
+                             [v for v in fields if v not in self.variables])
+
+    @property
+    def has_sqrt(self) -> bool:
+        return self.central.has_sqrt and not self.central_passive
+
+    @property
+    def ctl_vec_size(self) -> int:
+        return self.central.ctl_vec_size
+
+    def sqrt_multiply(self, ctl: np.ndarray) -> FieldSet:
+        """:math:`\\mathbf{B}^{1/2} v = \\mathbf{U}\\mathbf{C}^{1/2} v`."""
+        if not self.has_sqrt:
+            raise ConfigError("this covariance has no square root (central block without multiply_sqrt, or "
+                              "passive variables at the central block)", self.path)
+        return self._apply_outer(self.central.multiply_sqrt(np.asarray(ctl, dtype=np.float64)))
+
+    def sqrt_multiply_ad(self, fields: FieldSet) -> np.ndarray:
+        """:math:`\\mathbf{B}^{1/2\\,\\mathsf{T}} x = \\mathbf{C}^{1/2\\,\\mathsf{T}}\\mathbf{U}^\\mathsf{T} x`."""
+        if not self.has_sqrt:
+            raise ConfigError("this covariance has no square root", self.path)
+        return self.central.multiply_sqrt_ad(self._apply_outer_ad(self._reorder(fields)))
+
+    def randomize(self, rng: np.random.Generator, batch_shape: tuple[int, ...] = ()) -> FieldSet:
+        """Draws from :math:`\\mathcal{N}(0, \\mathbf{B})` with leading ``batch_shape``."""
+        inner = self.central.randomize(rng, batch_shape)
+        if self.central_passive:
+            inner = _merge(inner, self.central_geometry.zeros(self.central_passive, batch_shape))
+        return self._reorder(self._apply_outer(inner))
+
+    # Construction-time tests --------------------------------------------------------------------
+    def _run_outer_tests(self, block: SaberOuterBlock, params: SaberBlockParameters, path: str) -> None:
+        rng = generator(0, "saber block test", path)
+        if params.adjoint_test:
+            x = _random_fields(block.inner_geometry, block.inner_variables, rng)
+            y = _random_fields(block.geometry, block.variables, rng)
+            a = block.multiply(x.copy()).dot(y)
+            b = x.dot(block.multiply_ad(y.copy()))
+            err = _relative(a, b)
+            if err > params.adjoint_tolerance:
+                raise ConfigError(f"adjoint test failed: <Ux, y> = {a!r}, <x, U^T y> = {b!r}, relative error "
+                                  f"{err:.3e} > adjoint tolerance {params.adjoint_tolerance:g}", path)
+        if params.inverse_test and block.has_inverse and not params.skip_inverse:
+            x = _random_fields(block.inner_geometry, block.inner_variables, rng)
+            back = block.left_inverse_multiply(block.multiply(x.copy()))
+            err = (back - x).norm() / x.norm()
+            if err > params.inner_inverse_tolerance:
+                raise ConfigError(f"inner inverse test failed: ||U^-1 U x - x|| / ||x|| = {err:.3e} > "
+                                  f"inner inverse tolerance {params.inner_inverse_tolerance:g}", path)
+
+    def _run_central_tests(self, block: SaberCentralBlock, params: SaberBlockParameters, path: str) -> None:
+        rng = generator(0, "saber block test", path)
+        geometry, variables = block.geometry, block.variables
+        if params.adjoint_test:
+            x = _random_fields(geometry, variables, rng)
+            y = _random_fields(geometry, variables, rng)
+            a, b = block.multiply(x.copy()).dot(y), x.dot(block.multiply(y.copy()))
+            err = _relative(a, b)
+            if err > params.adjoint_tolerance:
+                raise ConfigError(f"adjoint (symmetry) test failed: <Cx, y> = {a!r}, <x, Cy> = {b!r}, relative "
+                                  f"error {err:.3e} > adjoint tolerance {params.adjoint_tolerance:g}", path)
+        if params.square_root_test:
+            if not block.has_sqrt:
+                raise ConfigError(f"block '{block.name}' has no square root to test", join_path(path, "square-root test"))
+            x = _random_fields(geometry, variables, rng)
+            y = _random_fields(geometry, variables, rng)
+            a = block.multiply(x.copy()).dot(y)
+            b = float(np.vdot(block.multiply_sqrt_ad(x.copy()), block.multiply_sqrt_ad(y.copy())))
+            err = _relative(a, b)
+            v = rng.standard_normal(block.ctl_vec_size)
+            c = block.multiply_sqrt(v.copy()).dot(x)
+            d = float(np.vdot(v, block.multiply_sqrt_ad(x.copy())))
+            err = max(err, _relative(c, d))
+            if err > params.square_root_tolerance:
+                raise ConfigError(f"square-root test failed: <Cx, y> = {a!r} vs <C^T/2 x, C^T/2 y> = {b!r}, "
+                                  f"<C^1/2 v, x> = {c!r} vs <v, C^T/2 x> = {d!r}; relative error {err:.3e} > "
+                                  f"square-root tolerance {params.square_root_tolerance:g}", path)
+
+
+def _subset(fields: FieldSet | None, variables: Variables) -> FieldSet | None:
+    if fields is None:
+        return None
+    return fields.subset([v for v in variables if v in fields])
+
+
+def _merge(a: FieldSet | None, b: FieldSet | None) -> FieldSet:
+    out = FieldSet(copy=False) if a is None else FieldSet(a, copy=False)
+    if b is not None:
+        for k, v in b.items():
+            out[k] = v
+    return out
+
+
+def _batched(func: Any, block: Any, fields: FieldSet) -> FieldSet:
+    """Call ``func`` on ``fields``; loop over leading members if the block is not batched."""
+    if getattr(block, "supports_batch", True) or not len(fields):
+        return func(fields)
+    geometry = getattr(block, "geometry", None)
+    shapes = {v: geometry.field_shape(v) for v in fields} if geometry is not None else {}
+    try:
+        batch = fields.batch_shape(shapes)
+    except KeyError:
+        batch = ()
+    if not batch:
+        return func(fields)
+    flat = fields.map(lambda a: a.reshape((-1,) + a.shape[len(batch):]))
+    results = [func(flat.map(lambda a, i=i: a[i])) for i in range(int(np.prod(batch)))]
+    return FieldSet({k: np.stack([r[k] for r in results]).reshape(batch + results[0][k].shape)
+                     for k in results[0]}, copy=False)
+
+
+class ErrorCovariance:
+    """:math:`\\mathbf{B}` on Increments, built from a SABER chain.
+
+    Parameters
+    ----------
+    config:
+        The ``background error`` section with ``covariance model: SABER``.
+    geometry, variables, time:
+        Where the increments live.
+    registry, model_plugin:
+        For block factories and inner geometries.
+    """
+
+    def __init__(self, config: Any, geometry: Any, variables: Any, time: Any, registry: Any,
+                 model_plugin: Any = None, path: str = "background error"):
+        context = BlockContext(geometry, Variables(variables), time, registry, model_plugin, path=path)
+        self.chain = SaberBlockChain(config, context, path)
+        self.geometry = geometry
+        self.variables = Variables(variables)
+        self.time = time
+
+    def _increment(self, fields: FieldSet, like: Any = None) -> Any:
+        from pyoops.generic.state import GenericIncrement
+
+        cls = type(like) if like is not None else GenericIncrement
+        return cls(self.geometry, fields, like.time if like is not None else self.time)
+
+    def multiply(self, dx: Any) -> Any:
+        """:math:`\\mathbf{B}\\,\\delta x` (a new Increment)."""
+        return self._increment(self.chain.multiply(dx.fields.copy()), dx)
+
+    def randomize(self, rng: np.random.Generator, nmembers: int | None = None) -> Any:
+        """One draw (or ``nmembers`` stacked draws) from :math:`\\mathcal{N}(0, \\mathbf{B})`."""
+        batch = () if nmembers is None else (int(nmembers),)
+        return self._increment(self.chain.randomize(rng, batch))
+
+    @property
+    def ctl_vec_size(self) -> int:
+        return self.chain.ctl_vec_size
+
+    def sqrt_multiply(self, ctl: np.ndarray) -> Any:
+        """:math:`\\mathbf{B}^{1/2} v`."""
+        return self._increment(self.chain.sqrt_multiply(ctl))
+
+    def sqrt_multiply_ad(self, dx: Any) -> np.ndarray:
+        """:math:`\\mathbf{B}^{1/2\\,\\mathsf{T}}\\delta x`."""
+        return self.chain.sqrt_multiply_ad(dx.fields.copy())
+
+
+def build_covariance(config: Any, context: BlockContext, path: str) -> SaberBlockChain:
+    """A chain for a nested covariance section (Hybrid component, localization)."""
+    return SaberBlockChain(config, context, path)

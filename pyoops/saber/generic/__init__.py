@@ -1,0 +1,1 @@
+"""Generic SABER blocks, registered through the ``generic`` entry point."""

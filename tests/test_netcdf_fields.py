@@ -1,0 +1,289 @@
+"""Gridded netCDF files: exact round trips, third-party files, clear errors, atomic writes."""
+
+import json
+import os
+
+import netCDF4
+import numpy as np
+import pytest
+
+from pyoops.fields.fieldset import FieldSet
+from pyoops.fields.netcdf import read_fields, write_fields
+from pyoops.generic.grid import StructuredGrid
+from pyoops.util import DateTime, InputFileError, Variables
+
+DATE = DateTime("2010-01-02T00:00:00Z")
+
+
+@pytest.fixture
+def grid():
+    return StructuredGrid.channel_2d(6, 5, lx=2.0, ly=1.0, variables=["psi", "u"], levels=[0, 1])
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def _fields(grid, rng, batch=()):
+    return FieldSet({v: rng.standard_normal(batch + grid.shape) for v in grid.variables})
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_round_trip_is_exact(tmp_path, grid, rng):
+    fs = _fields(grid, rng)
+    f = tmp_path / "state.nc"
+    write_fields(f, grid, fs, DATE)
+    back, date = read_fields(f, grid, grid.variables)
+    assert date == DATE
+    assert list(back) == ["psi", "u"]
+    for v in fs:
+        np.testing.assert_array_equal(back[v], fs[v])
+        assert back[v].dtype == np.float64
+    assert _leftovers(tmp_path) == ["state.nc"]
+    with netCDF4.Dataset(f) as ds:
+        assert ds.date == "2010-01-02T00:00:00Z"
+        assert ds.pyoops_kind == "state"
+        assert ds.Conventions == "CF-1.8"
+        assert json.loads(ds.geometry)["axes"][0]["name"] == "z"
+        assert tuple(ds["psi"].dimensions) == grid.dims
+
+
+def test_round_trip_with_member_dimension(tmp_path, grid, rng):
+    ens = _fields(grid, rng, batch=(4,))
+    f = tmp_path / "ens.nc"
+    write_fields(f, grid, ens, DATE, kind="ensemble", attrs={"note": "test"})
+    back, _ = read_fields(f, grid, grid.variables, DATE, allow_members=True)
+    for v in ens:
+        np.testing.assert_array_equal(back[v], ens[v])
+    one, _ = read_fields(f, grid, grid.variables, member=2)
+    np.testing.assert_array_equal(one["u"], ens["u"][2])
+    with netCDF4.Dataset(f) as ds:
+        assert ds.pyoops_kind == "ensemble" and ds.note == "test"
+        assert tuple(ds["psi"].dimensions) == ("member",) + grid.dims
+    with pytest.raises(InputFileError, match="ensemble file") as err:
+        read_fields(f, grid, grid.variables)
+    assert "ens.nc" in str(err.value)
+    with pytest.raises(InputFileError, match="4 members, member 4"):
+        read_fields(f, grid, grid.variables, member=4)
+
+
+def test_member_requested_from_single_state_file_is_an_error(tmp_path, grid, rng):
+    f = tmp_path / "single.nc"
+    write_fields(f, grid, _fields(grid, rng), DATE)
+    with pytest.raises(InputFileError, match="member") as err:
+        read_fields(f, grid, grid.variables, member=1)
+    assert "single.nc" in str(err.value)
+
+
+def test_two_batch_axes_cannot_be_written(tmp_path, grid, rng):
+    with pytest.raises(ValueError, match="batch"):
+        write_fields(tmp_path / "x.nc", grid, _fields(grid, rng, batch=(2, 2)), DATE)
+    assert _leftovers(tmp_path) == []
+
+
+def test_subset_of_variables_read(tmp_path, grid, rng):
+    fs = _fields(grid, rng)
+    f = tmp_path / "s.nc"
+    write_fields(f, grid, fs, DATE)
+    back, _ = read_fields(f, grid, Variables(["u"]))
+    assert list(back) == ["u"]
+
+
+def _plain_file(path, grid, data, date="2010-01-02T00:00:00Z", dims=None, member=False):
+    """A file written by plain netCDF4 code following the documented layout."""
+    dims = dims or grid.dims
+    with netCDF4.Dataset(path, "w") as ds:
+        if date is not None:
+            ds.date = date
+        if member:
+            ds.createDimension("member", next(iter(data.values())).shape[0])
+        for d, n in zip(grid.dims, grid.shape):
+            ds.createDimension(d, n)
+            ds.createVariable(d, "f8", (d,))[:] = grid.coordinates[d]
+        for name, arr in data.items():
+            v = ds.createVariable(name, "f4" if name == "u" else "f8", (("member",) if member else ()) + dims)
+            v[...] = arr
+
+
+def test_file_written_by_plain_netcdf4_is_read(tmp_path, grid, rng):
+    fs = _fields(grid, rng)
+    f = tmp_path / "plain.nc"
+    _plain_file(f, grid, fs)
+    back, date = read_fields(f, grid, grid.variables, DATE)
+    assert date == DATE
+    np.testing.assert_array_equal(back["psi"], fs["psi"])
+    np.testing.assert_array_equal(back["u"], fs["u"].astype(np.float32).astype(np.float64))  # f4 accepted
+    assert back["u"].dtype == np.float64
+
+
+def test_plain_file_with_members(tmp_path, grid, rng):
+    ens = _fields(grid, rng, batch=(3,))
+    f = tmp_path / "plain_ens.nc"
+    _plain_file(f, grid, {"psi": ens["psi"]}, member=True)
+    back, _ = read_fields(f, grid, ["psi"], allow_members=True)
+    np.testing.assert_array_equal(back["psi"], ens["psi"])
+
+
+def test_missing_file(tmp_path, grid):
+    with pytest.raises(InputFileError, match="not found") as err:
+        read_fields(tmp_path / "nope.nc", grid, grid.variables, DATE)
+    assert "nope.nc" in str(err.value)
+
+
+def test_corrupt_file(tmp_path, grid):
+    f = tmp_path / "corrupt.nc"
+    f.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(InputFileError) as err:
+        read_fields(f, grid, grid.variables, DATE)
+    assert "corrupt.nc" in str(err.value)
+    assert "netCDF" in str(err.value)
+
+
+def test_missing_variable(tmp_path, grid, rng):
+    f = tmp_path / "mv.nc"
+    _plain_file(f, grid, {"psi": rng.standard_normal(grid.shape)})
+    with pytest.raises(InputFileError) as err:
+        read_fields(f, grid, grid.variables, DATE)
+    msg = str(err.value)
+    assert "mv.nc" in msg and "'u'" in msg and "psi" in msg
+
+
+def test_wrong_grid_shape(tmp_path, grid, rng):
+    other = StructuredGrid.channel_2d(7, 5, lx=2.0, ly=1.0, variables=["psi", "u"], levels=[0, 1])
+    f = tmp_path / "ws.nc"
+    write_fields(f, other, _fields(other, rng), DATE)
+    with pytest.raises(InputFileError) as err:
+        read_fields(f, grid, grid.variables, DATE)
+    msg = str(err.value)
+    assert "ws.nc" in msg and "(2, 5, 7)" in msg and "(2, 5, 6)" in msg
+
+
+def test_wrong_dimension_order(tmp_path, rng):
+    g = StructuredGrid.periodic_2d(4, 4)
+    f = tmp_path / "wd.nc"
+    _plain_file(f, g, {"h": rng.standard_normal((4, 4))}, dims=("x", "y"))
+    with pytest.raises(InputFileError, match="dimensions") as err:
+        read_fields(f, g, ["h"], DATE)
+    assert "wd.nc" in str(err.value)
+
+
+def test_missing_grid_dimension(tmp_path, grid, rng):
+    f = tmp_path / "md.nc"
+    with netCDF4.Dataset(f, "w") as ds:
+        ds.date = str(DATE)
+        ds.createDimension("y", 5)
+        ds.createDimension("x", 6)
+        ds.createVariable("psi", "f8", ("y", "x"))[:] = 0.0
+    with pytest.raises(InputFileError, match="dimensions") as err:
+        read_fields(f, grid, ["psi"], DATE)
+    assert "md.nc" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_values(tmp_path, grid, rng, bad):
+    fs = _fields(grid, rng)
+    fs["u"][1, 2, 3] = bad
+    f = tmp_path / "nan.nc"
+    write_fields(f, grid, fs, DATE)
+    with pytest.raises(InputFileError, match="1 non-finite") as err:
+        read_fields(f, grid, grid.variables, DATE)
+    assert "nan.nc" in str(err.value) and "'u'" in str(err.value)
+
+
+def test_masked_fill_values_are_rejected(tmp_path, grid):
+    f = tmp_path / "fill.nc"
+    with netCDF4.Dataset(f, "w") as ds:
+        ds.date = str(DATE)
+        for d, n in zip(grid.dims, grid.shape):
+            ds.createDimension(d, n)
+        v = ds.createVariable("psi", "f8", grid.dims, fill_value=-999.0)
+        v[0, 0, :] = 1.0  # everything else stays at the fill value
+    with pytest.raises(InputFileError, match="non-finite") as err:
+        read_fields(f, grid, ["psi"], DATE)
+    assert "fill.nc" in str(err.value)
+
+
+def test_date_mismatch(tmp_path, grid, rng):
+    f = tmp_path / "date.nc"
+    write_fields(f, grid, _fields(grid, rng), DATE)
+    with pytest.raises(InputFileError) as err:
+        read_fields(f, grid, grid.variables, DateTime("2010-01-02T06:00:00Z"))
+    msg = str(err.value)
+    assert "date.nc" in msg and "2010-01-02T00:00:00Z" in msg and "2010-01-02T06:00:00Z" in msg
+
+
+def test_missing_date_attribute(tmp_path, grid, rng):
+    f = tmp_path / "nodate.nc"
+    _plain_file(f, grid, _fields(grid, rng), date=None)
+    with pytest.raises(InputFileError, match="no global attribute 'date'") as err:
+        read_fields(f, grid, grid.variables)
+    assert "nodate.nc" in str(err.value)
+    # with a date from the configuration, the file is accepted
+    _, date = read_fields(f, grid, grid.variables, DATE)
+    assert date == DATE
+
+
+def test_bad_date_attribute(tmp_path, grid, rng):
+    f = tmp_path / "baddate.nc"
+    _plain_file(f, grid, _fields(grid, rng), date="yesterday")
+    with pytest.raises(InputFileError, match="not an ISO-8601") as err:
+        read_fields(f, grid, grid.variables, DATE)
+    assert "baddate.nc" in str(err.value)
+
+
+class _FailingGrid(StructuredGrid):
+    """Raises in the middle of writing (after the netCDF file was created)."""
+
+    def describe(self):
+        raise RuntimeError("disk on fire")
+
+
+def _failing(grid):
+    return _FailingGrid(grid.axes, grid.variables)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path, grid, rng):
+    f = tmp_path / "out" / "state.nc"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_fields(f, _failing(grid), _fields(grid, rng), DATE)
+    assert not f.exists()
+    assert _leftovers(tmp_path / "out") == []
+
+
+def test_atomic_write_preserves_existing_target(tmp_path, grid, rng):
+    f = tmp_path / "state.nc"
+    original = _fields(grid, rng)
+    write_fields(f, grid, original, DATE)
+    before = f.read_bytes()
+    with pytest.raises(RuntimeError):
+        write_fields(f, _failing(grid), _fields(grid, rng), DATE)
+    assert f.read_bytes() == before
+    assert _leftovers(tmp_path) == ["state.nc"]
+    back, _ = read_fields(f, grid, grid.variables, DATE)
+    np.testing.assert_array_equal(back["psi"], original["psi"])
+
+
+def test_atomic_write_failure_inside_netcdf_variable_write(tmp_path, grid, rng, monkeypatch):
+    f = tmp_path / "state.nc"
+    write_fields(f, grid, _fields(grid, rng), DATE)
+    before = f.read_bytes()
+    calls = {"n": 0}
+    real = netCDF4.Dataset.createVariable
+
+    def flaky(self, name, *args, **kwargs):
+        calls["n"] += 1
+        if name == "u":
+            raise OSError("quota exceeded")
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(netCDF4.Dataset, "createVariable", flaky)
+    with pytest.raises(OSError, match="quota"):
+        write_fields(f, grid, _fields(grid, rng), DATE)
+    assert calls["n"] > 1
+    assert f.read_bytes() == before
+    assert _leftovers(tmp_path) == ["state.nc"]
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
