@@ -18,6 +18,14 @@ def pyoops_register(registry: Registry) -> None:
     registry.application.register("forecast", ForecastApplication)
     registry.application.register("hofx", HofXApplication)
 
+    from pyoops.apps.covariance import DiracApplication, ErrorCovarianceToolboxApplication, GenEnsPertBApplication
+    from pyoops.apps.ens_mean_variance import EnsMeanVarianceApplication
+
+    registry.application.register("dirac", DiracApplication)
+    registry.application.register("error-covariance-toolbox", ErrorCovarianceToolboxApplication)
+    registry.application.register("gen-ens-pert-b", GenEnsPertBApplication)
+    registry.application.register("ens-mean-variance", EnsMeanVarianceApplication)
+
     from pyoops.saber.generic.basic import DuplicateVariables, IdentityBlock, StdDev, WriteFields
 
     registry.saber_block.register("ID", IdentityBlock)

@@ -197,6 +197,13 @@ class SaberCentralBlock(_Block, ABC):
         """:math:`\\mathbf{C}^{1/2\\,\\mathsf{T}} x`, shape ``(..., ctl_vec_size)``."""
         raise ConfigError(f"block '{self.name}' has no square root", self.context.path)
 
+    def nested_covariances(self) -> dict[str, Any]:
+        """Named nested chains worth looking at on their own (Hybrid components, localizations).
+
+        The ``dirac`` application applies each to the impulses; default: none.
+        """
+        return {}
+
     def randomize(self, rng: np.random.Generator, batch_shape: tuple[int, ...] = ()) -> FieldSet:
         """A draw from :math:`\\mathcal{N}(0, \\mathbf{C})` (default: through the square root)."""
         if not self.has_sqrt:

@@ -21,7 +21,13 @@ from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.random import generator
 from pyoops.util.variables import Variables
 
-__all__ = ["ErrorCovariance", "SaberBlockChain", "SaberCovarianceParameters", "build_covariance"]
+__all__ = [
+    "ErrorCovariance",
+    "SaberBlockChain",
+    "SaberCovarianceParameters",
+    "build_covariance",
+    "validate_covariance",
+]
 
 
 class SaberCovarianceParameters(Parameters):
@@ -180,6 +186,15 @@ class SaberBlockChain:
             raise ConfigError("this covariance has no square root", self.path)
         return self.central.multiply_sqrt_ad(self._apply_outer_ad(self._reorder(fields)))
 
+    def nested(self, prefix: str = "") -> dict[str, "SaberBlockChain"]:
+        """Every nested chain below this one (Hybrid components, localizations), by dotted name."""
+        out: dict[str, SaberBlockChain] = {}
+        for name, chain in self.central.nested_covariances().items():
+            full = f"{prefix}.{name}" if prefix else name
+            out[full] = chain
+            out.update(chain.nested(full))
+        return out
+
     def randomize(self, rng: np.random.Generator, batch_shape: tuple[int, ...] = ()) -> FieldSet:
         """Draws from :math:`\\mathcal{N}(0, \\mathbf{B})` with leading ``batch_shape``."""
         inner = self.central.randomize(rng, batch_shape)
@@ -315,6 +330,17 @@ class ErrorCovariance:
     def sqrt_multiply_ad(self, dx: Any) -> np.ndarray:
         """:math:`\\mathbf{B}^{1/2\\,\\mathsf{T}}\\delta x`."""
         return self.chain.sqrt_multiply_ad(dx.fields.copy())
+
+
+def validate_covariance(config: Any, registry: Any, path: str = "background error") -> SaberCovarianceParameters:
+    """Validate a covariance section and the parameters of its blocks, without building anything."""
+    params = validate(SaberCovarianceParameters, config, path)
+    factory = registry.saber_block
+    cpath = join_path(path, "saber central block")
+    factory.parameters(params.saber_central_block, cpath)
+    for i, cfg in enumerate(params.saber_outer_blocks):
+        factory.parameters(cfg, join_path(path, "saber outer blocks", i))
+    return params
 
 
 def build_covariance(config: Any, context: BlockContext, path: str) -> SaberBlockChain:
