@@ -66,7 +66,8 @@ class InterfaceTestBase:
         return get_registry()
 
     @pytest.fixture(scope="class")
-    def interface(self, request: pytest.FixtureRequest) -> InterfaceEnvironment:
+    @classmethod
+    def interface(cls_, request: pytest.FixtureRequest) -> InterfaceEnvironment:  # noqa: N804
         """The :class:`~pyoops.testing.environment.InterfaceEnvironment` of :attr:`config_file`."""
         cls = request.cls
         source = None if cls is None else (cls.config_file if cls.config_file is not None else cls.config)
