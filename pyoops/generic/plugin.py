@@ -26,9 +26,27 @@ def pyoops_register(registry: Registry) -> None:
     registry.application.register("gen-ens-pert-b", GenEnsPertBApplication)
     registry.application.register("ens-mean-variance", EnsMeanVarianceApplication)
 
+    from pyoops.apps.variational import VariationalApplication
+
+    registry.application.register("variational", VariationalApplication)
+
     from pyoops.saber.generic.basic import DuplicateVariables, IdentityBlock, StdDev, WriteFields
 
     registry.saber_block.register("ID", IdentityBlock)
     registry.saber_block.register("StdDev", StdDev)
     registry.saber_block.register("duplicate variables", DuplicateVariables)
     registry.saber_block.register("write fields", WriteFields)
+
+    from pyoops.saber.generic.diffusion import Diffusion
+    from pyoops.saber.generic.spectral import SpectralCorrelation
+
+    registry.saber_block.register("spectral correlation", SpectralCorrelation)
+    registry.saber_block.register("diffusion", Diffusion)
+
+    from pyoops.saber.generic.ensemble import EnsembleBlock
+    from pyoops.saber.generic.hybrid import HybridBlock
+    from pyoops.saber.generic.interpolation import Interpolation
+
+    registry.saber_block.register("interpolation", Interpolation)
+    registry.saber_block.register("Ensemble", EnsembleBlock)
+    registry.saber_block.register("Hybrid", HybridBlock)

@@ -1,0 +1,142 @@
+"""``pyoops variational``: incremental 3D-Var, FGAT, 4D-Var and 4D-Ens-Var from OOPS-style YAML.
+
+Outputs: the analysis (``output``), the increment (``output increment``), the
+observation-space diagnostics written into each observer's ``obsdataout``
+(groups ``hofx0`` = H(x_b), ``hofx1`` = H(x_a), ``ombg``, ``oman``,
+``EffectiveQC``, ``EffectiveError``), a machine-readable cost trace (``output
+cost``: JSON with J, Jb, Jo and the gradient norm per inner iteration) and a
+plot of the cost and gradient-norm reduction (``output plot``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from pyoops.apps.base import Application, ApplicationParameters, specialise
+from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
+from pyoops.assimilation.driver import VariationalSection, run_incremental
+from pyoops.config.parameters import Parameters
+from pyoops.fields.fieldset import FieldSet
+from pyoops.fields.netcdf import write_fields
+from pyoops.registry import ModelPlugin
+from pyoops.util.atomic import atomic_output
+from pyoops.util.errors import ConfigError
+
+__all__ = ["VariationalApplication", "VariationalParameters", "plot_cost_trace"]
+
+logger = logging.getLogger("pyoops")
+
+
+class _File(Parameters):
+    filename: str = Field(description="Output file; %date% is replaced by the valid time.")
+
+
+class VariationalParameters(ApplicationParameters):
+    """``pyoops variational`` configuration (OOPS Variational)."""
+
+    cost_function: CostFunctionParameters = Field(description="The cost function.")
+    variational: VariationalSection = Field(description="Minimizer and outer loops.")
+    output: _File | None = Field(None, description="Analysis state(s); %date% for 4D-Ens-Var.")
+    output_increment: _File | None = Field(None, description="Analysis increment(s) x_a - x_b.")
+    output_cost: _File | None = Field(None, description="JSON trace of J, Jb, Jo and gradient norms.")
+    output_plot: _File | None = Field(None, description="PNG of the cost and gradient-norm reduction.")
+
+
+def _filename(template: str, time: Any, several: bool) -> str:
+    if several and "%date%" not in template:
+        raise ConfigError("must contain %date% when several states are written (4D-Ens-Var)", "output.filename")
+    return template.replace("%date%", str(time))
+
+
+def plot_cost_trace(trace: list[dict[str, Any]], filename: str, title: str = "") -> None:
+    """Cost (J, Jb, Jo) and gradient-norm reduction against the cumulative inner iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(trace))
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for key, style in (("J", "k-"), ("Jb", "C0--"), ("Jo", "C3--")):
+        ax0.plot(x, [r[key] for r in trace], style, label=key)
+    ax0.set_yscale("log")
+    ax0.set_xlabel("inner iteration (all outer loops)")
+    ax0.set_ylabel("cost")
+    ax0.legend()
+    ax1.semilogy(x, [max(r["gradient norm reduction"], 1e-300) for r in trace], "C2-")
+    ax1.set_xlabel("inner iteration (all outer loops)")
+    ax1.set_ylabel("gradient norm reduction")
+    starts = [i for i, r in enumerate(trace) if r.get("iteration", 0) == 0]
+    for ax in (ax0, ax1):
+        for s in starts[1:]:
+            ax.axvline(s - 0.5, color="0.7", lw=0.8)
+    if title:
+        fig.suptitle(title)
+    with atomic_output(filename, ".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+class VariationalApplication(Application):
+    """Incremental variational assimilation."""
+
+    name = "variational"
+    summary = "incremental 3D-Var, 3D/4D-FGAT, 4D-Var, 4D-Ens-Var (hybrid through the SABER Hybrid block)"
+    Parameters = VariationalParameters
+
+    def validate_plugins(self, params: VariationalParameters) -> None:
+        self._cost = CostFunction(params.cost_function, self.registry, self.plugin)
+
+    def run(self, params: VariationalParameters) -> dict[str, Any]:
+        cost = self._cost
+        result = run_incremental(cost, params.variational)
+        several = len(result.analysis) > 1
+        outputs: list[str] = []
+        if params.output is not None:
+            for state in result.analysis:
+                name = _filename(params.output.filename, state.time, several)
+                state.write(name)
+                outputs.append(name)
+        if params.output_increment is not None:
+            for xa, xb in zip(result.analysis, result.background):
+                name = _filename(params.output_increment.filename, xa.time, several)
+                inc = FieldSet({v: xa.fields[v] - xb.fields[v] for v in cost.variables}, copy=False)
+                write_fields(name, cost.geometry, inc, xa.time, kind="increment")
+                outputs.append(name)
+        stats: dict[str, Any] = {}
+        for ob, hb, ha in zip(result.observers, result.hofx_background, result.hofx_analysis):
+            space = ob.obs_space
+            y = space.obs_values()
+            hb.save("hofx0")
+            ha.save("hofx1")
+            (y - hb).save("ombg")
+            (y - ha).save("oman")
+            ob.obs_error.obserrors().save("EffectiveError")
+            stats[space.name] = {"nobs": (y - hb).nobs(), "ombg rms": (y - hb).rms(), "oman rms": (y - ha).rms()}
+            out = space.save()
+            if out:
+                outputs.append(out)
+        if params.output_cost is not None:
+            with atomic_output(params.output_cost.filename, ".json") as tmp:
+                tmp.write_text(json.dumps({"cost type": cost.cost_type,
+                                           "minimizer": params.variational.minimizer.algorithm,
+                                           "trace": result.trace,
+                                           "online diagnostics": result.online_diagnostics}, indent=1) + "\n")
+            outputs.append(params.output_cost.filename)
+        if params.output_plot is not None:
+            plot_cost_trace(result.trace, params.output_plot.filename,
+                            f"{cost.cost_type}, {params.variational.minimizer.algorithm}")
+            outputs.append(params.output_plot.filename)
+        first, last = result.trace[0], result.trace[-1]
+        return {"initial J": first["J"], "final J": last["J"], "final Jb": last["Jb"], "final Jo": last["Jo"],
+                "inner iterations": len(result.trace) - len(params.variational.iterations),
+                "observers": stats, "outputs": outputs, "trace": result.trace, "analysis": result.analysis}
+
+    def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:
+        cf = specialise(CostFunctionParameters, "CostFunctionParameters", geometry=self.geometry_schema_type(plugin))
+        return specialise(VariationalParameters, "VariationalParameters", cost_function=cf)

@@ -1,0 +1,1 @@
+"""Variational assimilation: quadratic inner-loop problems, minimizers, cost functions and the incremental driver."""

@@ -1,0 +1,384 @@
+"""Incremental variational cost functions: 3D-Var, 3D-FGAT, 4D-FGAT, 4D-Var, 4D-Ens-Var.
+
+At outer loop :math:`k` with guess :math:`x_k` the cost function is linearised:
+
+.. math::
+
+    J(\\delta x) = \\tfrac12 (\\delta x - \\delta x_b)^\\mathsf{T} \\mathbf{B}^{-1} (\\delta x - \\delta x_b)
+                 + \\tfrac12 (\\mathbf{H}\\delta x - d)^\\mathsf{T} \\mathbf{R}^{-1} (\\mathbf{H}\\delta x - d),
+    \\qquad d = y - \\mathcal{H}(x_k),\\quad \\delta x_b = x_b - x_k .
+
+What :math:`\\mathbf{H}` contains depends on the cost type:
+
+``3D-Var``
+    the increment is valid at the window midpoint (where the background must be);
+    every observation sees it: :math:`\\mathbf{H} = \\mathbf{H}_{obs}\\mathbf{W}`.
+``3D-FGAT`` / ``4D-FGAT``
+    :math:`\\mathcal{H}(x_k)` is computed along the nonlinear forecast from the window
+    begin (first guess at the appropriate time) but the increment is constant in time
+    (4D-Var with the identity linear model); valid at the midpoint (3D-FGAT) or the
+    window begin (4D-FGAT).
+``4D-Var``
+    strong constraint: the increment at the window begin is propagated by the linear
+    model, :math:`\\mathbf{H}_t \\mathbf{W}_t \\mathbf{M}_{t_0 \\to t}`.
+``4D-Ens-Var``
+    one increment per sub-window time, no linear model; the 4-D ensemble covariance
+    couples them.
+
+Observations use the model state of their time slot (nearest model step; see
+:mod:`pyoops.assimilation.slots`).  Control vectors and observation vectors are
+flattened to 1-D arrays for the minimizers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from pyoops.apps.base import TimeWindowParameters
+from pyoops.assimilation.slots import slot_indices, slot_times
+from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.fields.fieldset import FieldSet
+from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
+from pyoops.generic.grid import SparseInterpolator
+from pyoops.generic.observers import Observers, validate_observations
+from pyoops.generic.obs_space import ObsVector
+from pyoops.generic.state import GenericState, StateParameters
+from pyoops.interface.observations import GeoVaLs
+from pyoops.saber.chain import ErrorCovariance, validate_covariance
+from pyoops.util.datetime import DateTime, Duration
+from pyoops.util.errors import ConfigError, join_path
+from pyoops.util.variables import Variables
+
+__all__ = ["COST_TYPES", "CostFunction", "CostFunctionParameters", "change_resolution"]
+
+COST_TYPES = ("3D-Var", "3D-FGAT", "4D-FGAT", "4D-Var", "4D-Ens-Var")
+
+
+class BackgroundStatesParameters(Parameters):
+    """4D-Ens-Var background: one state per sub-window time."""
+
+    states: list[StateParameters] = Field(min_length=2, description="Background states at the sub-window times.")
+
+
+class CostFunctionParameters(Parameters):
+    """The ``cost function`` section."""
+
+    cost_type: Literal["3D-Var", "3D-FGAT", "4D-FGAT", "4D-Var", "4D-Ens-Var"] = Field(
+        description="3D-Var, 3D-FGAT, 4D-FGAT, 4D-Var or 4D-Ens-Var.")
+    time_window: TimeWindowParameters = Field(description="Assimilation window.")
+    geometry: dict[str, Any] = Field(description="Outer-loop geometry of the model plugin.")
+    analysis_variables: list[str] | None = Field(None, description="Variables of the increment (default: all).")
+    background: dict[str, Any] = Field(
+        description="Background state {date, filename | analytic init}; for 4D-Ens-Var {states: [...]}.")
+    background_error: dict[str, Any] = Field(description="covariance model: SABER, ...")
+    observations: dict[str, Any] = Field(description="{observers: [...]}.")
+    model: dict[str, Any] | None = Field(None, description="Nonlinear model (4D-Var, FGAT).")
+    linear_model: dict[str, Any] | None = Field(None, description="Linear model (4D-Var).")
+    subwindow: DurationField | None = Field(None, description="4D-Ens-Var: time between background states.")
+
+    @model_validator(mode="after")
+    def _needs(self) -> "CostFunctionParameters":
+        if self.cost_type in ("4D-Var", "3D-FGAT", "4D-FGAT") and self.model is None:
+            raise ValueError(f"cost type {self.cost_type} needs 'model'")
+        if self.cost_type == "4D-Var" and self.linear_model is None:
+            raise ValueError("cost type 4D-Var needs 'linear model'")
+        if self.cost_type == "4D-Ens-Var" and self.subwindow is None:
+            raise ValueError("cost type 4D-Ens-Var needs 'subwindow'")
+        return self
+
+
+def change_resolution(fields: FieldSet, source: Any, target: Any) -> FieldSet:
+    """Fields on ``source`` interpolated to the grid points of ``target``.
+
+    The operator is the generic interpolation of :meth:`StructuredGrid.interpolation_matrix`
+    (linear along horizontal axes, periodic where the axis is, nearest level) evaluated
+    at ``target.grid_locations()``; it is the identity when the geometries are the same.
+    """
+    if source.same_as(target):
+        return fields.copy()
+    interp = SparseInterpolator(source.interpolation_matrix(target.grid_locations()), source.shape)
+    out = interp.apply(fields, fields.variables)
+    return FieldSet({v: a.reshape(a.shape[:-1] + target.field_shape(v)) for v, a in out.items()}, copy=False)
+
+
+class _SlotGeoVaLs(PostProcessor):
+    """Gather nonlinear GeoVaLs slot by slot and optionally pass the trajectory to a linear model."""
+
+    def __init__(self, observers: Observers, times: list[DateTime], slots: list[np.ndarray],
+                 trajectory: Any = None):
+        self.observers, self.times, self.slots = observers, times, slots
+        self.trajectory = trajectory
+        self.geovals: list[GeoVaLs | None] = [None] * len(observers)
+
+    def process(self, state: Any) -> None:
+        if self.trajectory is not None:
+            self.trajectory(state)
+        if state.time not in self.times:
+            return
+        k = self.times.index(state.time)
+        for i, ob in enumerate(self.observers):
+            rows = np.flatnonzero(self.slots[i] == k)
+            if rows.size == 0:
+                continue
+            g = ob.geovals(state.fields, rows)
+            if self.geovals[i] is None:
+                self.geovals[i] = GeoVaLs({v: np.full(ob.obs_space.nlocs, np.nan) for v in g}, copy=False)
+            for v, a in g.items():
+                self.geovals[i][v][rows] = a
+
+
+@dataclass
+class Linearisation:
+    """What one outer loop fixes: innovations, masks, slot interpolators, linear operators."""
+
+    hofx: list[ObsVector]
+    innovation: np.ndarray
+    masks: list[np.ndarray]
+    interpolators: list[list[tuple[np.ndarray, SparseInterpolator]]]
+    linear_obs_operators: list[Any]
+
+
+class CostFunction:
+    """Builds, for each outer loop, the pieces of the quadratic problem.
+
+    Parameters
+    ----------
+    params:
+        Validated :class:`CostFunctionParameters`.
+    registry, plugin:
+        The plugin registry and the model plugin.
+    path:
+        YAML path of the section (``cost function``).
+    """
+
+    def __init__(self, params: CostFunctionParameters, registry: Any, plugin: Any, path: str = "cost function"):
+        self.params = params
+        self.registry = registry
+        self.plugin = plugin
+        self.path = path
+        self.cost_type = params.cost_type
+        self.window = params.time_window.window()
+        gpath = join_path(path, "geometry")
+        self.geometry = plugin.geometry(validate(plugin.geometry.Parameters, params.geometry, gpath))
+        self.variables = Variables(params.analysis_variables or self.geometry.variables)
+        unknown = self.variables - self.geometry.variables
+        if unknown:
+            raise ConfigError(f"unknown variable(s) {unknown} (geometry has {self.geometry.variables})",
+                              join_path(path, "analysis variables"))
+        self.obs_params = validate_observations(params.observations, registry, join_path(path, "observations"))
+        validate_covariance(params.background_error, registry, join_path(path, "background error"))
+        self.model = None
+        if params.model is not None:
+            self.model = self._make("model", params.model, join_path(path, "model"), self.geometry)
+        self._check_times()
+
+    # Set-up -----------------------------------------------------------------------------------
+    def _make(self, kind: str, config: Any, path: str, *args: Any) -> Any:
+        factory = self.registry.factory(kind)
+        return factory.maker_for(config, path)(factory.parameters(config, path), *args)
+
+    def _background_params(self) -> list[StateParameters]:
+        bpath = join_path(self.path, "background")
+        if self.cost_type == "4D-Ens-Var":
+            return validate(BackgroundStatesParameters, self.params.background, bpath).states
+        return [validate(StateParameters, self.params.background, bpath)]
+
+    def _check_times(self) -> None:
+        w = self.window
+        bpath = join_path(self.path, "background")
+        backgrounds = self._background_params()
+        if self.cost_type == "4D-Ens-Var":
+            try:
+                expected = slot_times(w.begin, w.end, self.params.subwindow)
+            except ValueError:
+                raise ConfigError(f"the window length {w.length} is not a multiple of the subwindow "
+                                  f"{self.params.subwindow}", join_path(self.path, "subwindow")) from None
+            dates = [b.date for b in backgrounds]
+            if dates != expected:
+                raise ConfigError(f"background states must be at the sub-window times {[str(t) for t in expected]}, "
+                                  f"got {[str(d) for d in dates]}", join_path(bpath, "states"))
+            return
+        date = backgrounds[0].date
+        if not (w.begin <= date <= w.end):
+            raise ConfigError(f"background date {date} is outside the time window {w}", join_path(bpath, "date"))
+        if self.cost_type == "3D-Var" and date != w.midpoint:
+            raise ConfigError(f"3D-Var needs the background at the window midpoint {w.midpoint}, got {date}",
+                              join_path(bpath, "date"))
+        if self.cost_type in ("4D-Var", "3D-FGAT", "4D-FGAT"):
+            if date != w.begin:
+                raise ConfigError(f"{self.cost_type} needs the background at the window begin {w.begin}, got {date}",
+                                  join_path(bpath, "date"))
+            try:
+                number_of_steps(w.length, self.model.time_resolution, "window length")
+            except ConfigError as exc:
+                raise ConfigError(exc.message, join_path(self.path, "time window.length")) from None
+
+    def read_background(self) -> list[Any]:
+        """Background state(s): one, or one per sub-window time for 4D-Ens-Var."""
+        return [self.plugin.state.from_config(self.geometry, b, join_path(self.path, "background"))
+                for b in self._background_params()]
+
+    def observers(self) -> Observers:
+        return Observers.from_config(self.obs_params, self.window, self.geometry, self.registry,
+                                     join_path(self.path, "observations"))
+
+    @property
+    def increment_times(self) -> list[DateTime]:
+        """Valid times of the control increments."""
+        w = self.window
+        if self.cost_type == "3D-Var" or self.cost_type == "3D-FGAT":
+            return [w.midpoint]
+        if self.cost_type == "4D-Ens-Var":
+            return slot_times(w.begin, w.end, self.params.subwindow)
+        return [w.begin]
+
+    def slot_times(self) -> list[DateTime]:
+        """Model times observations are taken at."""
+        w = self.window
+        if self.cost_type == "3D-Var":
+            return [w.midpoint]
+        if self.cost_type == "4D-Ens-Var":
+            return slot_times(w.begin, w.end, self.params.subwindow)
+        return slot_times(w.begin, w.end, self.model.time_resolution)
+
+    def covariance(self, inner_geometry: Any) -> ErrorCovariance:
+        """:math:`\\mathbf{B}` on the inner geometry and analysis variables."""
+        times = self.increment_times
+        return ErrorCovariance(self.params.background_error, inner_geometry, self.variables, times[0],
+                               self.registry, self.plugin, join_path(self.path, "background error"))
+
+    def linear_model(self, config: Any, inner_geometry: Any, path: str) -> Any:
+        if self.cost_type != "4D-Var":
+            return None
+        return self._make("linear model", config or self.params.linear_model, path, inner_geometry)
+
+    # Outer loop: nonlinear H(x) ------------------------------------------------------------
+    def linearise(self, guess: list[Any], observers: Observers, inner_geometry: Any,
+                  linear_model: Any = None) -> Linearisation:
+        """Run :math:`\\mathcal{H}(x_k)` (through the window where needed) and fix the linear problem."""
+        times = self.slot_times()
+        slots = [slot_indices(ob.obs_space.locations.times, times) for ob in observers]
+        trajectory = None
+        if linear_model is not None:
+            linear_model.clear_trajectory()
+
+            def trajectory(state: Any) -> None:
+                fields = change_resolution(state.fields.subset(linear_model.variables), self.geometry,
+                                           inner_geometry)
+                linear_model.set_trajectory(GenericState(inner_geometry, fields, state.time))
+
+        post = _SlotGeoVaLs(observers, times, slots, trajectory)
+        if self.cost_type == "3D-Var":
+            post.process(guess[0])
+        elif self.cost_type == "4D-Ens-Var":
+            for state in guess:
+                post.process(state)
+        else:
+            state = guess[0].copy()
+            forecast(self.model, state, self.window.length, [post])
+        hofx, masks, innovations, interps, linops = [], [], [], [], []
+        for i, ob in enumerate(observers):
+            geovals = post.geovals[i]
+            if geovals is None:
+                geovals = ob.geovals(guess[0].fields, np.arange(0))
+            hx = ob.obs_operator.simulate_obs(geovals)
+            hofx.append(hx)
+            mask = ob.obs_space.qc_mask() & np.isfinite(ob.obs_space.obs_values().values)
+            masks.append(mask)
+            d = np.where(mask, ob.obs_space.obs_values().values - hx.values, 0.0)
+            innovations.append(d.ravel())
+            lin = ob.linear_obs_operator()
+            lin.set_trajectory(geovals)
+            linops.append(lin)
+            per_slot = []
+            for k in np.unique(slots[i]):
+                rows = np.flatnonzero(slots[i] == k)
+                interp = inner_geometry.interpolator(ob.obs_space.locations.subset(rows))
+                per_slot.append((int(k), rows, interp))
+            interps.append(per_slot)
+        return Linearisation(hofx, np.concatenate(innovations) if innovations else np.zeros(0), masks,
+                             interps, linops)
+
+    # Linear H and its adjoint on flat vectors -----------------------------------------------
+    def linear_h(self, lin: Linearisation, observers: Observers, inner_geometry: Any, linear_model: Any,
+                 unflatten: Any, flatten: Any) -> tuple[Any, Any]:
+        """``(h, h_ad)`` on flat control/observation vectors."""
+        times = self.slot_times()
+        nslots = len(times)
+        variables = self.variables
+
+        def slot_fields(x: np.ndarray) -> list[FieldSet]:
+            increments = unflatten(x)
+            if self.cost_type == "4D-Ens-Var":
+                return increments
+            if self.cost_type == "4D-Var":
+                states = [increments[0]]
+                for t in times[:-1]:
+                    states.append(linear_model.step_tl(states[-1].copy(), linear_model.trajectory_at(t)))
+                return states
+            return [increments[0]] * nslots
+
+        def h(x: np.ndarray) -> np.ndarray:
+            fields = slot_fields(x)
+            out = []
+            for i, ob in enumerate(observers):
+                lin_op = lin.linear_obs_operators[i]
+                geovals = GeoVaLs({v: np.zeros(ob.obs_space.nlocs) for v in lin_op.required_variables}, copy=False)
+                for k, rows, interp in lin.interpolators[i]:
+                    g = interp.apply(fields[k], lin_op.required_variables)
+                    for v, a in g.items():
+                        geovals[v][rows] = a
+                dy = lin_op.simulate_obs_tl(geovals)
+                out.append(np.where(lin.masks[i], dy.values, 0.0).ravel())
+            return np.concatenate(out) if out else np.zeros(0)
+
+        def h_ad(y: np.ndarray) -> np.ndarray:
+            forcing = [inner_geometry.zeros(variables) for _ in range(nslots)]
+            start = 0
+            for i, ob in enumerate(observers):
+                lin_op = lin.linear_obs_operators[i]
+                size = lin.masks[i].size
+                dy = ObsVector(ob.obs_space, np.where(lin.masks[i], y[start:start + size].reshape(lin.masks[i].shape),
+                                                      0.0))
+                start += size
+                geovals = lin_op.simulate_obs_ad(dy)
+                for k, rows, interp in lin.interpolators[i]:
+                    sub = GeoVaLs({v: geovals[v][rows] for v in geovals}, copy=False)
+                    target = forcing[k]
+                    extra = [v for v in sub if v not in target]
+                    if extra:
+                        raise ConfigError(f"observation operator needs {extra}, not among the analysis variables "
+                                          f"{variables}", join_path(self.path, "analysis variables"))
+                    interp.apply_ad(sub, target)
+            if self.cost_type == "4D-Ens-Var":
+                return flatten(forcing)
+            if self.cost_type == "4D-Var":
+                adj = forcing[-1]
+                for k in range(nslots - 2, -1, -1):
+                    adj = linear_model.step_ad(adj, linear_model.trajectory_at(times[k]))
+                    adj += forcing[k]
+                return flatten([adj])
+            total = forcing[0]
+            for f in forcing[1:]:
+                total += f
+            return flatten([total])
+
+        return h, h_ad
+
+    def r_operators(self, lin: Linearisation, observers: Observers) -> tuple[Any, Any]:
+        """``(r_inverse, r_multiply)`` on flat observation vectors (0 where unused)."""
+        inv_var = np.concatenate([np.where(lin.masks[i], ob.obs_error.inverse_variance().values, 0.0).ravel()
+                                  for i, ob in enumerate(observers)]) if observers else np.zeros(0)
+        var = np.where(inv_var > 0, 1.0 / np.where(inv_var > 0, inv_var, 1.0), 0.0)
+
+        def r_inverse(y: np.ndarray) -> np.ndarray:
+            return y * inv_var
+
+        def r_multiply(y: np.ndarray) -> np.ndarray:
+            return y * var
+
+        return r_inverse, r_multiply

@@ -1,0 +1,217 @@
+"""The incremental variational driver: outer loops that re-linearise, inner loops that minimise.
+
+For outer loop :math:`k = 0, 1, \\dots`:
+
+1. run :math:`\\mathcal{H}(x_k)` (with the nonlinear model through the window for
+   4D-Var and FGAT) and fix :math:`d_k = y - \\mathcal{H}(x_k)`;
+2. build the quadratic problem on the loop's inner geometry (B, linear H, R);
+3. minimise with the chosen algorithm;
+4. interpolate the increment to the outer geometry (the documented
+   :func:`~pyoops.assimilation.costfunction.change_resolution`) and update
+   :math:`x_{k+1} = x_k + \\delta x_k`.
+
+:math:`\\mathbf{B}^{-1}\\delta x_b` is carried from loop to loop, since no
+algorithm applies :math:`\\mathbf{B}^{-1}`: :math:`\\mathbf{B}^{-1}\\delta x_b^{k+1} =
+\\mathbf{B}^{-1}\\delta x_b^{k} - \\mathbf{B}^{-1}\\delta x_k` (likewise
+:math:`v_b` for the :math:`\\mathbf{B}^{1/2}` algorithms).  When the inner geometry
+changes between loops and :math:`\\delta x_b \\ne 0`, :math:`\\mathbf{B}^{-1}\\delta x_b` is
+recomputed by conjugate gradients on :math:`\\mathbf{B}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from pyoops.assimilation.costfunction import CostFunction, change_resolution
+from pyoops.assimilation.minimizers import ALGORITHMS, SQRT_ALGORITHMS, minimize
+from pyoops.assimilation.problem import QuadraticProblem
+from pyoops.config.parameters import Parameters, validate
+from pyoops.fields.fieldset import FieldSet
+from pyoops.util.errors import ConfigError, join_path
+
+__all__ = ["IterationParameters", "VariationalResult", "VariationalSection", "run_incremental"]
+
+logger = logging.getLogger("pyoops")
+
+
+class OnlineDiagnostics(Parameters):
+    online_adj_test: bool = Field(False, description="Check <Hx, y> = <x, H^T y>, B symmetry or B^1/2 at the start.")
+    tolerance: float = Field(1e-10, gt=0, description="Relative tolerance of the online tests.")
+
+
+class IterationParameters(Parameters):
+    """One entry of ``variational.iterations`` (one outer loop)."""
+
+    ninner: int = Field(gt=0, description="Maximum number of inner iterations.")
+    gradient_norm_reduction: float = Field(1e-10, gt=0, description="Stop when the gradient norm fell by this factor.")
+    geometry: dict[str, Any] | None = Field(None, description="Inner-loop geometry (default: the outer one).")
+    linear_model: dict[str, Any] | None = Field(None, description="Linear model of this outer loop (4D-Var).")
+    online_diagnostics: OnlineDiagnostics | None = Field(None, description="Online adjoint / TL tests.")
+
+
+class MinimizerParameters(Parameters):
+    algorithm: str = Field(description=f"One of {', '.join(ALGORITHMS)}.")
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ALGORITHMS:
+            import difflib
+
+            close = difflib.get_close_matches(value, ALGORITHMS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown minimizer '{value}'{hint} (known: {', '.join(ALGORITHMS)})")
+        return value
+
+
+class VariationalSection(Parameters):
+    """The ``variational`` section."""
+
+    minimizer: MinimizerParameters = Field(description="{algorithm: DRPCG | ...}.")
+    iterations: list[IterationParameters] = Field(min_length=1, description="One entry per outer loop.")
+
+
+@dataclass
+class VariationalResult:
+    """What a variational run produced."""
+
+    background: list[Any]
+    analysis: list[Any]
+    hofx_background: list[Any]
+    hofx_analysis: list[Any]
+    observers: Any
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    online_diagnostics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _flatteners(geometry: Any, variables: Any, nslots: int) -> tuple[Any, Any, list[FieldSet]]:
+    template = [geometry.zeros(variables) for _ in range(nslots)]
+    sizes = [t.to_vector().size for t in template]
+
+    def flatten(fields: list[FieldSet]) -> np.ndarray:
+        return np.concatenate([f.subset(variables).to_vector() for f in fields])
+
+    def unflatten(x: np.ndarray) -> list[FieldSet]:
+        out, start = [], 0
+        for t, n in zip(template, sizes):
+            out.append(t.from_vector(x[start:start + n]))
+            start += n
+        return out
+
+    return flatten, unflatten, template
+
+
+def _cg_solve(apply: Any, rhs: np.ndarray, tol: float = 1e-12, maxiter: int = 10000) -> np.ndarray:
+    """Solve ``apply(x) = rhs`` for SPD ``apply`` by conjugate gradients."""
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    op = LinearOperator((rhs.size, rhs.size), matvec=apply, dtype=float)
+    x, info = cg(op, rhs, rtol=tol, atol=0.0, maxiter=maxiter)
+    if info != 0:
+        raise RuntimeError(f"CG for B^-1 dx_b did not converge (info {info})")
+    return x
+
+
+def run_incremental(cost: CostFunction, section: VariationalSection, path: str = "variational") -> VariationalResult:
+    """Run every outer loop and return background, analysis, H(x) and the cost trace."""
+    background = cost.read_background()
+    guess = [b.copy() for b in background]
+    observers = cost.observers()
+    nslots = len(cost.increment_times)
+    variables = cost.variables
+    carried_b_inv: np.ndarray | None = None
+    carried_vb: np.ndarray | None = None
+    carried_geometry = None
+    trace: list[dict[str, Any]] = []
+    online: list[dict[str, Any]] = []
+    hofx_background = None
+    for k, it in enumerate(section.iterations):
+        ipath = join_path(path, "iterations", k)
+        inner = cost.geometry
+        if it.geometry is not None:
+            gcls = cost.plugin.geometry
+            inner = gcls(validate(gcls.Parameters, it.geometry, join_path(ipath, "geometry")))
+        cov = cost.covariance(inner)
+        linear_model = cost.linear_model(it.linear_model, inner, join_path(ipath, "linear model"))
+        lin = cost.linearise(guess, observers, inner, linear_model)
+        if k == 0:
+            hofx_background = [h.copy() for h in lin.hofx]
+        flatten, unflatten, _ = _flatteners(inner, variables, nslots)
+        h, h_ad = cost.linear_h(lin, observers, inner, linear_model, unflatten, flatten)
+        r_inverse, r_multiply = cost.r_operators(lin, observers)
+        dxb = flatten([change_resolution((b.fields.subset(variables) - g.fields.subset(variables)), cost.geometry,
+                                         inner) for b, g in zip(background, guess)])
+
+        def b_multiply(x: np.ndarray) -> np.ndarray:
+            return flatten(_apply_b(cov, unflatten(x)))
+
+        has_sqrt = cov.chain.has_sqrt and nslots == 1
+        same_inner = carried_geometry is not None and carried_geometry.same_as(inner)
+        uses_sqrt = section.minimizer.algorithm in SQRT_ALGORITHMS
+        if k == 0 or not np.any(dxb):
+            b_inv_dxb = np.zeros_like(dxb)
+        elif same_inner and carried_b_inv is not None:
+            b_inv_dxb = carried_b_inv
+        elif uses_sqrt and same_inner and carried_vb is not None:
+            b_inv_dxb = np.zeros_like(dxb)  # not read by the B^1/2 algorithms
+        else:
+            b_inv_dxb = _cg_solve(b_multiply, dxb)
+        vb = None
+        if has_sqrt:
+            if k == 0 or not np.any(dxb):
+                vb = np.zeros(cov.ctl_vec_size)
+            elif carried_vb is not None and same_inner:
+                vb = carried_vb
+            else:
+                vb = cov.chain.sqrt_multiply_ad(unflatten(b_inv_dxb)[0])
+        problem = QuadraticProblem(
+            b_multiply=b_multiply, h=h, h_ad=h_ad, r_inverse=r_inverse, r_multiply=r_multiply,
+            d=lin.innovation, dxb=dxb, b_inverse_dxb=b_inv_dxb,
+            b_sqrt=(lambda v: flatten([cov.chain.sqrt_multiply(v)])) if has_sqrt else None,
+            b_sqrt_ad=(lambda x: cov.chain.sqrt_multiply_ad(unflatten(x)[0])) if has_sqrt else None,
+            ctl_size=cov.ctl_vec_size if has_sqrt else None, vb=vb)
+        diagnostics = None
+        if it.online_diagnostics is not None:
+            diagnostics = {"online adj test": it.online_diagnostics.online_adj_test,
+                           "tolerance": it.online_diagnostics.tolerance}
+        if section.minimizer.algorithm in SQRT_ALGORITHMS and not problem.has_sqrt:
+            raise ConfigError(f"{section.minimizer.algorithm} minimises over v with dx = B^1/2 v, but this background "
+                              "error has no square root (or it is a 4-D covariance); use DRPCG, DRIPCG, DRPLanczos "
+                              "or RPCG", join_path(path, "minimizer.algorithm"))
+        result = minimize(problem, section.minimizer.algorithm, it.ninner, it.gradient_norm_reduction,
+                          online_diagnostics=diagnostics)
+        for record in result.trace_as_dicts():
+            trace.append({"outer iteration": k, **record})
+        for test in result.diagnostics:
+            online.append({"outer iteration": k, "operator": test.operator, "relative error": test.relative_error,
+                           "tolerance": test.tolerance, "passed": test.passed})
+        logger.info("outer loop %d (%s, inner grid %s): J %.10g -> %.10g (Jb %.6g, Jo %.6g) in %d inner iterations",
+                    k, section.minimizer.algorithm, inner.shape, result.trace[0].j, result.j, result.jb, result.jo,
+                    result.iterations)
+        increments = unflatten(result.dx)
+        for state, dx in zip(guess, increments):
+            full = change_resolution(dx, inner, cost.geometry)
+            for v in variables:
+                state.fields[v] = state.fields[v] + full[v]
+        carried_b_inv = b_inv_dxb - result.b_inverse_dx if result.b_inverse_dx is not None else None
+        carried_vb = vb - result.v if (vb is not None and result.v is not None) else None
+        carried_geometry = inner
+    final = cost.linearise(guess, observers, cost.geometry, None)
+    return VariationalResult(background, guess, hofx_background, final.hofx, observers, trace, online)
+
+
+def _apply_b(cov: Any, fields: list[FieldSet]) -> list[FieldSet]:
+    """B on each increment (one slot; 4-D ensemble covariances are applied jointly)."""
+    if len(fields) == 1:
+        return [cov.chain.multiply(fields[0].copy())]
+    multiply_4d = getattr(cov.chain, "multiply_4d", None)
+    if multiply_4d is None:
+        raise ConfigError("this background error has no 4-D form for 4D-Ens-Var", "cost function.background error")
+    stacked = FieldSet({v: np.stack([f[v] for f in fields]) for v in fields[0]}, copy=False)
+    out = multiply_4d(stacked)
+    return [out.map(lambda a, t=t: a[t]) for t in range(len(fields))]
