@@ -125,7 +125,7 @@ class VariationalApplication(Application):
             with atomic_output(params.output_cost.filename, ".json") as tmp:
                 tmp.write_text(json.dumps({"cost type": cost.cost_type,
                                            "minimizer": params.variational.minimizer.algorithm,
-                                           "trace": result.trace,
+                                           "trace": result.trace, "timings": result.timings,
                                            "online diagnostics": result.online_diagnostics}, indent=1) + "\n")
             outputs.append(params.output_cost.filename)
         if params.output_plot is not None:
@@ -135,7 +135,9 @@ class VariationalApplication(Application):
         first, last = result.trace[0], result.trace[-1]
         return {"initial J": first["J"], "final J": last["J"], "final Jb": last["Jb"], "final Jo": last["Jo"],
                 "inner iterations": len(result.trace) - len(params.variational.iterations),
-                "observers": stats, "outputs": outputs, "trace": result.trace, "analysis": result.analysis}
+                "minimizer seconds": sum(t["minimizer seconds"] for t in result.timings),
+                "observers": stats, "outputs": outputs, "trace": result.trace, "timings": result.timings,
+                "analysis": result.analysis}
 
     def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:
         cf = specialise(CostFunctionParameters, "CostFunctionParameters", geometry=self.geometry_schema_type(plugin))

@@ -21,6 +21,7 @@ recomputed by conjugate gradients on :math:`\\mathbf{B}`.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,7 @@ class VariationalResult:
     observers: Any
     trace: list[dict[str, Any]] = field(default_factory=list)
     online_diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _flatteners(geometry: Any, variables: Any, nslots: int) -> tuple[Any, Any, list[FieldSet]]:
@@ -129,6 +131,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
     carried_geometry = None
     trace: list[dict[str, Any]] = []
     online: list[dict[str, Any]] = []
+    timings: list[dict[str, Any]] = []
     hofx_background = None
     for k, it in enumerate(section.iterations):
         ipath = join_path(path, "iterations", k)
@@ -183,8 +186,11 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             raise ConfigError(f"{section.minimizer.algorithm} minimises over v with dx = B^1/2 v, but this background "
                               "error has no square root (or it is a 4-D covariance); use DRPCG, DRIPCG, DRPLanczos "
                               "or RPCG", join_path(path, "minimizer.algorithm"))
+        started = time.perf_counter()
         result = minimize(problem, section.minimizer.algorithm, it.ninner, it.gradient_norm_reduction,
                           online_diagnostics=diagnostics)
+        timings.append({"outer iteration": k, "inner iterations": result.iterations,
+                        "minimizer seconds": time.perf_counter() - started})
         for record in result.trace_as_dicts():
             trace.append({"outer iteration": k, **record})
         for test in result.diagnostics:
@@ -202,7 +208,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         carried_vb = vb - result.v if (vb is not None and result.v is not None) else None
         carried_geometry = inner
     final = cost.linearise(guess, observers, cost.geometry, None)
-    return VariationalResult(background, guess, hofx_background, final.hofx, observers, trace, online)
+    return VariationalResult(background, guess, hofx_background, final.hofx, observers, trace, online, timings)
 
 
 def _apply_b(cov: Any, fields: list[FieldSet]) -> list[FieldSet]:
