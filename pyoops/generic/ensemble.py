@@ -11,6 +11,19 @@
         start: 1
 
 Members are returned stacked as one FieldSet with a leading member axis.
+
+4-D members (4D-Ens-Var) list one state per sub-window time, as OOPS's ``State4D``::
+
+    ensemble:
+      members from template:
+        template:
+          states:
+          - {date: 2010-01-01T21:00:00Z, filename: data/ens.%mem%.2010-01-01T21.nc}
+          - {date: 2010-01-02T00:00:00Z, filename: data/ens.%mem%.2010-01-02T00.nc}
+        pattern: "%mem%"
+        nmembers: 10
+
+and are returned with axes ``(member, time, *grid)``.
 """
 
 from __future__ import annotations
@@ -31,11 +44,34 @@ __all__ = ["EnsembleSourceParameters", "MemberParameters", "MembersFromTemplate"
 
 
 class MemberParameters(Parameters):
-    """One member file (the date defaults to the valid time of the covariance)."""
+    """One member file (the date defaults to the valid time of the covariance), or a 4-D member."""
 
-    filename: str = Field(description="State file in the documented layout.")
+    filename: str | None = Field(None, description="State file in the documented layout.")
     date: DateTimeField | None = Field(None, description="Valid time (default: the analysis time).")
     member: int | None = Field(None, ge=0, description="Member index inside an ensemble file.")
+    states: list["MemberParameters"] | None = Field(
+        None, min_length=1, description="4-D member: one state per time, in time order (instead of filename).")
+
+    @model_validator(mode="after")
+    def _file_or_states(self) -> "MemberParameters":
+        if (self.filename is None) == (self.states is None):
+            raise ValueError("give exactly one of 'filename' and 'states'")
+        if self.states is not None and any(st.states is not None for st in self.states):
+            raise ValueError("the states of a 4-D member cannot have 'states' themselves")
+        return self
+
+    def filenames(self) -> list[str]:
+        """The file of a member, or the files of its states."""
+        return [self.filename] if self.filename is not None else [st.filename for st in self.states or []]
+
+    def with_pattern(self, pattern: str, value: str) -> "MemberParameters":
+        """A copy with ``pattern`` replaced by ``value`` in every file name."""
+        if self.states is not None:
+            return self.model_copy(update={"states": [st.with_pattern(pattern, value) for st in self.states]})
+        return self.model_copy(update={"filename": str(self.filename).replace(pattern, value)})
+
+
+MemberParameters.model_rebuild()
 
 
 class MembersFromTemplate(Parameters):
@@ -47,9 +83,9 @@ class MembersFromTemplate(Parameters):
 
     @model_validator(mode="after")
     def _pattern_in_filename(self) -> "MembersFromTemplate":
-        if self.pattern not in self.template.filename:
-            raise ValueError(f"the template filename {self.template.filename!r} does not contain the pattern "
-                             f"{self.pattern!r}")
+        for name in self.template.filenames():
+            if self.pattern not in name:
+                raise ValueError(f"the template filename {name!r} does not contain the pattern {self.pattern!r}")
         return self
 
 
@@ -79,7 +115,7 @@ def member_filenames(source: EnsembleSourceParameters) -> list[MemberParameters]
     out = []
     for k in range(t.start, t.start + t.nmembers):
         number = str(k).zfill(t.zero_padding) if t.zero_padding else str(k)
-        out.append(t.template.model_copy(update={"filename": t.template.filename.replace(t.pattern, number)}))
+        out.append(t.template.with_pattern(t.pattern, number))
     return out
 
 
@@ -95,14 +131,30 @@ def read_ensemble(source: EnsembleSourceParameters, geometry: Any, variables: Va
         members = fields
     else:
         entries = member_filenames(source)
+        four_d = [e.states is not None for e in entries]
+        if any(four_d) and not all(four_d):
+            raise ConfigError("either every member or none has 'states' (4-D members)", path)
+        if all(four_d) and entries and len({len(e.states or []) for e in entries}) != 1:
+            raise ConfigError("every 4-D member needs the same number of states", path)
+
+        def read_one(entry: MemberParameters, where: str, state_of_4d_member: bool) -> FieldSet:
+            # A state of a 4-D member has its own time: its 'date', else the file's date attribute.
+            date = entry.date if state_of_4d_member else (entry.date or time)
+            if date is None and not state_of_4d_member:
+                raise ConfigError("member has no date and the covariance has no valid time", where)
+            fields, _ = read_fields(entry.filename, geometry, variables, date, member=entry.member)
+            return fields
+
         arrays: dict[str, list[np.ndarray]] = {v: [] for v in variables}
         for i, entry in enumerate(entries):
-            date = entry.date or time
-            if date is None:
-                raise ConfigError("member has no date and the covariance has no valid time", join_path(path, i))
-            fields, _ = read_fields(entry.filename, geometry, variables, date, member=entry.member)
-            for v in variables:
-                arrays[v].append(fields[v])
+            if entry.states is not None:
+                states = [read_one(st, join_path(path, i, "states", j), True) for j, st in enumerate(entry.states)]
+                for v in variables:
+                    arrays[v].append(np.stack([st[v] for st in states]))
+            else:
+                fields = read_one(entry, join_path(path, i), False)
+                for v in variables:
+                    arrays[v].append(fields[v])
         members = FieldSet({v: np.stack(a) for v, a in arrays.items()}, copy=False)
     nmembers = next(iter(members.values())).shape[0]
     if nmembers < 2:

@@ -109,6 +109,10 @@ class BlockContext:
     def ensemble_perturbations(self) -> FieldSet:
         """Members minus their mean (or the perturbations as given); an error if there is no ensemble."""
         if self.ensemble is None:
+            dropped = self.extras.get("ensemble dropped at")
+            if dropped:
+                raise ConfigError(f"this block needs an ensemble, but the ensemble could not be brought inwards "
+                                  f"through the outer block {dropped}", self.path)
             raise ConfigError("this block needs an ensemble: give 'ensemble' (or 'ensemble pert') in the "
                               "covariance section", self.path)
         if self.ensemble_is_perturbations:

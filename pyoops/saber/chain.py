@@ -110,6 +110,8 @@ class SaberBlockChain:
                                         _subset(ctx.ensemble, passive))
             elif ctx.ensemble is not None:
                 inner_ensemble = None
+                why = "'skip inverse' is set" if bparams.skip_inverse else "it has no left inverse"
+                ctx.extras["ensemble dropped at"] = f"{bpath} ('{bparams.saber_block_name}': {why})"
             self._run_outer_tests(block, bparams, bpath)
             self.outer.append((block, passive))
             ctx = ctx.inner(block.inner_geometry, inner_vars, inner_ensemble, path)
@@ -160,6 +162,25 @@ class SaberBlockChain:
         """:math:`\\mathbf{B} x` on the model side (leading batch axes allowed)."""
         fields = self._reorder(fields)
         return self._reorder(self._apply_outer(self._apply_central(self._apply_outer_ad(fields))))
+
+    def multiply_4d(self, fields: FieldSet) -> FieldSet:
+        """:math:`\\mathbf{B}` on 4-D increments ``(*batch, time, *grid)`` (4D-Ens-Var).
+
+        A central block with 4-D ensemble members (attribute ``ntimes``: ``Ensemble`` with
+        ``states`` per member, or a ``Hybrid`` holding one) couples the times; any other
+        covariance is time-constant, :math:`(\\mathbf{B}x)_t = \\mathbf{B}\\sum_s x_s`.
+        """
+        fields = self._reorder(fields)
+        axis = {a.ndim - len(self.geometry.field_shape(v)) - 1 for v, a in fields.items()}.pop()
+        nt = {a.shape[axis] for a in fields.values()}.pop()
+        ntimes = getattr(self.central, "ntimes", None)
+        if ntimes is not None:
+            if nt != ntimes:
+                raise ConfigError(f"the 4-D ensemble has {ntimes} times, the increment {nt}", self.path)
+            return self.multiply(fields)
+        out = self.multiply(fields.map(lambda a: a.sum(axis=axis)))
+        return out.map(lambda a: np.broadcast_to(np.expand_dims(a, axis), a.shape[:axis] + (nt,) +
+                                                 a.shape[axis:]).copy())
 
     def _reorder(self, fields: FieldSet) -> FieldSet:
         return fields.subset([v for v in self.variables if v in fields] +
