@@ -254,7 +254,14 @@ class CostFunction:
     def linear_model(self, config: Any, inner_geometry: Any, path: str) -> Any:
         if self.cost_type != "4D-Var":
             return None
-        return self._make("linear model", config or self.params.linear_model, path, inner_geometry)
+        if not config:
+            config, path = self.params.linear_model, join_path(self.path, "linear model")
+        linear_model = self._make("linear model", config, path, inner_geometry)
+        # H and H^T take one linear-model step per model step (slot_times), so the steps must agree.
+        if linear_model.time_resolution != self.model.time_resolution:
+            raise ConfigError(f"the linear model time step {linear_model.time_resolution} differs from the model "
+                              f"time step {self.model.time_resolution}", path)
+        return linear_model
 
     # Outer loop: nonlinear H(x) ------------------------------------------------------------
     def linearise(self, guess: list[Any], observers: Observers, inner_geometry: Any,
@@ -310,6 +317,11 @@ class CostFunction:
         times = self.slot_times()
         nslots = len(times)
         variables = self.variables
+        for i, ob in enumerate(observers):  # checked here, not only in h_ad: RPCG applies h first
+            extra = [v for v in lin.linear_obs_operators[i].required_variables if v not in variables]
+            if extra:
+                raise ConfigError(f"observation operator of '{ob.name}' needs {extra}, not among the analysis "
+                                  f"variables {variables}", join_path(self.path, "analysis variables"))
 
         def slot_fields(x: np.ndarray) -> list[FieldSet]:
             increments = unflatten(x)
