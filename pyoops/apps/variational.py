@@ -47,9 +47,7 @@ class VariationalParameters(ApplicationParameters):
     output_plot: _File | None = Field(None, description="PNG of the cost and gradient-norm reduction.")
 
 
-def _filename(template: str, time: Any, several: bool) -> str:
-    if several and "%date%" not in template:
-        raise ConfigError("must contain %date% when several states are written (4D-Ens-Var)", "output.filename")
+def _filename(template: str, time: Any) -> str:
     return template.replace("%date%", str(time))
 
 
@@ -91,20 +89,25 @@ class VariationalApplication(Application):
 
     def validate_plugins(self, params: VariationalParameters) -> None:
         self._cost = CostFunction(params.cost_function, self.registry, self.plugin)
+        if len(self._cost.increment_times) > 1:
+            for key in ("output", "output_increment"):
+                option = getattr(params, key)
+                if option is not None and "%date%" not in option.filename:
+                    raise ConfigError("must contain %date%: 4D-Ens-Var writes one state per sub-window time",
+                                      f"{key.replace('_', ' ')}.filename")
 
     def run(self, params: VariationalParameters) -> dict[str, Any]:
         cost = self._cost
         result = run_incremental(cost, params.variational)
-        several = len(result.analysis) > 1
         outputs: list[str] = []
         if params.output is not None:
             for state in result.analysis:
-                name = _filename(params.output.filename, state.time, several)
+                name = _filename(params.output.filename, state.time)
                 state.write(name)
                 outputs.append(name)
         if params.output_increment is not None:
             for xa, xb in zip(result.analysis, result.background):
-                name = _filename(params.output_increment.filename, xa.time, several)
+                name = _filename(params.output_increment.filename, xa.time)
                 inc = FieldSet({v: xa.fields[v] - xb.fields[v] for v in cost.variables}, copy=False)
                 write_fields(name, cost.geometry, inc, xa.time, kind="increment")
                 outputs.append(name)

@@ -1044,3 +1044,61 @@ def test_online_adjoint_test_records_a_wrong_adjoint(workdir, lineartoy):
     h = [t for t in tests if t["operator"] == "H"]
     assert len(h) == 1 and h[0]["passed"] is False and h[0]["relative error"] > 1e-6
     assert [t["passed"] for t in tests if t["operator"] == "B"] == [True]
+
+
+# =============================================================================================
+# 8. 4D-Ens-Var with N - 1 >= n members and no localization equals 4D-Var with B = P_e
+# =============================================================================================
+@pytest.mark.parametrize("algorithm", ["DRPCG", "RPCG"])
+def test_4denvar_equals_4dvar_with_the_propagated_ensemble_covariance(workdir, lineartoy, algorithm):
+    """With a linear model M and members e_k(t) = M_{t0->t} e_k(t0), the 4-D ensemble covariance
+    is M P_e M^T, so 4D-Ens-Var (increments at every sub-window time, no linear model) and
+    4D-Var with B = P_e (the sample covariance at t0) minimise the same cost: the analyses agree
+    at t0 and the 4D-Ens-Var analysis at t is M_{t0->t} of it."""
+    n, nmembers, nsteps = 10, 14, 4
+    a = toy.dense_step_matrix(n)
+    rng = np.random.default_rng(21)
+    times = [iso(T0, 60 * k) for k in range(nsteps + 1)]
+    x0 = rng.standard_normal(n)
+    members0 = x0 + 0.8 * rng.standard_normal((nmembers, n))
+    background0 = x0 + 0.3 * rng.standard_normal(n)
+    for k, t in enumerate(times):
+        step = np.linalg.matrix_power(a, k)
+        write_field(f"bg.{t}.nc", step @ background0, t)
+        for m in range(nmembers):
+            write_field(f"mem{m + 1}.{t}.nc", step @ members0[m], t)
+    positions = rng.random(9)
+    obs_times = [seconds(T0, 60 * k) for k in (1, 2, 3, 4, 4, 2, 3, 1, 4)]
+    write_obs("obs.nc", positions, obs_times, rng.standard_normal(9), 0.5)
+    model = {"name": "LinearToy", "tstep": "PT1H"}
+    common = {"time window": {"begin": T0, "length": "PT4H"}, "geometry": {"resol": n},
+              "observations": {"observers": [observer("obs", "obs.nc")]}}
+    iterations = [{"ninner": 60, "gradient norm reduction": 1e-14}]
+    fourdvar = dict(common, **{
+        "cost type": "4D-Var", "background": {"date": T0, "filename": f"bg.{T0}.nc"},
+        "model": model, "linear model": {"name": "LinearToyTLM", "tstep": "PT1H"},
+        "background error": {"covariance model": "SABER",
+                             "ensemble": {"members from template": {
+                                 "template": {"date": T0, "filename": f"mem%mem%.{T0}.nc"}, "nmembers": nmembers}},
+                             "saber central block": {"saber block name": "Ensemble"}}})
+    envar = dict(common, **{
+        "cost type": "4D-Ens-Var", "subwindow": "PT1H",
+        "background": {"states": [{"date": t, "filename": f"bg.{t}.nc"} for t in times]},
+        "background error": {"covariance model": "SABER",
+                             "ensemble": {"members from template": {
+                                 "template": {"states": [{"date": t, "filename": f"mem%mem%.{t}.nc"}
+                                                         for t in times]},
+                                 "nmembers": nmembers}},
+                             "saber central block": {"saber block name": "Ensemble"}}})
+    pyoops.run("variational", variational("lineartoy", fourdvar, algorithm, iterations, "out", "4dvar"))
+    summary = pyoops.run("variational", dict(variational("lineartoy", envar, algorithm, iterations, "out", "envar"),
+                                             output={"filename": "out/an.envar.%date%.nc"},
+                                             **{"output increment": {"filename": "out/inc.envar.%date%.nc"}}))
+    xa_4dvar, _ = read_field("out/an.4dvar.nc")
+    for k, t in enumerate(times):
+        xa_t, date = read_field(f"out/an.envar.{t}.nc")
+        assert date == t
+        expected = np.linalg.matrix_power(a, k) @ xa_4dvar
+        assert rel(xa_t - np.linalg.matrix_power(a, k) @ background0,
+                   expected - np.linalg.matrix_power(a, k) @ background0) < 1e-8
+    assert summary["final J"] < summary["initial J"]
