@@ -329,7 +329,10 @@ class ErrorCovariance:
         from pyoops.generic.state import GenericIncrement
 
         cls = type(like) if like is not None else GenericIncrement
-        return cls(self.geometry, fields, like.time if like is not None else self.time)
+        time = like.time if like is not None else self.time
+        if time is None:
+            raise ValueError("this ErrorCovariance was built without a valid time: pass time= to make increments")
+        return cls(self.geometry, fields, time)
 
     def multiply(self, dx: Any) -> Any:
         """:math:`\\mathbf{B}\\,\\delta x` (a new Increment)."""
