@@ -514,6 +514,14 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
             return node
 
 
+def _options(schema: dict[str, Any], node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object schemas a node allows: one, or one per installed plugin's maker (``anyOf``)."""
+    node = _resolve(schema, node)
+    if "anyOf" in node:
+        return [_resolve(schema, o) for o in node["anyOf"] if o.get("type") != "null"]
+    return [node]
+
+
 def test_json_schema_of_forecast(workdir, cli):
     code, out, err = cli("forecast", "--output-json-schema", "schema/forecast.json")
     assert code == 0, err
@@ -526,8 +534,8 @@ def test_json_schema_of_forecast(workdir, cli):
     assert props["forecast length"]["format"] == "duration"
     initial = _resolve(schema, props["initial condition"])
     assert {"date", "filename", "analytic init"} <= set(initial["properties"])
-    model = _resolve(schema, props["model"])
-    assert {"name", "f", "tstep"} <= set(model["properties"])
+    models = _options(schema, props["model"])
+    assert any({"name", "f", "tstep"} <= set(m["properties"]) for m in models)
     assert tmp_files(workdir) == []
 
 
@@ -555,7 +563,10 @@ def test_json_schema_of_hofx_subprocess(workdir):
     observations = _resolve(schema, props["observations"])
     observer = _resolve(schema, observations["properties"]["observers"]["items"])
     assert {"obs space", "obs operator", "obs error"} <= set(observer["properties"])
-    assert "name" in _resolve(schema, observer["properties"]["obs operator"])["properties"]
+    assert all("name" in o["properties"] for o in _options(schema, observer["properties"]["obs operator"]))
+    # With a config naming the model plugin, only that plugin's models are offered.
+    model = _resolve(schema, props["model"])
+    assert "anyOf" not in model and {"name", "f", "tstep"} <= set(model["properties"])
 
 
 def test_json_schema_with_bad_model_plugin(workdir, cli):

@@ -49,9 +49,16 @@ def specialise(cls: type[Parameters], name: str, **fields: Any) -> type[Paramete
     return create_model(name, __base__=cls, **definitions)
 
 
-def union_of_parameters(factory: Any) -> Any:
-    """``Union`` of the Parameters classes of every maker in ``factory`` (for schemas)."""
-    classes = [e.maker.Parameters for e in factory.entries() if hasattr(e.maker, "Parameters")]
+def union_of_parameters(factory: Any, plugin: ModelPlugin | None = None) -> Any:
+    """``Union`` of the Parameters classes of the makers in ``factory`` (for schemas).
+
+    With ``plugin``, only the makers registered by that model plugin (and the generic ones).
+    """
+    entries = factory.entries()
+    if plugin is not None:
+        own = [e for e in entries if e.plugin in (plugin.plugin, "generic")]
+        entries = own or entries
+    classes = [e.maker.Parameters for e in entries if hasattr(e.maker, "Parameters")]
     if not classes:
         return dict[str, Any]
     return classes[0] if len(classes) == 1 else Union[tuple(classes)]  # noqa: UP007

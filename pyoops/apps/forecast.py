@@ -119,4 +119,4 @@ class ForecastApplication(Application):
     def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:
         return specialise(ForecastParameters, "ForecastParameters",
                           geometry=self.geometry_schema_type(plugin),
-                          model=union_of_parameters(self.registry.model))
+                          model=union_of_parameters(self.registry.model, plugin))

@@ -143,5 +143,5 @@ class HofXApplication(Application):
         observations = specialise(ObservationsParameters, "ObservationsParameters", observers=list[observer])
         return specialise(HofXParameters, "HofXParameters",
                           geometry=self.geometry_schema_type(plugin),
-                          model=union_of_parameters(self.registry.model) | None,
+                          model=union_of_parameters(self.registry.model, plugin) | None,
                           observations=observations)
