@@ -16,7 +16,7 @@ ROOT = HERE.parent
 # Local extension(s) and, for builds from a source tree that was not installed,
 # the packages themselves (an editable install takes precedence anyway).
 sys.path.insert(0, str(HERE / "_ext"))
-for path in (ROOT / "plugins" / "lorenz96" / "src", ROOT):
+for path in (ROOT / "plugins" / "lorenz96" / "src", ROOT / "plugins" / "shallow_water" / "src", ROOT):
     if str(path) not in sys.path:
         sys.path.append(str(path))
 

@@ -245,11 +245,16 @@ class CostFunction:
             return slot_times(w.begin, w.end, self.params.subwindow)
         return slot_times(w.begin, w.end, self.model.time_resolution)
 
-    def covariance(self, inner_geometry: Any) -> ErrorCovariance:
-        """:math:`\\mathbf{B}` on the inner geometry and analysis variables."""
+    def covariance(self, inner_geometry: Any, ensemble: FieldSet | None = None) -> ErrorCovariance:
+        """:math:`\\mathbf{B}` on the inner geometry and analysis variables.
+
+        ``ensemble``: optional members held in memory (leading member axis; ``(member, time,
+        *grid)`` for 4D-Ens-Var) for the Ensemble blocks that read no file themselves.
+        """
         times = self.increment_times
         return ErrorCovariance(self.params.background_error, inner_geometry, self.variables, times[0],
-                               self.registry, self.plugin, join_path(self.path, "background error"))
+                               self.registry, self.plugin, join_path(self.path, "background error"),
+                               ensemble=ensemble)
 
     def linear_model(self, config: Any, inner_geometry: Any, path: str) -> Any:
         if self.cost_type != "4D-Var":
@@ -264,6 +269,29 @@ class CostFunction:
         return linear_model
 
     # Outer loop: nonlinear H(x) ------------------------------------------------------------
+    def _nonlinear_geovals(self, guess: list[Any], observers: Observers, times: list[DateTime],
+                           slots: list[np.ndarray], trajectory: Any = None) -> list[GeoVaLs]:
+        """GeoVaLs of every observer from the guess (through the window where needed)."""
+        post = _SlotGeoVaLs(observers, times, slots, trajectory)
+        if self.cost_type == "3D-Var":
+            post.process(guess[0])
+        elif self.cost_type == "4D-Ens-Var":
+            for state in guess:
+                post.process(state)
+        else:
+            state = guess[0].copy()
+            forecast(self.model, state, self.window.length, [post])
+        return [g if g is not None else ob.geovals(guess[0].fields, np.arange(0))
+                for ob, g in zip(observers, post.geovals)]
+
+    def nonlinear_hofx(self, guess: list[Any], observers: Observers, masks: list[np.ndarray]) -> np.ndarray:
+        """Flat :math:`\\mathcal{H}(x)` of ``guess`` (0 where ``masks`` are False), without side effects."""
+        times = self.slot_times()
+        slots = [slot_indices(ob.obs_space.locations.times, times) for ob in observers]
+        geovals = self._nonlinear_geovals(guess, observers, times, slots)
+        return np.concatenate([np.where(m, ob.obs_operator.simulate_obs(g).values, 0.0).ravel()
+                               for ob, g, m in zip(observers, geovals, masks)]) if len(observers) else np.zeros(0)
+
     def linearise(self, guess: list[Any], observers: Observers, inner_geometry: Any,
                   linear_model: Any = None) -> Linearisation:
         """Run :math:`\\mathcal{H}(x_k)` (through the window where needed) and fix the linear problem."""
@@ -278,20 +306,10 @@ class CostFunction:
                                            inner_geometry)
                 linear_model.set_trajectory(GenericState(inner_geometry, fields, state.time))
 
-        post = _SlotGeoVaLs(observers, times, slots, trajectory)
-        if self.cost_type == "3D-Var":
-            post.process(guess[0])
-        elif self.cost_type == "4D-Ens-Var":
-            for state in guess:
-                post.process(state)
-        else:
-            state = guess[0].copy()
-            forecast(self.model, state, self.window.length, [post])
+        all_geovals = self._nonlinear_geovals(guess, observers, times, slots, trajectory)
         hofx, masks, innovations, interps, linops = [], [], [], [], []
         for i, ob in enumerate(observers):
-            geovals = post.geovals[i]
-            if geovals is None:
-                geovals = ob.geovals(guess[0].fields, np.arange(0))
+            geovals = all_geovals[i]
             hx = ob.obs_operator.simulate_obs(geovals)
             hofx.append(hx)
             mask = ob.obs_space.qc_mask() & np.isfinite(ob.obs_space.obs_values().values)

@@ -30,10 +30,12 @@ from pydantic import Field, field_validator
 
 from pyoops.assimilation.costfunction import CostFunction, change_resolution
 from pyoops.assimilation.minimizers import ALGORITHMS, SQRT_ALGORITHMS, minimize
+from pyoops.assimilation.online import online_tlm_test
 from pyoops.assimilation.problem import QuadraticProblem
 from pyoops.config.parameters import Parameters, validate
 from pyoops.fields.fieldset import FieldSet
 from pyoops.util.errors import ConfigError, join_path
+from pyoops.util.random import generator
 
 __all__ = ["IterationParameters", "VariationalResult", "VariationalSection", "run_incremental"]
 
@@ -42,7 +44,10 @@ logger = logging.getLogger("pyoops")
 
 class OnlineDiagnostics(Parameters):
     online_adj_test: bool = Field(False, description="Check <Hx, y> = <x, H^T y>, B symmetry or B^1/2 at the start.")
-    tolerance: float = Field(1e-10, gt=0, description="Relative tolerance of the online tests.")
+    online_tlm_test: bool = Field(
+        False, description="Check the linearised H (with the linear model) against finite differences of H.")
+    tolerance: float = Field(1e-10, gt=0, description="Relative tolerance of the online adjoint tests.")
+    tlm_tolerance: float = Field(1e-4, gt=0, description="Relative tolerance of the online TL test.")
 
 
 class IterationParameters(Parameters):
@@ -119,11 +124,24 @@ def _cg_solve(apply: Any, rhs: np.ndarray, tol: float = 1e-12, maxiter: int = 10
     return x
 
 
-def run_incremental(cost: CostFunction, section: VariationalSection, path: str = "variational") -> VariationalResult:
-    """Run every outer loop and return background, analysis, H(x) and the cost trace."""
-    background = cost.read_background()
+def run_incremental(cost: CostFunction, section: VariationalSection, path: str = "variational", *,
+                    background: list[Any] | None = None, observers: Any = None,
+                    covariance: Any = None) -> VariationalResult:
+    """Run every outer loop and return background, analysis, H(x) and the cost trace.
+
+    The in-memory entry point (used by cycling and the EDA) may replace what the
+    configuration would read: ``background`` (the list of States
+    :meth:`CostFunction.read_background` would return), ``observers`` (an
+    :class:`~pyoops.generic.observers.Observers` with its ObsValue filled) and
+    ``covariance`` (a callable ``inner_geometry -> ErrorCovariance``, e.g. to use an
+    in-memory ensemble or to reuse one B for several analyses).
+    """
+    if background is None:
+        background = cost.read_background()
     guess = [b.copy() for b in background]
-    observers = cost.observers()
+    if observers is None:
+        observers = cost.observers()
+    make_covariance = covariance if covariance is not None else cost.covariance
     nslots = len(cost.increment_times)
     variables = cost.variables
     carried_b_inv: np.ndarray | None = None
@@ -139,7 +157,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         if it.geometry is not None:
             gcls = cost.plugin.geometry
             inner = gcls(validate(gcls.Parameters, it.geometry, join_path(ipath, "geometry")))
-        cov = cost.covariance(inner)
+        cov = make_covariance(inner)
         linear_model = cost.linear_model(it.linear_model, inner, join_path(ipath, "linear model"))
         lin = cost.linearise(guess, observers, inner, linear_model)
         if k == 0:
@@ -186,6 +204,9 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             raise ConfigError(f"{section.minimizer.algorithm} minimises over v with dx = B^1/2 v, but this background "
                               "error has no square root (or it is a 4-D covariance); use DRPCG, DRIPCG, DRPLanczos "
                               "or RPCG", join_path(path, "minimizer.algorithm"))
+        if it.online_diagnostics is not None and it.online_diagnostics.online_tlm_test:
+            online.append({"outer iteration": k, **_online_tlm(cost, guess, observers, inner, lin, h, unflatten,
+                                                               dxb.size, cov, it.online_diagnostics.tlm_tolerance)})
         started = time.perf_counter()
         result = minimize(problem, section.minimizer.algorithm, it.ninner, it.gradient_norm_reduction,
                           online_diagnostics=diagnostics)
@@ -209,6 +230,30 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         carried_geometry = inner
     final = cost.linearise(guess, observers, cost.geometry, None)
     return VariationalResult(background, guess, hofx_background, final.hofx, observers, trace, online, timings)
+
+
+def _online_tlm(cost: CostFunction, guess: list[Any], observers: Any, inner: Any, lin: Any, h: Any,
+                unflatten: Any, size: int, cov: Any, tolerance: float) -> dict[str, Any]:
+    """The online TL test of this outer loop (see :mod:`pyoops.assimilation.online`).
+
+    The random increment has the RMS of a draw from B where B can be randomized, so that
+    the finite differences probe increments of the size the minimisation explores.
+    """
+    def nonlinear(increments: list[FieldSet]) -> np.ndarray:
+        states = []
+        for state, dx in zip(guess, increments):
+            moved = state.copy()
+            full = change_resolution(dx, inner, cost.geometry)
+            for v in cost.variables:
+                moved.fields[v] = moved.fields[v] + full[v]
+            states.append(moved)
+        return cost.nonlinear_hofx(states, observers, lin.masks)
+
+    try:
+        scale = cov.chain.randomize(generator(0, "online tlm scale")).rms() or 1.0
+    except ConfigError:  # a covariance that cannot be randomized: unit increments
+        scale = 1.0
+    return online_tlm_test(nonlinear, h, size, scale, unflatten, tolerance=tolerance)
 
 
 def _apply_b(cov: Any, fields: list[FieldSet]) -> list[FieldSet]:

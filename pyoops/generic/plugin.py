@@ -11,9 +11,12 @@ def pyoops_register(registry: Registry) -> None:
     from pyoops.apps.hofx import HofXApplication
     from pyoops.generic.obs_error import DiagonalObsError
     from pyoops.generic.obs_operators import IdentityObsOperator, LinearIdentityObsOperator
+    from pyoops.generic.obs_operators import LinearWindSpeedObsOperator, WindSpeedObsOperator
 
     registry.obs_operator.register("Identity", IdentityObsOperator)
     registry.linear_obs_operator.register("Identity", LinearIdentityObsOperator)
+    registry.obs_operator.register("WindSpeed", WindSpeedObsOperator)
+    registry.linear_obs_operator.register("WindSpeed", LinearWindSpeedObsOperator)
     registry.obs_error.register("diagonal", DiagonalObsError)
     registry.application.register("forecast", ForecastApplication)
     registry.application.register("hofx", HofXApplication)
@@ -50,3 +53,17 @@ def pyoops_register(registry: Registry) -> None:
     registry.saber_block.register("interpolation", Interpolation)
     registry.saber_block.register("Ensemble", EnsembleBlock)
     registry.saber_block.register("Hybrid", HybridBlock)
+
+    from pyoops.apps.ensemble_forecast import EnsembleForecastApplication
+    from pyoops.apps.letkf import LocalEnsembleDAApplication
+
+    registry.application.register("ensemble-forecast", EnsembleForecastApplication)
+    registry.application.register("letkf", LocalEnsembleDAApplication)
+
+    from pyoops.apps.cycle import CycleApplication
+    from pyoops.apps.eda import EDAApplication
+    from pyoops.saber.generic.explicit import ExplicitCovariance
+
+    registry.application.register("cycle", CycleApplication)
+    registry.application.register("eda", EDAApplication)
+    registry.saber_block.register("explicit covariance", ExplicitCovariance)

@@ -318,8 +318,12 @@ class ErrorCovariance:
     """
 
     def __init__(self, config: Any, geometry: Any, variables: Any, time: Any, registry: Any,
-                 model_plugin: Any = None, path: str = "background error"):
-        context = BlockContext(geometry, Variables(variables), time, registry, model_plugin, path=path)
+                 model_plugin: Any = None, path: str = "background error", ensemble: FieldSet | None = None,
+                 ensemble_is_perturbations: bool = False):
+        # ``ensemble``: members (or perturbations) held in memory, stacked on a leading axis, handed to
+        # every block that has no 'ensemble' of its own (a cycling EDA feeds its members this way).
+        context = BlockContext(geometry, Variables(variables), time, registry, model_plugin, ensemble,
+                               ensemble_is_perturbations, path=path)
         self.chain = SaberBlockChain(config, context, path)
         self.geometry = geometry
         self.variables = Variables(variables)

@@ -1102,3 +1102,32 @@ def test_4denvar_equals_4dvar_with_the_propagated_ensemble_covariance(workdir, l
         assert rel(xa_t - np.linalg.matrix_power(a, k) @ background0,
                    expected - np.linalg.matrix_power(a, k) @ background0) < 1e-8
     assert summary["final J"] < summary["initial J"]
+
+
+# =============================================================================================
+# 9. Online tangent-linear test
+# =============================================================================================
+@pytest.mark.parametrize(("tlm_a0", "passes"), [(0.7, True), (0.6, False)])
+def test_online_tlm_test_detects_a_wrong_linear_model(workdir, lineartoy, tlm_a0, passes):
+    """The online TL test compares H(x + a dx) - H(x) with a H' dx; a linear model whose
+    coefficients differ from the model's (0.6 instead of 0.7) must fail it."""
+    n = 12
+    rng = np.random.default_rng(3)
+    write_field("bg.nc", rng.standard_normal(n), T0)
+    write_obs("obs.nc", rng.random(6), [seconds(T0, 60 * k) for k in (1, 2, 3, 3, 2, 1)], rng.standard_normal(6), 0.5)
+    cost = {"cost type": "4D-Var", "time window": {"begin": T0, "length": "PT3H"}, "geometry": {"resol": n},
+            "background": {"date": T0, "filename": "bg.nc"},
+            "model": {"name": "LinearToy", "tstep": "PT1H"},
+            "linear model": {"name": "LinearToyTLM", "tstep": "PT1H", "a0": tlm_a0},
+            "background error": covariance(sigma=0.5),
+            "observations": {"observers": [observer("obs", "obs.nc")]}}
+    config = variational("lineartoy", cost, "DRPCG",
+                         [{"ninner": 10, "online diagnostics": {"online tlm test": True}}], "out", "tl")
+    pyoops.run("variational", config)
+    record = [d for d in json.loads(Path("out/cost.tl.json").read_text())["online diagnostics"]
+              if d["operator"].startswith("H (tangent linear")][0]
+    assert record["passed"] is passes
+    if passes:
+        assert record["relative error"] < 1e-8  # the model is linear: finite differences are exact
+    else:
+        assert record["relative error"] > 1e-2

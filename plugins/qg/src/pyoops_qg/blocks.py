@@ -1,0 +1,156 @@
+r"""SABER outer blocks of the QG plugin: ``QG balance`` and ``QG vertical correlation``.
+
+A static B for QG, as OOPS's (standard deviation, horizontal correlation,
+correlation between the layers, balance), is the chain
+
+.. math::
+
+    \mathbf{B} = \mathbf{K}\,\Sigma\,\mathbf{V}\,\mathbf{C}\,\mathbf{V}^\mathsf{T}\Sigma\,\mathbf{K}^\mathsf{T}
+
+with :math:`\mathbf{C}` a horizontal correlation of the control streamfunction
+(``diffusion``, each layer on its own, unit variance), :math:`\mathbf{V}` the
+square root of the 2 × 2 correlation between the layers (``QG vertical
+correlation``), :math:`\Sigma` the standard deviations (``StdDev``) and
+:math:`\mathbf{K}` the balance (``QG balance``: streamfunction → ``x, q, u, v``):
+
+.. code-block:: yaml
+
+    background error:
+      covariance model: SABER
+      saber central block: {saber block name: diffusion, horizontal length scale: 1.5e6}
+      saber outer blocks:            # from the central block outwards
+      - saber block name: QG vertical correlation
+        correlation: 0.5
+      - saber block name: StdDev
+        read: {value: 3.0e6}         # m^2/s, the streamfunction
+      - saber block name: QG balance # x -> x, q, u, v (the analysis variables)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from pyoops.fields.fieldset import FieldSet
+from pyoops.saber.blocks import BlockContext, SaberBlockParameters, SaberOuterBlock
+from pyoops.util.errors import ConfigError, join_path
+from pyoops.util.variables import Variables
+from pyoops_qg.variable_changes import KNOWN, invert_fields, invert_fields_ad
+
+__all__ = ["QgBalance", "QgBalanceParameters", "QgVerticalCorrelation", "QgVerticalCorrelationParameters"]
+
+
+def _qg_geometry(context: BlockContext, name: str) -> Any:
+    ops = getattr(context.geometry, "operators", None)
+    if ops is None or not hasattr(context.geometry, "depths"):
+        raise ConfigError(f"'{name}' works on the QG geometry (model plugin qg), got {type(context.geometry).__name__}",
+                          context.path)
+    return ops
+
+
+class QgBalanceParameters(SaberBlockParameters):
+    """``{saber block name: QG balance}``."""
+
+    saber_block_name: Literal["QG balance"]
+
+
+class QgBalance(SaberOuterBlock):
+    r"""``QG balance``: the control streamfunction ``x`` → the outer variables among ``x, q, u, v``.
+
+    :math:`\mathbf{K}` is the linear variable change of :mod:`pyoops_qg.variable_changes`
+    (:math:`q = (\nabla^2 + \mathbf{M})\psi`, :math:`u = -\partial_y\psi`,
+    :math:`v = \partial_x\psi`), :math:`\mathbf{K}^\mathsf{T}` its adjoint; the left inverse
+    is the PV inversion of ``q`` with the wall rows of ``x`` (or ``x`` itself when the
+    outer variables have no ``q``).  The inner variable is ``x``.
+    """
+
+    Parameters = QgBalanceParameters
+    has_inverse = True
+
+    def __init__(self, params: Any, context: BlockContext):
+        super().__init__(params, context)
+        self.ops = _qg_geometry(context, "QG balance")
+        unknown = [v for v in self.variables if v not in KNOWN]
+        if unknown:
+            raise ConfigError(f"QG balance maps the streamfunction to x, q, u, v; variable(s) {unknown} reach it "
+                              "(restrict it with 'active variables')", join_path(context.path, "active variables"))
+        if not any(v in self.variables for v in ("x", "q")):
+            raise ConfigError("QG balance needs 'x' or 'q' among its outer variables (for the left inverse), got "
+                              f"{list(self.variables)}", context.path)
+
+    @property
+    def inner_variables(self) -> Variables:
+        return Variables(["x"])
+
+    def multiply(self, fields: FieldSet) -> FieldSet:
+        out = self.ops.diagnose_linear(fields["x"], self.variables)
+        if "x" in out:
+            out["x"] = out["x"].copy()
+        return FieldSet(out, copy=False)
+
+    def multiply_ad(self, fields: FieldSet) -> FieldSet:
+        return FieldSet({"x": self.ops.diagnose_linear_ad(dict(fields))}, copy=False)
+
+    def left_inverse_multiply(self, fields: FieldSet) -> FieldSet:
+        return FieldSet({"x": invert_fields(self.ops, fields, linear=True)}, copy=False)
+
+    def left_inverse_multiply_ad(self, fields: FieldSet) -> FieldSet:
+        """Adjoint of the left inverse (for tests)."""
+        return invert_fields_ad(self.ops, fields["x"], self.variables)
+
+
+class QgVerticalCorrelationParameters(SaberBlockParameters):
+    """``{saber block name: QG vertical correlation, correlation: r}`` or ``vertical length scale: L``."""
+
+    saber_block_name: Literal["QG vertical correlation"]
+    correlation: float | None = Field(None, gt=-1.0, lt=1.0, description="Correlation r between the two layers.")
+    vertical_length_scale: float | None = Field(
+        None, gt=0.0, allow_inf_nan=False,
+        description="Gaussian length L (m): r = exp(-dz^2 / (2 L^2)), dz the distance between the layer middles.")
+
+    @model_validator(mode="after")
+    def _one(self) -> "QgVerticalCorrelationParameters":
+        if (self.correlation is None) == (self.vertical_length_scale is None):
+            raise ValueError("give exactly one of 'correlation' and 'vertical length scale'")
+        return self
+
+
+class QgVerticalCorrelation(SaberOuterBlock):
+    r"""``QG vertical correlation``: :math:`\mathbf{V} = \begin{pmatrix}1 & 0\\ r & \sqrt{1 - r^2}\end{pmatrix}`
+    on the layer axis of every active variable.
+
+    :math:`\mathbf{V}\mathbf{V}^\mathsf{T}` is the 2 × 2 correlation matrix with off-diagonal
+    :math:`r`, so with a central block that correlates each layer on its own with
+    unit variance, the two layers of :math:`\mathbf{B}` are correlated by :math:`r`
+    at zero horizontal separation.  :math:`\mathbf{V}` is lower triangular and
+    invertible: the left inverse is exact.
+    """
+
+    Parameters = QgVerticalCorrelationParameters
+    has_inverse = True
+
+    def __init__(self, params: Any, context: BlockContext):
+        super().__init__(params, context)
+        _qg_geometry(context, "QG vertical correlation")
+        if params.correlation is not None:
+            r = float(params.correlation)
+        else:
+            dz = float(np.diff(context.geometry.heights)[0])
+            r = float(np.exp(-0.5 * (dz / params.vertical_length_scale) ** 2))
+        self.correlation = r
+        self.s = float(np.sqrt(1.0 - r * r))
+
+    def multiply(self, fields: FieldSet) -> FieldSet:
+        r, s = self.correlation, self.s
+        return fields.map(lambda a: np.stack([a[..., 0, :, :], r * a[..., 0, :, :] + s * a[..., 1, :, :]], axis=-3))
+
+    def multiply_ad(self, fields: FieldSet) -> FieldSet:
+        r, s = self.correlation, self.s
+        return fields.map(lambda a: np.stack([a[..., 0, :, :] + r * a[..., 1, :, :], s * a[..., 1, :, :]], axis=-3))
+
+    def left_inverse_multiply(self, fields: FieldSet) -> FieldSet:
+        r, s = self.correlation, self.s
+        return fields.map(lambda a: np.stack([a[..., 0, :, :], (a[..., 1, :, :] - r * a[..., 0, :, :]) / s],
+                                             axis=-3))

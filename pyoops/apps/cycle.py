@@ -1,0 +1,103 @@
+"""``pyoops cycle``: a cycled twin experiment (truth, synthetic observations, N analyses, statistics).
+
+See :mod:`pyoops.ensemble.cycling` for the experiment and :doc:`/cycling` for the
+YAML.  Outputs in ``output.directory``: ``checkpoint.npz`` (the restart file, written
+atomically after each completed cycle), ``statistics.nc`` (per-cycle RMSE and spread),
+``statistics.json`` (time means), ``rmse.png`` and, for ensembles, ``spread_error.png``.
+Run again with the same configuration, the experiment resumes from the checkpoint
+(``resume: false`` starts afresh); raising ``cycling.cycles`` extends a finished run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from pydantic import Field
+
+from pyoops.apps.base import Application, ApplicationParameters, specialise, union_of_parameters
+from pyoops.assimilation.letkf import LocalEnsembleDAParameters
+from pyoops.config.parameters import Parameters
+from pyoops.ensemble.cycling import (
+    CycleExperiment,
+    CyclingParameters,
+    SyntheticObservationsParameters,
+    TruthParameters,
+    plot_statistics,
+    time_means,
+    write_statistics,
+)
+from pyoops.ensemble.eda import EDAParameters
+from pyoops.ensemble.executors import ParallelParameters
+from pyoops.registry import ModelPlugin
+
+__all__ = ["CycleApplication", "CycleOutputParameters", "CycleParameters"]
+
+logger = logging.getLogger("pyoops")
+
+
+class CycleOutputParameters(Parameters):
+    """The ``output`` section of ``pyoops cycle``."""
+
+    directory: str = Field(description="Directory of the checkpoint, statistics and plots.")
+    plots: bool = Field(True, description="Write rmse.png (and spread_error.png for ensembles).")
+
+
+class CycleParameters(ApplicationParameters):
+    """``pyoops cycle`` configuration."""
+
+    geometry: dict[str, Any] = Field(description="Geometry of the model plugin (truth and analyses).")
+    model: dict[str, Any] = Field(description="The assimilating model (forecasts between cycles).")
+    truth: TruthParameters = Field(description="Truth run: initial condition, spin up, optional model.")
+    observations: SyntheticObservationsParameters = Field(description="The synthetic observation network.")
+    cycling: CyclingParameters = Field(description="Method, number of cycles, window length, ensemble size.")
+    cost_function: dict[str, Any] | None = Field(
+        None, description="Variational methods: cost type, background error, (linear) model, subwindow; the "
+                          "time window, geometry, background and observations are set by each cycle.")
+    variational: dict[str, Any] | None = Field(None, description="Variational methods: minimizer and iterations.")
+    local_ensemble_da: LocalEnsembleDAParameters | None = Field(
+        None, alias="local ensemble DA", description="LETKF: solver options and inflation.")
+    eda: EDAParameters | None = Field(None, description="Ensemble of variational analyses: seed, control member, "
+                                                         "observation perturbations, inflation.")
+    parallel: ParallelParameters = Field(default_factory=ParallelParameters,
+                                         description="How members are distributed (serial, processes, dask).")
+    output: CycleOutputParameters = Field(description="Output directory.")
+    resume: bool = Field(True, description="Resume from the checkpoint in the output directory if there is one.")
+
+
+class CycleApplication(Application):
+    """Cycled twin experiment of one method, restartable."""
+
+    name = "cycle"
+    summary = "cycled twin experiment: truth, synthetic obs, N cycles of 3D/4D-Var, EnVar, hybrid, EDA or LETKF"
+    Parameters = CycleParameters
+
+    def validate_plugins(self, params: CycleParameters) -> None:
+        data = self.document.data if self.document is not None else {}
+        self.experiment = CycleExperiment(params, self.registry, self.plugin, dict(data))
+
+    def run(self, params: CycleParameters, show_progress: bool | None = None) -> dict[str, Any]:
+        experiment = self.experiment
+        directory = Path(params.output.directory)
+        state = experiment.run(directory, resume=params.resume, show_progress=show_progress)
+        outputs = [str(directory / "checkpoint.npz")]
+        outputs += write_statistics(directory, experiment, state)
+        skip = min(experiment.cycling.spin_up_cycles, state["cycle"])
+        if params.output.plots and state["cycle"]:
+            times = [experiment.analysis_time(k) for k in range(state["cycle"])]
+            outputs += plot_statistics(times, state, skip, directory, f"{experiment.method}, "
+                                       f"{params.model_plugin}")
+        means = time_means(state, skip)
+        for name, value in means.items():
+            logger.info("time mean %s over cycles %d-%d: %.4f", name, skip + 1, state["cycle"], value)
+        summary: dict[str, Any] = {"method": experiment.method, "cycles": state["cycle"]}
+        summary.update({f"mean {k}": v for k, v in means.items()})
+        summary["outputs"] = outputs
+        summary["experiment"] = SimpleNamespace(**state)  # not printed by the CLI
+        return summary
+
+    def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:
+        return specialise(CycleParameters, "CycleParameters", geometry=self.geometry_schema_type(plugin),
+                          model=union_of_parameters(self.registry.model))

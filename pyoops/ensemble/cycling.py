@@ -1,0 +1,873 @@
+r"""Cycled twin experiments (OSSEs): truth run, synthetic observations, repeated analyses, statistics.
+
+One :class:`CycleExperiment` runs ``cycles`` assimilation cycles of one method on
+the same model plugin the truth is made with:
+
+1. **Truth** — the ``truth.initial condition`` is run for ``truth.spin up`` to the
+   experiment start :math:`T_0`, then advanced cycle by cycle (optionally with its own
+   ``truth.model``: model error).
+2. **Observations** — every ``obs frequency`` (times :math:`T_0 + j\,\Delta t_o`), an
+   ``obs density`` network (regular, or random and fixed) of the ``simulated
+   variables`` is observed through ``obs operator`` with error ``obs error``:
+   :math:`y_t = \mathcal{H}(x^t_t) + \varepsilon_t`, :math:`\varepsilon_t` from the stream
+   ``generator(seed, "observations", t)`` of the observation time ``t`` (seconds since
+   the epoch), so every method and every window length sees the *same* observations.
+3. **Cycles** — cycle :math:`k` has the analysis time :math:`a_k = T_0 + (k+1)L`
+   (``window length`` :math:`L`).  *3-D* methods (3D-Var, 3D-EnVar, LETKF, EDA with a 3D-Var
+   cost) use the window :math:`(a_k - L/2, a_k + L/2]` with the background valid at
+   :math:`a_k`; *4-D* methods (4D-Var, 3D/4D-FGAT, 4D-EnVar) the window
+   :math:`(a_k - L, a_k]` with the background at its begin, and their analysis at
+   :math:`a_k` is the analysis trajectory at the window end (the filter analysis).
+   The next background is the forecast from the analysis (batched over members).
+4. **Statistics** at every :math:`a_k`: RMSE against the truth of the analysis and of
+   the forecast (the background valid at :math:`a_k`), and for ensembles the RMSE of
+   the ensemble mean and the ensemble spread (square root of the mean ensemble
+   variance, :math:`N-1` normalisation), before and after the analysis.  Time means
+   skip the first ``spin-up cycles``.
+
+Methods (``cycling.method``):
+
+``3D-Var``, ``4D-Var``
+    one deterministic variational analysis per cycle (cost types 3D-Var/3D-FGAT and
+    4D-Var/4D-FGAT), static B from ``cost function.background error``.
+``EDA``, ``3D-EnVar``, ``4D-EnVar``, ``hybrid``, ``EDA-hybrid``
+    an ensemble of ``members`` perturbed variational analyses plus an unperturbed
+    control (:mod:`pyoops.ensemble.eda`).  Ensemble blocks of B that read no file get
+    the members' backgrounds (4-D members at the sub-window times for 4D-Ens-Var): the
+    EnVar and hybrid methods are cycled with their own EDA, as ECMWF does.  The reported
+    *analysis* is the control; the ensemble statistics are those of the perturbed members.
+``LETKF``
+    the local ETKF of :mod:`pyoops.assimilation.letkf` (``local ensemble DA`` section:
+    inflation; observation localization from ``observations.obs localizations``).
+``EnKF``
+    the stochastic (perturbed-observation) EnKF in closed form
+    (:func:`~pyoops.ensemble.eda.perturbed_obs_enkf_analysis`): what an EDA of 3D-Vars
+    with the pure, unlocalized ensemble B of its own members converges to, member by
+    member, with the same observation perturbations (``eda`` section: seed, inflation).
+
+Restart: after each completed cycle the whole experiment state — cycle counter,
+truth, backgrounds of the control and the members, accumulated statistics — is
+written atomically to ``checkpoint.npz`` in the output directory (random draws come
+from per-cycle and per-member streams, so no generator state needs saving).  A run
+killed at any point resumes from the last completed cycle and produces bitwise the
+same statistics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time as _time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from pyoops.assimilation.letkf import (
+    LocalEnsembleDAParameters,
+    ObsLocalization,
+    letkf_analysis,
+    local_obs_selection,
+)
+from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.ensemble.eda import (
+    EDAParameters,
+    EDASetup,
+    covariance_needs_ensemble,
+    eda_stream,
+    inflate_perturbations,
+    perturbed_obs_enkf_analysis,
+    run_eda,
+)
+from pyoops.ensemble.executors import MemberExecutor
+from pyoops.fields.fieldset import FieldSet
+from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
+from pyoops.generic.state import StateParameters
+from pyoops.interface.observations import GeoVaLs
+from pyoops.util.atomic import atomic_output
+from pyoops.util.datetime import DateTime, Duration, TimeWindow
+from pyoops.util.errors import ConfigError, InputFileError, join_path
+from pyoops.util.logging import progress
+from pyoops.util.random import generator
+
+__all__ = [
+    "CycleExperiment",
+    "CyclingParameters",
+    "METHODS",
+    "STATISTICS",
+    "SyntheticObservationsParameters",
+    "TruthParameters",
+    "TwinObservations",
+    "plot_statistics",
+    "rmse",
+    "spread",
+]
+
+logger = logging.getLogger("pyoops")
+
+METHODS = ("3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
+ENSEMBLE_METHODS = ("3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
+FOUR_D_COST_TYPES = ("4D-Var", "3D-FGAT", "4D-FGAT", "4D-Ens-Var")
+
+#: Per-cycle statistics (NaN where not applicable), in the order of the output files.
+STATISTICS = ("analysis rmse", "forecast rmse", "analysis mean rmse", "forecast mean rmse",
+              "analysis spread", "forecast spread")
+CHECKPOINT_VERSION = 1
+
+
+# Parameters ------------------------------------------------------------------------------------
+class TruthParameters(Parameters):
+    """The ``truth`` section."""
+
+    initial_condition: StateParameters = Field(description="Initial state of the truth run (file or analytic init).")
+    spin_up: DurationField = Field(Duration("PT0S"), alias="spin-up",
+                                   description="Run the truth this long before the first cycle.")
+    model: dict[str, Any] | None = Field(None, description="Truth model (default: the assimilating model; "
+                                                           "another one makes model error).")
+
+
+class SyntheticObservationsParameters(Parameters):
+    """The ``observations`` section: one synthetic observation network."""
+
+    name: str = Field("synthetic", description="Name of the obs space.")
+    simulated_variables: list[str] | None = Field(None, description="Observed variables (default: all).")
+    obs_frequency: DurationField = Field(description="Time between observation times (a multiple of the model step).")
+    obs_density: int = Field(gt=0, description="Number of locations at each observation time.")
+    obs_error: float = Field(gt=0, description="Observation error standard deviation; R = obs error^2 I.")
+    locations: Literal["regular", "random"] = Field("regular", description="Regular lattice or random (fixed) "
+                                                                           "locations.")
+    locations_seed: int = Field(0, description="Seed of the random locations.")
+    seed: int = Field(0, description="Seed of the observation errors (one stream per observation time).")
+    obs_operator: dict[str, Any] = Field(default_factory=lambda: {"name": "Identity"},
+                                         description="Observation operator, e.g. {name: Identity}.")
+    obs_localizations: list[ObsLocalization] = Field(
+        default_factory=list, description="LETKF: observation-space localizations (lengthscale > 0).")
+
+    @field_validator("obs_frequency")
+    @classmethod
+    def _positive(cls, value: Duration) -> Duration:
+        if value <= Duration(0):
+            raise ValueError(f"must be positive, got {value}")
+        return value
+
+
+class InitialPerturbationParameters(Parameters):
+    std: float = Field(1.0, ge=0, description="Standard deviation of the white initial background errors.")
+
+
+class CyclingParameters(Parameters):
+    """The ``cycling`` section."""
+
+    method: Literal["3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF"] = Field(
+        description="Assimilation method of every cycle.")
+    cycles: int = Field(gt=0, description="Number of cycles.")
+    window_length: DurationField = Field(description="Cycle length L (= window length).")
+    spin_up_cycles: int = Field(0, ge=0, alias="spin-up cycles", description="Cycles left out of the time means.")
+    members: int | None = Field(None, description="Ensemble size N (ensemble methods), at least 2.")
+    seed: int = Field(0, description="Seed of the initial background perturbations and of the EDA.")
+    initial_perturbation: InitialPerturbationParameters = Field(
+        default_factory=InitialPerturbationParameters,
+        description="Initial backgrounds: truth + N(0, std^2 I), one stream per member.")
+    checkpoint_every: int = Field(1, gt=0, description="Write the checkpoint every this many cycles (and at the end).")
+
+    @field_validator("members")
+    @classmethod
+    def _two(cls, value: int | None) -> int | None:
+        if value is not None and value < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _members_for_ensembles(self) -> "CyclingParameters":
+        if self.method in ENSEMBLE_METHODS and self.members is None:
+            raise ValueError(f"method {self.method} needs 'members' (the ensemble size)")
+        if self.method not in ENSEMBLE_METHODS and self.members is not None:
+            raise ValueError(f"method {self.method} is deterministic; remove 'members'")
+        if self.window_length <= Duration(0):
+            raise ValueError("window length must be positive")
+        return self
+
+
+# Small helpers ---------------------------------------------------------------------------------
+def rmse(fields: "FieldSet | dict[str, np.ndarray]", truth: "FieldSet | dict[str, np.ndarray]") -> float:
+    """Root-mean-square difference over every variable and grid value."""
+    total, count = 0.0, 0
+    for v, t in truth.items():
+        d = np.asarray(fields[v]) - np.asarray(t)
+        total += float(np.sum(d * d))
+        count += d.size
+    return math.sqrt(total / count)
+
+
+def spread(members: "FieldSet | dict[str, np.ndarray]") -> float:
+    """Square root of the mean ensemble variance (members on axis 0, :math:`N-1` normalisation)."""
+    total, count = 0.0, 0
+    for a in members.values():
+        var = np.asarray(a).var(axis=0, ddof=1)
+        total += float(var.sum())
+        count += var.size
+    return math.sqrt(total / count)
+
+
+def _mean(members: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {v: a.mean(axis=0) for v, a in members.items()}
+
+
+def _copy(fields: Any) -> dict[str, np.ndarray]:
+    return {v: np.array(a, dtype=np.float64) for v, a in fields.items()}
+
+
+class _Recorder(PostProcessor):
+    """Copies of the state at given times during a forecast."""
+
+    def __init__(self, times: Any):
+        self.times = set(times)
+        self.states: dict[DateTime, dict[str, np.ndarray]] = {}
+
+    def process(self, state: Any) -> None:
+        if state.time in self.times:
+            self.states[state.time] = _copy(state.fields)
+
+
+def _forecast_chunk(shared: dict[str, Any], members: list[int]) -> dict[str, Any]:
+    """Executor task: batched forecast of some members (module level, picklable)."""
+    from pyoops.registry import get_registry
+
+    registry = get_registry()
+    plugin = registry.model_plugin(shared["model plugin"])
+    geometry = plugin.geometry(validate(plugin.geometry.Parameters, shared["geometry"], "geometry"))
+    factory = registry.model
+    model = factory.maker_for(shared["model"], "model")(factory.parameters(shared["model"], "model"), geometry)
+    fields = {v: a[members] for v, a in shared["fields"].items()}
+    state = plugin.state(geometry, FieldSet(fields), DateTime(shared["time"]))
+    rec = _Recorder([DateTime(t) for t in shared["record"]])
+    forecast(model, state, Duration(shared["length"]), [rec], show_progress=False)
+    return {"final": _copy(state.fields), "record": {str(t): f for t, f in rec.states.items()}}
+
+
+# The twin: truth and observations --------------------------------------------------------------
+@dataclass
+class TwinObservations:
+    """The observations of one window: observer config, values, their times and locations."""
+
+    observer: dict[str, Any]
+    values: np.ndarray              # (nvars, nlocs)
+    error: np.ndarray               # (nvars, nlocs) standard deviations
+    times: np.ndarray               # (nlocs,) seconds since the epoch
+    locations: Any                  # Locations
+    window: TimeWindow
+
+
+class CycleExperiment:
+    """A cycled twin experiment from a validated ``pyoops cycle`` configuration.
+
+    Parameters
+    ----------
+    params:
+        Validated :class:`~pyoops.apps.cycle.CycleParameters`.
+    registry, plugin:
+        The plugin registry and the model plugin.
+    document:
+        The configuration as a plain mapping (its digest guards the checkpoint).
+    """
+
+    def __init__(self, params: Any, registry: Any, plugin: Any, document: dict[str, Any] | None = None):
+        self.params = params
+        self.registry = registry
+        self.plugin = plugin
+        self.cycling: CyclingParameters = params.cycling
+        self.method = self.cycling.method
+        self.geometry = plugin.geometry(validate(plugin.geometry.Parameters, params.geometry, "geometry"))
+        self.model = self._make_model(params.model, "model")
+        step = self.model.time_resolution
+        truth_cfg = params.truth.model or params.model
+        self.truth_model = self._make_model(truth_cfg, "truth.model" if params.truth.model else "model")
+        if self.truth_model.time_resolution != step:
+            raise ConfigError(f"the truth model time step {self.truth_model.time_resolution} differs from the "
+                              f"assimilating model's {step}", "truth.model")
+        self.obs = params.observations
+        self.variables = list(self.geometry.variables)
+        self.obs_variables = list(self.obs.simulated_variables or self.variables)
+        unknown = [v for v in self.obs_variables if v not in self.variables]
+        if unknown:
+            raise ConfigError(f"unknown variable(s) {unknown} (geometry has {self.variables})",
+                              "observations.simulated variables")
+        L = self.cycling.window_length
+        self._check_multiple(L, step, "cycling.window length")
+        self._check_multiple(self.obs.obs_frequency, step, "observations.obs frequency")
+        self._check_multiple(params.truth.spin_up, step, "truth.spin-up")
+        self.start = DateTime(params.truth.initial_condition.date) + params.truth.spin_up
+        self.document = document or {}
+        self._setup_method()
+
+    # Set-up -----------------------------------------------------------------------------------
+    def _make_model(self, config: dict[str, Any], path: str) -> Any:
+        factory = self.registry.model
+        return factory.maker_for(config, path)(factory.parameters(config, path), self.geometry)
+
+    @staticmethod
+    def _check_multiple(length: Duration, step: Duration, path: str) -> None:
+        try:
+            number_of_steps(length, step, path.split(".")[-1])
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path) from None
+
+    def _setup_method(self) -> None:
+        p, method = self.params, self.method
+        self.nmembers = self.cycling.members or 0
+        self.eda = p.eda or EDAParameters()
+        if method == "EnKF":
+            if p.cost_function is not None or p.variational is not None or p.local_ensemble_da is not None:
+                raise ConfigError("EnKF takes no 'cost function', 'variational' or 'local ensemble DA' section",
+                                  "cycling.method")
+            self.cost_type = None
+            self.four_d = False
+            self.control_member = False
+            return
+        if method == "LETKF":
+            if p.cost_function is not None or p.variational is not None:
+                raise ConfigError("LETKF takes no 'cost function' or 'variational' section", "cycling.method")
+            self.letkf = p.local_ensemble_da or LocalEnsembleDAParameters()
+            if self.letkf.solver != "LETKF":
+                raise ConfigError("cycling supports the LETKF solver (GETKF: run 'pyoops letkf' per cycle)",
+                                  "local ensemble DA.solver")
+            self.cost_type = None
+            self.four_d = False
+            self.control_member = False
+            return
+        if p.cost_function is None or p.variational is None:
+            raise ConfigError(f"method {method} needs the 'cost function' and 'variational' sections", "cycling.method")
+        if p.local_ensemble_da is not None:
+            raise ConfigError("'local ensemble DA' only applies to method LETKF", "local ensemble DA")
+        cf = dict(p.cost_function)
+        defaults = {"3D-Var": "3D-Var", "4D-Var": "4D-Var", "3D-EnVar": "3D-Var", "4D-EnVar": "4D-Ens-Var"}
+        cost_type = cf.setdefault("cost type", defaults.get(method, "3D-Var"))
+        allowed = {"3D-Var": ("3D-Var", "3D-FGAT"), "4D-Var": ("4D-Var", "4D-FGAT"), "3D-EnVar": ("3D-Var",),
+                   "4D-EnVar": ("4D-Ens-Var",)}.get(method)
+        if allowed is not None and cost_type not in allowed:
+            raise ConfigError(f"method {method} needs cost type {' or '.join(allowed)}, got {cost_type}",
+                              "cost function.cost type")
+        for key in ("time window", "geometry", "background", "observations"):
+            if key in cf:
+                raise ConfigError("is set by the cycling (every cycle has its own); remove it",
+                                  join_path("cost function", key))
+        self.cost_type = cost_type
+        self.four_d = cost_type in FOUR_D_COST_TYPES
+        if cost_type in ("4D-Var", "3D-FGAT", "4D-FGAT") and "model" not in cf:
+            cf["model"] = dict(p.model)
+        if cost_type == "4D-Var" and "linear model" not in cf:
+            raise ConfigError("cost type 4D-Var needs 'linear model'", "cost function")
+        self.cost_template = cf
+        berr = cf.get("background error")
+        self.needs_ensemble = covariance_needs_ensemble(berr)
+        if method in ("3D-Var", "4D-Var") and self.needs_ensemble:
+            raise ConfigError(f"the background error has an Ensemble block but method {method} has no ensemble; "
+                              "use 3D-EnVar, 4D-EnVar, hybrid or EDA", "cost function.background error")
+        if method in ("3D-EnVar", "4D-EnVar", "hybrid", "EDA-hybrid") and not self.needs_ensemble:
+            raise ConfigError(f"method {method} needs an Ensemble block (without its own 'ensemble' file) in the "
+                              "background error", "cost function.background error")
+        if method in ("hybrid", "EDA-hybrid") and '"Hybrid"' not in json.dumps(berr):
+            raise ConfigError(f"method {method} needs a Hybrid central block", "cost function.background error")
+        self.control_member = method in ("3D-Var", "4D-Var") or self.eda.control_member
+        if method in ("3D-Var", "4D-Var"):
+            if p.eda is not None:
+                raise ConfigError(f"'eda' does not apply to the deterministic method {method}", "eda")
+        # Validate the cost function once, on the first window.
+        self._validate_cost_function()
+
+    def _validate_cost_function(self) -> None:
+        from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
+        from pyoops.assimilation.driver import VariationalSection
+
+        cfg = self.cost_config(0)
+        try:
+            params = validate(CostFunctionParameters, cfg, "cost function")
+            cost = CostFunction(params, self.registry, self.plugin)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, exc.path) from None
+        if cost.model is not None and cost.model.time_resolution != self.model.time_resolution:
+            raise ConfigError("the cost function's model time step differs from the cycling model's",
+                              "cost function.model")
+        validate(VariationalSection, self.params.variational, "variational")
+        self.increment_times_offsets = [t - cost.window.begin for t in cost.increment_times]
+
+    # Time line --------------------------------------------------------------------------------
+    def analysis_time(self, k: int) -> DateTime:
+        return self.start + self.cycling.window_length * (k + 1)
+
+    def window(self, k: int) -> TimeWindow:
+        L = self.cycling.window_length
+        a = self.analysis_time(k)
+        begin = a - L if self.four_d else a - Duration(L.total_seconds() / 2)
+        return TimeWindow(begin, L)
+
+    def background_time(self, k: int) -> DateTime:
+        """Valid time of the background the cycle starts from (window begin in 4-D, a_k in 3-D)."""
+        return self.window(k).begin if self.four_d else self.analysis_time(k)
+
+    def obs_times(self, window: TimeWindow) -> list[DateTime]:
+        f = self.obs.obs_frequency
+        j = math.ceil((window.begin - self.start).total_seconds() / f.total_seconds())
+        out, t = [], self.start + f * max(j, 0)
+        while t <= window.end:
+            if window.contains(t):
+                out.append(t)
+            t = t + f
+        return out
+
+    # Observations --------------------------------------------------------------------------------
+    def observer_config(self, window: TimeWindow, times: list[DateTime]) -> dict[str, Any]:
+        o = self.obs
+        gen = {"begin": str(times[0] - window.begin), "end": str(times[-1] - window.begin),
+               "obs frequency": str(o.obs_frequency), "obs density": o.obs_density, "obs error": o.obs_error,
+               "locations": o.locations, "random seed": o.locations_seed}
+        return {"obs space": {"name": o.name, "simulated variables": self.obs_variables, "generate": gen},
+                "obs operator": dict(o.obs_operator), "obs error": {"covariance model": "diagonal"}}
+
+    def observe(self, window: TimeWindow, truth_at: dict[DateTime, dict[str, np.ndarray]]) -> TwinObservations:
+        """Synthetic observations of the window from the truth at the observation times."""
+        from pyoops.generic.observers import Observer, ObserverParameters
+
+        times = self.obs_times(window)
+        if not times:
+            raise ConfigError(f"no observation time in the window {window} (obs frequency "
+                              f"{self.obs.obs_frequency})", "observations.obs frequency")
+        cfg = self.observer_config(window, times)
+        ob = Observer(validate(ObserverParameters, cfg, "observations"), window, self.geometry, self.registry,
+                      "observations")
+        space = ob.obs_space
+        nvars = len(space.simulated_variables)
+        geovals = None
+        loc_times = space.locations.times
+        values = np.empty((nvars, space.nlocs))
+        for t in times:
+            rows = np.flatnonzero(loc_times == t.seconds_since_epoch())
+            g = ob.geovals(FieldSet(truth_at[t], copy=False), rows)
+            if geovals is None:
+                geovals = GeoVaLs({v: np.full(space.nlocs, np.nan) for v in g}, copy=False)
+            for v, a in g.items():
+                geovals[v][rows] = a
+        hx = ob.obs_operator.simulate_obs(geovals).values
+        sigma = ob.obs_error.obserrors().values
+        for t in times:
+            rows = np.flatnonzero(loc_times == t.seconds_since_epoch())
+            noise = generator(self.obs.seed, "observations", int(round(t.seconds_since_epoch()))).standard_normal(
+                (nvars, rows.size))
+            values[:, rows] = hx[:, rows] + sigma[:, rows] * noise
+        return TwinObservations(cfg, values, sigma, loc_times.copy(), space.locations, window)
+
+    # Truth ------------------------------------------------------------------------------------
+    def initial_truth(self) -> Any:
+        state = self.plugin.state.from_config(self.geometry, self.params.truth.initial_condition,
+                                              "truth.initial condition")
+        if self.params.truth.spin_up > Duration(0):
+            forecast(self.truth_model, state, self.params.truth.spin_up, show_progress=False)
+        return state
+
+    def advance_truth(self, truth: Any, until: DateTime, record: Any) -> dict[DateTime, dict[str, np.ndarray]]:
+        """Advance ``truth`` in place to ``until``, returning copies at the ``record`` times."""
+        rec = _Recorder(record)
+        if until < truth.time:
+            raise RuntimeError(f"the truth is at {truth.time}, it cannot go back to {until}")
+        forecast(self.truth_model, truth, until - truth.time, [rec], show_progress=False)
+        return rec.states
+
+    # Forecasts ---------------------------------------------------------------------------------
+    def forecast_fields(self, fields: dict[str, np.ndarray], time: DateTime, length: Duration,
+                        record: Any = (), executor: MemberExecutor | None = None,
+                        ) -> tuple[dict[str, np.ndarray], dict[DateTime, dict[str, np.ndarray]]]:
+        """Forecast (batched) ``fields`` valid at ``time`` by ``length``; returns the final fields and records."""
+        batched = next(iter(fields.values())).ndim > len(self.geometry.field_shape(self.variables[0]))
+        if executor is not None and executor.engine != "serial" and batched:
+            n = next(iter(fields.values())).shape[0]
+            shared = {"model plugin": self.params.model_plugin, "geometry": self.params.geometry,
+                      "model": self.params.model, "fields": fields, "time": str(time), "length": str(length),
+                      "record": [str(t) for t in record]}
+            parts = executor.map_chunks(_forecast_chunk, shared, n)
+            final = {v: np.concatenate([p["final"][v] for p in parts]) for v in fields}
+            records = {DateTime(t): {v: np.concatenate([p["record"][t][v] for p in parts]) for v in fields}
+                       for t in parts[0]["record"]}
+            return final, records
+        state = self.plugin.state(self.geometry, FieldSet(_copy(fields)), time)
+        rec = _Recorder(record)
+        forecast(self.model, state, length, [rec], show_progress=False)
+        return _copy(state.fields), rec.states
+
+    # Cost function of one window ------------------------------------------------------------------
+    def cost_config(self, k: int, observer: dict[str, Any] | None = None) -> dict[str, Any]:
+        w = self.window(k)
+        cfg = dict(self.cost_template)
+        cfg["time window"] = {"begin": str(w.begin), "length": str(w.length)}
+        cfg["geometry"] = dict(self.params.geometry)
+        if self.cost_type == "4D-Ens-Var":
+            times = [w.begin + d for d in getattr(self, "increment_times_offsets", [])] or self._slot_times(w)
+            cfg["background"] = {"states": [{"date": str(t), "filename": "in-memory"} for t in times]}
+        else:
+            date = w.begin if self.four_d else self.analysis_time(k)
+            cfg["background"] = {"date": str(date), "filename": "in-memory"}
+        if observer is None:
+            observer = self.observer_config(w, self.obs_times(w) or [w.end])
+        cfg["observations"] = {"observers": [observer]}
+        return cfg
+
+    def _slot_times(self, w: TimeWindow) -> list[DateTime]:
+        sub = Duration(self.cost_template.get("subwindow", str(w.length)))
+        n = int(round(w.length / sub))
+        return [w.begin + sub * i for i in range(n + 1)]
+
+    # Running ------------------------------------------------------------------------------------
+    def digest(self) -> str:
+        """Hash of the configuration parts that determine the results (not cycles, parallel, output)."""
+        doc = {k: v for k, v in self.document.items() if k not in ("parallel", "output")}
+        cyc = dict(doc.get("cycling", {}))
+        cyc.pop("cycles", None)
+        cyc.pop("checkpoint every", None)
+        cyc.pop("spin-up cycles", None)
+        doc["cycling"] = cyc
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def initial_experiment_state(self) -> dict[str, Any]:
+        truth = self.initial_truth()
+        s0 = self.background_time(0)
+        at_s0 = self.plugin.state(self.geometry, truth.fields.copy(), truth.time)
+        forecast(self.truth_model, at_s0, s0 - truth.time, show_progress=False)
+        std = self.cycling.initial_perturbation.std
+        seed = self.cycling.seed
+
+        def perturbed(member: int) -> dict[str, np.ndarray]:
+            rng = generator(seed, "initial", member)
+            return {v: np.asarray(at_s0.fields[v]) + std * rng.standard_normal(np.shape(at_s0.fields[v]))
+                    for v in self.variables}
+
+        control = perturbed(0) if self.control_member else None
+        members = None
+        if self.nmembers:
+            draws = [perturbed(m) for m in range(1, self.nmembers + 1)]
+            members = {v: np.stack([d[v] for d in draws]) for v in self.variables}
+        return {"cycle": 0, "truth": _copy(truth.fields), "truth time": str(truth.time), "control": control,
+                "members": members, "stats": {name: [] for name in STATISTICS}, "seconds": []}
+
+    def run(self, directory: "str | Path", resume: bool = True, executor: MemberExecutor | None = None,
+            show_progress: bool | None = None, stop_after: int | None = None) -> dict[str, Any]:
+        """Run (or resume) the experiment, writing the checkpoint to ``directory``.
+
+        ``stop_after``: stop after this many cycles in this call (for tests and chunked runs).
+        Returns the experiment state (statistics as arrays).
+        """
+        directory = Path(directory)
+        ckpt = directory / "checkpoint.npz"
+        digest = self.digest()
+        state = None
+        if resume and ckpt.exists():
+            state = load_checkpoint(ckpt, digest)
+            if state["cycle"] > self.cycling.cycles:
+                raise ConfigError(f"the checkpoint {ckpt} already holds {state['cycle']} cycles, more than the "
+                                  f"{self.cycling.cycles} asked for", "cycling.cycles")
+            logger.info("resuming from %s after cycle %d", ckpt, state["cycle"])
+        if state is None:
+            state = self.initial_experiment_state()
+        own_executor = executor is None
+        executor = executor or MemberExecutor(self.params.parallel)
+        truth = self.plugin.state(self.geometry, FieldSet(state["truth"]), DateTime(state["truth time"]))
+        total = self.cycling.cycles
+        first = state["cycle"]
+        last = total if stop_after is None else min(total, first + stop_after)
+        bar = progress(range(first, last), total=last - first, desc=f"cycle {self.method}", enabled=show_progress)
+        try:
+            for k in bar:
+                started = _time.perf_counter()
+                stats = self.run_cycle(k, truth, state, executor)
+                for name in STATISTICS:
+                    state["stats"][name].append(stats.get(name, float("nan")))
+                state["seconds"].append(_time.perf_counter() - started)
+                state["cycle"] = k + 1
+                state["truth"], state["truth time"] = _copy(truth.fields), str(truth.time)
+                if (k + 1) % self.cycling.checkpoint_every == 0 or k + 1 == last:
+                    save_checkpoint(ckpt, state, digest)
+                if hasattr(bar, "set_postfix") and (k % 10 == 0 or k + 1 == last):
+                    bar.set_postfix({"rmse a": f"{stats['analysis rmse']:.3f}"})
+        finally:
+            if own_executor:
+                executor.close()
+        return state
+
+    def run_cycle(self, k: int, truth: Any, state: dict[str, Any], executor: MemberExecutor) -> dict[str, float]:
+        """One cycle: truth and observations, analysis, statistics, forecast to the next background."""
+        w = self.window(k)
+        a_k = self.analysis_time(k)
+        obs_times = self.obs_times(w)
+        needed = sorted(set(obs_times) | {a_k})
+        truth_at = self.advance_truth(truth, needed[-1], needed)
+        twin = self.observe(w, truth_at)
+        t_a = truth_at[a_k]
+        if self.method == "LETKF":
+            return self._cycle_letkf(k, twin, t_a, state, executor)
+        if self.method == "EnKF":
+            return self._cycle_enkf(k, twin, t_a, state, executor)
+        return self._cycle_variational(k, twin, t_a, state, executor)
+
+    # LETKF ----------------------------------------------------------------------------------------
+    def _cycle_letkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
+                     executor: MemberExecutor) -> dict[str, float]:
+        from pyoops.generic.observers import Observer, ObserverParameters
+
+        a_k = self.analysis_time(k)
+        xb = state["members"]
+        ob = Observer(validate(ObserverParameters, twin.observer, "observations"), twin.window, self.geometry,
+                      self.registry, "observations")
+        if getattr(self, "_selection_key", None) != _locations_key(twin.locations):
+            nv = len(self.obs_variables)
+            from pyoops.interface.geometry import Locations
+
+            locs = Locations({c: np.tile(v, nv) for c, v in twin.locations.coords.items()},
+                             np.tile(twin.locations.times, nv))
+            self._selection = local_obs_selection(self.geometry, locs, list(self.obs.obs_localizations))
+            self._selection_key = _locations_key(twin.locations)
+        hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
+        n = hx.shape[0]
+        infl = self.letkf.inflation
+        xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(),
+                            (twin.error ** 2).ravel(), self._selection, infl.mult, infl.rtpp, infl.rtps)
+        xa = _copy(xa)
+        mean_b, mean_a = _mean(xb), _mean(xa)
+        stats = {"analysis rmse": rmse(mean_a, t_a), "forecast rmse": rmse(mean_b, t_a),
+                 "analysis mean rmse": rmse(mean_a, t_a), "forecast mean rmse": rmse(mean_b, t_a),
+                 "analysis spread": spread(xa), "forecast spread": spread(xb)}
+        state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
+        return stats
+
+    # Stochastic EnKF --------------------------------------------------------------------------------
+    def _cycle_enkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
+                    executor: MemberExecutor) -> dict[str, float]:
+        from pyoops.generic.observers import Observer, ObserverParameters
+
+        a_k = self.analysis_time(k)
+        xb = state["members"]
+        ob = Observer(validate(ObserverParameters, twin.observer, "observations"), twin.window, self.geometry,
+                      self.registry, "observations")
+        hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
+        perturbations = np.stack([self.eda.obs_error_inflation * twin.error * eda_stream(
+            self.eda.seed, m, "cycle", k).standard_normal(twin.error.shape) for m in range(1, self.nmembers + 1)])
+        xa = perturbed_obs_enkf_analysis(xb, hx, twin.values, twin.error ** 2, perturbations)
+        xa = inflate_perturbations(xa, xb, self.eda.inflation)
+        mean_b, mean_a = _mean(xb), _mean(xa)
+        stats = {"analysis rmse": rmse(mean_a, t_a), "forecast rmse": rmse(mean_b, t_a),
+                 "analysis mean rmse": rmse(mean_a, t_a), "forecast mean rmse": rmse(mean_b, t_a),
+                 "analysis spread": spread(xa), "forecast spread": spread(xb)}
+        state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
+        return stats
+
+    # Variational and EDA ---------------------------------------------------------------------------
+    def _cycle_variational(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray],
+                           state: dict[str, Any], executor: MemberExecutor) -> dict[str, float]:
+        w = twin.window
+        a_k = self.analysis_time(k)
+        s_k = self.background_time(k)
+        L = self.cycling.window_length
+        cost_cfg = self.cost_config(k, twin.observer)
+        control, members = state["control"], state["members"]
+        n = self.nmembers
+        # All backgrounds stacked: control first (if any), then the perturbed members.
+        labels = ([0] if control is not None else []) + list(range(1, n + 1))
+        stack = {}
+        for v in self.variables:
+            parts = ([control[v][None]] if control is not None else []) + ([members[v]] if members is not None else [])
+            stack[v] = np.concatenate(parts)
+        # Backgrounds over the window: forecast valid at a_k (statistics), sub-window states (4D-Ens-Var).
+        ens_times = [w.begin + d for d in self.increment_times_offsets] if self.cost_type == "4D-Ens-Var" else []
+        if self.four_d:
+            fc_end, traj = self.forecast_fields(stack, s_k, L, ens_times, executor)
+        else:
+            fc_end, traj = stack, {}
+        backgrounds: dict[int, dict[str, np.ndarray]] = {}
+        for i, m in enumerate(labels):
+            if ens_times:
+                backgrounds[m] = {v: np.stack([traj[t][v][i] for t in ens_times]) for v in self.variables}
+            else:
+                backgrounds[m] = {v: stack[v][i] for v in self.variables}
+        ensemble = None
+        if self.needs_ensemble and n:
+            ensemble = {v: np.stack([backgrounds[m][v] for m in range(1, n + 1)]) for v in self.variables}
+        setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), backgrounds,
+                         [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
+                         ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation)
+        result = run_eda(setup, labels, executor)
+        # Analyses valid at a_k.
+        analyses = {v: np.stack([result.analyses[m][-1][v] for m in labels]) for v in self.variables}
+        if self.four_d and self.cost_type != "4D-Ens-Var":
+            analyses, _ = self.forecast_fields(analyses, s_k, L, (), executor)
+        # Posterior inflation of the perturbed members around their mean.
+        if n:
+            first = 1 if control is not None else 0
+            xa = {v: analyses[v][first:] for v in self.variables}
+            xb_end = {v: fc_end[v][first:] for v in self.variables}
+            xa = inflate_perturbations(xa, xb_end, self.eda.inflation)
+            for v in self.variables:
+                analyses[v] = np.concatenate([analyses[v][:first], xa[v]]) if first else xa[v]
+        stats: dict[str, float] = {}
+        i0 = 0 if control is not None else None
+        if n:
+            first = 1 if control is not None else 0
+            ma = {v: analyses[v][first:] for v in self.variables}
+            mb = {v: fc_end[v][first:] for v in self.variables}
+            stats.update({"analysis mean rmse": rmse(_mean(ma), t_a), "forecast mean rmse": rmse(_mean(mb), t_a),
+                          "analysis spread": spread(ma), "forecast spread": spread(mb)})
+        if i0 is not None:
+            stats["analysis rmse"] = rmse({v: analyses[v][0] for v in self.variables}, t_a)
+            stats["forecast rmse"] = rmse({v: fc_end[v][0] for v in self.variables}, t_a)
+        else:
+            stats["analysis rmse"] = stats["analysis mean rmse"]
+            stats["forecast rmse"] = stats["forecast mean rmse"]
+        # Next backgrounds.
+        if self.four_d:
+            nxt = analyses
+        else:
+            nxt, _ = self.forecast_fields(analyses, a_k, L, (), executor)
+        first = 1 if control is not None else 0
+        state["control"] = {v: nxt[v][0] for v in self.variables} if control is not None else None
+        state["members"] = {v: nxt[v][first:] for v in self.variables} if n else None
+        return stats
+
+
+def _locations_key(locations: Any) -> tuple:
+    return tuple((k, v.tobytes()) for k, v in sorted(locations.coords.items()))
+
+
+# Checkpoints -------------------------------------------------------------------------------------
+def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) -> None:
+    """Write the experiment state atomically (``.npz``)."""
+    arrays: dict[str, np.ndarray] = {}
+    meta = {"version": CHECKPOINT_VERSION, "digest": digest, "cycle": int(state["cycle"]),
+            "truth time": state["truth time"], "statistics": list(STATISTICS)}
+    for group in ("truth", "control", "members"):
+        fields = state.get(group)
+        meta[group] = None if fields is None else list(fields)
+        for v, a in (fields or {}).items():
+            arrays[f"{group}/{v}"] = np.asarray(a)
+    for name in STATISTICS:
+        arrays[f"stats/{name}"] = np.asarray(state["stats"][name], dtype=np.float64)
+    arrays["seconds"] = np.asarray(state["seconds"], dtype=np.float64)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with atomic_output(filename, ".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (checking the configuration digest)."""
+    try:
+        with np.load(filename, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k: np.array(data[k]) for k in data.files if k != "meta"}
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputFileError(str(filename), f"is not a readable cycling checkpoint ({exc})") from None
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise InputFileError(str(filename), f"checkpoint version {meta.get('version')}, expected {CHECKPOINT_VERSION}")
+    if digest is not None and meta["digest"] != digest:
+        raise ConfigError(f"the checkpoint {filename} was written by a different configuration; delete it, "
+                          "use another output directory, or set 'resume: false'", "output.directory")
+    state: dict[str, Any] = {"cycle": meta["cycle"], "truth time": meta["truth time"]}
+    for group in ("truth", "control", "members"):
+        names = meta.get(group)
+        state[group] = None if names is None else {v: arrays[f"{group}/{v}"] for v in names}
+    state["stats"] = {name: list(arrays[f"stats/{name}"]) for name in STATISTICS}
+    state["seconds"] = list(arrays["seconds"])
+    return state
+
+
+# Outputs ---------------------------------------------------------------------------------------
+def time_means(state: dict[str, Any], skip: int) -> dict[str, float]:
+    """Means over cycles ``skip..`` of each statistic (NaN statistics are left out)."""
+    out = {}
+    for name in STATISTICS:
+        series = np.asarray(state["stats"][name], dtype=np.float64)[skip:]
+        if series.size and np.isfinite(series).any():
+            out[name] = float(np.mean(series))
+    return out
+
+
+def plot_statistics(times: list[DateTime], state: dict[str, Any], skip: int, directory: Path, title: str
+                    ) -> list[str]:
+    """``rmse.png`` (RMSE and spread against time) and ``spread_error.png`` (spread against error)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = {k: np.asarray(v, dtype=float) for k, v in state["stats"].items()}
+    x = np.arange(1, len(stats["analysis rmse"]) + 1)
+    out = []
+    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
+    ax.plot(x, stats["forecast rmse"], "C3-", lw=0.8, label="forecast RMSE")
+    ax.plot(x, stats["analysis rmse"], "C0-", lw=0.8, label="analysis RMSE")
+    if np.isfinite(stats["analysis spread"]).any():
+        ax.plot(x, stats["analysis spread"], "C2--", lw=0.8, label="analysis spread")
+        if not np.allclose(stats["analysis mean rmse"], stats["analysis rmse"], equal_nan=True):
+            ax.plot(x, stats["analysis mean rmse"], "C1-", lw=0.8, label="ensemble-mean analysis RMSE")
+    if skip:
+        ax.axvspan(0.5, skip + 0.5, color="0.9", label="spin-up cycles")
+    ax.set_yscale("log")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("RMSE against the truth")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize="small")
+    name = directory / "rmse.png"
+    with atomic_output(name, ".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    out.append(str(name))
+    if np.isfinite(stats["analysis spread"]).any():
+        fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
+        for kind, color in (("forecast", "C3"), ("analysis", "C0")):
+            ax.scatter(stats[f"{kind} spread"][skip:], stats[f"{kind} mean rmse"][skip:], s=4, c=color, alpha=0.5,
+                       label=kind)
+        lim = np.nanmax([np.nanmax(stats["forecast spread"][skip:]), np.nanmax(stats["forecast mean rmse"][skip:])])
+        ax.plot([0, lim], [0, lim], "k-", lw=0.8)
+        ax.set_xlabel("ensemble spread")
+        ax.set_ylabel("RMSE of the ensemble mean")
+        ax.set_title(f"spread and error, {title}")
+        ax.legend()
+        name = directory / "spread_error.png"
+        with atomic_output(name, ".png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+        out.append(str(name))
+    return out
+
+
+def write_statistics(directory: Path, experiment: CycleExperiment, state: dict[str, Any]) -> list[str]:
+    """``statistics.nc`` (time series) and ``statistics.json`` (time means and settings)."""
+    import netCDF4
+
+    ncycles = state["cycle"]
+    times = [experiment.analysis_time(k) for k in range(ncycles)]
+    skip = min(experiment.cycling.spin_up_cycles, ncycles)
+    nc_name = directory / "statistics.nc"
+    with atomic_output(nc_name, ".nc") as tmp:
+        with netCDF4.Dataset(tmp, "w") as ds:
+            ds.method = experiment.method
+            ds.spin_up_cycles = skip
+            ds.createDimension("cycle", ncycles)
+            t = ds.createVariable("time", "i8", ("cycle",))
+            t.units = "seconds since 1970-01-01T00:00:00Z"
+            t[:] = np.array([round(x.seconds_since_epoch()) for x in times], dtype=np.int64)
+            for name in STATISTICS:
+                var = ds.createVariable(name.replace(" ", "_"), "f8", ("cycle",))
+                var.long_name = name
+                var[:] = np.asarray(state["stats"][name], dtype=np.float64)
+            ds.createVariable("seconds", "f8", ("cycle",))[:] = np.asarray(state["seconds"], dtype=np.float64)
+    means = time_means(state, skip)
+    summary = {"method": experiment.method, "cycles": ncycles, "spin-up cycles": skip,
+               "members": experiment.nmembers or None,
+               "first analysis time": str(times[0]) if times else None,
+               "last analysis time": str(times[-1]) if times else None,
+               "time means": means,
+               "seconds per cycle": float(np.mean(state["seconds"])) if state["seconds"] else None}
+    json_name = directory / "statistics.json"
+    with atomic_output(json_name, ".json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    return [str(nc_name), str(json_name)]

@@ -1,0 +1,188 @@
+"""Run ensemble members through an executor: serially, in local processes, or on a dask cluster.
+
+The ``parallel`` section of the ensemble applications (``eda``, ``cycle``)::
+
+    parallel:
+      engine: serial          # serial | processes | dask
+      workers: 2              # processes: pool size; dask: workers of the LocalCluster started
+      scheduler: tcp://127.0.0.1:8786   # dask only: use this running scheduler instead of a LocalCluster
+
+Work is cut into *tasks*, each a chunk of members (:func:`member_chunks`), and every
+task is a module-level function of picklable arguments that returns NumPy arrays.
+A task computes each of its members independently (seeded random streams are
+derived from the member number, never from the order of execution), so the
+results are bitwise identical whatever the engine and the number of workers:
+the serial engine runs the very same function in the calling process.
+
+``processes`` uses :class:`concurrent.futures.ProcessPoolExecutor`; ``dask`` a
+:class:`distributed.Client`, connected to ``scheduler`` when given, or to a
+:class:`distributed.LocalCluster` that the executor starts (``workers`` worker
+processes of one thread each) and closes with the executor.  Worker processes
+import the model plugins through their entry points as the main process does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pyoops.config.parameters import Parameters
+from pyoops.util.errors import ConfigError
+
+__all__ = ["MemberExecutor", "ParallelParameters", "make_executor", "member_chunks"]
+
+logger = logging.getLogger("pyoops")
+
+
+class ParallelParameters(Parameters):
+    """The ``parallel`` section: how ensemble members are distributed."""
+
+    engine: Literal["serial", "processes", "dask"] = Field(
+        "serial", description="'serial' (in process), 'processes' (local process pool) or 'dask' (dask.distributed).")
+    workers: int | None = Field(None, gt=0, description="Number of worker processes (default: the CPU count).")
+    scheduler: str | None = Field(
+        None, description="dask: address of a running scheduler (e.g. tcp://127.0.0.1:8786); default: start a "
+                          "LocalCluster with 'workers' workers and close it at the end.")
+    processes: bool = Field(True, description="dask LocalCluster: worker processes (true) or threads (false).")
+    tasks_per_worker: int = Field(1, gt=0, description="Chunks of members per worker (finer load balancing).")
+
+    @model_validator(mode="after")
+    def _scheduler_for_dask(self) -> "ParallelParameters":
+        if self.scheduler is not None and self.engine != "dask":
+            raise ValueError("'scheduler' only applies to engine: dask")
+        return self
+
+
+def member_chunks(nmembers: int, nchunks: int) -> list[list[int]]:
+    """Members ``0..nmembers-1`` cut into at most ``nchunks`` contiguous, nearly equal chunks."""
+    nchunks = max(1, min(int(nchunks), int(nmembers)))
+    base, extra = divmod(int(nmembers), nchunks)
+    out, start = [], 0
+    for k in range(nchunks):
+        size = base + (1 if k < extra else 0)
+        out.append(list(range(start, start + size)))
+        start += size
+    return [c for c in out if c]
+
+
+class MemberExecutor:
+    """An executor with an ordered :meth:`map`; use as a context manager (or call :meth:`close`).
+
+    Parameters
+    ----------
+    params:
+        Validated :class:`ParallelParameters` (or a mapping of its keys, or None for serial).
+    """
+
+    def __init__(self, params: "ParallelParameters | dict[str, Any] | None" = None):
+        if params is None:
+            params = ParallelParameters()
+        elif not isinstance(params, ParallelParameters):
+            from pyoops.config.parameters import validate
+
+            params = validate(ParallelParameters, dict(params), "parallel")
+        self.params = params
+        self.engine = params.engine
+        self._pool: Any = None
+        self._client: Any = None
+        self._cluster: Any = None
+        self._started = False
+
+    # Life cycle ---------------------------------------------------------------------------
+    @property
+    def workers(self) -> int:
+        """Number of workers (1 for the serial engine)."""
+        if self.engine == "serial":
+            return 1
+        if self.params.workers:
+            return int(self.params.workers)
+        if self._client is not None:
+            return max(1, len(self._client.scheduler_info().get("workers", {})))
+        import os
+
+        return max(1, os.cpu_count() or 1)
+
+    @property
+    def ntasks(self) -> int:
+        """How many chunks to cut an ensemble into."""
+        return self.workers * (self.params.tasks_per_worker if self.engine != "serial" else 1)
+
+    def start(self) -> "MemberExecutor":
+        if self._started:
+            return self
+        self._started = True
+        if self.engine == "processes":
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        elif self.engine == "dask":
+            try:
+                from distributed import Client, LocalCluster
+            except ImportError:  # pragma: no cover - distributed is a core dependency
+                raise ConfigError("engine: dask needs the 'distributed' package (pip install 'dask[distributed]')",
+                                  "parallel.engine") from None
+            if self.params.scheduler is not None:
+                try:
+                    self._client = Client(self.params.scheduler, timeout="10s")
+                except OSError as exc:
+                    raise ConfigError(f"cannot connect to the dask scheduler {self.params.scheduler} ({exc})",
+                                      "parallel.scheduler") from None
+            else:
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                             processes=self.params.processes, dashboard_address=":0")
+                self._client = Client(self._cluster)
+            logger.info("dask: %s", self._client)
+        return self
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+        self._started = False
+
+    def __enter__(self) -> "MemberExecutor":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # Work ---------------------------------------------------------------------------------
+    def map(self, func: Callable[..., Any], tasks: Iterable[Any]) -> list[Any]:
+        """``[func(t) for t in tasks]``, computed by the engine, in the order of ``tasks``."""
+        tasks = list(tasks)
+        if self.engine == "serial" or len(tasks) == 0:
+            return [func(t) for t in tasks]
+        self.start()
+        if self.engine == "processes":
+            return list(self._pool.map(func, tasks))
+        futures = self._client.map(func, tasks, pure=False)
+        return self._client.gather(futures)
+
+    def map_chunks(self, func: Callable[[Any, Sequence[int]], Any], shared: Any, nmembers: int) -> list[Any]:
+        """``func(shared, members)`` for every chunk of members; results in member-chunk order."""
+        chunks = member_chunks(nmembers, self.ntasks)
+        return self.map(_ChunkCall(func, shared), chunks)
+
+
+class _ChunkCall:
+    """Picklable ``members -> func(shared, members)``."""
+
+    def __init__(self, func: Callable[[Any, Sequence[int]], Any], shared: Any):
+        self.func, self.shared = func, shared
+
+    def __call__(self, members: Sequence[int]) -> Any:
+        return self.func(self.shared, members)
+
+
+def make_executor(params: "ParallelParameters | dict[str, Any] | None") -> MemberExecutor:
+    """A :class:`MemberExecutor` for the ``parallel`` section (not started yet)."""
+    return MemberExecutor(params)
