@@ -19,6 +19,7 @@ from pyoops.util.errors import ConfigError, join_path
 
 __all__ = [
     "DateTimeField",
+    "as_parameters",
     "DurationField",
     "Parameters",
     "validate",
@@ -201,3 +202,12 @@ def validate(cls: type[P], data: Any, path: str = "") -> P:
         where, first = _describe(errors[0], cls, path)
         more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         raise ConfigError(first + more, where or None) from None
+
+
+def as_parameters(cls: type[P], params: Any, path: str = "") -> P:
+    """``params`` if it already is a ``cls``, else the validated YAML mapping.
+
+    Lets a plugin class accept either validated parameters (from a factory) or the
+    mapping itself (from Python code and tests).
+    """
+    return params if isinstance(params, cls) else validate(cls, dict(params or {}), path)

@@ -22,7 +22,31 @@ from pyoops.util.datetime import DateTime
 from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.variables import Variables
 
-__all__ = ["DiracParameters", "GenericIncrement", "GenericState", "StateParameters"]
+__all__ = ["DiracParameters", "GenericIncrement", "GenericState", "StateParameters", "analytic_init_methods",
+           "select_analytic_init"]
+
+
+def analytic_init_methods(union: Any) -> dict[str, type[Parameters]]:
+    """``{method: Parameters class}`` of a discriminated union ``Annotated[Union[...], Field(discriminator="method")]``.
+
+    Each class declares ``method: Literal["name"]``.
+    """
+    from typing import get_args
+
+    return {get_args(cls.model_fields["method"].annotation)[0]: cls for cls in get_args(get_args(union)[0])}
+
+
+def select_analytic_init(methods: dict[str, type[Parameters]], config: Any, path: str) -> Any:
+    """Validate an ``analytic init`` mapping against the class its ``method`` names.
+
+    An unknown or missing method is one ConfigError naming ``<path>.method`` and listing
+    the known methods.
+    """
+    method = config.get("method") if isinstance(config, dict) else None
+    if method not in methods:
+        raise ConfigError(f"unknown analytic init method {method!r} (known methods: {', '.join(methods)})",
+                          join_path(path, "method"))
+    return validate(methods[method], config, path)
 
 
 class StateParameters(Parameters):
@@ -99,7 +123,7 @@ class _FieldsHolder:
         data_vars = {}
         for var, arr in self.fields.items():
             dims = self.geometry.field_dims(var)
-            lead = tuple(f"member" if i == 0 else f"batch{i}" for i in range(arr.ndim - len(dims)))
+            lead = tuple("member" if i == 0 else f"batch{i}" for i in range(arr.ndim - len(dims)))
             data_vars[var] = (lead + dims, arr.copy())
         return xr.Dataset(data_vars, coords={d: coords[d] for d in self.geometry.dims},
                           attrs={"date": str(self.time), "pyoops_kind": self._kind})

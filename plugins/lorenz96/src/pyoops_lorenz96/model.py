@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.config.parameters import DurationField, Parameters, as_parameters
 from pyoops.fields.fieldset import FieldSet
 from pyoops.interface.geometry import Geometry
 from pyoops.interface.model import LinearModel, Model
@@ -160,10 +160,6 @@ def rk4_step_ad(ax: np.ndarray, x: np.ndarray, f: float, h: float) -> np.ndarray
     return ax + w1 + w2 + w3 + w4
 
 
-def _params(cls: type[Parameters], params: Any) -> Any:
-    return params if isinstance(params, cls) else validate(cls, dict(params or {}), "model")
-
-
 class Lorenz96Model(Model):
     """Nonlinear Lorenz-96 model, ``{name: Lorenz96, f: 8.0, tstep: PT6H}``.
 
@@ -183,7 +179,7 @@ class Lorenz96Model(Model):
     Parameters = Lorenz96Parameters
 
     def __init__(self, params: Lorenz96Parameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(_params(Lorenz96Parameters, params), geometry)
+        super().__init__(as_parameters(Lorenz96Parameters, params, "model"), geometry)
         self.f = float(self.params.f)
         self.dt = self.params.dt
 
@@ -208,7 +204,7 @@ class Lorenz96TLM(LinearModel):
     Parameters = Lorenz96TLMParameters
 
     def __init__(self, params: Lorenz96TLMParameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(_params(Lorenz96TLMParameters, params), geometry)
+        super().__init__(as_parameters(Lorenz96TLMParameters, params, "model"), geometry)
         self.f = float(self.params.f)
         self.dt = self.params.dt
 

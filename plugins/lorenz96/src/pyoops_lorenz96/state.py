@@ -13,14 +13,14 @@ r"""Lorenz-96 states and their analytic initial conditions.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import Field
 
-from pyoops.config.parameters import Parameters, validate
+from pyoops.config.parameters import Parameters
 from pyoops.fields.fieldset import FieldSet
-from pyoops.generic.state import GenericState
+from pyoops.generic.state import GenericState, analytic_init_methods, select_analytic_init
 from pyoops.interface.geometry import Geometry
 from pyoops.util.datetime import DateTime
 from pyoops.util.errors import ConfigError, join_path
@@ -60,9 +60,7 @@ class RandomInit(_Init):
 #: The analytic initial conditions, discriminated by ``method`` (for JSON schemas).
 AnalyticInitParameters = Annotated[Union[RestPerturbedInit, SinusoidInit, RandomInit], Field(discriminator="method")]
 
-_METHODS: dict[str, type[_Init]] = {
-    get_args(cls.model_fields["method"].annotation)[0]: cls for cls in get_args(get_args(AnalyticInitParameters)[0])
-}
+_METHODS = analytic_init_methods(AnalyticInitParameters)
 
 
 class Lorenz96State(GenericState):
@@ -73,12 +71,7 @@ class Lorenz96State(GenericState):
     @classmethod
     def analytic_init(cls, geometry: Geometry, config: dict[str, Any], date: DateTime, path: str) -> FieldSet:
         """Fields of the analytic initial condition described by ``config`` (see the module docs)."""
-        method = config.get("method") if isinstance(config, dict) else None
-        if method not in _METHODS:
-            known = ", ".join(_METHODS)
-            raise ConfigError(f"unknown analytic init method {method!r} (known methods: {known})",
-                              join_path(path, "method"))
-        params: Any = validate(_METHODS[method], config, path)
+        params: Any = select_analytic_init(_METHODS, config, path)
         n = geometry.shape[-1]
         x = np.full(geometry.shape, params.f)
         if isinstance(params, RestPerturbedInit):

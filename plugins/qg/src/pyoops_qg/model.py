@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.config.parameters import DurationField, Parameters, as_parameters
 from pyoops.fields.fieldset import FieldSet
 from pyoops.interface.geometry import Geometry
 from pyoops.interface.model import LinearModel, Model
@@ -102,10 +102,6 @@ def _check_time_step(params: _Common, geometry: Any) -> float:
     return dt
 
 
-def _params(cls: type[Parameters], params: Any) -> Any:
-    return params if isinstance(params, cls) else validate(cls, dict(params or {}), "model")
-
-
 def _psi(fields: FieldSet, what: str) -> Any:
     if "x" not in fields:
         raise ConfigError(f"the QG {what} needs the streamfunction 'x' among the variables, got "
@@ -127,7 +123,7 @@ class QgModel(Model):
     Parameters = QgModelParameters
 
     def __init__(self, params: QgModelParameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(_params(QgModelParameters, params), geometry)
+        super().__init__(as_parameters(QgModelParameters, params, "model"), geometry)
         self.dt = _check_time_step(self.params, geometry)
         self.ops = geometry.operators
 
@@ -154,7 +150,7 @@ class QgTLM(LinearModel):
     Parameters = QgTLMParameters
 
     def __init__(self, params: QgTLMParameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(_params(QgTLMParameters, params), geometry)
+        super().__init__(as_parameters(QgTLMParameters, params, "model"), geometry)
         self.dt = _check_time_step(self.params, geometry)
         self.ops = geometry.operators
 

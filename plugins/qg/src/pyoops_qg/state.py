@@ -24,17 +24,16 @@ of :mod:`pyoops_qg.numerics`, so every state is consistent.  The wall rows of
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from pyoops.config.parameters import Parameters, validate
+from pyoops.config.parameters import Parameters
 from pyoops.fields.fieldset import FieldSet
-from pyoops.generic.state import GenericState
+from pyoops.generic.state import GenericState, analytic_init_methods, select_analytic_init
 from pyoops.interface.geometry import Geometry
 from pyoops.util.datetime import DateTime
-from pyoops.util.errors import ConfigError, join_path
 
 __all__ = ["AnalyticInitParameters", "BaroclinicInstabilityInit", "LargeVorticesInit", "QgState",
            "UniformFieldInit"]
@@ -78,9 +77,7 @@ class UniformFieldInit(Parameters):
 AnalyticInitParameters = Annotated[Union[BaroclinicInstabilityInit, LargeVorticesInit, UniformFieldInit],
                                    Field(discriminator="method")]
 
-_METHODS: dict[str, type[Parameters]] = {
-    get_args(cls.model_fields["method"].annotation)[0]: cls for cls in get_args(get_args(AnalyticInitParameters)[0])
-}
+_METHODS = analytic_init_methods(AnalyticInitParameters)
 
 
 def layer_winds(geometry: Any, params: _Winds) -> np.ndarray:
@@ -120,11 +117,6 @@ class QgState(GenericState):
     @classmethod
     def analytic_init(cls, geometry: Geometry, config: dict[str, Any], date: DateTime, path: str) -> FieldSet:
         """Fields ``x, q, u, v`` of the analytic initial condition described by ``config``."""
-        method = config.get("method") if isinstance(config, dict) else None
-        if method not in _METHODS:
-            known = ", ".join(_METHODS)
-            raise ConfigError(f"unknown analytic init method {method!r} (known methods: {known})",
-                              join_path(path, "method"))
-        params = validate(_METHODS[method], config, path)
+        params = select_analytic_init(_METHODS, config, path)
         psi = analytic_streamfunction(geometry, params)
         return FieldSet(geometry.operators.diagnose(psi, geometry.variables), copy=False)

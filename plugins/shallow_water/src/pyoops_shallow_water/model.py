@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.config.parameters import DurationField, Parameters, as_parameters
 from pyoops.fields.fieldset import FieldSet
 from pyoops.interface.geometry import Geometry
 from pyoops.interface.model import LinearModel, Model
@@ -139,10 +139,6 @@ def unstack(x: np.ndarray) -> FieldSet:
     return FieldSet({v: x[..., i, :, :] for i, v in enumerate(VARIABLES)}, copy=False)
 
 
-def _params(cls: type[Parameters], params: Any) -> Any:
-    return params if isinstance(params, cls) else validate(cls, dict(params or {}), "model")
-
-
 def _check_geometry(geometry: Geometry) -> None:
     if not all(hasattr(geometry, k) for k in ("dx", "dy")):
         raise ConfigError(f"the shallow-water model needs a ShallowWaterGeometry, got {type(geometry).__name__}",
@@ -168,7 +164,7 @@ class ShallowWaterModel(Model):
     Parameters = ShallowWaterParameters
 
     def __init__(self, params: ShallowWaterParameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(_params(ShallowWaterParameters, params), geometry)
+        super().__init__(as_parameters(ShallowWaterParameters, params, "model"), geometry)
         _check_geometry(geometry)
         self.physics = self.params.physics(geometry)
         self.dt = self.params.tstep.total_seconds()
@@ -195,7 +191,7 @@ class ShallowWaterTLM(LinearModel):
     Parameters = ShallowWaterTLMParameters
 
     def __init__(self, params: ShallowWaterTLMParameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(_params(ShallowWaterTLMParameters, params), geometry)
+        super().__init__(as_parameters(ShallowWaterTLMParameters, params, "model"), geometry)
         _check_geometry(geometry)
         self.physics = self.params.physics(geometry)
         self.dt = self.params.tstep.total_seconds()

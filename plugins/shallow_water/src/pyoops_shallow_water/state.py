@@ -29,14 +29,14 @@ equal the model's for the balanced states to be balanced in it):
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import Field
 
-from pyoops.config.parameters import Parameters, validate
+from pyoops.config.parameters import Parameters
 from pyoops.fields.fieldset import FieldSet
-from pyoops.generic.state import GenericState
+from pyoops.generic.state import GenericState, analytic_init_methods, select_analytic_init
 from pyoops.interface.geometry import Geometry
 from pyoops.util.datetime import DateTime
 from pyoops.util.errors import ConfigError, join_path
@@ -114,9 +114,7 @@ class RestInit(Parameters):
 AnalyticInitParameters = Annotated[
     Union[VortexInit, JetInit, TurbulenceInit, GravityWavePulseInit, RestInit], Field(discriminator="method")]
 
-_METHODS: dict[str, type[Parameters]] = {
-    get_args(cls.model_fields["method"].annotation)[0]: cls for cls in get_args(get_args(AnalyticInitParameters)[0])
-}
+_METHODS = analytic_init_methods(AnalyticInitParameters)
 
 
 def _separation(coord: np.ndarray, centre: float, period: float) -> np.ndarray:
@@ -151,12 +149,7 @@ class ShallowWaterState(GenericState):
     @classmethod
     def analytic_init(cls, geometry: Geometry, config: dict[str, Any], date: DateTime, path: str) -> FieldSet:
         """Fields ``h, u, v`` of the analytic initial condition ``config`` (see the module docs)."""
-        method = config.get("method") if isinstance(config, dict) else None
-        if method not in _METHODS:
-            known = ", ".join(_METHODS)
-            raise ConfigError(f"unknown analytic init method {method!r} (known methods: {known})",
-                              join_path(path, "method"))
-        params: Any = validate(_METHODS[method], config, path)
+        params: Any = select_analytic_init(_METHODS, config, path)
         mesh = geometry.mesh()
         x, y = mesh["x"], mesh["y"]
         lx, ly = geometry.lx, geometry.ly
@@ -172,7 +165,7 @@ class ShallowWaterState(GenericState):
             h = params.amplitude * np.exp(-0.5 * r2 / params.width ** 2)
             return FieldSet({"h": h, "u": zero, "v": zero})
         if params.f == 0:
-            raise ConfigError(f"method '{method}' is geostrophically balanced and needs a non-zero f",
+            raise ConfigError(f"method '{params.method}' is geostrophically balanced and needs a non-zero f",
                               join_path(path, "f"))
         if isinstance(params, VortexInit):
             x0 = 0.5 * lx if params.x0 is None else params.x0
