@@ -78,6 +78,8 @@ Calibration
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import hashlib
 import os
 from typing import Any, Literal
@@ -279,20 +281,23 @@ def _max_face_ratio(haxes: tuple[Any, ...], coefficient: Any, ax: int) -> float:
     return float(face.max()) / a.spacing ** 2
 
 
-class _Operator:
+class _Operator(ABC):
     """An unnormalised correlation operator ``M = S Sᵀ`` on stacks ``(m, *hshape)``."""
 
     has_sqrt = True
     spectrum: np.ndarray | None = None
 
+    @abstractmethod
     def full(self, y: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """:math:`\\mathbf{M} y`."""
 
+    @abstractmethod
     def sqrt(self, y: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """:math:`\\mathbf{S} y`."""
 
+    @abstractmethod
     def sqrt_t(self, y: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """:math:`\\mathbf{S}^\\mathsf{T} y`."""
 
 
 class _SpectralOperator(_Operator):
