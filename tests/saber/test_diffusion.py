@@ -35,6 +35,7 @@ from pyoops.util.datetime import DateTime
 from pyoops.util.errors import ConfigError, PyoopsError
 from pyoops.util.random import generator
 from pyoops.util.variables import Variables
+from pyoops.testing.operators import dense_matrix, random_fields
 
 NAME = "diffusion"
 
@@ -46,25 +47,6 @@ def make_block(geometry, config, variables=None, ensemble=None, path="B"):
     return Diffusion(params, ctx)
 
 
-def random_fields(geometry, variables, rng, batch=()):
-    fs = geometry.zeros(Variables(variables), batch)
-    for arr in fs.values():
-        arr[...] = rng.standard_normal(arr.shape)
-    return fs
-
-
-def dense(apply, geometry, variables):
-    """Dense matrix of a FieldSet -> FieldSet operator (one batched call on all unit vectors; tests only)."""
-    template = geometry.zeros(Variables(variables))
-    n = template.to_vector().size
-    eye = np.eye(n)
-    batch, start = {}, 0
-    for v in template:
-        size = template[v].size
-        batch[v] = eye[:, start:start + size].reshape((n,) + template[v].shape)
-        start += size
-    out = apply(FieldSet(batch, copy=False))
-    return np.concatenate([out[v].reshape(n, -1) for v in variables], axis=1).T
 
 
 def channel():
@@ -150,7 +132,7 @@ def test_chain_adjoint_test_can_fail(monkeypatch):
 def test_dense_symmetric_unit_diagonal_and_square_root(grid, name):
     geometry = GRIDS[grid]()
     block = make_block(geometry, _config(name, grid), variables=["a"] if grid == "channel" else None)
-    c = dense(block.multiply, geometry, block.variables)
+    c = dense_matrix(block.multiply, geometry, block.variables)
     assert np.abs(c - c.T).max() <= 1e-12 * np.abs(c).max()
     np.testing.assert_allclose(np.diag(c), 1.0, rtol=0, atol=1e-12)  # exact and analytic normalisation
     assert np.linalg.eigvalsh(0.5 * (c + c.T)).min() >= -1e-12
@@ -167,14 +149,14 @@ def test_varying_length_scale_dense(ell_file):
     geometry = channel()
     for p in (1, 2):
         block = make_block(geometry, {"horizontal length scale file": ell_file, "iterations": p})
-        c = dense(block.multiply, geometry, block.variables)
+        c = dense_matrix(block.multiply, geometry, block.variables)
         assert np.abs(c - c.T).max() <= 1e-12 * np.abs(c).max()
         np.testing.assert_allclose(np.diag(c), 1.0, rtol=0, atol=1e-12)
         assert block.has_sqrt == (p == 2)
     # Explicit with varying l: C = N S S^T N stays symmetric although the split steps do not commute.
     block = make_block(geometry, {"horizontal length scale file": ell_file, "variant": "explicit"})
     assert sorted(block.normalization_methods.values()) == ["analytic", "exact", "exact"]
-    c = dense(block.multiply, geometry, block.variables)
+    c = dense_matrix(block.multiply, geometry, block.variables)
     assert np.abs(c - c.T).max() <= 1e-12 * np.abs(c).max()
     np.testing.assert_allclose(np.diag(c), 1.0, rtol=0, atol=1e-12)
     n = block.ctl_vec_size
@@ -318,7 +300,7 @@ def test_randomization_normalisation_within_sqrt_2_over_k(solver):
     sd = np.sqrt(2 / k)
     assert np.abs(rel).max() <= 4.5 * sd
     assert 0.6 * sd <= np.sqrt((rel ** 2).mean()) <= 1.4 * sd
-    c = dense(rand.multiply, geometry, rand.variables)
+    c = dense_matrix(rand.multiply, geometry, rand.variables)
     np.testing.assert_allclose(np.diag(c), (1 + rel.ravel()) ** -1, rtol=1e-12)
 
 

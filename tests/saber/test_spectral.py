@@ -31,6 +31,7 @@ from pyoops.saber.generic.spectral import (
 )
 from pyoops.util.errors import ConfigError
 from pyoops.util.variables import Variables
+from pyoops.testing.operators import dense_matrix, random_fields
 
 NAME = "spectral correlation"
 
@@ -40,27 +41,6 @@ def make_block(geometry, config, variables=None, path="B"):
     return SpectralCorrelation(params, BlockContext(geometry, Variables(variables or geometry.variables), path=path))
 
 
-def random_fields(geometry, variables, rng, batch=()):
-    fs = geometry.zeros(Variables(variables), batch)
-    for arr in fs.values():
-        arr[...] = rng.standard_normal(arr.shape)
-    return fs
-
-
-def dense(apply, geometry, variables):
-    """Dense matrix of a FieldSet -> FieldSet operator (one batched call on all unit vectors; tests only)."""
-    template = geometry.zeros(Variables(variables))
-    n = template.to_vector().size
-    eye = np.eye(n)
-    batch, start = {}, 0
-    for v in template:
-        size = template[v].size
-        batch[v] = eye[:, start:start + size].reshape((n,) + template[v].shape)
-        start += size
-    from pyoops.fields.fieldset import FieldSet
-
-    out = apply(FieldSet(batch, copy=False))
-    return np.concatenate([out[v].reshape(n, -1) for v in variables], axis=1).T
 
 
 def levels_grid(nx=12, ny=8, levels=(0.0, 1.0, 2.0), variables=("t", "q")):
@@ -107,7 +87,7 @@ def test_chain_square_root_test_can_fail(monkeypatch):
 def test_dense_symmetric_unit_diagonal_and_square_root(grid, cfg):
     geometry = GRIDS[grid]()
     block = make_block(geometry, CONFIGS[cfg])
-    c = dense(block.multiply, geometry, block.variables)
+    c = dense_matrix(block.multiply, geometry, block.variables)
     scale = np.abs(c).max()
     assert np.abs(c - c.T).max() <= 1e-12 * scale
     np.testing.assert_allclose(np.diag(c), 1.0, rtol=0, atol=1e-12)
