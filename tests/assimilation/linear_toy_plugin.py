@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.config.parameters import DurationField, Parameters, as_parameters
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.grid import Axis, StructuredGrid
 from pyoops.generic.state import GenericState
@@ -54,8 +54,7 @@ class LinearToyGeometry(StructuredGrid):
     Parameters = LinearToyGeometryParameters
 
     def __init__(self, params: LinearToyGeometryParameters | Mapping[str, Any]):
-        if not isinstance(params, LinearToyGeometryParameters):
-            params = validate(LinearToyGeometryParameters, dict(params), "geometry")
+        params = as_parameters(LinearToyGeometryParameters, params, "geometry")
         self.params = params
         super().__init__([Axis.periodic_axis("x", params.resol, 1.0, dim="position")], variables=params.variables)
 
@@ -102,8 +101,7 @@ class LinearToyModel(Model):
     Parameters = LinearToyParameters
 
     def __init__(self, params: Any, geometry: Any):
-        if not isinstance(params, LinearToyParameters):
-            params = validate(LinearToyParameters, dict(params or {}), "model")
+        params = as_parameters(LinearToyParameters, params, "model")
         super().__init__(params, geometry)
 
     @property
@@ -121,8 +119,7 @@ class LinearToyTLM(LinearModel):
     Parameters = LinearToyTLMParameters
 
     def __init__(self, params: Any, geometry: Any):
-        if not isinstance(params, LinearToyTLMParameters):
-            params = validate(LinearToyTLMParameters, dict(params or {}), "linear model")
+        params = as_parameters(LinearToyTLMParameters, params, "linear model")
         super().__init__(params, geometry)
 
     @property

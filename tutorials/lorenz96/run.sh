@@ -21,7 +21,8 @@ python plot_twin.py                  # output/twin.png
 pyoops variational 3dvar.yaml        # 3D-Var at 2010-01-02T00, static B
 pyoops variational 4dvar.yaml        # 4D-Var over 2010-01-01, two outer loops
 pyoops forecast 4dvar_forecast.yaml  # the 4D-Var analysis carried through the window
-python make_ensemble.py              # gen-ens-pert-b + 10 member forecasts (F = 8.5)
+pyoops gen-ens-pert-b ens_perturb.yaml     # 10 perturbed initial states
+pyoops ensemble-forecast ens_forecast.yaml  # their forecasts (F = 8.5), one batched run
 pyoops variational 3denvar.yaml      # 3D-EnVar: localized ensemble B
 pyoops variational 4denvar.yaml      # 4D-EnVar: 4-D ensemble B, no tangent-linear model
 pyoops variational hybrid.yaml       # hybrid 3D-EnVar: 0.1 B_static + 0.9 B_ens

@@ -2,8 +2,9 @@
 
 1. ``gen-ens-pert-b`` on ``ens_perturb.yaml``: 10 draws from the balanced static B
    added to the initial background at 2009-12-31T00;
-2. the 30-hour forecast of ``ens_forecast.yaml`` once per member (``%mem%`` replaced
-   by 1..10), writing every hour through the window: the 4-D members;
+2. the 30-hour ensemble forecast of ``ens_forecast.yaml`` (``ensemble-forecast``: all
+   members in one batched model call), writing every hour through the window: the
+   4-D members;
 3. the 15x15 ensemble of the coarse inner loop of ``3denvar.yaml`` at
    2010-01-01T03: each 30x30 member coarse-grained by least squares, i.e. by the
    left inverse :math:`(W^T W)^{-1} W^T` of the bilinear interpolation ``W`` from the
@@ -15,7 +16,6 @@ Run from ``tutorials/shallow_water`` after ``background.yaml``.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import scipy.sparse.linalg as spla
@@ -34,24 +34,11 @@ def load(name: str) -> dict:
         return yaml.safe_load(f)
 
 
-def substitute(config, member: int):
-    """``config`` with ``%mem%`` replaced by ``member`` in every string."""
-    if isinstance(config, dict):
-        return {k: substitute(v, member) for k, v in config.items()}
-    if isinstance(config, list):
-        return [substitute(v, member) for v in config]
-    if isinstance(config, str):
-        return config.replace("%mem%", str(member))
-    return config
-
-
 perturb = load("ens_perturb.yaml")
 summary = pyoops.run("gen-ens-pert-b", perturb)
 print(f"gen-ens-pert-b: {summary['members']} members, perturbation rms {summary['perturbation rms mean']:.3f}")
-template = load("ens_forecast.yaml")
-for member in range(1, perturb["members"] + 1):
-    summary = pyoops.run("forecast", substitute(copy.deepcopy(template), member))
-print(f"ensemble forecast: {perturb['members']} members, {len(summary['outputs'])} states each")
+summary = pyoops.run("ensemble-forecast", load("ens_forecast.yaml"))
+print(f"ensemble forecast: {perturb['members']} members, {len(summary['outputs'])} files")
 
 fine, coarse = ShallowWaterGeometry({"nx": 30, "ny": 30}), ShallowWaterGeometry({"nx": 15, "ny": 15})
 w = coarse.interpolation_matrix(fine.grid_locations())  # 900 x 225, bilinear, periodic

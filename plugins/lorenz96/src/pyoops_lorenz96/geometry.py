@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from pyoops.config.parameters import Parameters, validate
+from pyoops.config.parameters import Parameters, as_parameters
 from pyoops.generic.grid import Axis, StructuredGrid
 
 __all__ = ["Lorenz96Geometry", "Lorenz96GeometryParameters"]
@@ -39,8 +39,7 @@ class Lorenz96Geometry(StructuredGrid):
     Parameters = Lorenz96GeometryParameters
 
     def __init__(self, params: Lorenz96GeometryParameters | Mapping[str, Any]):
-        if not isinstance(params, Lorenz96GeometryParameters):
-            params = validate(Lorenz96GeometryParameters, dict(params), "geometry")
+        params = as_parameters(Lorenz96GeometryParameters, params, "geometry")
         self.params = params
         super().__init__([Axis.periodic_axis("x", params.resol, 1.0, dim="position")], variables=["x"])
 

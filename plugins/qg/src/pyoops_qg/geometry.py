@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from pyoops.config.parameters import Parameters, validate
+from pyoops.config.parameters import Parameters, as_parameters
 from pyoops.generic.grid import Axis, StructuredGrid
 from pyoops.interface.geometry import Locations
 from pyoops.util.errors import ConfigError
@@ -146,8 +146,7 @@ class QgGeometry(StructuredGrid):
     Parameters = QgGeometryParameters
 
     def __init__(self, params: QgGeometryParameters | Mapping[str, Any]):
-        if not isinstance(params, QgGeometryParameters):
-            params = validate(QgGeometryParameters, dict(params), "geometry")
+        params = as_parameters(QgGeometryParameters, params, "geometry")
         self.params = params
         d1, d2 = params.depths
         axes = [

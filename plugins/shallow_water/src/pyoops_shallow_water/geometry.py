@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import Field
 
-from pyoops.config.parameters import Parameters, validate
+from pyoops.config.parameters import Parameters, as_parameters
 from pyoops.generic.grid import Axis, StructuredGrid
 
 __all__ = ["DEFAULT_DOMAIN", "ShallowWaterGeometry", "ShallowWaterGeometryParameters", "VARIABLES"]
@@ -69,8 +69,7 @@ class ShallowWaterGeometry(StructuredGrid):
     Parameters = ShallowWaterGeometryParameters
 
     def __init__(self, params: ShallowWaterGeometryParameters | Mapping[str, Any]):
-        if not isinstance(params, ShallowWaterGeometryParameters):
-            params = validate(ShallowWaterGeometryParameters, dict(params or {}), "geometry")
+        params = as_parameters(ShallowWaterGeometryParameters, params, "geometry")
         self.params = params
         lx, ly = _length(params.nx, params.dx), _length(params.ny, params.dy)
         super().__init__([Axis.periodic_axis("y", params.ny, ly), Axis.periodic_axis("x", params.nx, lx)],
