@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.validate_only:
             print(f"{args.config}: valid {args.command} configuration")
             return 0
-        summary = application.run(params)
+        summary = application.execute(params)
         _print_summary(summary)
         return 0
     except PyoopsError as exc:
@@ -129,25 +129,97 @@ def main(argv: Sequence[str] | None = None) -> int:
             line = document.line_of(exc.path)
             if line and document.filename:
                 where = f" ({document.filename}:{line})"
-        print(f"pyoops: error: {exc}{where}", file=sys.stderr)
+        print(_one_line(f"pyoops: error: {exc}{where}{_outputs(exc)}"), file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
         # The system refused a file operation (an output path taken by a directory, no
         # permission, disk full): the user's environment, not a bug in pyoops.
         if debug:
             traceback.print_exc()
-        print(f"pyoops: error: {_os_error_message(exc)}", file=sys.stderr)
+        print(_one_line(f"pyoops: error: {_os_error_message(exc)}{_outputs(exc)}"), file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("pyoops: interrupted", file=sys.stderr)
+    except MemoryError as exc:
+        if debug:
+            traceback.print_exc()
+        print(_one_line(f"pyoops: error: out of memory ({exc or 'an allocation failed'}); reduce the grid, "
+                        f"the ensemble or the number of observations{_outputs(exc)}"), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:
+        print(f"pyoops: interrupted{_outputs(exc)}", file=sys.stderr)
         return 130
+    except RecursionError as exc:
+        if debug:
+            traceback.print_exc()
+        print(_one_line(f"pyoops: internal error: {_culprit(exc)}: RecursionError: {exc}{_outputs(exc)} "
+                        "(rerun with --debug for the traceback)"), file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     except Exception as exc:  # a bug: keep it visible but readable
         if debug:
             traceback.print_exc()
-        else:
-            print(f"pyoops: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                  file=sys.stderr)
+        print(_one_line(f"pyoops: internal error in {_culprit(exc)}: {type(exc).__name__}: {exc}{_outputs(exc)} "
+                        "(a bug; rerun with --debug for the traceback)"), file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    """``text`` on one line (newlines folded), at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _outputs(exc: BaseException) -> str:
+    """``; no output was written`` (or what was kept) for an error raised by a run."""
+    outputs = getattr(exc, "outputs", None)
+    return f"; {outputs}" if outputs else ""
+
+
+def _culprit(exc: BaseException) -> str:
+    """``plugin 'qg', model 'QG' (pyoops_qg.model.QgModel.step)``: where in the plugins an exception arose.
+
+    The innermost frame of the traceback that belongs to a registered plugin's package
+    names the plugin; the innermost ``self`` there that is one of the registered makers
+    (or a subclass) names the maker.  Code of pyoops itself is the ``generic`` plugin.
+    """
+    try:
+        from pyoops.registry import get_registry
+
+        registry = get_registry()
+        packages: dict[str, str] = {}
+        makers: list[tuple[type, str, str, str]] = []
+        for kind, factory in registry.factories.items():
+            for entry in factory.entries():
+                module = getattr(entry.maker, "__module__", "") or ""
+                packages.setdefault(module.split(".")[0], entry.plugin or "generic")
+                if isinstance(entry.maker, type):
+                    makers.append((entry.maker, kind, entry.name, entry.plugin or "generic"))
+        for model in registry.model_plugins.values():
+            module = getattr(model.geometry, "__module__", "") or ""
+            packages.setdefault(module.split(".")[0], model.plugin or model.name)
+        packages["pyoops"] = "generic"
+        frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
+        for frame in reversed(frames):
+            module = frame.f_globals.get("__name__", "")
+            plugin = packages.get(module.split(".")[0])
+            if plugin is None:
+                continue
+            function = frame.f_code.co_name
+            owner = frame.f_locals.get("self")
+            where = f"{module}.{type(owner).__name__}.{function}" if owner is not None else f"{module}.{function}"
+            maker = ""
+            for frame2 in reversed(frames[: frames.index(frame) + 1]):
+                candidate = frame2.f_locals.get("self")
+                if candidate is None:
+                    continue
+                for cls, kind, name, _ in makers:
+                    if isinstance(candidate, cls):
+                        maker = f", {kind} '{name}'"
+                        break
+                if maker:
+                    break
+            return f"plugin '{plugin}'{maker} ({where})"
+    except Exception:  # naming the culprit must never hide the error itself
+        pass
+    return "pyoops"
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def read_obs(path: "str | os.PathLike[str]") -> dict[str, np.ndarray]:
 
 
 def leftover_tmp(directory: Path) -> list[Path]:
-    return sorted(directory.rglob(".*.tmp"))
+    return sorted(directory.rglob(".pyoops-*"))
 
 
 # Independent reference model ----------------------------------------------------------------

@@ -87,8 +87,8 @@ def run_pyoops(args: list[str], cwd: "str | os.PathLike[str]") -> subprocess.Com
 
 
 def tmp_files(directory: "str | os.PathLike[str]") -> list[str]:
-    """Temporary files of atomic writes (``.NAME.XXXX.tmp``) left anywhere below ``directory``."""
-    return sorted(str(p) for p in Path(directory).rglob(".*.tmp"))
+    """Temporary files of atomic writes (``.pyoops-HOST-PID-N...``) left anywhere below ``directory``."""
+    return sorted(str(p) for p in Path(directory).rglob(".pyoops-*"))
 
 
 @pytest.fixture
@@ -401,16 +401,16 @@ def test_model_blow_up_quiet_is_exactly_one_line(workdir):
     assert tmp_files(workdir) == []
 
 
-def test_failed_output_keeps_earlier_files_intact_and_leaves_no_partial_file(workdir, cli):
-    """The first output is complete, the one that failed is not there, the third was never written."""
+def test_failed_output_writes_nothing_and_says_so(workdir, cli):
+    """All outputs of a run or none: the first output (complete before the second failed) is not
+    committed either, no temporary is left, and the message says that nothing was written."""
     config = _prepare(CASES["second output fails"], workdir)
     code, _, err = cli("forecast", config, "--quiet")
     assert code == 2, err
+    assert "no output was written" in err
     assert (workdir / "out" / "fc.2010-01-01T06:00:00Z.nc").is_dir()
+    assert not (workdir / "out" / "fc.2010-01-01T00:00:00Z.nc").exists()
     assert not (workdir / "out" / "fc.2010-01-01T12:00:00Z.nc").exists()
-    x, date = read_state_file(workdir / "out" / "fc.2010-01-01T00:00:00Z.nc")
-    np.testing.assert_array_equal(x, _x0())
-    assert date == DATE
     assert tmp_files(workdir) == []
 
 

@@ -286,4 +286,4 @@ def test_atomic_write_failure_inside_netcdf_variable_write(tmp_path, grid, rng, 
     assert calls["n"] > 1
     assert f.read_bytes() == before
     assert _leftovers(tmp_path) == ["state.nc"]
-    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+    assert not any(name.startswith(".pyoops-") for name in os.listdir(tmp_path))

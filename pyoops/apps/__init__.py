@@ -28,4 +28,4 @@ def run(app: str, config: "str | os.PathLike[str] | dict[str, Any]", validate_on
     params = application.validate(document)
     if validate_only:
         return {"valid": True}
-    return application.run(params)
+    return application.execute(params)

@@ -11,7 +11,9 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from pyoops.config.parameters import DateTimeField, DurationField, Parameters, validate
 from pyoops.config.yaml_io import ConfigDocument, require_mapping
+from pyoops.apps.files import check_declared_files
 from pyoops.registry import ModelPlugin, Registry
+from pyoops.util.atomic import OutputSession
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, join_path
 
@@ -95,7 +97,23 @@ class Application(ABC):
         params = validate(self.Parameters, document.data)
         self.plugin = self.registry.model_plugin(params.model_plugin)
         self.validate_plugins(params)
+        check_declared_files(params)
         return params
+
+    def execute(self, params: Any) -> dict[str, Any]:
+        """:meth:`run` inside an :class:`~pyoops.util.atomic.OutputSession`: all outputs or none.
+
+        On success every output is renamed into place together; on any error the run's
+        temporaries are removed and the error carries what was left on disk
+        (``error.outputs``: "no output was written", or the files committed at once).
+        """
+        session = OutputSession()
+        try:
+            with session:
+                return self.run(params)
+        except BaseException as exc:
+            exc.outputs = session.describe_failure()  # type: ignore[attr-defined]
+            raise
 
     def validate_plugins(self, params: Any) -> None:
         """Validate plugin-typed sections (geometry, model, ...); override in subclasses."""
@@ -103,7 +121,14 @@ class Application(ABC):
     def geometry(self, config: Any, path: str = "geometry") -> Any:
         """Build the model plugin's geometry from ``config``."""
         cls = self.plugin.geometry
-        return cls(validate(cls.Parameters, require_mapping(config, path), path))
+        params = validate(cls.Parameters, require_mapping(config, path), path)
+        try:
+            return cls(params)
+        except ConfigError as exc:
+            if exc.path:
+                raise
+            # A check made while building the grid (its size against memory, say) belongs to this section.
+            raise ConfigError(exc.message, path) from None
 
     def make(self, kind: str, config: Any, path: str, *args: Any) -> Any:
         """Build a maker of ``kind`` named in ``config`` with validated parameters."""

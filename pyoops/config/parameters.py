@@ -32,10 +32,15 @@ def _yaml_alias(name: str) -> str:
 
 
 class Parameters(BaseModel):
-    """Base of every parameter class: strict keys, YAML aliases with spaces."""
+    """Base of every parameter class: strict keys, YAML aliases with spaces, finite numbers.
+
+    ``.inf`` and ``.nan`` are refused for every float key: no configurable quantity of
+    pyoops (errors, weights, inflation, lengths, tolerances) is meaningful when infinite.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         alias_generator=_yaml_alias,
         populate_by_name=True,
         arbitrary_types_allowed=True,

@@ -47,6 +47,52 @@ class ConfigDocument:
         return self.filename or "<config>"
 
 
+#: Largest number of YAML nodes a configuration may expand to once aliases are followed.
+#: A real configuration has a few hundred; the cap stops "billion laughs" alias bombs
+#: before anything walks the expanded tree.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node, name: str) -> int:
+    """Number of nodes of ``root`` with aliases expanded; refuses cycles and alias bombs.
+
+    Aliases make the node graph a DAG whose expansion can be exponential: sizes are
+    memoised per node, so this costs one visit per distinct node.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            children = _children(node)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_EXPANDED_NODES:
+                raise InputFileError(name, f"expands to more than {MAX_EXPANDED_NODES} YAML nodes through "
+                                           f"aliases (near line {node.start_mark.line + 1}); a configuration has a "
+                                           "few hundred: remove the nested aliases")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise InputFileError(name, f"an alias refers to a node that contains it (line "
+                                       f"{node.start_mark.line + 1}): recursive YAML is not a configuration")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def _index_lines(node: yaml.Node, path: str, out: dict[str, int], name: str = "<config>") -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -68,21 +114,67 @@ def _index_lines(node: yaml.Node, path: str, out: dict[str, int], name: str = "<
             _index_lines(item, key, out, name)
 
 
+class _CheckedConstructor(yaml.constructor.SafeConstructor):
+    """The safe constructor, with values it cannot build reported at their line.
+
+    PyYAML's own constructors raise bare ``ValueError`` for scalars that match a
+    type's pattern but not its range (``2010-02-30T00:00:00Z``, ``!!int forty``).
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            value = node.value if isinstance(node, yaml.ScalarNode) else "..."
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {value!r} as a YAML {tag} ({exc}); quote it to make it a string",
+                node.start_mark) from None
+
+
+class _CheckedLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer,
+                     _CheckedConstructor, yaml.resolver.Resolver):
+    def __init__(self, stream: str):
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _CheckedConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
 def parse_yaml(text: str, filename: str | None = None) -> ConfigDocument:
-    """Parse YAML text with the safe loader into a :class:`ConfigDocument`."""
+    """Parse YAML text with the safe loader into a :class:`ConfigDocument`.
+
+    The text is composed once into a node graph, checked (no recursive aliases, at
+    most :data:`MAX_EXPANDED_NODES` nodes once aliases are expanded, no duplicate
+    keys) and only then constructed into Python data.
+    """
     name = filename or "<config>"
+    loader = _CheckedLoader(text)
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, name)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputFileError(name, f"is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise InputFileError(name, "is nested too deeply to be a configuration") from None
+    finally:
+        loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise InputFileError(name, f"expected a YAML mapping at the top level, got {type(data).__name__}")
+    if any(not isinstance(k, str) for k in data):
+        bad = next(k for k in data if not isinstance(k, str))
+        raise InputFileError(name, f"top-level keys must be strings, got {bad!r}")
     lines: dict[str, int] = {}
     if node is not None:
         _index_lines(node, "", lines, name)

@@ -88,7 +88,7 @@ from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
 from pyoops.interface.observations import GeoVaLs
-from pyoops.util.atomic import atomic_output
+from pyoops.util.atomic import atomic_output, input_path
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, InputFileError, join_path
 from pyoops.util.logging import progress
@@ -752,7 +752,8 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
         arrays[f"stats/{name}"] = np.asarray(state["stats"][name], dtype=np.float64)
     arrays["seconds"] = np.asarray(state["seconds"], dtype=np.float64)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with atomic_output(filename, ".npz") as tmp:
+    # Committed at once, not at the end of the run: the checkpoint is what a killed run resumes from.
+    with atomic_output(filename, ".npz", commit="now") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
@@ -760,7 +761,7 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
 def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (checking the configuration digest)."""
     try:
-        with np.load(filename, allow_pickle=False) as data:
+        with np.load(input_path(filename), allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             arrays = {k: np.array(data[k]) for k in data.files if k != "meta"}
     except (OSError, ValueError, KeyError) as exc:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pyoops.fields.fieldset import FieldSet
-from pyoops.util.atomic import atomic_output
+from pyoops.util.atomic import atomic_output, input_path
 from pyoops.util.datetime import DateTime
 from pyoops.util.errors import ConfigError, InputFileError, PyoopsError
 from pyoops.util.variables import Variables
@@ -120,7 +120,7 @@ def read_fields(
     if not os.path.isfile(name):
         raise InputFileError(name, "file not found")
     try:
-        ds = netCDF4.Dataset(name, "r")
+        ds = netCDF4.Dataset(input_path(name), "r")
     except OSError as exc:
         raise InputFileError(name, f"is not a readable netCDF file ({exc.strerror or exc})") from None
     try:
@@ -179,7 +179,7 @@ def check_same_geometry(filename: str, geometry: "Geometry") -> None:
     """Raise if the file's ``geometry`` attribute describes another grid than ``geometry``."""
     import netCDF4
 
-    with netCDF4.Dataset(filename, "r") as ds:
+    with netCDF4.Dataset(input_path(filename), "r") as ds:
         if "geometry" not in ds.ncattrs():
             return
         try:

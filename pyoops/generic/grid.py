@@ -19,6 +19,8 @@ linear is :math:`W` and the adjoint is exactly :math:`W^\\mathsf{T}`.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +31,14 @@ import scipy.sparse as sp
 from pyoops.fields.fieldset import FieldSet
 from pyoops.interface.geometry import Geometry, GetValues, Locations
 from pyoops.util.errors import ConfigError
+from pyoops.util.resources import format_bytes, require_memory
 from pyoops.util.variables import Variables
 
-__all__ = ["Axis", "SparseInterpolator", "StructuredGrid"]
+__all__ = ["Axis", "STATES_IN_MEMORY", "SparseInterpolator", "StructuredGrid"]
+
+#: A grid is accepted when this many states of it fit in memory: the fewest any application
+#: holds (the state, a time-stepping stage, an increment and an output buffer).
+STATES_IN_MEMORY = 4
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,10 @@ class Axis:
 def _check_size(name: str, n: int, minimum: int) -> None:
     if not isinstance(n, (int, np.integer)) or n < minimum:
         raise ConfigError(f"grid axis '{name}' needs at least {minimum} point(s), got {n!r}")
+    # Fields on this axis alone (8 bytes a value) must fit before the coordinates are allocated.
+    require_memory(STATES_IN_MEMORY * 8.0 * n,
+                   f"a grid axis '{name}' of {n} points ({STATES_IN_MEMORY} fields of "
+                   f"{format_bytes(8.0 * n)} each, the least a run holds)")
 
 
 class SparseInterpolator(GetValues):
@@ -194,6 +205,10 @@ class StructuredGrid(Geometry):
                               "axis another file dimension name (Axis(..., dim=...))")
         self.shape = tuple(a.n for a in self.axes)
         self._variables = Variables(variables)
+        state_bytes = 8.0 * math.prod(self.shape) * max(len(self._variables), 1)
+        require_memory(STATES_IN_MEMORY * state_bytes,
+                       f"a grid of {' x '.join(map(str, self.shape))} points ({STATES_IN_MEMORY} states of "
+                       f"{format_bytes(state_bytes)} each, the least a run holds)")
 
     # Convenience constructors, mostly for tests and tutorials ---------------------------
     @classmethod

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from pyoops.config.parameters import DurationField, Parameters
 from pyoops.interface.geometry import Locations
-from pyoops.util.atomic import atomic_output
+from pyoops.util.atomic import atomic_output, input_path
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, InputFileError, join_path
 from pyoops.util.random import generator
@@ -115,7 +115,7 @@ class ObsSpace:
         if not os.path.isfile(filename):
             raise InputFileError(filename, "observation file not found")
         try:
-            ds = netCDF4.Dataset(filename, "r")
+            ds = netCDF4.Dataset(input_path(filename), "r")
         except OSError as exc:
             raise InputFileError(filename, f"is not a readable netCDF file ({exc.strerror or exc})") from None
         try:

@@ -53,7 +53,11 @@ class Duration:
                 f"expected an ISO-8601 duration such as 'PT6H' or 'P1DT12H', got {text!r}"
             )
         parts = {k: float(v) for k, v in match.groupdict().items() if v and k != "sign"}
-        td = _dt.timedelta(**parts)
+        try:
+            td = _dt.timedelta(**parts)
+        except OverflowError:
+            raise ConfigError(f"duration {text!r} is longer than the largest supported "
+                              f"({_dt.timedelta.max.days} days)") from None
         return -td if match.group("sign") == "-" else td
 
     @classmethod
@@ -245,15 +249,23 @@ class DateTime:
 
     def __add__(self, other: Duration) -> "DateTime":
         if isinstance(other, Duration):
-            return DateTime(self._dt + other.timedelta)
+            return DateTime(_shift(self._dt, other.timedelta, self, "+", other))
         return NotImplemented
 
     def __sub__(self, other: "Duration | DateTime") -> Any:
         if isinstance(other, Duration):
-            return DateTime(self._dt - other.timedelta)
+            return DateTime(_shift(self._dt, -other.timedelta, self, "-", other))
         if isinstance(other, DateTime):
             return Duration(self._dt - other._dt)
         return NotImplemented
+
+
+def _shift(when: _dt.datetime, by: _dt.timedelta, start: Any, sign: str, step: Any) -> _dt.datetime:
+    """``when + by``, or a ConfigError when the result leaves the years 1-9999."""
+    try:
+        return when + by
+    except OverflowError:
+        raise ConfigError(f"{start} {sign} {step} falls outside the supported dates (years 1 to 9999)") from None
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def test_3d_letkf_equals_a_per_point_loop_and_writes_statistics(workdir, io):
     assert stats["nobs"] == pos.size
     assert stats["oman rms"] < stats["ombg rms"] and stats["hofx1 spread"] < stats["hofx0 spread"]
     assert summary["grid points with observations"] == RESOL
-    assert not list(workdir.rglob(".*.tmp"))
+    assert not list(workdir.rglob(".pyoops-*"))
 
 
 def test_4d_letkf_applies_the_window_weights_along_the_trajectory(workdir, io):

@@ -108,6 +108,7 @@ from pyoops.saber.generic.spectral import (
 from pyoops.util.datetime import DateTime
 from pyoops.util.errors import ConfigError, InputFileError, join_path
 from pyoops.util.random import generator
+from pyoops.util.atomic import input_path
 
 __all__ = [
     "Diffusion",
@@ -518,7 +519,7 @@ def _read_static_fields(filename: str, geometry: Any, variables: Any) -> tuple[F
     date = None
     if os.path.isfile(filename):
         try:
-            with netCDF4.Dataset(filename, "r") as ds:
+            with netCDF4.Dataset(input_path(filename), "r") as ds:
                 attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
         except OSError:
             pass  # read_fields reports it

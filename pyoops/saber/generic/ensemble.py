@@ -96,7 +96,7 @@ from pyoops.config.parameters import DateTimeField, Parameters, validate
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import read_fields, write_fields
 from pyoops.saber.blocks import BlockContext, SaberBlockParameters, SaberCentralBlock
-from pyoops.util.atomic import atomic_output
+from pyoops.util.atomic import atomic_output, input_path
 from pyoops.util.errors import ConfigError, InputFileError, join_path
 from pyoops.util.variables import Variables
 
@@ -780,7 +780,7 @@ def read_localization_length(filename: str) -> dict[str, Any]:
     import netCDF4
 
     try:
-        with netCDF4.Dataset(name, "r") as ds:
+        with netCDF4.Dataset(input_path(name), "r") as ds:
             attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
     except OSError as exc:
         raise InputFileError(name, f"is not a readable netCDF file ({exc.strerror or exc})") from None

@@ -35,6 +35,7 @@ from pydantic import Field
 from pyoops.config.parameters import Parameters, validate
 from pyoops.fields.fieldset import FieldSet
 from pyoops.saber.blocks import BlockContext, SaberBlockParameters, SaberCentralBlock
+from pyoops.util.atomic import input_path
 from pyoops.util.errors import ConfigError, InputFileError, join_path
 
 __all__ = ["ExplicitCovariance", "ExplicitCovarianceParameters", "ExplicitReadParameters", "read_matrix",
@@ -61,13 +62,13 @@ def read_matrix(filename: str, variable: str = "covariance") -> np.ndarray:
         raise InputFileError(filename, "matrix file not found")
     if filename.endswith(".npy"):
         try:
-            return np.asarray(np.load(filename, allow_pickle=False), dtype=np.float64)
+            return np.asarray(np.load(input_path(filename), allow_pickle=False), dtype=np.float64)
         except (ValueError, OSError) as exc:
             raise InputFileError(filename, f"is not a readable .npy array ({exc})") from None
     import netCDF4
 
     try:
-        with netCDF4.Dataset(filename) as ds:
+        with netCDF4.Dataset(input_path(filename)) as ds:
             if variable not in ds.variables:
                 raise InputFileError(filename, f"has no variable '{variable}' (an n x n matrix)")
             return np.asarray(ds.variables[variable][...], dtype=np.float64)
