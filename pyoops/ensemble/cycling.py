@@ -88,7 +88,7 @@ from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
 from pyoops.interface.observations import GeoVaLs
-from pyoops.util.atomic import atomic_output, input_path
+from pyoops.util.atomic import atomic_output, readable_path
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, InputFileError, join_path
 from pyoops.util.logging import progress
@@ -761,7 +761,8 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
 def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (checking the configuration digest)."""
     try:
-        with np.load(input_path(filename), allow_pickle=False) as data:
+        # Its own restart file, replaced by design: read without recording it as an input of the run.
+        with np.load(readable_path(filename), allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             arrays = {k: np.array(data[k]) for k in data.files if k != "meta"}
     except (OSError, ValueError, KeyError) as exc:
