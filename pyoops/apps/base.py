@@ -6,7 +6,7 @@ import typing
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Union
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, field_validator, model_validator
 from pydantic.json_schema import GenerateJsonSchema
 
 from pyoops.config.parameters import DateTimeField, DurationField, Parameters, validate
@@ -33,6 +33,18 @@ class TimeWindowParameters(Parameters):
     length: DurationField = Field(description="Window length (ISO-8601 duration).")
     bound_to_include: typing.Literal["end", "begin"] = Field(
         "end", description="'end': obs at begin belong to the previous window (OOPS default); 'begin': accept them.")
+
+    @field_validator("length")
+    @classmethod
+    def _not_negative(cls, value: Duration) -> Duration:
+        if value < Duration(0):
+            raise ValueError(f"the window length must not be negative, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _end_in_range(self) -> "TimeWindowParameters":
+        self.begin + self.length  # a ConfigError (a ValueError) if the end is past year 9999
+        return self
 
     def window(self) -> TimeWindow:
         return TimeWindow(self.begin, self.length, include_begin=self.bound_to_include == "begin")

@@ -98,16 +98,31 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def _check_name_length(item: DeclaredFile, existing: Path) -> None:
+    """Each component of the name within the file system's limit (templates: the expanded date is longer)."""
+    try:
+        limit = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    expanded = item.value.replace("%date%", "2010-01-01T00:00:00Z")
+    for part in Path(expanded).parts:
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise ConfigError(f"output name component '{part[:40]}...' is {size} bytes long; this file system "
+                              f"allows {limit}", item.path)
+
+
 def _check_writable(item: DeclaredFile) -> None:
     target = Path(item.value)
     directory = target if item.directory else target.parent
     if any(mark in str(directory) for mark in _TEMPLATE_MARKS):
         return
+    existing = _nearest_existing(directory.resolve() if directory.is_absolute() else Path.cwd() / directory)
+    _check_name_length(item, existing)
     if not item.directory and not item.is_template and target.is_dir():
         raise ConfigError(f"output {item.value} is a directory; give a file name", item.path)
     if item.directory and target.exists() and not target.is_dir():
         raise ConfigError(f"output directory {item.value} is a file", item.path)
-    existing = _nearest_existing(directory.resolve() if directory.is_absolute() else Path.cwd() / directory)
     if not existing.is_dir():
         raise ConfigError(f"output {item.value} cannot be written: {existing} is a file, not a directory", item.path)
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -153,8 +153,9 @@ def parse_yaml(text: str, filename: str | None = None) -> ConfigDocument:
     keys) and only then constructed into Python data.
     """
     name = filename or "<config>"
-    loader = _CheckedLoader(text)
+    loader = None
     try:
+        loader = _CheckedLoader(text)
         node = loader.get_single_node()
         if node is not None:
             _expanded_size(node, name)
@@ -167,7 +168,8 @@ def parse_yaml(text: str, filename: str | None = None) -> ConfigDocument:
     except RecursionError:
         raise InputFileError(name, "is nested too deeply to be a configuration") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
