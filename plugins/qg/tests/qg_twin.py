@@ -36,8 +36,8 @@ MID = T0 + Duration("PT6H")
 INIT = {"method": "baroclinic-instability", "perturbation": 1.0, "bottom wind": 0.0, "top wind": 30.0}
 VARIABLES = ["x", "q", "u", "v"]
 
-#: Static B: diffusion (1000 km) of the control streamfunction, 0.6 between the layers,
-#: sigma = 3e6 m^2/s, balance to x, q, u, v.
+#: Static B (the tutorial's): diffusion (1000 km) of the control streamfunction, 0.6 between the
+#: layers, sigma = 3e6 m^2/s, rigid walls, balance to x, q, u, v.
 def static_b(sigma: float = 3.0e6, length: float = 1.0e6, correlation: float = 0.6) -> dict[str, Any]:
     return {
         "covariance model": "SABER",
@@ -45,6 +45,7 @@ def static_b(sigma: float = 3.0e6, length: float = 1.0e6, correlation: float = 0
         "saber outer blocks": [
             {"saber block name": "QG vertical correlation", "correlation": correlation},
             {"saber block name": "StdDev", "read": {"value": {"x": sigma}}},
+            {"saber block name": "QG walls"},
             {"saber block name": "QG balance"},
         ],
     }

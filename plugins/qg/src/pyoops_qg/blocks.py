@@ -1,17 +1,20 @@
-r"""SABER outer blocks of the QG plugin: ``QG balance`` and ``QG vertical correlation``.
+r"""SABER outer blocks of the QG plugin: ``QG balance``, ``QG walls`` and ``QG vertical correlation``.
 
 A static B for QG, as OOPS's (standard deviation, horizontal correlation,
 correlation between the layers, balance), is the chain
 
 .. math::
 
-    \mathbf{B} = \mathbf{K}\,\Sigma\,\mathbf{V}\,\mathbf{C}\,\mathbf{V}^\mathsf{T}\Sigma\,\mathbf{K}^\mathsf{T}
+    \mathbf{B} = \mathbf{K}\,\mathbf{W}\,\Sigma\,\mathbf{V}\,\mathbf{C}\,\mathbf{V}^\mathsf{T}\Sigma\,
+    \mathbf{W}^\mathsf{T}\mathbf{K}^\mathsf{T}
 
 with :math:`\mathbf{C}` a horizontal correlation of the control streamfunction
 (``diffusion``, each layer on its own, unit variance), :math:`\mathbf{V}` the
 square root of the 2 × 2 correlation between the layers (``QG vertical
-correlation``), :math:`\Sigma` the standard deviations (``StdDev``) and
-:math:`\mathbf{K}` the balance (``QG balance``: streamfunction → ``x, q, u, v``):
+correlation``), :math:`\Sigma` the standard deviations (``StdDev``),
+:math:`\mathbf{W}` the rigid walls (``QG walls``: each wall row of the
+streamfunction constant, the interior PV kept) and :math:`\mathbf{K}` the
+balance (``QG balance``: streamfunction → ``x, q, u, v``):
 
 .. code-block:: yaml
 
@@ -23,7 +26,25 @@ correlation``), :math:`\Sigma` the standard deviations (``StdDev``) and
         correlation: 0.5
       - saber block name: StdDev
         read: {value: 3.0e6}         # m^2/s, the streamfunction
+      - saber block name: QG walls   # psi constant along each wall (the model's walls)
       - saber block name: QG balance # x -> x, q, u, v (the analysis variables)
+
+Why ``QG walls``
+    The walls are streamlines: the model keeps each wall row of :math:`\psi`
+    constant and, given a state whose wall rows vary, replaces them by their
+    zonal means.  A correlation model such as ``diffusion`` (zero-flux walls)
+    gives the wall rows the full variance, so a draw from B without
+    :math:`\mathbf{W}` varies along the walls by about :math:`\sigma`, and the
+    model turns that into a jump over one row: a jet of :math:`\sim\sigma/(2\Delta y)`
+    and vorticity :math:`\sim\sigma/\Delta y^2` along each wall, growing with the
+    resolution.  With :math:`\sigma = 3\times10^6` m² s⁻¹ and 1000 km (the tutorial's
+    B) the largest perturbation wind in the rows next to the walls is 14, 24, 61 and
+    105 m/s on the 40 × 20, 80 × 40, 160 × 80 and 320 × 160 grids (15, 16, 22 and
+    28 m/s in the other rows), and at 320 × 160 the perturbed state cannot be run
+    (``docs/qg_numerics_notes.rst``).
+    :math:`\mathbf{W}` keeps the PV of the draw on the interior rows and inverts it
+    with the zonal-mean walls, so the draw goes smoothly to a constant along
+    each wall.
 """
 
 from __future__ import annotations
@@ -39,7 +60,8 @@ from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.variables import Variables
 from pyoops_qg.variable_changes import KNOWN, invert_fields, invert_fields_ad
 
-__all__ = ["QgBalance", "QgBalanceParameters", "QgVerticalCorrelation", "QgVerticalCorrelationParameters"]
+__all__ = ["QgBalance", "QgBalanceParameters", "QgVerticalCorrelation", "QgVerticalCorrelationParameters", "QgWalls",
+           "QgWallsParameters"]
 
 
 def _qg_geometry(context: BlockContext, name: str) -> Any:
@@ -99,6 +121,45 @@ class QgBalance(SaberOuterBlock):
     def left_inverse_multiply_ad(self, fields: FieldSet) -> FieldSet:
         """Adjoint of the left inverse (for tests)."""
         return invert_fields_ad(self.ops, fields["x"], self.variables)
+
+
+class QgWallsParameters(SaberBlockParameters):
+    """``{saber block name: QG walls}``."""
+
+    saber_block_name: Literal["QG walls"]
+
+
+class QgWalls(SaberOuterBlock):
+    r"""``QG walls``: :math:`\mathbf{W}`, the streamfunction ``x`` made constant along each wall, its interior PV kept.
+
+    :math:`\mathbf{W}\psi` has the PV :math:`(\nabla^2 + \mathbf{M})\psi` of ``psi`` on the interior
+    rows and the zonal means of its wall rows on the walls
+    (:meth:`pyoops_qg.numerics.QgOperators.rigid_walls`): linear, idempotent and the identity on
+    fields that are already constant along the walls, as every model state is.  Place it just
+    inside ``QG balance`` (it acts on ``x`` alone).  Being a projection it has no exact left
+    inverse: the left inverse is the identity, exact on its range, so ensemble members (model
+    states) pass through unchanged; an ``inverse test`` with random fields reports the
+    wall part it removes.
+    """
+
+    Parameters = QgWallsParameters
+    has_inverse = True
+
+    def __init__(self, params: Any, context: BlockContext):
+        super().__init__(params, context)
+        self.ops = _qg_geometry(context, "QG walls")
+        if list(self.variables) != ["x"]:
+            raise ConfigError(f"QG walls acts on the control streamfunction 'x' alone, got {list(self.variables)}: "
+                              "place it just before 'QG balance' in 'saber outer blocks'", context.path)
+
+    def multiply(self, fields: FieldSet) -> FieldSet:
+        return FieldSet({"x": self.ops.rigid_walls(fields["x"])}, copy=False)
+
+    def multiply_ad(self, fields: FieldSet) -> FieldSet:
+        return FieldSet({"x": self.ops.rigid_walls_ad(fields["x"])}, copy=False)
+
+    def left_inverse_multiply(self, fields: FieldSet) -> FieldSet:
+        return FieldSet({"x": fields["x"].copy()}, copy=False)
 
 
 class QgVerticalCorrelationParameters(SaberBlockParameters):

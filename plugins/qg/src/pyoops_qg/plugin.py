@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyoops.registry import Registry, hookimpl
 
-from pyoops_qg.blocks import QgBalance, QgVerticalCorrelation
+from pyoops_qg.blocks import QgBalance, QgVerticalCorrelation, QgWalls
 from pyoops_qg.geometry import QgGeometry
 from pyoops_qg.model import QgModel, QgTLM
 from pyoops_qg.state import QgState
@@ -14,7 +14,7 @@ from pyoops_qg.variable_changes import QgLinearVariableChange, QgVariableChange
 @hookimpl
 def pyoops_register(registry: Registry) -> None:
     """Register ``model plugin: qg``, the model ``QG``, the linear model ``QgTLM``, the variable
-    changes ``QG`` and the SABER blocks ``QG balance`` and ``QG vertical correlation``."""
+    changes ``QG`` and the SABER blocks ``QG balance``, ``QG walls`` and ``QG vertical correlation``."""
     registry.add_model_plugin(
         "qg",
         geometry=QgGeometry,
@@ -26,4 +26,5 @@ def pyoops_register(registry: Registry) -> None:
     registry.variable_change.register("QG", QgVariableChange)
     registry.linear_variable_change.register("QG", QgLinearVariableChange)
     registry.saber_block.register("QG balance", QgBalance)
+    registry.saber_block.register("QG walls", QgWalls)
     registry.saber_block.register("QG vertical correlation", QgVerticalCorrelation)
