@@ -200,6 +200,7 @@ def test_masked_fill_values_are_rejected(tmp_path, grid):
         ds.date = str(DATE)
         for d, n in zip(grid.dims, grid.shape):
             ds.createDimension(d, n)
+            ds.createVariable(d, "f8", (d,))[:] = grid.coordinates[d]
         v = ds.createVariable("psi", "f8", grid.dims, fill_value=-999.0)
         v[0, 0, :] = 1.0  # everything else stays at the fill value
     with pytest.raises(InputFileError, match="non-finite") as err:

@@ -248,6 +248,21 @@ def test_state_from_config_errors(grid, tmp_path):
                                  "background")
     with pytest.raises(ConfigError, match="background.filenmae"):
         GenericState.from_config(grid, {"date": "2010-01-02T00:00:00Z", "filenmae": "a.nc"}, "background")
+    with pytest.raises(ConfigError, match="'allow other geometry' is for a state read from 'filename'"):
+        GenericState.from_config(grid, {"date": "2010-01-02T00:00:00Z", "analytic init": {"method": "x"},
+                                        "allow other geometry": True}, "background")
+
+
+def test_state_of_another_geometry_only_on_request(tmp_path, grid):
+    """A file of the same shape on other levels is refused, or read point by point with the key."""
+    other = StructuredGrid.channel_2d(6, 5, lx=2.0, ly=1.0, variables=["psi", "u"], levels=[0, 2])
+    x = GenericState(other, _rand_state(grid, 3).fields, T0)
+    x.write(str(tmp_path / "other.nc"))
+    config = {"date": T0, "filename": str(tmp_path / "other.nc")}
+    with pytest.raises(InputFileError, match="written on another geometry: z spacing 2 in the file, 1 in the geometry"):
+        GenericState.from_config(grid, config)
+    y = GenericState.from_config(grid, {**config, "allow other geometry": True})
+    assert y.fields.allclose(x.fields, rtol=0, atol=0)
 
 
 def test_increment_write_read(tmp_path, grid):

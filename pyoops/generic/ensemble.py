@@ -28,6 +28,7 @@ and are returned with axes ``(member, time, *grid)``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import read_fields
 from pyoops.util.datetime import DateTime
 from pyoops.util.errors import ConfigError, InputFileError, join_path
+from pyoops.util.resources import format_bytes, require_memory
 from pyoops.util.variables import Variables
 
 __all__ = ["EnsembleSourceParameters", "MemberParameters", "MembersFromTemplate", "member_filenames", "read_ensemble"]
@@ -136,6 +138,10 @@ def read_ensemble(source: EnsembleSourceParameters, geometry: Any, variables: Va
             raise ConfigError("either every member or none has 'states' (4-D members)", path)
         if all(four_d) and entries and len({len(e.states or []) for e in entries}) != 1:
             raise ConfigError("every 4-D member needs the same number of states", path)
+        nstates = len(entries) * (len(entries[0].states or []) if entries and four_d[0] else 1)
+        state_bytes = 8.0 * sum(math.prod(geometry.field_shape(v)) for v in variables)
+        require_memory(nstates * state_bytes, f"{nstates} ensemble member state(s) of {format_bytes(state_bytes)}",
+                       path)
 
         def read_one(entry: MemberParameters, where: str, state_of_4d_member: bool) -> FieldSet:
             # A state of a 4-D member has its own time: its 'date', else the file's date attribute.

@@ -33,9 +33,10 @@ class DiagonalObsError(ObsError):
         super().__init__(params, obs_space)
         sigma = ObsVector.from_group(obs_space, "ObsError").values * params.inflation
         self._mask = obs_space.qc_mask()
-        bad = self._mask & ~(sigma > 0)
+        bad = self._mask & ~(np.isfinite(sigma) & (sigma > 0))
         if bad.any():
-            raise InputFileError(obs_space.source, "ObsError must be positive and finite for every used observation")
+            raise InputFileError(obs_space.source, f"ObsError must be positive and finite for every used observation; "
+                                                   f"{int(bad.sum())} value(s) are not (obs space '{obs_space.name}')")
         self._sigma = np.where(self._mask, sigma, 1.0)
 
     def multiply(self, dy: ObsVector) -> ObsVector:
@@ -61,7 +62,7 @@ class DiagonalObsError(ObsError):
 
     def update(self, obserrors: ObsVector) -> None:
         values = np.asarray(obserrors.values, dtype=float)
-        if (self._mask & ~(values > 0)).any():
+        if (self._mask & ~(np.isfinite(values) & (values > 0))).any():
             raise ValueError("updated observation errors must be positive where observations are used")
         self._sigma = np.where(self._mask, values, 1.0)
 

@@ -10,12 +10,16 @@ File layout (documented in ``docs/file_formats.rst``):
 * group ``ObsError``: standard deviations, same variables;
 * groups written by applications: ``hofx``, ``ombg``, ``oman``, ``EffectiveQC``
   (int32, 0 = used), ``EffectiveError``.
+
+Every variable read is a number on ``Location``; times and locations must be finite.
+NaN (or the fill value) in ``ObsValue`` is a missing observation, never used by any
+statistic (:meth:`ObsSpace.qc_mask`); ±Inf there, or an ``ObsError`` that is not finite
+and positive where ``ObsValue`` is present, is a corrupted file.
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -23,10 +27,18 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from pyoops.config.parameters import DurationField, Parameters
+from pyoops.fields.netcdf import (
+    as_float64,
+    check_number_variable,
+    non_finite_summary,
+    open_dataset,
+    require_file_memory,
+)
 from pyoops.interface.geometry import Locations
-from pyoops.util.atomic import atomic_output, input_path
+from pyoops.util.atomic import atomic_output
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, InputFileError, join_path
+from pyoops.util.logging import logger
 from pyoops.util.random import generator
 from pyoops.util.variables import Variables
 
@@ -110,52 +122,74 @@ class ObsSpace:
 
     # Construction ---------------------------------------------------------------------
     def _read(self, filename: str) -> Locations:
-        import netCDF4
-
-        if not os.path.isfile(filename):
-            raise InputFileError(filename, "observation file not found")
-        try:
-            ds = netCDF4.Dataset(input_path(filename), "r")
-        except OSError as exc:
-            raise InputFileError(filename, f"is not a readable netCDF file ({exc.strerror or exc})") from None
+        """Locations and groups of an input file, checked against the layout (see :meth:`_check_values`)."""
+        ds = open_dataset(filename, "observation file")
         try:
             for group in REQUIRED_GROUPS:
                 if group not in ds.groups:
                     raise InputFileError(filename, f"has no group '{group}' (an observation file needs groups "
                                                    f"{', '.join(REQUIRED_GROUPS)})")
+            if LOCATION_DIM not in ds.dimensions:
+                raise InputFileError(filename, f"has no dimension '{LOCATION_DIM}' (every observation variable is "
+                                               f"on the one dimension '{LOCATION_DIM}')")
+            nvariables = 1 + len(self.location_names) + sum(len(ds.groups[g].variables) for g in ds.groups
+                                                            if g != "MetaData")
+            require_file_memory(filename, 8.0 * nvariables * len(ds.dimensions[LOCATION_DIM]),
+                                f"{nvariables} variables of {len(ds.dimensions[LOCATION_DIM])} observations")
             meta = ds.groups["MetaData"]
-            if "dateTime" not in meta.variables:
-                raise InputFileError(filename, "has no variable MetaData/dateTime")
-            times = _read_times(filename, meta.variables["dateTime"])
+            times_nc = _location_variable(filename, meta, "dateTime", "(locations need a time)")
+            times = _read_times(filename, times_nc, _finite_metadata(filename, times_nc, "dateTime", "a time"))
             coords = {}
             for name in self.location_names:
-                if name not in meta.variables:
-                    raise InputFileError(filename, f"has no variable MetaData/{name} (locations need "
-                                                   f"{', '.join(self.location_names)})")
-                coords[name] = _as_float(meta.variables[name][...])
+                nc = _location_variable(filename, meta, name,
+                                        f"(locations need {', '.join(self.location_names)})")
+                coords[name] = _finite_metadata(filename, nc, name, "a location")
             for group in ds.groups:
-                for var, nc in ds.groups[group].variables.items():
-                    if group != "MetaData":
-                        self._db[(group, var)] = _as_float(nc[...]) if group != "EffectiveQC" else np.asarray(nc[...])
-            for var in self.simulated_variables:
-                for group in ("ObsValue", "ObsError"):
-                    if (group, var) not in self._db:
-                        raise InputFileError(filename, f"has no variable {group}/{var} (simulated variables: "
-                                                       f"{self.simulated_variables})")
-                err = self._db[("ObsError", var)]
-                valid = np.isfinite(self._db[("ObsValue", var)])
-                if (~(err[valid] > 0)).any():
-                    raise InputFileError(filename, f"ObsError/{var} must be positive where ObsValue is present")
+                if group == "MetaData":
+                    continue
+                for var in ds.groups[group].variables:
+                    nc = _location_variable(filename, ds.groups[group], var)
+                    self._db[(group, var)] = as_float64(nc[...]) if group != "EffectiveQC" else np.asarray(nc[...])
         finally:
             ds.close()
+        self._check_values(filename)
         locations = Locations(coords, times)
         inside = self.window.contains_seconds(times)
         if not inside.all():
             bad = int((~inside).sum())
-            first = DateTime.from_seconds_since_epoch(times[~inside][0])
             raise InputFileError(filename, f"{bad} observation(s) outside the time window {self.window} "
-                                           f"(first at {first})")
+                                           f"(first at {_time_text(times[~inside][0])})")
         return locations
+
+    def _check_values(self, filename: str) -> None:
+        """ObsValue and ObsError of every simulated variable (the rule of ``docs/file_formats.rst``).
+
+        NaN or the fill value in ``ObsValue`` is a missing observation: not used, counted in the
+        log.  ±Inf is a corrupted value, and ``ObsError`` must be finite and positive wherever
+        ``ObsValue`` is present: either is an InputFileError naming the variable and the count.
+        """
+        for var in self.simulated_variables:
+            for group in ("ObsValue", "ObsError"):
+                if (group, var) not in self._db:
+                    raise InputFileError(filename, f"has no variable {group}/{var} (simulated variables: "
+                                                   f"{self.simulated_variables})")
+            values = self._db[("ObsValue", var)]
+            infinite = np.isinf(values)
+            if infinite.any():
+                raise InputFileError(filename, f"ObsValue/{var} has {int(infinite.sum())} infinite value(s) of "
+                                               f"{values.size} (a missing observation is NaN or the fill value)")
+            present = ~np.isnan(values)
+            err = self._db[("ObsError", var)]
+            bad = present & ~(np.isfinite(err) & (err > 0))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InputFileError(filename, f"ObsError/{var} must be positive and finite where ObsValue is "
+                                               f"present; {int(bad.sum())} value(s) are not (first: "
+                                               f"ObsError/{var}[{i}] = {float(err[i]):g})")
+            missing = values.size - int(present.sum())
+            if missing:
+                logger.info("obs space '%s': %d of %d ObsValue/%s missing (NaN or fill value), not used",
+                            self.name, missing, values.size, var)
 
     def _generate(self, gen: GenerateParameters, geometry: Any) -> Locations:
         end_offset = gen.end if gen.end is not None else self.window.length
@@ -211,15 +245,18 @@ class ObsSpace:
         return ObsVector.from_group(self, "ObsValue")
 
     def qc_mask(self) -> np.ndarray:
-        """Boolean ``(nvars, nlocs)``: True where an observation is used."""
+        """Boolean ``(nvars, nlocs)``: True where an observation is used.
+
+        An observation is used where its ``ObsValue`` (if the space has one) is finite and its
+        ``EffectiveQC`` flag (if any) is 0: a missing value is never used, whatever its flag.
+        """
         rows = []
         for var in self.simulated_variables:
+            ok = np.ones(self.nlocs, dtype=bool)
             if ("EffectiveQC", var) in self._db:
-                ok = self._db[("EffectiveQC", var)] == 0
-            elif ("ObsValue", var) in self._db:
-                ok = np.isfinite(self._db[("ObsValue", var)])
-            else:
-                ok = np.ones(self.nlocs, dtype=bool)
+                ok &= self._db[("EffectiveQC", var)] == 0
+            if ("ObsValue", var) in self._db:
+                ok &= np.isfinite(self._db[("ObsValue", var)])
             rows.append(ok)
         return np.array(rows, dtype=bool).reshape(len(self.simulated_variables), self.nlocs)
 
@@ -255,27 +292,48 @@ class ObsSpace:
         return f"ObsSpace('{self.name}', nlocs={self.nlocs}, variables={self.simulated_variables})"
 
 
-def _as_float(data: Any) -> np.ndarray:
-    if np.ma.isMaskedArray(data):
-        return np.ma.filled(data.astype(np.float64), np.nan)
-    return np.asarray(data, dtype=np.float64)
+def _location_variable(filename: str, group: Any, var: str, need: str = "") -> Any:
+    """Variable ``var`` of netCDF ``group``, which must exist and hold numbers on ``Location``."""
+    label = f"{group.name}/{var}"
+    if var not in group.variables:
+        raise InputFileError(filename, f"has no variable {label}" + (f" {need}" if need else ""))
+    nc = group.variables[var]
+    check_number_variable(filename, nc, label, (LOCATION_DIM,))
+    return nc
 
 
-def _read_times(filename: str, nc: Any) -> np.ndarray:
+def _finite_metadata(filename: str, nc: Any, var: str, what: str) -> np.ndarray:
+    """Values of ``MetaData/<var>``, refused unless all are finite (every observation needs ``what``)."""
+    values = as_float64(nc[...])
+    bad = non_finite_summary(values)
+    if bad:
+        raise InputFileError(filename, f"MetaData/{var} has {bad}; every observation needs {what}")
+    return values
+
+
+def _time_text(seconds: float) -> str:
+    """An observation time for messages, even one too far out for a date-time."""
+    try:
+        return str(DateTime.from_seconds_since_epoch(seconds))
+    except (OverflowError, ValueError):
+        return f"{seconds:.6g} {DATETIME_UNITS}"
+
+
+def _read_times(filename: str, nc: Any, values: np.ndarray) -> np.ndarray:
+    """Seconds since the epoch of the finite ``values`` of ``MetaData/dateTime`` (in its ``units``)."""
     units = getattr(nc, "units", DATETIME_UNITS)
-    values = np.asarray(nc[...], dtype=np.float64)
-    if units.strip() == DATETIME_UNITS:
+    if str(units).strip() == DATETIME_UNITS:
         return values
     try:
         import cftime
 
         dates = cftime.num2date(values, units, only_use_cftime_datetimes=False, only_use_python_datetimes=True)
+        # CF times without a time-zone offset are UTC; cftime returns them naive.
+        return np.array([DateTime(d if d.tzinfo is not None else d.replace(tzinfo=datetime.timezone.utc))
+                         .seconds_since_epoch() for d in np.atleast_1d(dates)])
     except Exception:
         raise InputFileError(filename, f"MetaData/dateTime has units {units!r}, expected '{DATETIME_UNITS}' "
-                                       "or another CF time unit") from None
-    # CF times without a time-zone offset are UTC; cftime returns them naive.
-    return np.array([DateTime(d if d.tzinfo is not None else d.replace(tzinfo=datetime.timezone.utc))
-                     .seconds_since_epoch() for d in np.atleast_1d(dates)])
+                                       "or another CF time unit (with times it can represent)") from None
 
 
 def _network(geometry: Any, gen: GenerateParameters, rng: np.random.Generator) -> dict[str, np.ndarray]:

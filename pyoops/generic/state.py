@@ -59,11 +59,17 @@ class StateParameters(Parameters):
     )
     state_variables: list[str] | None = Field(None, description="Variables to read (default: the geometry's).")
     member: int | None = Field(None, ge=0, description="Member index to read from an ensemble file.")
+    allow_other_geometry: bool = Field(
+        False, description="Read a file written on another geometry of the same dimensions and shape, point by "
+                           "point (e.g. a truth run with other layer depths in a twin experiment); the difference "
+                           "is logged. By default such a file is refused.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "StateParameters":
         if (self.filename is None) == (self.analytic_init is None):
             raise ValueError("give exactly one of 'filename' and 'analytic init'")
+        if self.allow_other_geometry and self.filename is None:
+            raise ValueError("'allow other geometry' is for a state read from 'filename'")
         return self
 
 
@@ -172,7 +178,8 @@ class GenericState(_FieldsHolder, State):
         params = config if isinstance(config, StateParameters) else validate(StateParameters, config, path)
         variables = Variables(params.state_variables) if params.state_variables else geometry.variables
         if params.filename is not None:
-            fields, _ = read_fields(params.filename, geometry, variables, params.date, member=params.member)
+            fields, _ = read_fields(params.filename, geometry, variables, params.date, member=params.member,
+                                    other_geometry=params.allow_other_geometry)
             return cls(geometry, fields, params.date)
         fields = cls.analytic_init(geometry, params.analytic_init or {}, params.date,
                                    join_path(path, "analytic init"))

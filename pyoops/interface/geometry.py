@@ -126,6 +126,21 @@ class Geometry(ABC):
     def same_as(self, other: "Geometry") -> bool:
         return type(self) is type(other) and self.describe() == other.describe()
 
+    def coordinate_units(self) -> dict[str, str]:
+        """CF ``units`` of the coordinate of each file dimension, e.g. ``{"x": "m"}``.
+
+        Written as the coordinate variable's ``units`` attribute and compared on read
+        when a file gives one.  Default: none declared.
+        """
+        return {}
+
+    def spacing_keys(self) -> dict[str, str]:
+        """Geometry YAML key that sets the grid spacing along each file dimension, e.g. ``{"x": "dx"}``.
+
+        Only for messages: a file on another grid spacing names ``geometry.<key>``.
+        """
+        return {}
+
     def field_shapes(self, variables: Variables) -> dict[str, tuple[int, ...]]:
         return {v: self.field_shape(v) for v in variables}
 

@@ -92,7 +92,9 @@ def build(folder: Path, seed: int) -> dict[str, Any]:
     geometry = registry.model_plugin(PLUGIN).geometry(GEOMETRY)
     state_cls = registry.model_plugin(PLUGIN).state
     before = T0 - Duration("P1D")
-    x = state_cls.from_config(geometry, {"date": str(before), "filename": str(folder / f"truth.{before}.nc")})
+    # The truth has other layer depths (model error): read its fields point by point on the DA geometry.
+    x = state_cls.from_config(geometry, {"date": str(before), "filename": str(folder / f"truth.{before}.nc"),
+                                         "allow other geometry": True})
     b = ErrorCovariance(static_b(), geometry, VARIABLES, before, registry, registry.model_plugin(PLUGIN))
     x += b.randomize(generator(seed, "qg twin", "background"))
     init = folder / f"init.{seed}.nc"

@@ -249,12 +249,13 @@ class EnsembleBlock(SaberCentralBlock):
         scaled = {v: pert[v] * factor for v in self.variables}
         if self.params.inflation_field is not None:
             cfg = self.params.inflation_field
-            path = join_path(self.context.path, "inflation field")
             date = cfg.date or self.context.time
             infl, _ = read_fields(cfg.filename, self.geometry, self.variables, date)
             for v in self.variables:
-                if (infl[v] < 0).any():
-                    raise ConfigError(f"{cfg.filename}: inflation field '{v}' has negative values", path)
+                negative = int((infl[v] < 0).sum())
+                if negative:
+                    raise InputFileError(cfg.filename, f"inflation field '{v}' has {negative} negative value(s) of "
+                                                       f"{infl[v].size} (an inflation field is >= 0)")
                 scaled[v] = scaled[v] * infl[v]
         return FieldSet(scaled, copy=False)
 

@@ -43,6 +43,10 @@ class Lorenz96Geometry(StructuredGrid):
         self.params = params
         super().__init__([Axis.periodic_axis("x", params.resol, 1.0, dim="position")], variables=["x"])
 
+    def spacing_keys(self) -> dict[str, str]:
+        """``resol`` sets the spacing :math:`1/N` of the ``position`` dimension."""
+        return {"position": "resol"}
+
     @property
     def resol(self) -> int:
         """Number of grid points :math:`N`."""

@@ -75,6 +75,14 @@ class ShallowWaterGeometry(StructuredGrid):
         super().__init__([Axis.periodic_axis("y", params.ny, ly), Axis.periodic_axis("x", params.nx, lx)],
                          variables=VARIABLES)
 
+    def coordinate_units(self) -> dict[str, str]:
+        """Coordinates ``x`` and ``y`` are in metres."""
+        return {"x": "m", "y": "m"}
+
+    def spacing_keys(self) -> dict[str, str]:
+        """``dx`` and ``dy`` set the spacings (named when a file is on another spacing)."""
+        return {"x": "dx", "y": "dy"}
+
     @property
     def nx(self) -> int:
         """Points in x."""
