@@ -157,6 +157,14 @@ class QgGeometry(StructuredGrid):
         super().__init__(axes, variables=VARIABLES)
 
     # Grid ------------------------------------------------------------------------------------
+    def coordinate_units(self) -> dict[str, str]:
+        """Coordinates ``xc``, ``yc`` (horizontal) and ``z`` (layer mid-depths) are in metres."""
+        return {"xc": "m", "yc": "m", "z": "m"}
+
+    def spacing_keys(self) -> dict[str, str]:
+        """``nx`` and ``ny`` set the spacings of the fixed channel; ``depths`` the levels."""
+        return {"xc": "nx", "yc": "ny", "z": "depths"}
+
     @property
     def nx(self) -> int:
         return self.shape[2]
