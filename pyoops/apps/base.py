@@ -97,6 +97,8 @@ class Application(ABC):
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     Parameters: ClassVar[type[ApplicationParameters]]
+    #: Whether the configuration names a model plugin (observation-space applications do not).
+    needs_model_plugin: ClassVar[bool] = True
 
     def __init__(self, registry: Registry):
         self.registry = registry
@@ -107,7 +109,7 @@ class Application(ABC):
         """Validate the whole configuration (including plugin sections) without reading data."""
         self.document = document
         params = validate(self.Parameters, document.data)
-        self.plugin = self.registry.model_plugin(params.model_plugin)
+        self.plugin = self.registry.model_plugin(params.model_plugin) if self.needs_model_plugin else None
         self.validate_plugins(params)
         check_declared_files(params)
         return params

@@ -23,6 +23,7 @@ def pyoops_register(registry: Registry) -> None:
 
     from pyoops.apps.covariance import DiracApplication, ErrorCovarianceToolboxApplication, GenEnsPertBApplication
     from pyoops.apps.ens_mean_variance import EnsMeanVarianceApplication
+    from pyoops.apps.obs_diagnostics import ObsDiagnosticsApplication
 
     registry.application.register("dirac", DiracApplication)
     registry.application.register("error-covariance-toolbox", ErrorCovarianceToolboxApplication)
@@ -67,3 +68,4 @@ def pyoops_register(registry: Registry) -> None:
     registry.application.register("cycle", CycleApplication)
     registry.application.register("eda", EDAApplication)
     registry.saber_block.register("explicit covariance", ExplicitCovariance)
+    registry.application.register("obs-diagnostics", ObsDiagnosticsApplication)
