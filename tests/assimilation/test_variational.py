@@ -739,10 +739,19 @@ def test_half_then_full_resolution_outer_loops_reach_the_full_blue(workdir, algo
     trace = json.loads((workdir / "cost.two.json").read_text())["trace"]
     second = [r for r in trace if r["outer iteration"] == 1]
     assert summary["final J"] == pytest.approx(j(xa_blue), rel=1e-10)
-    # The second loop starts at the half-resolution analysis, whose J is the nonlinear one too.
     first = [r for r in trace if r["outer iteration"] == 0]
-    assert second[0]["J"] < first[0]["J"]
-    assert second[-1]["J"] <= second[0]["J"]
+    if algorithm != "RPCG":
+        # The second loop starts at the half-resolution analysis, whose J is the nonlinear one too
+        # (measured 17.16 against 42.54 at the background: no round-off question).
+        assert second[0]["J"] < first[0]["J"]
+    else:
+        # RPCG's iteration 0 is J(dx_b), i.e. J at the background, in every outer loop: the two numbers are
+        # the same J (Jb = 0, Jo of y - Hx_b) computed from other operands (d and H dx_b about another guess),
+        # equal to round-off (measured |diff| = 1-2 ulps of J ~ 42, in either direction depending on the BLAS
+        # kernel).  rel=1e-12 (~4500 ulps) leaves room for the O(n eps) round-off of the 30 squared departures
+        # and is still far below a real difference (J at the half-resolution analysis would be 17.16).
+        assert second[0]["J"] == pytest.approx(first[0]["J"], rel=1e-12)
+    assert second[-1]["J"] <= second[0]["J"]  # 13.32 against 17.16 (42.54 for RPCG): a wide margin
 
 
 @pytest.mark.parametrize("algorithm", MINIMIZERS)
