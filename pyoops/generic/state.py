@@ -43,7 +43,7 @@ def select_analytic_init(methods: dict[str, type[Parameters]], config: Any, path
     the known methods.
     """
     method = config.get("method") if isinstance(config, dict) else None
-    if method not in methods:
+    if not isinstance(method, str) or method not in methods:
         raise ConfigError(f"unknown analytic init method {method!r} (known methods: {', '.join(methods)})",
                           join_path(path, "method"))
     return validate(methods[method], config, path)
