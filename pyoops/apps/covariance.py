@@ -16,7 +16,9 @@ from pydantic import Field
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.apps.plotting import plot_fields
+from pyoops.assimilation.costfunction import VariableName
 from pyoops.config.parameters import Parameters
+from pyoops.ensemble.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
 from pyoops.generic.state import DiracParameters, StateParameters
@@ -25,6 +27,7 @@ from pyoops.saber.blocks import SaberCentralBlock, SaberOuterBlock
 from pyoops.saber.chain import ErrorCovariance, validate_covariance
 from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.random import generator
+from pyoops.util.resources import MAX_MEMBERS, check_count
 from pyoops.util.variables import Variables
 
 __all__ = [
@@ -45,7 +48,8 @@ class CovarianceAppParameters(ApplicationParameters):
 
     geometry: dict[str, Any] = Field(description="Geometry of the model plugin.")
     background: StateParameters = Field(description="Background state: valid time, variables, data for blocks.")
-    analysis_variables: list[str] | None = Field(None, description="Variables of B (default: the background's).")
+    analysis_variables: list[VariableName] | None = Field(
+        None, min_length=1, description="Variables of B (default: the background's).")
     background_error: dict[str, Any] = Field(description="covariance model: SABER, saber central block, ...")
 
 
@@ -149,7 +153,7 @@ class DiracApplication(CovarianceApplication):
 
 class RandomizationParameters(Parameters):
     size: int = Field(gt=1, description="Number of samples K.")
-    seed: int = Field(0, description="Seed of the random draws.")
+    seed: int = Field(0, ge=0, description="Seed of the random draws.")
     output_variance: FileParameters | None = Field(None, description="netCDF file of the sample variance.")
 
 
@@ -284,7 +288,7 @@ class GenEnsPertBParameters(CovarianceAppParameters):
     """``pyoops gen-ens-pert-b`` configuration (OOPS GenEnsPertB)."""
 
     members: int = Field(gt=0, description="Number of perturbations.")
-    seed: int = Field(0, description="Seed; member k uses its own stream, independent of the others.")
+    seed: int = Field(0, ge=0, description="Seed; member k uses its own stream, independent of the others.")
     perturbed_states: bool = Field(
         True, description="Write background + perturbation (true) or the perturbation alone (false).")
     output: FileParameters = Field(description="Output file; %mem% is replaced by the member number (1-based).")
@@ -299,8 +303,12 @@ class GenEnsPertBApplication(CovarianceApplication):
 
     def validate_plugins(self, params: GenEnsPertBParameters) -> None:
         super().validate_plugins(params)
+        # Before anything is drawn or written: the count, then the files on the disk.
+        check_count(params.members, MAX_MEMBERS, "number of members", "members")
         if params.members > 1 and "%mem%" not in params.output.filename:
             raise ConfigError("must contain %mem% when there are several members", "output.filename")
+        check_output_files(params.members, state_bytes(self._geometry, self._variables), params.output.filename,
+                           "members", "member files")
 
     def run(self, params: GenEnsPertBParameters) -> dict[str, Any]:
         background, cov = self.covariance(params)

@@ -36,9 +36,9 @@ import numpy as np
 from pydantic import Field
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise
-from pyoops.apps.ensemble_forecast import member_count, member_labels
+from pyoops.apps.ensemble_forecast import member_count, member_count_path, member_labels
 from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
-from pyoops.assimilation.driver import VariationalSection
+from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory
 from pyoops.config.parameters import Parameters
 from pyoops.ensemble.cycling import rmse, spread
 from pyoops.ensemble.eda import (
@@ -49,6 +49,7 @@ from pyoops.ensemble.eda import (
     run_eda,
 )
 from pyoops.ensemble.executors import MemberExecutor, ParallelParameters
+from pyoops.ensemble.sizes import check_members, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import check_same_geometry, write_fields
 from pyoops.generic.ensemble import EnsembleSourceParameters, member_filenames, read_ensemble
@@ -87,9 +88,22 @@ class EDAApplication(Application):
 
     def validate_plugins(self, params: EDAAppParameters) -> None:
         self._cost = CostFunction(params.cost_function, self.registry, self.plugin)
+        check_minimizer_memory(self._cost, params.variational)
         n = member_count(params.members)
-        if n is not None and n < 2:
-            raise ConfigError(f"an ensemble needs at least 2 members, got {n}", "members")
+        ntimes = len(self._cost.increment_times)
+        if n is not None:
+            if n < 2:
+                raise ConfigError(f"an ensemble needs at least 2 members, got {n}",
+                                  member_count_path(params.members, "members"))
+            # Backgrounds, analyses and their stacks of every member (at every sub-window time).
+            check_members(n, self._cost.geometry, self._cost.variables,
+                          member_count_path(params.members, "members"), times=ntimes)
+        one = state_bytes(self._cost.geometry, self._cost.variables)
+        for key in ("output", "output_control", "output_mean", "output_spread"):
+            option = getattr(params, key)
+            if option is not None:
+                files = ntimes * ((n or 1) if key == "output" else 1)
+                check_output_files(files, one, option.filename, f"{key.replace('_', ' ')}.filename")
         if params.output is not None and "%mem%" not in params.output.filename:
             raise ConfigError("must contain %mem% (one file per member)", "output.filename")
         if len(self._cost.increment_times) > 1:

@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise
+from pyoops.assimilation.costfunction import VariableName
 from pyoops.config.parameters import DateTimeField, Parameters
 from pyoops.fields.netcdf import write_fields
 from pyoops.generic.ensemble import EnsembleSourceParameters, read_ensemble
@@ -27,7 +28,8 @@ class EnsMeanVarianceParameters(ApplicationParameters):
 
     geometry: dict[str, Any] = Field(description="Geometry of the model plugin.")
     date: DateTimeField = Field(description="Valid time of the members.")
-    variables: list[str] | None = Field(None, description="Variables (default: the geometry's).")
+    variables: list[VariableName] | None = Field(
+        None, min_length=1, description="Variables (default: the geometry's).")
     ensemble: EnsembleSourceParameters = Field(description="Members: list, template or one ensemble file.")
     output_mean: _File | None = Field(None, description="netCDF file of the ensemble mean.")
     output_variance: _File | None = Field(None, description="netCDF file of the variance (N − 1 normalisation).")

@@ -37,8 +37,10 @@ import numpy as np
 from pydantic import Field
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise, union_of_parameters
-from pyoops.apps.forecast import OutputParameters, StateWriter
+from pyoops.apps.forecast import OutputParameters, StateWriter, check_output_times
+from pyoops.assimilation.costfunction import VariableName
 from pyoops.config.parameters import DurationField, Parameters
+from pyoops.ensemble.sizes import check_members, end_date, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import check_same_geometry, write_fields
 from pyoops.generic.ensemble import EnsembleSourceParameters, member_filenames, read_ensemble
@@ -82,15 +84,20 @@ def member_labels(source: EnsembleSourceParameters, nmembers: int) -> list[str]:
 
 
 def ensemble_date(source: EnsembleSourceParameters, path: str) -> DateTime:
-    """The common valid time of the members (every member must give its ``date``)."""
+    """The common valid time of the members (every member must give its ``date``).
+
+    A template is looked at once (its members share its date), never expanded: an
+    ensemble of a billion members is refused by :func:`validate_ensemble_source` first.
+    """
     if source.filename is not None:
         if source.date is None:
             raise ConfigError("give the 'date' of the ensemble file", join_path(path, "date"))
         return source.date
-    entries = member_filenames(source)
+    template = source.members_from_template
+    entries = [template.template] if template is not None else list(source.members or [])
     if any(e.states is not None for e in entries):
         raise ConfigError("4-D members ('states') are not supported here: give one state per member", path)
-    where = join_path(path, "members from template.template" if source.members_from_template else "members")
+    where = join_path(path, "members from template.template" if template is not None else "members")
     dates = {e.date for e in entries}
     if None in dates:
         raise ConfigError("every member needs a 'date' (its valid time)", where)
@@ -99,11 +106,23 @@ def ensemble_date(source: EnsembleSourceParameters, path: str) -> DateTime:
     return dates.pop()
 
 
-def validate_ensemble_source(source: EnsembleSourceParameters, path: str) -> DateTime:
-    """Configuration checks of an ensemble section: at least 2 members, one common date."""
+def member_count_path(source: EnsembleSourceParameters, path: str) -> str:
+    """The YAML key that sets the number of members of ``source``."""
+    if source.members_from_template is not None:
+        return join_path(path, "members from template.nmembers")
+    return join_path(path, "members" if source.members is not None else "filename")
+
+
+def validate_ensemble_source(source: EnsembleSourceParameters, path: str, geometry: Any = None,
+                             variables: Any = None, copies: int = 4) -> DateTime:
+    """Configuration checks of an ensemble section: 2 to MAX_MEMBERS members that fit in memory
+    (``copies`` ensembles of them on ``geometry``), one common date."""
     n = member_count(source)
-    if n is not None and n < 2:
-        raise ConfigError(f"an ensemble needs at least 2 members, got {n}", path)
+    if n is not None:
+        if n < 2:
+            raise ConfigError(f"an ensemble needs at least 2 members, got {n}", member_count_path(source, path))
+        if geometry is not None:
+            check_members(n, geometry, variables, member_count_path(source, path), copies)
     return ensemble_date(source, path)
 
 
@@ -173,7 +192,8 @@ class EnsembleForecastParameters(ApplicationParameters):
     initial_condition: EnsembleSourceParameters = Field(
         description="Members: 'members', 'members from template' or one ensemble 'filename'.")
     forecast_length: DurationField = Field(description="Length of the forecast (ISO-8601 duration).")
-    variables: list[str] | None = Field(None, description="Variables to read (default: the geometry's).")
+    variables: list[VariableName] | None = Field(
+        None, min_length=1, description="Variables to read (default: the geometry's).")
     output: OutputParameters | None = Field(None, description="Member files: %mem% and %date% are replaced.")
     output_mean: OutputParameters | None = Field(None, description="Ensemble mean files.")
     output_spread: OutputParameters | None = Field(None, description="Ensemble standard deviation files.")
@@ -187,17 +207,30 @@ class EnsembleForecastApplication(Application):
     Parameters = EnsembleForecastParameters
 
     def validate_plugins(self, params: EnsembleForecastParameters) -> None:
-        self._date = validate_ensemble_source(params.initial_condition, "initial condition")
         geometry = self.geometry(params.geometry)
+        self._variables = Variables(params.variables or geometry.variables)
+        unknown = self._variables - geometry.variables
+        if unknown:
+            raise ConfigError(f"unknown variable(s) {unknown} (geometry has {geometry.variables})", "variables")
+        self._date = validate_ensemble_source(params.initial_condition, "initial condition", geometry,
+                                              self._variables, copies=3)
         model = self.make("model", params.model, "model", geometry)
         try:
             number_of_steps(params.forecast_length, model.time_resolution)
         except ConfigError as exc:
             raise ConfigError(exc.message, "forecast length") from None
-        self._variables = Variables(params.variables or geometry.variables)
-        unknown = self._variables - geometry.variables
-        if unknown:
-            raise ConfigError(f"unknown variable(s) {unknown} (geometry has {geometry.variables})", "variables")
+        end_date(self._date, params.forecast_length, "forecast length")
+        n = member_count(params.initial_condition) or 1
+        one = state_bytes(geometry, self._variables)
+        for key in ("output", "output_mean", "output_spread"):
+            option = getattr(params, key)
+            if option is None:
+                continue
+            members = key == "output"
+            per_time = n if members and "%mem%" in option.filename else 1
+            size = one * n if members and "%mem%" not in option.filename else one
+            check_output_times(option, params.forecast_length, model.time_resolution, key.replace("_", " "),
+                               files_per_time=per_time, bytes_each=size)
         self._geometry, self._model = geometry, model
 
     def run(self, params: EnsembleForecastParameters) -> dict[str, Any]:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise, union_of_parameters
 from pyoops.config.parameters import DurationField, Parameters
+from pyoops.ensemble.sizes import check_output_files, end_date, state_bytes
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
 from pyoops.registry import ModelPlugin
 from pyoops.util.datetime import DateTime, Duration
 from pyoops.util.errors import ConfigError
 
-__all__ = ["ForecastApplication", "ForecastParameters", "OutputParameters", "StateWriter"]
+__all__ = ["ForecastApplication", "ForecastParameters", "OutputParameters", "StateWriter", "check_output_times"]
 
 logger = logging.getLogger("pyoops")
 
@@ -31,16 +32,55 @@ class OutputParameters(Parameters):
     frequency: DurationField | None = Field(None, description="Write every this often (default: final state only).")
     first: DurationField = Field(Duration("PT0S"), description="Offset of the first output from the initial time.")
 
+    @field_validator("frequency")
+    @classmethod
+    def _positive(cls, value: Duration | None) -> Duration | None:
+        if value is not None and value <= Duration(0):
+            raise ValueError(f"must be positive, got {value}")
+        return value
+
     @model_validator(mode="after")
     def _template(self) -> "OutputParameters":
         if self.frequency is not None and "%date%" not in self.filename:
             raise ValueError("with 'frequency', 'filename' must contain %date% (one file per output time)")
-        if self.frequency is not None and self.frequency <= Duration(0):
-            raise ValueError(f"'frequency' must be positive, got {self.frequency}")
         return self
 
     def filename_at(self, time: DateTime) -> str:
         return self.filename.replace("%date%", str(time))
+
+    def count(self, length: Duration) -> int:
+        """Number of output times of a forecast of ``length``."""
+        if self.frequency is None:
+            return 1
+        if self.first > length:
+            return 0
+        return int((length - self.first) / self.frequency) + 1
+
+
+def check_output_times(output: OutputParameters, length: Duration, step: Duration, path: str,
+                       files_per_time: int = 1, bytes_each: float = 0.0) -> int:
+    """Refuse output times the forecast never reaches or that are not model times; check the file count.
+
+    Returns the number of output times.  ``files_per_time`` files of ``bytes_each`` are
+    written at each of them (members of an ensemble); their number and size are
+    checked against :data:`~pyoops.util.resources.MAX_OUTPUT_FILES` and the disk.
+    """
+    if output.frequency is None:
+        if "first" in output.model_fields_set:
+            raise ConfigError("'first' only applies with 'frequency' (without it the final state is written)",
+                              f"{path}.first")
+    else:
+        for key in ("first", "frequency"):
+            value = getattr(output, key)
+            if value % step:
+                raise ConfigError(f"{value} is not a multiple of the model time step {step}: no state would be "
+                                  "written at those times", f"{path}.{key}")
+        if output.first < Duration(0) or output.first > length:
+            raise ConfigError(f"must lie between PT0S and the forecast length {length}, got {output.first}",
+                              f"{path}.first")
+    count = output.count(length)
+    check_output_files(count * files_per_time, bytes_each, output.filename, f"{path}.filename")
+    return count
 
 
 class StateWriter(PostProcessor):
@@ -98,6 +138,10 @@ class ForecastApplication(Application):
             number_of_steps(params.forecast_length, model.time_resolution)
         except ConfigError as exc:
             raise ConfigError(exc.message, "forecast length") from None
+        end_date(params.initial_condition.date, params.forecast_length, "forecast length")
+        if params.output is not None:
+            check_output_times(params.output, params.forecast_length, model.time_resolution, "output",
+                               bytes_each=state_bytes(geometry))
         self._geometry, self._model = geometry, model
 
     def run(self, params: ForecastParameters) -> dict[str, Any]:

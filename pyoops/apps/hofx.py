@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from pyoops.apps.base import (
     Application,
@@ -23,7 +23,9 @@ from pyoops.apps.base import (
     specialise,
     union_of_parameters,
 )
+from pyoops.assimilation.costfunction import check_observed_variables
 from pyoops.config.parameters import DurationField, Parameters
+from pyoops.ensemble.sizes import check_generated_observations
 from pyoops.generic.forecast import forecast, number_of_steps
 from pyoops.generic.observers import (
     ObservationsParameters,
@@ -54,20 +56,23 @@ class HofXParameters(ApplicationParameters):
     observations: dict[str, Any] = Field(description="{observers: [{obs space, obs operator, obs error}, ...]}.")
     make_obs: bool = Field(False, description="Write H(x) (+ perturbation) as ObsValue: synthetic observations.")
     obs_perturbations: bool = Field(False, description="With make obs: add a draw from N(0, R).")
-    obs_perturbations_seed: int = Field(0, description="Seed of the observation perturbations.")
+    obs_perturbations_seed: int = Field(0, ge=0, description="Seed of the observation perturbations.")
 
-    @model_validator(mode="after")
-    def _mode(self) -> "HofXParameters":
+    def check_mode(self) -> None:
+        """3-D (``state``) or 4-D (``initial condition`` and ``model``): a ConfigError naming the key."""
         four_d = self.model is not None or self.initial_condition is not None
         if four_d and self.state is not None:
-            raise ValueError("give either 'state' (3-D H(x)) or 'initial condition' and 'model' (4-D), not both")
+            raise ConfigError("give either 'state' (3-D H(x)) or 'initial condition' and 'model' (4-D), not both",
+                              "state")
         if four_d and (self.model is None or self.initial_condition is None):
-            raise ValueError("4-D H(x) needs both 'initial condition' and 'model'")
+            missing = "model" if self.model is None else "initial condition"
+            raise ConfigError("required key is missing: 4-D H(x) needs both 'initial condition' and 'model'",
+                              missing)
         if not four_d and self.state is None:
-            raise ValueError("give 'state' (3-D H(x)) or 'initial condition' and 'model' (4-D H(x))")
+            raise ConfigError("required key is missing: give 'state' (3-D H(x)) or 'initial condition' and 'model' "
+                              "(4-D H(x))", "state")
         if self.obs_perturbations and not self.make_obs:
-            raise ValueError("'obs perturbations' only applies with 'make obs: true'")
-        return self
+            raise ConfigError("only applies with 'make obs: true'", "obs perturbations")
 
 
 class HofXApplication(Application):
@@ -78,9 +83,11 @@ class HofXApplication(Application):
     Parameters = HofXParameters
 
     def validate_plugins(self, params: HofXParameters) -> None:
+        params.check_mode()
         self._geometry = self.geometry(params.geometry)
         self._obs_params = validate_observations(params.observations, self.registry, "observations")
         window = params.time_window.window()
+        check_generated_observations(self._obs_params, window, "observations")
         if params.state is not None:
             check_state_in_window(params.state.date, window, "state")
             self._model = None
@@ -104,6 +111,7 @@ class HofXApplication(Application):
     def run(self, params: HofXParameters) -> dict[str, Any]:
         window = params.time_window.window()
         observers = Observers.from_config(self._obs_params, window, self._geometry, self.registry)
+        check_observed_variables(observers, self._geometry)
         if self._model is None:
             state = self.plugin.state.from_config(self._geometry, params.state, "state")
             hofx = observers.hofx_3d(state.fields)

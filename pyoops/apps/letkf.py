@@ -39,7 +39,14 @@ from pyoops.apps.base import (
     specialise,
     union_of_parameters,
 )
-from pyoops.apps.ensemble_forecast import member_labels, read_members, validate_ensemble_source, write_ensemble
+from pyoops.apps.ensemble_forecast import (
+    member_count,
+    member_labels,
+    read_members,
+    validate_ensemble_source,
+    write_ensemble,
+)
+from pyoops.assimilation.costfunction import VariableName, check_observed_variables
 from pyoops.assimilation.letkf import (
     EnsembleWeights,
     LocalEnsembleDAParameters,
@@ -53,6 +60,7 @@ from pyoops.assimilation.letkf import (
 )
 from pyoops.config.parameters import DateTimeField, Parameters, validate
 from pyoops.config.yaml_io import require_mapping
+from pyoops.ensemble.sizes import check_generated_observations, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.ensemble import EnsembleSourceParameters
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
@@ -67,6 +75,7 @@ from pyoops.interface.geometry import Locations
 from pyoops.registry import ModelPlugin
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError
+from pyoops.util.resources import require_memory
 from pyoops.util.variables import Variables
 
 __all__ = [
@@ -103,7 +112,8 @@ class LocalEnsembleDAAppParameters(ApplicationParameters):
     background: EnsembleSourceParameters = Field(
         description="Background members ('members from template', 'members' or an ensemble 'filename'); their "
                     "date is the analysis time (3-D) or the window begin (4-D).")
-    variables: list[str] | None = Field(None, description="Analysed variables (default: the geometry's).")
+    variables: list[VariableName] | None = Field(
+        None, min_length=1, description="Analysed variables (default: the geometry's).")
     model: dict[str, Any] | None = Field(None, description="4-D: the model that runs the members through the window.")
     analysis_times: list[DateTimeField] | None = Field(
         None, description="4-D: times of the analyses written (default: the window end).")
@@ -220,9 +230,10 @@ class LocalEnsembleDAApplication(Application):
         unknown = self._variables - geometry.variables
         if unknown:
             raise ConfigError(f"unknown variable(s) {unknown} (geometry has {geometry.variables})", "variables")
-        self._date = validate_ensemble_source(params.background, "background")
+        self._date = validate_ensemble_source(params.background, "background", geometry, self._variables)
         window = params.time_window.window()
         self._obs_params = validate_local_observations(params.observations, self.registry, "observations")
+        check_generated_observations(self._obs_params, window, "observations")
         if params.model is None:
             if params.analysis_times is not None:
                 raise ConfigError("only with 'model' (4-D); in 3-D the analysis is at the background date",
@@ -252,14 +263,42 @@ class LocalEnsembleDAApplication(Application):
                 if option is not None and "%date%" not in option.filename:
                     raise ConfigError("must contain %date%: there are several analysis times",
                                       f"{key.replace('_', ' ')}.filename")
+        self._check_outputs(params, geometry)
         self._modes = None
         modulation = params.local_ensemble_da.modulation
         if modulation is not None:
             axes, mod = modulation
+            path = f"local ensemble DA.{axes} localization"
+            npoints = geometry.grid_locations().nlocs
+            if axes == "horizontal":
+                # The dense localization matrix between all grid points, its eigenvectors and a copy.
+                require_memory(3 * 8.0 * npoints**2, f"a horizontal modulation localization on {npoints} grid "
+                               f"points (dense {npoints} x {npoints} matrices)", path)
             try:
                 self._modes = modulation_modes(geometry, mod, axes)
             except ConfigError as exc:
-                raise ConfigError(exc.message, f"local ensemble DA.{axes} localization") from None
+                raise ConfigError(exc.message, path) from None
+            if mod.number_of_modes is not None and self._modes.shape[1] < mod.number_of_modes:
+                raise ConfigError(f"at most {self._modes.shape[1]} modes on this grid (the size of the "
+                                  f"localization matrix), got {mod.number_of_modes}", f"{path}.number of modes")
+            n = member_count(params.background)
+            if n is not None:
+                nmodes = self._modes.shape[1]
+                require_memory(3 * n * nmodes * state_bytes(geometry, self._variables),
+                               f"{n} members modulated by {nmodes} modes ({n * nmodes} modulated members)", path)
+
+    def _check_outputs(self, params: LocalEnsembleDAAppParameters, geometry: Any) -> None:
+        """The number and size of the files the analysis writes (members x analysis times)."""
+        n = member_count(params.background)
+        one = state_bytes(geometry, self._variables)
+        for key in ("output", "output_mean", "output_spread"):
+            option = getattr(params, key)
+            if option is None:
+                continue
+            per_member = key == "output" and "%mem%" in option.filename
+            files = len(self._times) * ((n or 1) if per_member else 1)
+            size = one * (n or 1) if key == "output" and not per_member else one
+            check_output_files(files, size, option.filename, f"{key.replace('_', ' ')}.filename")
 
     # Running ----------------------------------------------------------------------------------
     def run(self, params: LocalEnsembleDAAppParameters) -> dict[str, Any]:
@@ -272,6 +311,7 @@ class LocalEnsembleDAApplication(Application):
         state_class = self.plugin.state
         background = state_class(geometry, fields, self._date)
         observers = Observers.from_config(self._obs_params, window, geometry, self.registry)
+        check_observed_variables(observers, geometry)
         net = ObsNetwork.from_observers(observers, self._obs_params)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()

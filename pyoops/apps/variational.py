@@ -19,8 +19,9 @@ from pydantic import Field
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
-from pyoops.assimilation.driver import VariationalSection, run_incremental
+from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory, run_incremental
 from pyoops.config.parameters import Parameters
+from pyoops.ensemble.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
 from pyoops.registry import ModelPlugin
@@ -89,6 +90,13 @@ class VariationalApplication(Application):
 
     def validate_plugins(self, params: VariationalParameters) -> None:
         self._cost = CostFunction(params.cost_function, self.registry, self.plugin)
+        check_minimizer_memory(self._cost, params.variational)
+        one = state_bytes(self._cost.geometry, self._cost.variables)
+        for key in ("output", "output_increment"):
+            option = getattr(params, key)
+            if option is not None:
+                check_output_files(len(self._cost.increment_times), one, option.filename,
+                                   f"{key.replace('_', ' ')}.filename")
         if len(self._cost.increment_times) > 1:
             for key in ("output", "output_increment"):
                 option = getattr(params, key)

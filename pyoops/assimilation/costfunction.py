@@ -33,7 +33,7 @@ flattened to 1-D arrays for the minimizers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -41,6 +41,7 @@ from pydantic import Field, model_validator
 from pyoops.apps.base import TimeWindowParameters
 from pyoops.assimilation.slots import slot_indices, slot_times
 from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.ensemble.sizes import check_generated_observations
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.grid import SparseInterpolator
@@ -53,9 +54,13 @@ from pyoops.util.datetime import DateTime, Duration
 from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.variables import Variables
 
-__all__ = ["COST_TYPES", "CostFunction", "CostFunctionParameters", "change_resolution"]
+__all__ = ["COST_TYPES", "CostFunction", "CostFunctionParameters", "VariableName", "change_resolution",
+           "check_observed_variables", "make_geometry"]
 
 COST_TYPES = ("3D-Var", "3D-FGAT", "4D-FGAT", "4D-Var", "4D-Ens-Var")
+
+#: A variable name in a configuration: a non-empty string.
+VariableName = Annotated[str, Field(min_length=1)]
 
 
 class BackgroundStatesParameters(Parameters):
@@ -71,7 +76,8 @@ class CostFunctionParameters(Parameters):
         description="3D-Var, 3D-FGAT, 4D-FGAT, 4D-Var or 4D-Ens-Var.")
     time_window: TimeWindowParameters = Field(description="Assimilation window.")
     geometry: dict[str, Any] = Field(description="Outer-loop geometry of the model plugin.")
-    analysis_variables: list[str] | None = Field(None, description="Variables of the increment (default: all).")
+    analysis_variables: list[VariableName] | None = Field(
+        None, min_length=1, description="Variables of the increment (default: all).")
     background: dict[str, Any] = Field(
         description="Background state {date, filename | analytic init}; for 4D-Ens-Var {states: [...]}.")
     background_error: dict[str, Any] = Field(description="covariance model: SABER, ...")
@@ -89,6 +95,35 @@ class CostFunctionParameters(Parameters):
         if self.cost_type == "4D-Ens-Var" and self.subwindow is None:
             raise ValueError("cost type 4D-Ens-Var needs 'subwindow'")
         return self
+
+
+def make_geometry(plugin: Any, config: Any, path: str) -> Any:
+    """The model plugin's geometry from the YAML mapping at ``path``; a check made while building
+    the grid (its size against memory, say) is reported at that key."""
+    params = validate(plugin.geometry.Parameters, config, path)
+    try:
+        return plugin.geometry(params)
+    except ConfigError as exc:
+        if exc.path:
+            raise
+        raise ConfigError(exc.message, path) from None
+
+
+def check_observed_variables(observers: Any, geometry: Any, path: str = "observations") -> None:
+    """A ConfigError unless every observation operator finds the model variables it needs on ``geometry``.
+
+    Made once the observers are built (their operators know what they need), before any H(x).
+    """
+    for i, ob in enumerate(observers):
+        missing = Variables(ob.obs_operator.required_variables) - geometry.variables
+        if missing:
+            params = getattr(ob, "params", None)
+            operator = getattr(params, "obs_operator", None) or {}
+            key = "obs operator.variables" if isinstance(operator, dict) and "variables" in operator else \
+                "obs space.simulated variables"
+            where = join_path(path, "observers", i, key) if path.endswith("observations") else join_path(path, key)
+            raise ConfigError(f"the observation operator needs model variable(s) {missing} that the model does not "
+                              f"have (it has {geometry.variables})", where)
 
 
 def change_resolution(fields: FieldSet, source: Any, target: Any) -> FieldSet:
@@ -163,13 +198,14 @@ class CostFunction:
         self.cost_type = params.cost_type
         self.window = params.time_window.window()
         gpath = join_path(path, "geometry")
-        self.geometry = plugin.geometry(validate(plugin.geometry.Parameters, params.geometry, gpath))
+        self.geometry = make_geometry(plugin, params.geometry, gpath)
         self.variables = Variables(params.analysis_variables or self.geometry.variables)
         unknown = self.variables - self.geometry.variables
         if unknown:
             raise ConfigError(f"unknown variable(s) {unknown} (geometry has {self.geometry.variables})",
                               join_path(path, "analysis variables"))
         self.obs_params = validate_observations(params.observations, registry, join_path(path, "observations"))
+        check_generated_observations(self.obs_params, self.window, join_path(path, "observations"))
         validate_covariance(params.background_error, registry, join_path(path, "background error"))
         self.model = None
         if params.model is not None:
@@ -223,8 +259,10 @@ class CostFunction:
                 for b in self._background_params()]
 
     def observers(self) -> Observers:
-        return Observers.from_config(self.obs_params, self.window, self.geometry, self.registry,
-                                     join_path(self.path, "observations"))
+        path = join_path(self.path, "observations")
+        observers = Observers.from_config(self.obs_params, self.window, self.geometry, self.registry, path)
+        check_observed_variables(observers, self.geometry, path)
+        return observers
 
     @property
     def increment_times(self) -> list[DateTime]:

@@ -28,18 +28,27 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from pyoops.assimilation.costfunction import CostFunction, change_resolution
+from pyoops.assimilation.costfunction import CostFunction, change_resolution, make_geometry
 from pyoops.assimilation.minimizers import ALGORITHMS, SQRT_ALGORITHMS, minimize
 from pyoops.assimilation.online import online_tlm_test
 from pyoops.assimilation.problem import QuadraticProblem
-from pyoops.config.parameters import Parameters, validate
+from pyoops.config.parameters import Parameters
 from pyoops.fields.fieldset import FieldSet
 from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.random import generator
 
-__all__ = ["IterationParameters", "VariationalResult", "VariationalSection", "run_incremental"]
+__all__ = ["IterationParameters", "MAX_INNER_ITERATIONS", "VariationalResult", "VariationalSection",
+           "check_minimizer_memory", "run_incremental"]
 
 logger = logging.getLogger("pyoops")
+
+#: Largest ``ninner`` of one outer loop.  Every inner iteration costs applications of B, H and
+#: H^T and keeps a record in the cost trace; CG-type minimizers converge in far fewer
+#: iterations than the control vector has elements, and OOPS configurations use tens.
+MAX_INNER_ITERATIONS = 100_000
+#: Minimizers that store a Krylov basis (one vector of the control size and one of the
+#: observation size, with its R^-1 image, per iteration, up to the control size).
+KRYLOV_ALGORITHMS = ("DRPLanczos", "PLanczos")
 
 
 class OnlineDiagnostics(Parameters):
@@ -53,7 +62,8 @@ class OnlineDiagnostics(Parameters):
 class IterationParameters(Parameters):
     """One entry of ``variational.iterations`` (one outer loop)."""
 
-    ninner: int = Field(gt=0, description="Maximum number of inner iterations.")
+    ninner: int = Field(gt=0, le=MAX_INNER_ITERATIONS,
+                        description=f"Maximum number of inner iterations (1 to {MAX_INNER_ITERATIONS}).")
     gradient_norm_reduction: float = Field(1e-10, gt=0, description="Stop when the gradient norm fell by this factor.")
     geometry: dict[str, Any] | None = Field(None, description="Inner-loop geometry (default: the outer one).")
     linear_model: dict[str, Any] | None = Field(None, description="Linear model of this outer loop (4D-Var).")
@@ -80,6 +90,29 @@ class VariationalSection(Parameters):
 
     minimizer: MinimizerParameters = Field(description="{algorithm: DRPCG | ...}.")
     iterations: list[IterationParameters] = Field(min_length=1, description="One entry per outer loop.")
+
+
+def check_minimizer_memory(cost: CostFunction, section: VariationalSection, path: str = "variational") -> None:
+    """Refuse, before any work, outer loops whose Krylov basis cannot fit in memory.
+
+    DRPLanczos and PLanczos keep ``min(ninner, n)`` vectors of the control size ``n``
+    (and their B^-1 images) for the re-orthogonalisation; the other minimizers keep a
+    fixed handful of vectors.
+    """
+    from pyoops.util.resources import format_bytes, require_memory
+
+    if section.minimizer.algorithm not in KRYLOV_ALGORITHMS:
+        return
+    nslots = len(cost.increment_times)
+    for k, it in enumerate(section.iterations):
+        inner = cost.geometry
+        if it.geometry is not None:
+            inner = make_geometry(cost.plugin, it.geometry, join_path(path, "iterations", k, "geometry"))
+        n = nslots * sum(int(np.prod(inner.field_shape(v))) for v in cost.variables)
+        kmax = min(it.ninner, n)
+        require_memory(2 * 8.0 * kmax * n, f"{section.minimizer.algorithm} with ninner {it.ninner} ({kmax} Krylov "
+                       f"vectors of {n} values, {format_bytes(8.0 * n)} each, and their B^-1 images)",
+                       join_path(path, "iterations", k, "ninner"))
 
 
 @dataclass
@@ -155,8 +188,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         ipath = join_path(path, "iterations", k)
         inner = cost.geometry
         if it.geometry is not None:
-            gcls = cost.plugin.geometry
-            inner = gcls(validate(gcls.Parameters, it.geometry, join_path(ipath, "geometry")))
+            inner = make_geometry(cost.plugin, it.geometry, join_path(ipath, "geometry"))
         cov = make_covariance(inner)
         linear_model = cost.linear_model(it.linear_model, inner, join_path(ipath, "linear model"))
         lin = cost.linearise(guess, observers, inner, linear_model)

@@ -59,6 +59,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time as _time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,7 @@ from pyoops.ensemble.eda import (
     run_eda,
 )
 from pyoops.ensemble.executors import MemberExecutor
+from pyoops.ensemble.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
@@ -93,6 +95,7 @@ from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, InputFileError, join_path
 from pyoops.util.logging import progress
 from pyoops.util.random import generator
+from pyoops.util.resources import require_memory
 
 __all__ = [
     "CycleExperiment",
@@ -140,8 +143,8 @@ class SyntheticObservationsParameters(Parameters):
     obs_error: float = Field(gt=0, description="Observation error standard deviation; R = obs error^2 I.")
     locations: Literal["regular", "random"] = Field("regular", description="Regular lattice or random (fixed) "
                                                                            "locations.")
-    locations_seed: int = Field(0, description="Seed of the random locations.")
-    seed: int = Field(0, description="Seed of the observation errors (one stream per observation time).")
+    locations_seed: int = Field(0, ge=0, description="Seed of the random locations.")
+    seed: int = Field(0, ge=0, description="Seed of the observation errors (one stream per observation time).")
     obs_operator: dict[str, Any] = Field(default_factory=lambda: {"name": "Identity"},
                                          description="Observation operator, e.g. {name: Identity}.")
     obs_localizations: list[ObsLocalization] = Field(
@@ -168,7 +171,7 @@ class CyclingParameters(Parameters):
     window_length: DurationField = Field(description="Cycle length L (= window length).")
     spin_up_cycles: int = Field(0, ge=0, alias="spin-up cycles", description="Cycles left out of the time means.")
     members: int | None = Field(None, description="Ensemble size N (ensemble methods), at least 2.")
-    seed: int = Field(0, description="Seed of the initial background perturbations and of the EDA.")
+    seed: int = Field(0, ge=0, description="Seed of the initial background perturbations and of the EDA.")
     initial_perturbation: InitialPerturbationParameters = Field(
         default_factory=InitialPerturbationParameters,
         description="Initial backgrounds: truth + N(0, std^2 I), one stream per member.")
@@ -218,7 +221,16 @@ def _mean(members: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _copy(fields: Any) -> dict[str, np.ndarray]:
-    return {v: np.array(a, dtype=np.float64) for v, a in fields.items()}
+    """C-ordered float64 copies.
+
+    The memory order is part of the result: NumPy's reductions over the member axis
+    (``mean(axis=0)``: pairwise with eight partial sums along a contiguous axis, row by
+    row otherwise) and BLAS products sum in a different order for C- and F-ordered
+    arrays.  The LETKF returns its analysis as a transposed view and a model keeps the
+    order of its input, while the chunks of a parallel forecast come back C-ordered:
+    every copy is made C-ordered so that serial and parallel runs agree bitwise.
+    """
+    return {v: np.array(a, dtype=np.float64, order="C") for v, a in fields.items()}
 
 
 class _Recorder(PostProcessor):
@@ -281,7 +293,9 @@ class CycleExperiment:
         self.plugin = plugin
         self.cycling: CyclingParameters = params.cycling
         self.method = self.cycling.method
-        self.geometry = plugin.geometry(validate(plugin.geometry.Parameters, params.geometry, "geometry"))
+        from pyoops.assimilation.costfunction import make_geometry
+
+        self.geometry = make_geometry(plugin, params.geometry, "geometry")
         self.model = self._make_model(params.model, "model")
         step = self.model.time_resolution
         truth_cfg = params.truth.model or params.model
@@ -300,9 +314,34 @@ class CycleExperiment:
         self._check_multiple(L, step, "cycling.window length")
         self._check_multiple(self.obs.obs_frequency, step, "observations.obs frequency")
         self._check_multiple(params.truth.spin_up, step, "truth.spin-up")
-        self.start = DateTime(params.truth.initial_condition.date) + params.truth.spin_up
+        self.start = end_date(params.truth.initial_condition.date, params.truth.spin_up, "truth.spin-up")
         self.document = document or {}
+        self._check_sizes()
         self._setup_method()
+
+    def _check_sizes(self) -> None:
+        """Before any work: the last cycle ends by the year 9999, and the statistics, the
+        ensemble and one window's observations fit in memory."""
+        c, L = self.cycling, self.cycling.window_length
+        try:
+            last = self.start + L * (c.cycles + 1)
+        except (ConfigError, OverflowError):
+            last = None
+        if last is None:
+            raise ConfigError(f"{c.cycles} cycles of {L} from {self.start} end after the year 9999 (the last "
+                              "supported date)", "cycling.cycles")
+        require_memory(8.0 * c.cycles * (len(STATISTICS) + 1) * 4, f"statistics of {c.cycles} cycles",
+                       "cycling.cycles")
+        if c.members is not None:
+            # Backgrounds, analyses, forecasts and H(x) of the members, and the checkpoint's copy.
+            check_members(c.members, self.geometry, self.variables, "cycling.members", copies=6)
+        ntimes = int(L.total_seconds() // self.obs.obs_frequency.total_seconds()) + 1
+        nlocs = ntimes * self.obs.obs_density
+        nvars = len(self.obs_variables)
+        require_memory(8.0 * nlocs * (4 + 10 * nvars + nvars * (c.members or 1)),
+                       f"obs density {self.obs.obs_density} at {ntimes} observation time(s) per window "
+                       f"({nlocs} locations of {nvars} variable(s)"
+                       f"{f', H(x) of {c.members} members' if c.members else ''})", "observations.obs density")
 
     # Set-up -----------------------------------------------------------------------------------
     def _make_model(self, config: dict[str, Any], path: str) -> Any:
@@ -381,7 +420,7 @@ class CycleExperiment:
 
     def _validate_cost_function(self) -> None:
         from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
-        from pyoops.assimilation.driver import VariationalSection
+        from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory
 
         cfg = self.cost_config(0)
         try:
@@ -392,7 +431,7 @@ class CycleExperiment:
         if cost.model is not None and cost.model.time_resolution != self.model.time_resolution:
             raise ConfigError("the cost function's model time step differs from the cycling model's",
                               "cost function.model")
-        validate(VariationalSection, self.params.variational, "variational")
+        check_minimizer_memory(cost, validate(VariationalSection, self.params.variational, "variational"))
         self.increment_times_offsets = [t - cost.window.begin for t in cost.increment_times]
 
     # Time line --------------------------------------------------------------------------------
@@ -439,6 +478,10 @@ class CycleExperiment:
         cfg = self.observer_config(window, times)
         ob = Observer(validate(ObserverParameters, cfg, "observations"), window, self.geometry, self.registry,
                       "observations")
+        missing = [v for v in ob.obs_operator.required_variables if v not in self.variables]
+        if missing:
+            raise ConfigError(f"the observation operator needs model variable(s) {missing} that the model does not "
+                              f"have (it has {self.variables})", "observations.obs operator")
         space = ob.obs_space
         nvars = len(space.simulated_variables)
         geovals = None
@@ -455,7 +498,7 @@ class CycleExperiment:
         sigma = ob.obs_error.obserrors().values
         for t in times:
             rows = np.flatnonzero(loc_times == t.seconds_since_epoch())
-            noise = generator(self.obs.seed, "observations", int(round(t.seconds_since_epoch()))).standard_normal(
+            noise = generator(self.obs.seed, "observations", _time_label(t)).standard_normal(
                 (nvars, rows.size))
             values[:, rows] = hx[:, rows] + sigma[:, rows] * noise
         return TwinObservations(cfg, values, sigma, loc_times.copy(), space.locations, window)
@@ -733,6 +776,13 @@ class CycleExperiment:
         return stats
 
 
+def _time_label(t: DateTime) -> "int | str":
+    """The random-stream label of an observation time: its seconds since 1970 (a string before 1970,
+    since stream labels must not be negative)."""
+    seconds = int(round(t.seconds_since_epoch()))
+    return seconds if seconds >= 0 else f"seconds {seconds}"
+
+
 def _locations_key(locations: Any) -> tuple:
     return tuple((k, v.tobytes()) for k, v in sorted(locations.coords.items()))
 
@@ -850,7 +900,8 @@ def write_statistics(directory: Path, experiment: CycleExperiment, state: dict[s
     skip = min(experiment.cycling.spin_up_cycles, ncycles)
     nc_name = directory / "statistics.nc"
     with atomic_output(nc_name, ".nc") as tmp:
-        with netCDF4.Dataset(tmp, "w") as ds:
+        # An absolute name: the netCDF library mishandles relative names with leading blanks (' out/...').
+        with netCDF4.Dataset(os.path.abspath(tmp), "w") as ds:
             ds.method = experiment.method
             ds.spin_up_cycles = skip
             ds.createDimension("cycle", ncycles)

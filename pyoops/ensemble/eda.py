@@ -59,7 +59,7 @@ logger = logging.getLogger("pyoops")
 class EDAParameters(Parameters):
     """The ``eda`` section."""
 
-    seed: int = Field(0, description="Seed of the observation perturbations: member k draws from "
+    seed: int = Field(0, ge=0, description="Seed of the observation perturbations: member k draws from "
                                      "generator(seed, 'eda', k, ...).")
     control_member: bool = Field(True, description="Also run the unperturbed control analysis (member 0).")
     perturb_observations: bool = Field(True, description="Add a draw from N(0, R) to the observations of each "

@@ -19,11 +19,20 @@ the serial engine runs the very same function in the calling process.
 :class:`distributed.LocalCluster` that the executor starts (``workers`` worker
 processes of one thread each) and closes with the executor.  Worker processes
 import the model plugins through their entry points as the main process does.
+
+A ``scheduler`` address is checked before the client is made: within
+:data:`CONNECT_TIMEOUT` seconds a dask scheduler must answer there with its identity.
+An address that is malformed, refuses connections, never answers, or answers with
+something that is not the dask protocol (a web server, a database ...) is a
+:class:`~pyoops.util.errors.ConfigError` naming ``parallel.scheduler``, never a hang or
+a ``MemoryError`` from a garbage message length.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -32,9 +41,13 @@ from pydantic import Field, model_validator
 from pyoops.config.parameters import Parameters
 from pyoops.util.errors import ConfigError
 
-__all__ = ["MemberExecutor", "ParallelParameters", "make_executor", "member_chunks"]
+__all__ = ["CONNECT_TIMEOUT", "MemberExecutor", "ParallelParameters", "check_scheduler", "make_executor",
+           "member_chunks"]
 
 logger = logging.getLogger("pyoops")
+
+#: Seconds a dask scheduler has to answer (connection, handshake and identity) before its address is refused.
+CONNECT_TIMEOUT = 10.0
 
 
 class ParallelParameters(Parameters):
@@ -53,7 +66,69 @@ class ParallelParameters(Parameters):
     def _scheduler_for_dask(self) -> "ParallelParameters":
         if self.scheduler is not None and self.engine != "dask":
             raise ValueError("'scheduler' only applies to engine: dask")
+        if self.scheduler is not None and (not self.scheduler.strip() or any(c.isspace() for c in self.scheduler)):
+            raise ValueError(f"'scheduler' must be a dask scheduler address such as tcp://127.0.0.1:8786, got "
+                             f"{self.scheduler!r}")
         return self
+
+
+def _reason(exc: BaseException, timeout: float = CONNECT_TIMEOUT) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (no scheduler listens there)"
+    if isinstance(exc, MemoryError):
+        return "it answered with a message length no dask scheduler sends: it does not speak the dask protocol"
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """A ConfigError naming ``parallel.scheduler`` unless a dask scheduler answers at ``address``.
+
+    The probe (connect, dask handshake, ``identity`` request) runs on its own event loop
+    in a daemon thread and is abandoned after ``timeout`` seconds, so no service at the
+    address, however it misbehaves, can make it hang or raise anything else.
+    """
+    outcome: dict[str, Any] = {}
+
+    async def probe() -> None:
+        from distributed.comm import connect
+        from distributed.comm.addressing import parse_address, parse_host_port
+
+        scheme, location = parse_address(address)
+        if scheme == "tcp":  # a refused connection fails at once (distributed's connect retries until the timeout)
+            host, port = parse_host_port(location)
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await comm.read()
+        finally:
+            comm.abort()
+        if not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
+            kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+            raise ConnectionError(f"the service there is not a dask scheduler (it says it is {kind!r})")
+
+    def target() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(probe(), timeout))
+        except BaseException as exc:  # anything a broken service can provoke, MemoryError included
+            outcome["error"] = exc
+        else:
+            outcome["ok"] = True
+
+    thread = threading.Thread(target=target, name="pyoops-dask-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5.0)
+    if outcome.get("ok"):
+        return
+    error = outcome.get("error", TimeoutError())
+    raise ConfigError(f"cannot use the dask scheduler at {address}: {_reason(error, timeout)}; give the address of "
+                      "a running dask scheduler, e.g. tcp://127.0.0.1:8786, or remove 'scheduler' to start a local "
+                      "cluster", "parallel.scheduler")
 
 
 def member_chunks(nmembers: int, nchunks: int) -> list[list[int]]:
@@ -125,15 +200,22 @@ class MemberExecutor:
                 raise ConfigError("engine: dask needs the 'distributed' package (pip install 'dask[distributed]')",
                                   "parallel.engine") from None
             if self.params.scheduler is not None:
+                check_scheduler(self.params.scheduler)
                 try:
-                    self._client = Client(self.params.scheduler, timeout="10s")
-                except OSError as exc:
-                    raise ConfigError(f"cannot connect to the dask scheduler {self.params.scheduler} ({exc})",
-                                      "parallel.scheduler") from None
+                    self._client = Client(self.params.scheduler, timeout=f"{CONNECT_TIMEOUT:g}s",
+                                          set_as_default=False)
+                except Exception as exc:
+                    raise ConfigError(f"cannot connect to the dask scheduler at {self.params.scheduler}: "
+                                      f"{_reason(exc)}", "parallel.scheduler") from None
             else:
-                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                             processes=self.params.processes, dashboard_address=":0")
-                self._client = Client(self._cluster)
+                try:
+                    self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                                 processes=self.params.processes, dashboard_address=":0")
+                    self._client = Client(self._cluster, set_as_default=False)
+                except Exception as exc:
+                    self.close()
+                    raise ConfigError(f"cannot start a local dask cluster of {self.workers} workers: "
+                                      f"{_reason(exc)}", "parallel.engine") from None
             logger.info("dask: %s", self._client)
         return self
 

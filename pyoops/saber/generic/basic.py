@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from pyoops.config.parameters import Parameters, validate
 from pyoops.fields.fieldset import FieldSet
@@ -54,10 +55,34 @@ class IdentityBlock(SaberCentralBlock):
         return np.concatenate(parts, axis=-1)
 
 
+def _check_stddev(value: Any) -> Any:
+    """Before-validator of ``read.value``: a finite number, or ``{variable: finite number}``.
+
+    (That the values are positive is checked when the block is built, naming the variable.)
+    """
+    def ok(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if value is None:
+        return value
+    if isinstance(value, dict):
+        bad = {k: v for k, v in value.items() if not ok(v)}
+        if not value or bad:
+            raise ValueError(f"standard deviations must be positive finite numbers, got {bad or value!r}")
+        return {str(k): float(v) for k, v in value.items()}
+    if not ok(value):
+        raise ValueError(f"must be a positive finite standard deviation (or a mapping variable: value), "
+                         f"got {value!r}")
+    return float(value)
+
+
+StdDevValue = Annotated[float | dict[str, float], BeforeValidator(_check_stddev)]
+
+
 class StdDevRead(Parameters):
     """``read:`` of StdDev: a value (one for all, or one per variable) or a file."""
 
-    value: float | dict[str, float] | None = Field(None, description="σ for every point (per variable if a mapping).")
+    value: StdDevValue | None = Field(None, description="σ > 0 for every point (per variable if a mapping).")
     filename: str | None = Field(None, description="netCDF file with one σ field per variable.")
 
     @model_validator(mode="after")
@@ -65,6 +90,7 @@ class StdDevRead(Parameters):
         if (self.value is None) == (self.filename is None):
             raise ValueError("give exactly one of 'value' and 'filename'")
         return self
+
 
 
 class StdDevCalibration(Parameters):
@@ -75,6 +101,7 @@ class StdDevCalibration(Parameters):
 
 class StdDevParameters(SaberBlockParameters):
     saber_block_name: Literal["StdDev"]
+    read: StdDevRead | None = Field(None, description="{value: σ} (one for all, or one per variable) or {filename}.")
 
     @model_validator(mode="after")
     def _source(self) -> "StdDevParameters":

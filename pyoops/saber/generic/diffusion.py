@@ -132,7 +132,7 @@ class DiffusionNormalization(Parameters):
                             "or auto: analytic if possible, else exact up to min(max points, 4 samples) points "
                             "(or without a square root), else randomization.")
     samples: int = Field(1000, ge=2, description="Randomization: number of draws K (relative error ~ sqrt(2/K)).")
-    seed: int = Field(0, description="Randomization: seed of the pyoops.util.random generator.")
+    seed: int = Field(0, ge=0, description="Randomization: seed of the pyoops.util.random generator.")
     max_points: int = Field(20000, ge=1, description="Exact: largest number of horizontal points allowed.")
     force: bool = Field(False, description="Exact: allow more than 'max points' points (cost ~ n^2).")
 
