@@ -51,6 +51,15 @@ written atomically to ``checkpoint.npz`` in the output directory (random draws c
 from per-cycle and per-member streams, so no generator state needs saving).  A run
 killed at any point resumes from the last completed cycle and produces bitwise the
 same statistics as an uninterrupted run.
+
+Innovation archive (``output.archive``): each cycle's observations, :math:`H(x_b)`,
+:math:`H(x_a)`, assumed background variance in observation space (ensemble variance of
+:math:`H(x^b_k)` for the filters, :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` by
+:mod:`pyoops.diagnostics.hbht` for the variational methods), ensemble perturbations and
+:math:`J(x_a)` are appended to an
+:class:`~pyoops.diagnostics.archive.InnovationArchiveWriter` whose
+:meth:`~pyoops.diagnostics.archive.InnovationArchiveWriter.checkpoint_state` is saved in
+the checkpoint, so that the archive of a resumed run is bitwise that of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -109,6 +118,8 @@ __all__ = [
 
 logger = logging.getLogger("pyoops")
 
+#: The innovation archive in the output directory (``output.archive``).
+ARCHIVE_NAME = "innovations.nc"
 METHODS = ("3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
 ENSEMBLE_METHODS = ("3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
 FOUR_D_COST_TYPES = ("4D-Var", "3D-FGAT", "4D-FGAT", "4D-Ens-Var")
@@ -302,6 +313,8 @@ class CycleExperiment:
         self._check_multiple(params.truth.spin_up, step, "truth.spin-up")
         self.start = DateTime(params.truth.initial_condition.date) + params.truth.spin_up
         self.document = document or {}
+        self.archive = bool(getattr(params.output, "archive", False))
+        self.last_innovations: dict[str, Any] | None = None
         self._setup_method()
 
     # Set-up -----------------------------------------------------------------------------------
@@ -394,6 +407,12 @@ class CycleExperiment:
                               "cost function.model")
         validate(VariationalSection, self.params.variational, "variational")
         self.increment_times_offsets = [t - cost.window.begin for t in cost.increment_times]
+
+    def background_variance_rule(self) -> str:
+        """How the archive's BackgroundErrorVariance is obtained (stored as an attribute)."""
+        if self.method in ("LETKF", "EnKF"):
+            return "ensemble variance of H(x_b), N-1 normalisation"
+        return "diag(HBH^T) of the analysis B: " + self.params.output.background_error_variance.rule()
 
     # Time line --------------------------------------------------------------------------------
     def analysis_time(self, k: int) -> DateTime:
@@ -570,6 +589,11 @@ class CycleExperiment:
             logger.info("resuming from %s after cycle %d", ckpt, state["cycle"])
         if state is None:
             state = self.initial_experiment_state()
+        elif self.archive and state["cycle"] and state.get("innovations") is None:
+            raise ConfigError(f"the checkpoint {ckpt} was written without the innovation archive, which cannot be "
+                              "made for the cycles already done; set 'resume: false' or another output directory",
+                              "output.archive")
+        archive = _Archive(self, directory / ARCHIVE_NAME, state) if self.archive else None
         own_executor = executor is None
         executor = executor or MemberExecutor(self.params.parallel)
         truth = self.plugin.state(self.geometry, FieldSet(state["truth"]), DateTime(state["truth time"]))
@@ -586,13 +610,21 @@ class CycleExperiment:
                 state["seconds"].append(_time.perf_counter() - started)
                 state["cycle"] = k + 1
                 state["truth"], state["truth time"] = _copy(truth.fields), str(truth.time)
+                if archive is not None:
+                    archive.append(k, self.last_innovations, state)
                 if (k + 1) % self.cycling.checkpoint_every == 0 or k + 1 == last:
                     save_checkpoint(ckpt, state, digest)
                 if hasattr(bar, "set_postfix") and (k % 10 == 0 or k + 1 == last):
                     bar.set_postfix({"rmse a": f"{stats['analysis rmse']:.3f}"})
+        except BaseException:
+            if archive is not None:
+                archive.abandon()
+            raise
         finally:
             if own_executor:
                 executor.close()
+        if archive is not None:
+            archive.close()
         return state
 
     def run_cycle(self, k: int, truth: Any, state: dict[str, Any], executor: MemberExecutor) -> dict[str, float]:
@@ -605,14 +637,45 @@ class CycleExperiment:
         twin = self.observe(w, truth_at)
         t_a = truth_at[a_k]
         if self.method == "LETKF":
-            return self._cycle_letkf(k, twin, t_a, state, executor)
-        if self.method == "EnKF":
-            return self._cycle_enkf(k, twin, t_a, state, executor)
-        return self._cycle_variational(k, twin, t_a, state, executor)
+            stats, innovations = self._cycle_letkf(k, twin, t_a, state, executor)
+        elif self.method == "EnKF":
+            stats, innovations = self._cycle_enkf(k, twin, t_a, state, executor)
+        else:
+            stats, innovations = self._cycle_variational(k, twin, t_a, state, executor)
+        #: The archive record of the cycle (``append_cycle`` keywords), None without archive.
+        self.last_innovations = None if innovations is None else self._archive_record(twin, innovations)
+        return stats
+
+    # Innovation archive ---------------------------------------------------------------------------
+    def _archive_record(self, twin: TwinObservations, innovations: dict[str, Any]) -> dict[str, Any]:
+        """``append_cycle`` keywords: the cycle's values and metadata, observations in ``(nvars, nlocs)``
+        C order (variable-major), as the observers and the flat H(x) vectors order them."""
+        nv, nlocs = twin.values.shape
+        coords = {c: np.tile(np.asarray(a, dtype=np.float64), nv) for c, a in twin.locations.coords.items()}
+        variables = self.obs_variables[0] if nv == 1 else [v for v in self.obs_variables for _ in range(nlocs)]
+        return {"obs_value": twin.values.ravel(), "obs_error": twin.error.ravel(),
+                "date_time": np.tile(twin.times, nv), "coordinates": coords, "variable": variables,
+                "obs_group": self.obs.name, **innovations}
+
+    def _ensemble_hofx(self, ob: Any, fields: dict[str, np.ndarray]) -> np.ndarray:
+        """:math:`H(x_k)` of every member, ``(N, p)``."""
+        hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(fields, copy=False))).values
+        return hx.reshape(hx.shape[0], -1)
+
+    @staticmethod
+    def ensemble_innovations(hxb: np.ndarray, hxa: np.ndarray) -> dict[str, Any]:
+        r"""Archive values of an ensemble filter from the members' :math:`H(x^b_k)`, :math:`H(x^a_k)` ``(N, p)``:
+        the means :math:`\overline{H(x)}`, the perturbations :math:`H(x^b_k) - \overline{H(x^b)}` ``(p, N)``
+        and the assumed background variance :math:`\frac{1}{N-1}\sum_k (H(x^b_k) - \overline{H(x^b)})^2`."""
+        mean_b = hxb.mean(axis=0)
+        pert = hxb - mean_b
+        return {"hofx_background": mean_b, "hofx_analysis": hxa.mean(axis=0),
+                "background_error_variance": np.einsum("kp,kp->p", pert, pert) / (hxb.shape[0] - 1),
+                "ensemble_perturbations": pert.T, "cost_at_analysis": math.nan}
 
     # LETKF ----------------------------------------------------------------------------------------
     def _cycle_letkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
-                     executor: MemberExecutor) -> dict[str, float]:
+                     executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
         from pyoops.generic.observers import Observer, ObserverParameters
 
         a_k = self.analysis_time(k)
@@ -633,16 +696,14 @@ class CycleExperiment:
         xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(),
                             (twin.error ** 2).ravel(), self._selection, infl.mult, infl.rtpp, infl.rtps)
         xa = _copy(xa)
-        mean_b, mean_a = _mean(xb), _mean(xa)
-        stats = {"analysis rmse": rmse(mean_a, t_a), "forecast rmse": rmse(mean_b, t_a),
-                 "analysis mean rmse": rmse(mean_a, t_a), "forecast mean rmse": rmse(mean_b, t_a),
-                 "analysis spread": spread(xa), "forecast spread": spread(xb)}
+        innovations = (self.ensemble_innovations(hx.reshape(n, -1), self._ensemble_hofx(ob, xa))
+                       if self.archive else None)
         state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
-        return stats
+        return _filter_statistics(xb, xa, t_a), innovations
 
     # Stochastic EnKF --------------------------------------------------------------------------------
     def _cycle_enkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
-                    executor: MemberExecutor) -> dict[str, float]:
+                    executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
         from pyoops.generic.observers import Observer, ObserverParameters
 
         a_k = self.analysis_time(k)
@@ -654,16 +715,15 @@ class CycleExperiment:
             self.eda.seed, m, "cycle", k).standard_normal(twin.error.shape) for m in range(1, self.nmembers + 1)])
         xa = perturbed_obs_enkf_analysis(xb, hx, twin.values, twin.error ** 2, perturbations)
         xa = inflate_perturbations(xa, xb, self.eda.inflation)
-        mean_b, mean_a = _mean(xb), _mean(xa)
-        stats = {"analysis rmse": rmse(mean_a, t_a), "forecast rmse": rmse(mean_b, t_a),
-                 "analysis mean rmse": rmse(mean_a, t_a), "forecast mean rmse": rmse(mean_b, t_a),
-                 "analysis spread": spread(xa), "forecast spread": spread(xb)}
+        innovations = (self.ensemble_innovations(hx.reshape(hx.shape[0], -1), self._ensemble_hofx(ob, xa))
+                       if self.archive else None)
         state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
-        return stats
+        return _filter_statistics(xb, xa, t_a), innovations
 
     # Variational and EDA ---------------------------------------------------------------------------
     def _cycle_variational(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray],
-                           state: dict[str, Any], executor: MemberExecutor) -> dict[str, float]:
+                           state: dict[str, Any], executor: MemberExecutor
+                           ) -> tuple[dict[str, float], dict[str, Any] | None]:
         w = twin.window
         a_k = self.analysis_time(k)
         s_k = self.background_time(k)
@@ -694,8 +754,12 @@ class CycleExperiment:
             ensemble = {v: np.stack([backgrounds[m][v] for m in range(1, n + 1)]) for v in self.variables}
         setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), backgrounds,
                          [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
-                         ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation)
+                         ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
+                         record_hofx=self.archive, hbht=self.params.output.background_error_variance
+                         if self.archive else None, hbht_member=labels[0])
         result = run_eda(setup, labels, executor)
+        innovations = self._variational_innovations(result.diagnostics, labels, control is not None) \
+            if self.archive else None
         # Analyses valid at a_k.
         analyses = {v: np.stack([result.analyses[m][-1][v] for m in labels]) for v in self.variables}
         if self.four_d and self.cost_type != "4D-Ens-Var":
@@ -730,7 +794,81 @@ class CycleExperiment:
         first = 1 if control is not None else 0
         state["control"] = {v: nxt[v][0] for v in self.variables} if control is not None else None
         state["members"] = {v: nxt[v][first:] for v in self.variables} if n else None
-        return stats
+        return stats, innovations
+
+    @staticmethod
+    def _variational_innovations(diagnostics: dict[int, dict[str, Any]], labels: list[int], has_control: bool
+                                 ) -> dict[str, Any]:
+        r"""Archive values of variational analyses (EDA included).
+
+        With a control (member 0): its :math:`H(x_b)`, :math:`H(x_a)` and final cost
+        :math:`J(x_a)` (the quadratic cost at the end of the last minimisation: exact for a
+        linear :math:`H`); without: the means over the members and no cost (NaN).  The
+        background variance is :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` of the B the
+        analyses used (static, ensemble or hybrid), computed on the first member; the
+        perturbations are those of the perturbed members' :math:`H(x_b^k)`.
+        """
+        hxb = np.stack([diagnostics[m]["hofx background"] for m in labels])
+        hxa = np.stack([diagnostics[m]["hofx analysis"] for m in labels])
+        first = 1 if has_control else 0
+        out = {"background_error_variance": diagnostics[labels[0]]["background error variance"],
+               "ensemble_perturbations": None, "cost_at_analysis": math.nan}
+        if has_control:
+            out.update(hofx_background=hxb[0], hofx_analysis=hxa[0],
+                       cost_at_analysis=float(diagnostics[0]["final J"]))
+        else:
+            out.update(hofx_background=hxb.mean(axis=0), hofx_analysis=hxa.mean(axis=0))
+        if len(labels) > first:
+            members = hxb[first:]
+            out["ensemble_perturbations"] = (members - members.mean(axis=0)).T
+        return out
+
+
+def _filter_statistics(xb: dict[str, np.ndarray], xa: dict[str, np.ndarray], t_a: dict[str, np.ndarray]
+                       ) -> dict[str, float]:
+    """Statistics of an ensemble filter (LETKF, EnKF): the analysis is the ensemble mean."""
+    mean_b, mean_a = _mean(xb), _mean(xa)
+    return {"analysis rmse": rmse(mean_a, t_a), "forecast rmse": rmse(mean_b, t_a),
+            "analysis mean rmse": rmse(mean_a, t_a), "forecast mean rmse": rmse(mean_b, t_a),
+            "analysis spread": spread(xa), "forecast spread": spread(xb)}
+
+
+class _Archive:
+    """The innovation archive of a run: an :class:`InnovationArchiveWriter`, created at the first
+    cycle (its coordinates are those of the observations) or resumed from ``state["innovations"]``
+    (the writer's :meth:`checkpoint_state` and the coordinate names, saved with the checkpoint)."""
+
+    def __init__(self, experiment: "CycleExperiment", filename: Path, state: dict[str, Any]) -> None:
+        self.experiment = experiment
+        self.filename = filename
+        self.writer: Any = None
+        saved = state.get("innovations")
+        if saved is not None:
+            self._open(saved["coordinates"])
+            self.writer.resume(saved["writer"])
+
+    def _open(self, coordinates: list[str]) -> None:
+        from pyoops.diagnostics.archive import InnovationArchiveWriter
+
+        e = self.experiment
+        self.coordinates = list(coordinates)
+        self.writer = InnovationArchiveWriter(
+            self.filename, self.coordinates, e.nmembers, geometry=e.geometry, application="cycle",
+            method=e.method, attributes={"background_error_variance": e.background_variance_rule()})
+
+    def append(self, k: int, record: dict[str, Any], state: dict[str, Any]) -> None:
+        if self.writer is None:
+            self._open(sorted(record["coordinates"]))
+        self.writer.append_cycle(k, self.experiment.analysis_time(k), **record)
+        state["innovations"] = {"coordinates": self.coordinates, "writer": self.writer.checkpoint_state()}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def abandon(self) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(RuntimeError, None, None)
 
 
 def _locations_key(locations: Any) -> tuple:
@@ -742,7 +880,8 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
     """Write the experiment state atomically (``.npz``)."""
     arrays: dict[str, np.ndarray] = {}
     meta = {"version": CHECKPOINT_VERSION, "digest": digest, "cycle": int(state["cycle"]),
-            "truth time": state["truth time"], "statistics": list(STATISTICS)}
+            "truth time": state["truth time"], "statistics": list(STATISTICS),
+            "innovations": state.get("innovations")}
     for group in ("truth", "control", "members"):
         fields = state.get(group)
         meta[group] = None if fields is None else list(fields)
@@ -772,7 +911,8 @@ def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[s
     if digest is not None and meta["digest"] != digest:
         raise ConfigError(f"the checkpoint {filename} was written by a different configuration; delete it, "
                           "use another output directory, or set 'resume: false'", "output.directory")
-    state: dict[str, Any] = {"cycle": meta["cycle"], "truth time": meta["truth time"]}
+    state: dict[str, Any] = {"cycle": meta["cycle"], "truth time": meta["truth time"],
+                             "innovations": meta.get("innovations")}
     for group in ("truth", "control", "members"):
         names = meta.get(group)
         state[group] = None if names is None else {v: arrays[f"{group}/{v}"] for v in names}
