@@ -58,8 +58,11 @@ class CycleParameters(ApplicationParameters):
 
     geometry: dict[str, Any] = Field(description="Geometry of the model plugin (truth and analyses).")
     model: dict[str, Any] = Field(description="The assimilating model (forecasts between cycles).")
-    truth: TruthParameters = Field(description="Truth run: initial condition, spin up, optional model.")
-    observations: SyntheticObservationsParameters = Field(description="The synthetic observation network.")
+    truth: TruthParameters | None = Field(
+        None, description="Truth run (initial condition, spin up, optional model) or truth files; required for "
+                          "synthetic observations, optional with given ones (then no state-space statistics).")
+    observations: SyntheticObservationsParameters = Field(
+        description="The synthetic observation network, or given observations (obsdatain).")
     cycling: CyclingParameters = Field(description="Method, number of cycles, window length, ensemble size.")
     cost_function: dict[str, Any] | None = Field(
         None, description="Variational methods: cost type, background error, (linear) model, subwindow; the "
