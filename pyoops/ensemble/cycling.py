@@ -822,12 +822,11 @@ class CycleExperiment:
     def _archive_record(self, twin: TwinObservations, innovations: dict[str, Any]) -> dict[str, Any]:
         """``append_cycle`` keywords: the cycle's values and metadata, observations in ``(nvars, nlocs)``
         C order (variable-major), as the observers and the flat H(x) vectors order them."""
-        nv, nlocs = twin.values.shape
-        coords = {c: np.tile(np.asarray(a, dtype=np.float64), nv) for c, a in twin.locations.coords.items()}
-        variables = self.obs_variables[0] if nv == 1 else [v for v in self.obs_variables for _ in range(nlocs)]
+        from pyoops.diagnostics.collect import flat_metadata
+
         return {"obs_value": twin.values.ravel(), "obs_error": twin.error.ravel(),
-                "date_time": np.tile(twin.times, nv), "coordinates": coords, "variable": variables,
-                "obs_group": self.obs.name, **innovations}
+                **flat_metadata(self.obs.name, self.obs_variables, twin.times, twin.locations.coords),
+                **innovations}
 
     def _ensemble_hofx(self, ob: Any, fields: dict[str, np.ndarray]) -> np.ndarray:
         """:math:`H(x_k)` of every member, ``(N, p)``."""
