@@ -100,10 +100,11 @@ def write_archive(filename: str, cost: Any, result: Any) -> str:
     :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` (:mod:`pyoops.diagnostics.hbht`) and the final
     cost :math:`J(x_a)` (quadratic, of the last outer loop)."""
     from pyoops.diagnostics.archive import InnovationArchiveWriter
-    from pyoops.diagnostics.collect import observer_records, select
+    from pyoops.diagnostics.collect import flat_hofx, observer_records, select
 
-    record, used = observer_records(result.observers, result.hofx_background, result.hofx_analysis)
-    record["background_error_variance"] = result.background_error_variance
+    record, used = observer_records(result.observers)
+    record.update(hofx_background=flat_hofx(result.hofx_background), hofx_analysis=flat_hofx(result.hofx_analysis),
+                  background_error_variance=result.background_error_variance)
     with InnovationArchiveWriter(filename, list(cost.geometry.location_names), geometry=cost.geometry,
                                  application="variational", method=cost.cost_type, resumable=False) as writer:
         writer.append_cycle(0, result.analysis[-1].time, cost_at_analysis=float(result.trace[-1]["J"]),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["flat_metadata", "observer_records", "select"]
+__all__ = ["ensemble_innovations", "flat_hofx", "flat_metadata", "observer_records", "select"]
 
 
 def flat_metadata(obs_group: str, variables: Sequence[str], times: np.ndarray,
@@ -29,13 +29,13 @@ def flat_metadata(obs_group: str, variables: Sequence[str], times: np.ndarray,
             "obs_group": obs_group}
 
 
-def observer_records(observers: Any, hofx_background: Sequence[Any], hofx_analysis: Sequence[Any]
-                     ) -> tuple[dict[str, Any], np.ndarray]:
-    """``append_cycle`` keywords of all observers (values and metadata, every observation) and the boolean
-    mask of the used ones; the caller adds the background variance and the cost, then selects ``mask``."""
+def observer_records(observers: Any) -> tuple[dict[str, Any], np.ndarray]:
+    """``append_cycle`` keywords of all observers (y, sigma_o and metadata of every observation, flat) and the
+    boolean mask of the used ones; the caller adds H(x), the background variance and the cost (flat, in the
+    same order: :func:`flat_hofx`), then keeps ``mask`` (:func:`select`)."""
     parts: list[dict[str, Any]] = []
     masks = []
-    for ob, hb, ha in zip(observers, hofx_background, hofx_analysis):
+    for ob in observers:
         space = ob.obs_space
         meta = flat_metadata(space.name, list(space.simulated_variables), space.locations.times,
                              space.locations.coords)
@@ -44,19 +44,35 @@ def observer_records(observers: Any, hofx_background: Sequence[Any], hofx_analys
             meta["variable"] = [meta["variable"]] * n
         meta["obs_group"] = [space.name] * n
         meta.update(obs_value=np.asarray(space.obs_values().values, dtype=np.float64).ravel(),
-                    obs_error=np.asarray(ob.obs_error.obserrors().values, dtype=np.float64).ravel(),
-                    hofx_background=np.asarray(hb.values, dtype=np.float64).ravel(),
-                    hofx_analysis=np.asarray(ha.values, dtype=np.float64).ravel())
+                    obs_error=np.asarray(ob.obs_error.obserrors().values, dtype=np.float64).ravel())
         parts.append(meta)
         masks.append(np.asarray(space.qc_mask(), dtype=bool).ravel())
     mask = np.concatenate(masks)
     out: dict[str, Any] = {}
-    for key in ("date_time", "obs_value", "obs_error", "hofx_background", "hofx_analysis"):
+    for key in ("date_time", "obs_value", "obs_error"):
         out[key] = np.concatenate([p[key] for p in parts])
     out["coordinates"] = {c: np.concatenate([p["coordinates"][c] for p in parts]) for c in parts[0]["coordinates"]}
     for key in ("variable", "obs_group"):
         out[key] = [name for p in parts for name in p[key]]
     return out, mask
+
+
+def flat_hofx(hofx: Sequence[Any]) -> np.ndarray:
+    """One ObsVector or ``(..., nvars, nlocs)`` array per observer -> ``(..., p)`` (members first, if any)."""
+    parts = [np.asarray(getattr(h, "values", h), dtype=np.float64) for h in hofx]
+    return np.concatenate([a.reshape(a.shape[:-2] + (-1,)) for a in parts], axis=-1)
+
+
+def ensemble_innovations(hxb: np.ndarray, hxa: np.ndarray) -> dict[str, Any]:
+    r"""Archive values of an ensemble filter from the members' :math:`H(x^b_k)`, :math:`H(x^a_k)` ``(N, p)``:
+    the means :math:`\overline{H(x)}`, the perturbations :math:`H(x^b_k) - \overline{H(x^b)}` ``(p, N)``
+    and the assumed background variance :math:`\frac{1}{N-1}\sum_k (H(x^b_k) - \overline{H(x^b)})^2`; no cost.
+    """
+    mean_b = hxb.mean(axis=0)
+    pert = hxb - mean_b
+    return {"hofx_background": mean_b, "hofx_analysis": hxa.mean(axis=0),
+            "background_error_variance": np.einsum("kp,kp->p", pert, pert) / (hxb.shape[0] - 1),
+            "ensemble_perturbations": pert.T, "cost_at_analysis": float("nan")}
 
 
 def select(record: Mapping[str, Any], mask: np.ndarray) -> dict[str, Any]:

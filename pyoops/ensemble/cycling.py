@@ -89,6 +89,7 @@ from pyoops.assimilation.letkf import (
     local_obs_selection,
 )
 from pyoops.config.parameters import DateTimeField, DurationField, Parameters, validate
+from pyoops.diagnostics.collect import ensemble_innovations, flat_metadata
 from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
@@ -822,8 +823,6 @@ class CycleExperiment:
     def _archive_record(self, twin: TwinObservations, innovations: dict[str, Any]) -> dict[str, Any]:
         """``append_cycle`` keywords: the cycle's values and metadata, observations in ``(nvars, nlocs)``
         C order (variable-major), as the observers and the flat H(x) vectors order them."""
-        from pyoops.diagnostics.collect import flat_metadata
-
         return {"obs_value": twin.values.ravel(), "obs_error": twin.error.ravel(),
                 **flat_metadata(self.obs.name, self.obs_variables, twin.times, twin.locations.coords),
                 **innovations}
@@ -832,17 +831,6 @@ class CycleExperiment:
         """:math:`H(x_k)` of every member, ``(N, p)``."""
         hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(fields, copy=False))).values
         return hx.reshape(hx.shape[0], -1)
-
-    @staticmethod
-    def ensemble_innovations(hxb: np.ndarray, hxa: np.ndarray) -> dict[str, Any]:
-        r"""Archive values of an ensemble filter from the members' :math:`H(x^b_k)`, :math:`H(x^a_k)` ``(N, p)``:
-        the means :math:`\overline{H(x)}`, the perturbations :math:`H(x^b_k) - \overline{H(x^b)}` ``(p, N)``
-        and the assumed background variance :math:`\frac{1}{N-1}\sum_k (H(x^b_k) - \overline{H(x^b)})^2`."""
-        mean_b = hxb.mean(axis=0)
-        pert = hxb - mean_b
-        return {"hofx_background": mean_b, "hofx_analysis": hxa.mean(axis=0),
-                "background_error_variance": np.einsum("kp,kp->p", pert, pert) / (hxb.shape[0] - 1),
-                "ensemble_perturbations": pert.T, "cost_at_analysis": math.nan}
 
     # LETKF ----------------------------------------------------------------------------------------
     def _cycle_letkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
@@ -867,7 +855,7 @@ class CycleExperiment:
         xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(),
                             (twin.error ** 2).ravel(), self._selection, infl.mult, infl.rtpp, infl.rtps)
         xa = _copy(xa)
-        innovations = (self.ensemble_innovations(hx.reshape(n, -1), self._ensemble_hofx(ob, xa))
+        innovations = (ensemble_innovations(hx.reshape(n, -1), self._ensemble_hofx(ob, xa))
                        if self.archive else None)
         state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
         return _filter_statistics(xb, xa, t_a), innovations
@@ -886,7 +874,7 @@ class CycleExperiment:
             self.eda.seed, m, "cycle", k).standard_normal(twin.error.shape) for m in range(1, self.nmembers + 1)])
         xa = perturbed_obs_enkf_analysis(xb, hx, twin.values, twin.error ** 2, perturbations)
         xa = inflate_perturbations(xa, xb, self.eda.inflation)
-        innovations = (self.ensemble_innovations(hx.reshape(hx.shape[0], -1), self._ensemble_hofx(ob, xa))
+        innovations = (ensemble_innovations(hx.reshape(hx.shape[0], -1), self._ensemble_hofx(ob, xa))
                        if self.archive else None)
         state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
         return _filter_statistics(xb, xa, t_a), innovations
