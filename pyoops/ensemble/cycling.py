@@ -755,6 +755,8 @@ class CycleExperiment:
             raise ConfigError(f"the checkpoint {ckpt} was written without the innovation archive, which cannot be "
                               "made for the cycles already done; set 'resume: false' or another output directory",
                               "output.archive")
+        if not self.archive:
+            state["innovations"] = None   # cycles run without the archive: it cannot be continued later
         archive = _Archive(self, directory / ARCHIVE_NAME, state) if self.archive else None
         own_executor = executor is None
         executor = executor or MemberExecutor(self.params.parallel)

@@ -140,10 +140,17 @@ def test_obs_diagnostics_reads_the_cycle_archive(tmp_path: Path, capsys: Any) ->
     assert "obs-diagnostics" in capsys.readouterr().out
 
 
-def test_resume_without_archive_is_refused(tmp_path: Path, capsys: Any) -> None:
+@pytest.mark.parametrize("archived_first", [False, True])
+def test_resume_without_archive_is_refused(tmp_path: Path, capsys: Any, archived_first: bool) -> None:
+    """Cycles run without the archive cannot be archived later (also after an archived start: no gap)."""
     cfg = l96_cycle("3D-Var", tmp_path / "out", cycles=2)
+    if archived_first:
+        cfg["output"]["archive"] = True
+        pyoops.run("cycle", cfg)
+        cfg["output"]["archive"] = False
+        cfg["cycling"]["cycles"] = 3
     pyoops.run("cycle", cfg)
-    cfg["cycling"]["cycles"] = 3
+    cfg["cycling"]["cycles"] += 1
     cfg["output"]["archive"] = True
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["cycle", str(tmp_path / "c.yaml"), "--quiet"]) == 2
