@@ -81,12 +81,15 @@ def twin_to_files(cfg: dict[str, Any], directory: Path, one_obs_file: bool = Fal
 
 
 @pytest.mark.parametrize("method,members,one_file", [("3D-Var", None, False), ("LETKF", 8, False),
-                                                     ("EnKF", 6, True)])
+                                                     ("EnKF", 6, True), ("4D-Var", None, True)])
 def test_given_files_reproduce_the_twin_bitwise(tmp_path: Path, method: str, members: int | None,
                                                 one_file: bool) -> None:
     cfg = l96_cycle(method, tmp_path / "twin", cycles=8, members=members)
     if method == "LETKF":        # no localization: the ETKF
         cfg["local ensemble DA"] = {"inflation": {"mult": 1.02}}
+    if method == "4D-Var":       # windows of 4 observation times, background at the window begin
+        cfg["cycling"]["window length"] = "P1D"
+        cfg["cost function"]["linear model"] = {"name": "Lorenz96TLM", "tstep": "PT6H"}
     given = twin_to_files(cfg, tmp_path / "files", one_obs_file=one_file)
     twin = pyoops.run("cycle", dict(cfg, output=dict(cfg["output"], archive=True)))["experiment"]
     ran = pyoops.run("cycle", given)["experiment"]
