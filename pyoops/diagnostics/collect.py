@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ensemble_innovations", "flat_hofx", "flat_metadata", "observer_records", "select"]
+__all__ = ["ensemble_innovations", "flat_hofx", "flat_metadata", "observer_records", "select",
+           "variational_innovations"]
 
 
 def flat_metadata(obs_group: str, variables: Sequence[str], times: np.ndarray,
@@ -73,6 +74,33 @@ def ensemble_innovations(hxb: np.ndarray, hxa: np.ndarray) -> dict[str, Any]:
     return {"hofx_background": mean_b, "hofx_analysis": hxa.mean(axis=0),
             "background_error_variance": np.einsum("kp,kp->p", pert, pert) / (hxb.shape[0] - 1),
             "ensemble_perturbations": pert.T, "cost_at_analysis": float("nan")}
+
+
+def variational_innovations(diagnostics: Mapping[int, Mapping[str, Any]], labels: Sequence[int],
+                            has_control: bool) -> dict[str, Any]:
+    r"""Archive values of variational analyses (EDA included) from the members' diagnostics of
+    :func:`~pyoops.ensemble.eda.analyse_members` (``record_hofx`` and ``hbht`` set).
+
+    With a control (member 0): its :math:`H(x_b)`, :math:`H(x_a)` and final cost
+    :math:`J(x_a)` (the quadratic cost at the end of the last minimisation: exact for a
+    linear :math:`H`); without: the means over the members and no cost (NaN).  The
+    background variance is :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` of the B the
+    analyses used (static, ensemble or hybrid), computed on the first member; the
+    perturbations are those of the perturbed members' :math:`H(x_b^k)` (None without members).
+    """
+    hxb = np.stack([diagnostics[m]["hofx background"] for m in labels])
+    hxa = np.stack([diagnostics[m]["hofx analysis"] for m in labels])
+    first = 1 if has_control else 0
+    out: dict[str, Any] = {"background_error_variance": diagnostics[labels[0]]["background error variance"],
+                           "ensemble_perturbations": None, "cost_at_analysis": float("nan")}
+    if has_control:
+        out.update(hofx_background=hxb[0], hofx_analysis=hxa[0], cost_at_analysis=float(diagnostics[0]["final J"]))
+    else:
+        out.update(hofx_background=hxb.mean(axis=0), hofx_analysis=hxa.mean(axis=0))
+    if len(labels) > first:
+        members = hxb[first:]
+        out["ensemble_perturbations"] = (members - members.mean(axis=0)).T
+    return out
 
 
 def select(record: Mapping[str, Any], mask: np.ndarray) -> dict[str, Any]:

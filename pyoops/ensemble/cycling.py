@@ -89,7 +89,7 @@ from pyoops.assimilation.letkf import (
     local_obs_selection,
 )
 from pyoops.config.parameters import DateTimeField, DurationField, Parameters, validate
-from pyoops.diagnostics.collect import ensemble_innovations, flat_metadata
+from pyoops.diagnostics.collect import ensemble_innovations, flat_metadata, variational_innovations
 from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
@@ -919,7 +919,7 @@ class CycleExperiment:
                          record_hofx=self.archive, hbht=self.params.output.background_error_variance
                          if self.archive else None, hbht_member=labels[0])
         result = run_eda(setup, labels, executor)
-        innovations = self._variational_innovations(result.diagnostics, labels, control is not None) \
+        innovations = variational_innovations(result.diagnostics, labels, control is not None) \
             if self.archive else None
         # Analyses valid at a_k.
         analyses = {v: np.stack([result.analyses[m][-1][v] for m in labels]) for v in self.variables}
@@ -956,33 +956,6 @@ class CycleExperiment:
         state["control"] = {v: nxt[v][0] for v in self.variables} if control is not None else None
         state["members"] = {v: nxt[v][first:] for v in self.variables} if n else None
         return stats, innovations
-
-    @staticmethod
-    def _variational_innovations(diagnostics: dict[int, dict[str, Any]], labels: list[int], has_control: bool
-                                 ) -> dict[str, Any]:
-        r"""Archive values of variational analyses (EDA included).
-
-        With a control (member 0): its :math:`H(x_b)`, :math:`H(x_a)` and final cost
-        :math:`J(x_a)` (the quadratic cost at the end of the last minimisation: exact for a
-        linear :math:`H`); without: the means over the members and no cost (NaN).  The
-        background variance is :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` of the B the
-        analyses used (static, ensemble or hybrid), computed on the first member; the
-        perturbations are those of the perturbed members' :math:`H(x_b^k)`.
-        """
-        hxb = np.stack([diagnostics[m]["hofx background"] for m in labels])
-        hxa = np.stack([diagnostics[m]["hofx analysis"] for m in labels])
-        first = 1 if has_control else 0
-        out = {"background_error_variance": diagnostics[labels[0]]["background error variance"],
-               "ensemble_perturbations": None, "cost_at_analysis": math.nan}
-        if has_control:
-            out.update(hofx_background=hxb[0], hofx_analysis=hxa[0],
-                       cost_at_analysis=float(diagnostics[0]["final J"]))
-        else:
-            out.update(hofx_background=hxb.mean(axis=0), hofx_analysis=hxa.mean(axis=0))
-        if len(labels) > first:
-            members = hxb[first:]
-            out["ensemble_perturbations"] = (members - members.mean(axis=0)).T
-        return out
 
 
 def _filter_statistics(xb: dict[str, np.ndarray], xa: dict[str, np.ndarray], t_a: dict[str, np.ndarray]
