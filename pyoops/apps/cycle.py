@@ -3,7 +3,9 @@
 See :mod:`pyoops.ensemble.cycling` for the experiment and :doc:`/cycling` for the
 YAML.  Outputs in ``output.directory``: ``checkpoint.npz`` (the restart file, written
 atomically after each completed cycle), ``statistics.nc`` (per-cycle RMSE and spread),
-``statistics.json`` (time means), ``rmse.png`` and, for ensembles, ``spread_error.png``.
+``statistics.json`` (time means), ``rmse.png`` and, for ensembles, ``spread_error.png``;
+with ``archive: true`` the innovation archive ``innovations.nc`` (and its log
+``innovations.nc.log``, which a resumed run continues).
 Run again with the same configuration, the experiment resumes from the checkpoint
 (``resume: false`` starts afresh); raising ``cycling.cycles`` extends a finished run.
 """
@@ -20,6 +22,7 @@ from pydantic import Field
 from pyoops.apps.base import Application, ApplicationParameters, specialise, union_of_parameters
 from pyoops.assimilation.letkf import LocalEnsembleDAParameters
 from pyoops.config.parameters import Parameters
+from pyoops.diagnostics.hbht import BackgroundVarianceParameters
 from pyoops.ensemble.cycling import (
     CycleExperiment,
     CyclingParameters,
@@ -43,6 +46,11 @@ class CycleOutputParameters(Parameters):
 
     directory: str = Field(description="Directory of the checkpoint, statistics and plots.")
     plots: bool = Field(True, description="Write rmse.png (and spread_error.png for ensembles).")
+    archive: bool = Field(False, description="Write the innovation archive innovations.nc (y, sigma_o, H(x_b), "
+                                             "H(x_a), diag(HBH^T), ensemble H(x) perturbations, J(x_a) per cycle).")
+    background_error_variance: BackgroundVarianceParameters = Field(
+        default_factory=BackgroundVarianceParameters, alias="background error variance",
+        description="Archive of variational methods: how diag(HBH^T) is computed (exact or randomized).")
 
 
 class CycleParameters(ApplicationParameters):
@@ -50,8 +58,11 @@ class CycleParameters(ApplicationParameters):
 
     geometry: dict[str, Any] = Field(description="Geometry of the model plugin (truth and analyses).")
     model: dict[str, Any] = Field(description="The assimilating model (forecasts between cycles).")
-    truth: TruthParameters = Field(description="Truth run: initial condition, spin up, optional model.")
-    observations: SyntheticObservationsParameters = Field(description="The synthetic observation network.")
+    truth: TruthParameters | None = Field(
+        None, description="Truth run (initial condition, spin up, optional model) or truth files; required for "
+                          "synthetic observations, optional with given ones (then no state-space statistics).")
+    observations: SyntheticObservationsParameters = Field(
+        description="The synthetic observation network, or given observations (obsdatain).")
     cycling: CyclingParameters = Field(description="Method, number of cycles, window length, ensemble size.")
     cost_function: dict[str, Any] | None = Field(
         None, description="Variational methods: cost type, background error, (linear) model, subwindow; the "
@@ -83,6 +94,8 @@ class CycleApplication(Application):
         directory = Path(params.output.directory)
         state = experiment.run(directory, resume=params.resume, show_progress=show_progress)
         outputs = [str(directory / "checkpoint.npz")]
+        if params.output.archive:
+            outputs.append(str(directory / "innovations.nc"))
         outputs += write_statistics(directory, experiment, state)
         skip = min(experiment.cycling.spin_up_cycles, state["cycle"])
         if params.output.plots and state["cycle"]:

@@ -38,6 +38,7 @@ from pydantic import Field
 from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.apps.ensemble_forecast import member_count, member_count_path, member_labels
 from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
+from pyoops.apps.variational import ArchiveOutputParameters
 from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory
 from pyoops.config.parameters import Parameters
 from pyoops.ensemble.cycling import rmse, spread
@@ -77,6 +78,9 @@ class EDAAppParameters(ApplicationParameters):
     output_control: _File | None = Field(None, description="Analysis of the control member.")
     output_mean: _File | None = Field(None, description="Mean of the perturbed members' analyses.")
     output_spread: _File | None = Field(None, description="Standard deviation of the perturbed members' analyses.")
+    output_archive: ArchiveOutputParameters | None = Field(
+        None, description="Innovation archive (netCDF): y, sigma_o, H(x_b), H(x_a) (the control's, else the members' "
+                          "mean), diag(HBH^T), the members' H(x_b) perturbations, J(x_a).")
 
 
 class EDAApplication(Application):
@@ -158,6 +162,9 @@ class EDAApplication(Application):
                          None, ensemble, params.eda.seed, (), params.eda.perturb_observations,
                          params.eda.obs_error_inflation)
         labels = ([0] if params.eda.control_member else []) + list(range(1, n + 1))
+        archive = params.output_archive
+        if archive is not None:
+            setup.record_hofx, setup.hbht, setup.hbht_member = True, archive.background_error_variance, labels[0]
         logger.info("EDA: %d perturbed members%s, %s, engine %s", n,
                     " and the control" if params.eda.control_member else "", cost.cost_type,
                     params.parallel.engine)
@@ -166,6 +173,8 @@ class EDAApplication(Application):
         times = result.times
         state_cls = self.plugin.state
         outputs: list[str] = []
+        if archive is not None:
+            outputs.append(self._write_archive(archive.filename, result, labels, bool(params.eda.control_member), n))
         mem_labels = member_labels(params.members, n)
         analyses_t = []
         for t, time in enumerate(times):
@@ -206,6 +215,19 @@ class EDAApplication(Application):
         logger.info("EDA: background spread %.4g -> analysis spread %.4g", summary["background spread"],
                     summary["analysis spread"])
         return summary
+
+    def _write_archive(self, filename: str, result: Any, labels: list[int], has_control: bool, n: int) -> str:
+        """The innovation archive of this EDA (cycle 0 at the last analysis time; the used observations)."""
+        from pyoops.diagnostics.archive import InnovationArchiveWriter
+        from pyoops.diagnostics.collect import observer_records, select, variational_innovations
+
+        cost = self._cost
+        record, used = observer_records(cost.observers())
+        record.update(variational_innovations(result.diagnostics, labels, has_control))
+        with InnovationArchiveWriter(filename, list(cost.geometry.location_names), n, geometry=cost.geometry,
+                                     application="eda", method=cost.cost_type, resumable=False) as writer:
+            writer.append_cycle(0, result.times[-1], **select(record, used))
+        return filename
 
     def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:
         cf = specialise(CostFunctionParameters, "CostFunctionParameters", geometry=self.geometry_schema_type(plugin))

@@ -104,6 +104,10 @@ class _File(Parameters):
     filename: str = Field(description="Output file; %mem% and %date% are replaced.")
 
 
+class _ArchiveFile(Parameters):
+    filename: str = Field(description="The innovation archive (netCDF, see the diagnostics page).")
+
+
 class LocalEnsembleDAAppParameters(ApplicationParameters):
     """``pyoops letkf`` configuration (OOPS LocalEnsembleDA)."""
 
@@ -125,6 +129,9 @@ class LocalEnsembleDAAppParameters(ApplicationParameters):
     output: _File | None = Field(None, description="Analysis members (%mem%; %date% with several analysis times).")
     output_mean: _File | None = Field(None, description="Analysis ensemble mean.")
     output_spread: _File | None = Field(None, description="Analysis ensemble standard deviation.")
+    output_archive: _ArchiveFile | None = Field(
+        None, description="Innovation archive (netCDF): y, sigma_o, ensemble-mean H(x_b) and H(x_a), ensemble "
+                          "variance of H(x_b), H(x_b) perturbations.")
 
 
 def validate_local_observations(config: Any, registry: Any, path: str) -> LocalObservationsParameters:
@@ -362,6 +369,9 @@ class LocalEnsembleDAApplication(Application):
         timings["analysis seconds"] = time.perf_counter() - t0
 
         outputs: list[str] = []
+        if params.output_archive is not None:
+            outputs.append(self._write_archive(params.output_archive.filename, observers, hb, net.flatten(hofx_a),
+                                               da.solver))
         for t in self._times:
             xa_state = analyses[t]
             for option, what in ((params.output, "members"), (params.output_mean, "mean"),
@@ -391,6 +401,21 @@ class LocalEnsembleDAApplication(Application):
             logger.info("%s: %d obs, ombg rms %.6g, oman rms %.6g, H(x) spread %.6g -> %.6g", name, s["nobs"],
                         s["ombg rms"], s["oman rms"], s["hofx0 spread"], s["hofx1 spread"])
         return summary
+
+    def _write_archive(self, filename: str, observers: Any, hxb: np.ndarray, hxa: np.ndarray, solver: str) -> str:
+        r"""The innovation archive of this analysis (cycle 0 at the last analysis time): for the used
+        observations, the members' mean :math:`H(x)` before and after, the ensemble variance of
+        :math:`H(x^b_k)` (:math:`N-1`) as the assumed background variance, and the perturbations."""
+        from pyoops.diagnostics.archive import InnovationArchiveWriter
+        from pyoops.diagnostics.collect import ensemble_innovations, observer_records, select
+
+        record, used = observer_records(observers)
+        record.update(ensemble_innovations(hxb, hxa))
+        with InnovationArchiveWriter(filename, list(self._geometry.location_names), hxb.shape[0],
+                                     geometry=self._geometry, application="letkf", method=solver,
+                                     resumable=False) as writer:
+            writer.append_cycle(0, self._times[-1], **select(record, used))
+        return filename
 
     def _obs_statistics(self, observers: Any, hofx_b: list[Any], hofx_a: list[Any],
                         outputs: list[str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
 from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory, run_incremental
 from pyoops.config.parameters import Parameters
+from pyoops.diagnostics.hbht import BackgroundVarianceParameters
 from pyoops.ensemble.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
@@ -37,6 +38,15 @@ class _File(Parameters):
     filename: str = Field(description="Output file; %date% is replaced by the valid time.")
 
 
+class ArchiveOutputParameters(Parameters):
+    """``output archive``: the innovation archive of the analysis (one cycle)."""
+
+    filename: str = Field(description="The archive (netCDF, see the diagnostics page).")
+    background_error_variance: BackgroundVarianceParameters = Field(
+        default_factory=BackgroundVarianceParameters, alias="background error variance",
+        description="How diag(HBH^T) is computed (exact or randomized).")
+
+
 class VariationalParameters(ApplicationParameters):
     """``pyoops variational`` configuration (OOPS Variational)."""
 
@@ -46,6 +56,10 @@ class VariationalParameters(ApplicationParameters):
     output_increment: _File | None = Field(None, description="Analysis increment(s) x_a - x_b.")
     output_cost: _File | None = Field(None, description="JSON trace of J, Jb, Jo and gradient norms.")
     output_plot: _File | None = Field(None, description="PNG of the cost and gradient-norm reduction.")
+    output_archive: ArchiveOutputParameters | None = Field(
+        None, description="Innovation archive (netCDF): y, sigma_o, H(x_b), H(x_a), diag(HBH^T), J(x_a).")
+
+
 
 
 def _filename(template: str, time: Any) -> str:
@@ -81,6 +95,24 @@ def plot_cost_trace(trace: list[dict[str, Any]], filename: str, title: str = "")
     plt.close(fig)
 
 
+def write_archive(filename: str, cost: Any, result: Any) -> str:
+    r"""The innovation archive of one variational analysis (cycle 0, analysis time: the last analysis
+    state's): the used observations of every observer, :math:`H(x_b)` and :math:`H(x_a)`,
+    :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` (:mod:`pyoops.diagnostics.hbht`) and the final
+    cost :math:`J(x_a)` (quadratic, of the last outer loop)."""
+    from pyoops.diagnostics.archive import InnovationArchiveWriter
+    from pyoops.diagnostics.collect import flat_hofx, observer_records, select
+
+    record, used = observer_records(result.observers)
+    record.update(hofx_background=flat_hofx(result.hofx_background), hofx_analysis=flat_hofx(result.hofx_analysis),
+                  background_error_variance=result.background_error_variance)
+    with InnovationArchiveWriter(filename, list(cost.geometry.location_names), geometry=cost.geometry,
+                                 application="variational", method=cost.cost_type, resumable=False) as writer:
+        writer.append_cycle(0, result.analysis[-1].time, cost_at_analysis=float(result.trace[-1]["J"]),
+                            **select(record, used))
+    return filename
+
+
 class VariationalApplication(Application):
     """Incremental variational assimilation."""
 
@@ -106,8 +138,12 @@ class VariationalApplication(Application):
 
     def run(self, params: VariationalParameters) -> dict[str, Any]:
         cost = self._cost
-        result = run_incremental(cost, params.variational)
+        archive = params.output_archive
+        hbht = (archive.background_error_variance, ("variational",)) if archive is not None else None
+        result = run_incremental(cost, params.variational, hbht=hbht)
         outputs: list[str] = []
+        if archive is not None:
+            outputs.append(write_archive(archive.filename, cost, result))
         if params.output is not None:
             for state in result.analysis:
                 name = _filename(params.output.filename, state.time)

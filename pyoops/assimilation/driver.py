@@ -127,6 +127,8 @@ class VariationalResult:
     trace: list[dict[str, Any]] = field(default_factory=list)
     online_diagnostics: list[dict[str, Any]] = field(default_factory=list)
     timings: list[dict[str, Any]] = field(default_factory=list)
+    #: diag(HBH^T) at the first outer loop (flat, observation order), when asked for.
+    background_error_variance: np.ndarray | None = None
 
 
 def _flatteners(geometry: Any, variables: Any, nslots: int) -> tuple[Any, Any, list[FieldSet]]:
@@ -159,15 +161,18 @@ def _cg_solve(apply: Any, rhs: np.ndarray, tol: float = 1e-12, maxiter: int = 10
 
 def run_incremental(cost: CostFunction, section: VariationalSection, path: str = "variational", *,
                     background: list[Any] | None = None, observers: Any = None,
-                    covariance: Any = None) -> VariationalResult:
-    """Run every outer loop and return background, analysis, H(x) and the cost trace.
+                    covariance: Any = None, hbht: Any = None) -> VariationalResult:
+    r"""Run every outer loop and return background, analysis, H(x) and the cost trace.
 
     The in-memory entry point (used by cycling and the EDA) may replace what the
     configuration would read: ``background`` (the list of States
     :meth:`CostFunction.read_background` would return), ``observers`` (an
     :class:`~pyoops.generic.observers.Observers` with its ObsValue filled) and
     ``covariance`` (a callable ``inner_geometry -> ErrorCovariance``, e.g. to use an
-    in-memory ensemble or to reuse one B for several analyses).
+    in-memory ensemble or to reuse one B for several analyses).  ``hbht``: ``(options,
+    labels)`` with :class:`~pyoops.diagnostics.hbht.BackgroundVarianceParameters` to also
+    compute :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` with the linearisation of the
+    first outer loop (:func:`~pyoops.diagnostics.hbht.diag_hbht`).
     """
     if background is None:
         background = cost.read_background()
@@ -184,6 +189,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
     online: list[dict[str, Any]] = []
     timings: list[dict[str, Any]] = []
     hofx_background = None
+    background_error_variance = None
     for k, it in enumerate(section.iterations):
         ipath = join_path(path, "iterations", k)
         inner = cost.geometry
@@ -228,6 +234,12 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             b_sqrt=(lambda v: flatten([cov.chain.sqrt_multiply(v)])) if has_sqrt else None,
             b_sqrt_ad=(lambda x: cov.chain.sqrt_multiply_ad(unflatten(x)[0])) if has_sqrt else None,
             ctl_size=cov.ctl_vec_size if has_sqrt else None, vb=vb)
+        if k == 0 and hbht is not None:
+            from pyoops.diagnostics.hbht import diag_hbht
+
+            background_error_variance = diag_hbht(
+                h, h_ad, b_multiply, lin.innovation.size, dxb.size, hbht[0], tuple(hbht[1]),
+                b_sqrt=problem.b_sqrt, sqrt_size=problem.ctl_size)
         diagnostics = None
         if it.online_diagnostics is not None:
             diagnostics = {"online adj test": it.online_diagnostics.online_adj_test,
@@ -261,7 +273,8 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         carried_vb = vb - result.v if (vb is not None and result.v is not None) else None
         carried_geometry = inner
     final = cost.linearise(guess, observers, cost.geometry, None)
-    return VariationalResult(background, guess, hofx_background, final.hofx, observers, trace, online, timings)
+    return VariationalResult(background, guess, hofx_background, final.hofx, observers, trace, online, timings,
+                             background_error_variance)
 
 
 def _online_tlm(cost: CostFunction, guess: list[Any], observers: Any, inner: Any, lin: Any, h: Any,

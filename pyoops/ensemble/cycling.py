@@ -51,6 +51,21 @@ written atomically to ``checkpoint.npz`` in the output directory (random draws c
 from per-cycle and per-member streams, so no generator state needs saving).  A run
 killed at any point resumes from the last completed cycle and produces bitwise the
 same statistics as an uninterrupted run.
+
+Given observations (``observations.obsdatain``): instead of step 2, each cycle reads an
+IODA-like file (``%date%`` = its analysis time) or the rows of one file inside its window;
+the truth is then optional (a run, files ``truth.filename`` at the analysis times, or none:
+RMSEs NaN), and the first backgrounds may be read from ``cycling.initial background`` /
+``initial ensemble`` (required without a truth run, with ``cycling.start`` = :math:`T_0`).
+
+Innovation archive (``output.archive``): each cycle's observations, :math:`H(x_b)`,
+:math:`H(x_a)`, assumed background variance in observation space (ensemble variance of
+:math:`H(x^b_k)` for the filters, :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` by
+:mod:`pyoops.diagnostics.hbht` for the variational methods), ensemble perturbations and
+:math:`J(x_a)` are appended to an
+:class:`~pyoops.diagnostics.archive.InnovationArchiveWriter` whose
+:meth:`~pyoops.diagnostics.archive.InnovationArchiveWriter.checkpoint_state` is saved in
+the checkpoint, so that the archive of a resumed run is bitwise that of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -74,7 +89,8 @@ from pyoops.assimilation.letkf import (
     letkf_analysis,
     local_obs_selection,
 )
-from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.config.parameters import DateTimeField, DurationField, Parameters, validate
+from pyoops.diagnostics.collect import ensemble_innovations, flat_metadata, variational_innovations
 from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
@@ -112,6 +128,8 @@ __all__ = [
 
 logger = logging.getLogger("pyoops")
 
+#: The innovation archive in the output directory (``output.archive``).
+ARCHIVE_NAME = "innovations.nc"
 METHODS = ("3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
 ENSEMBLE_METHODS = ("3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
 FOUR_D_COST_TYPES = ("4D-Var", "3D-FGAT", "4D-FGAT", "4D-Ens-Var")
@@ -124,23 +142,48 @@ CHECKPOINT_VERSION = 1
 
 # Parameters ------------------------------------------------------------------------------------
 class TruthParameters(Parameters):
-    """The ``truth`` section."""
+    """The ``truth`` section: a truth run (``initial condition``) or truth files (``filename``)."""
 
-    initial_condition: StateParameters = Field(description="Initial state of the truth run (file or analytic init).")
+    initial_condition: StateParameters | None = Field(
+        None, description="Initial state of the truth run (file or analytic init).")
     spin_up: DurationField = Field(Duration("PT0S"), alias="spin-up",
                                    description="Run the truth this long before the first cycle.")
     model: dict[str, Any] | None = Field(None, description="Truth model (default: the assimilating model; "
                                                            "another one makes model error).")
+    filename: str | None = Field(None, description="Truth from files instead of a run: one state file per analysis "
+                                                   "time, %date% replaced by the analysis time (a nature run).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TruthParameters":
+        if (self.initial_condition is None) == (self.filename is None):
+            raise ValueError("give exactly one of 'initial condition' (a truth run) and 'filename' (truth files)")
+        if self.filename is not None:
+            if "%date%" not in self.filename:
+                raise ValueError("'filename' must contain %date% (one truth file per analysis time)")
+            if self.model is not None or self.spin_up != Duration(0):
+                raise ValueError("'model' and 'spin-up' belong to a truth run ('initial condition')")
+        return self
+
+
+class ObsFileTemplateParameters(Parameters):
+    """``observations.obsdatain``: given observations."""
+
+    filename: str = Field(description="IODA-like observation file; with %date%: one file per window, %date% replaced "
+                                      "by the cycle's analysis time; without: one file, its rows selected by each "
+                                      "window.")
 
 
 class SyntheticObservationsParameters(Parameters):
-    """The ``observations`` section: one synthetic observation network."""
+    """The ``observations`` section: one synthetic observation network, or given observations (``obsdatain``)."""
 
     name: str = Field("synthetic", description="Name of the obs space.")
     simulated_variables: list[str] | None = Field(None, description="Observed variables (default: all).")
-    obs_frequency: DurationField = Field(description="Time between observation times (a multiple of the model step).")
-    obs_density: int = Field(gt=0, description="Number of locations at each observation time.")
-    obs_error: float = Field(gt=0, description="Observation error standard deviation; R = obs error^2 I.")
+    obsdatain: ObsFileTemplateParameters | None = Field(
+        None, description="Given observations (ObsValue, ObsError, times, locations) instead of the synthetic ones.")
+    obs_frequency: DurationField | None = Field(
+        None, description="Time between observation times (a multiple of the model step).")
+    obs_density: int | None = Field(None, gt=0, description="Number of locations at each observation time.")
+    obs_error: float | None = Field(None, gt=0, description="Observation error standard deviation; R = obs error^2 I.")
     locations: Literal["regular", "random"] = Field("regular", description="Regular lattice or random (fixed) "
                                                                            "locations.")
     locations_seed: int = Field(0, ge=0, description="Seed of the random locations.")
@@ -150,16 +193,40 @@ class SyntheticObservationsParameters(Parameters):
     obs_localizations: list[ObsLocalization] = Field(
         default_factory=list, description="LETKF: observation-space localizations (lengthscale > 0).")
 
+    @model_validator(mode="after")
+    def _synthetic_or_given(self) -> "SyntheticObservationsParameters":
+        synthetic = {"obs frequency": self.obs_frequency, "obs density": self.obs_density,
+                     "obs error": self.obs_error}
+        if self.obsdatain is None:
+            missing = [k for k, v in synthetic.items() if v is None]
+            if missing:
+                raise ValueError(f"synthetic observations need {', '.join(repr(k) for k in missing)} (or give "
+                                 "'obsdatain')")
+        else:
+            given = [k for k in ("obs_frequency", "obs_density", "obs_error", "locations", "locations_seed", "seed")
+                     if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"{', '.join(repr(k.replace('_', ' ')) for k in given)} describe synthetic "
+                                 "observations; remove them with 'obsdatain'")
+        return self
+
     @field_validator("obs_frequency")
     @classmethod
-    def _positive(cls, value: Duration) -> Duration:
-        if value <= Duration(0):
+    def _positive(cls, value: Duration | None) -> Duration | None:
+        if value is not None and value <= Duration(0):
             raise ValueError(f"must be positive, got {value}")
         return value
 
 
 class InitialPerturbationParameters(Parameters):
     std: float = Field(1.0, ge=0, description="Standard deviation of the white initial background errors.")
+
+
+class InitialFileParameters(Parameters):
+    """``cycling.initial background`` / ``cycling.initial ensemble``: state files valid at the first background time."""
+
+    filename: str = Field(description="State file (initial ensemble: %mem% replaced by the member number 1..N, or "
+                                      "one file with a 'member' dimension, members 0..N-1).")
 
 
 class CyclingParameters(Parameters):
@@ -176,6 +243,13 @@ class CyclingParameters(Parameters):
         default_factory=InitialPerturbationParameters,
         description="Initial backgrounds: truth + N(0, std^2 I), one stream per member.")
     checkpoint_every: int = Field(1, gt=0, description="Write the checkpoint every this many cycles (and at the end).")
+    start: DateTimeField | None = Field(
+        None, description="Experiment start T_0 (the first analysis is at T_0 + L) when there is no truth run "
+                          "(default: the truth's initial date plus its spin-up).")
+    initial_background: InitialFileParameters | None = Field(
+        None, description="Control background at the first background time (default: truth + perturbation).")
+    initial_ensemble: InitialFileParameters | None = Field(
+        None, description="Members' backgrounds at the first background time (default: truth + perturbations).")
 
     @field_validator("members")
     @classmethod
@@ -196,8 +270,10 @@ class CyclingParameters(Parameters):
 
 
 # Small helpers ---------------------------------------------------------------------------------
-def rmse(fields: "FieldSet | dict[str, np.ndarray]", truth: "FieldSet | dict[str, np.ndarray]") -> float:
-    """Root-mean-square difference over every variable and grid value."""
+def rmse(fields: "FieldSet | dict[str, np.ndarray]", truth: "FieldSet | dict[str, np.ndarray] | None") -> float:
+    """Root-mean-square difference over every variable and grid value (NaN without a truth)."""
+    if truth is None:
+        return math.nan
     total, count = 0.0, 0
     for v, t in truth.items():
         d = np.asarray(fields[v]) - np.asarray(t)
@@ -298,8 +374,12 @@ class CycleExperiment:
         self.geometry = make_geometry(plugin, params.geometry, "geometry")
         self.model = self._make_model(params.model, "model")
         step = self.model.time_resolution
-        truth_cfg = params.truth.model or params.model
-        self.truth_model = self._make_model(truth_cfg, "truth.model" if params.truth.model else "model")
+        truth = params.truth
+        #: A truth run (``truth.initial condition``) / truth files (``truth.filename``) / no truth.
+        self.truth_run = truth is not None and truth.initial_condition is not None
+        self.truth_files = truth.filename if truth is not None else None
+        truth_cfg = (truth.model if truth is not None else None) or params.model
+        self.truth_model = self._make_model(truth_cfg, "truth.model" if truth_cfg is not params.model else "model")
         if self.truth_model.time_resolution != step:
             raise ConfigError(f"the truth model time step {self.truth_model.time_resolution} differs from the "
                               f"assimilating model's {step}", "truth.model")
@@ -312,12 +392,42 @@ class CycleExperiment:
                               "observations.simulated variables")
         L = self.cycling.window_length
         self._check_multiple(L, step, "cycling.window length")
-        self._check_multiple(self.obs.obs_frequency, step, "observations.obs frequency")
-        self._check_multiple(params.truth.spin_up, step, "truth.spin-up")
-        self.start = end_date(params.truth.initial_condition.date, params.truth.spin_up, "truth.spin-up")
+        #: Observations from files (``observations.obsdatain``) instead of the synthetic twin.
+        self.given_obs = self.obs.obsdatain is not None
+        if not self.given_obs:
+            if not self.truth_run:
+                raise ConfigError("synthetic observations are made from a truth run: give 'truth.initial condition' "
+                                  "(or given observations in 'observations.obsdatain')", "truth")
+            self._check_multiple(self.obs.obs_frequency, step, "observations.obs frequency")
+        if self.truth_run:
+            self._check_multiple(truth.spin_up, step, "truth.spin-up")
+            if self.cycling.start is not None:
+                raise ConfigError("the start is the truth's initial date plus its spin-up; remove 'start'",
+                                  "cycling.start")
+            self.start = end_date(truth.initial_condition.date, truth.spin_up, "truth.spin-up")
+        else:
+            if self.cycling.start is None:
+                raise ConfigError("without a truth run the experiment start T_0 must be given (the first analysis is "
+                                  "at T_0 + window length)", "cycling.start")
+            self.start = DateTime(self.cycling.start)
+
         self.document = document or {}
+        self.archive = bool(getattr(params.output, "archive", False))
+        self.last_innovations: dict[str, Any] | None = None
         self._check_sizes()
         self._setup_method()
+        if self.cycling.initial_ensemble is not None and not self.nmembers:
+            raise ConfigError(f"method {self.method} has no ensemble members", "cycling.initial ensemble")
+        if self.cycling.initial_background is not None and not self.control_member:
+            raise ConfigError(f"method {self.method} has no control member (eda.control member: false, or an "
+                              "ensemble filter); remove it", "cycling.initial background")
+        if not self.truth_run:
+            if self.control_member and self.cycling.initial_background is None:
+                raise ConfigError("without a truth run the control's initial background must be read from a file",
+                                  "cycling.initial background")
+            if self.cycling.members and self.cycling.initial_ensemble is None:
+                raise ConfigError("without a truth run the initial ensemble must be read from files",
+                                  "cycling.initial ensemble")
 
     def _check_sizes(self) -> None:
         """Before any work: the last cycle ends by the year 9999, and the statistics, the
@@ -335,6 +445,8 @@ class CycleExperiment:
         if c.members is not None:
             # Backgrounds, analyses, forecasts and H(x) of the members, and the checkpoint's copy.
             check_members(c.members, self.geometry, self.variables, "cycling.members", copies=6)
+        if self.given_obs:
+            return  # the files' sizes are checked when each is read
         ntimes = int(L.total_seconds() // self.obs.obs_frequency.total_seconds()) + 1
         nlocs = ntimes * self.obs.obs_density
         nvars = len(self.obs_variables)
@@ -434,6 +546,12 @@ class CycleExperiment:
         check_minimizer_memory(cost, validate(VariationalSection, self.params.variational, "variational"))
         self.increment_times_offsets = [t - cost.window.begin for t in cost.increment_times]
 
+    def background_variance_rule(self) -> str:
+        """How the archive's BackgroundErrorVariance is obtained (stored as an attribute)."""
+        if self.method in ("LETKF", "EnKF"):
+            return "ensemble variance of H(x_b), N-1 normalisation"
+        return "diag(HBH^T) of the analysis B: " + self.params.output.background_error_variance.rule()
+
     # Time line --------------------------------------------------------------------------------
     def analysis_time(self, k: int) -> DateTime:
         return self.start + self.cycling.window_length * (k + 1)
@@ -449,6 +567,8 @@ class CycleExperiment:
         return self.window(k).begin if self.four_d else self.analysis_time(k)
 
     def obs_times(self, window: TimeWindow) -> list[DateTime]:
+        if self.given_obs:
+            return []
         f = self.obs.obs_frequency
         j = math.ceil((window.begin - self.start).total_seconds() / f.total_seconds())
         out, t = [], self.start + f * max(j, 0)
@@ -503,6 +623,45 @@ class CycleExperiment:
             values[:, rows] = hx[:, rows] + sigma[:, rows] * noise
         return TwinObservations(cfg, values, sigma, loc_times.copy(), space.locations, window)
 
+    def obs_filename(self, k: int) -> str:
+        """The observation file of cycle ``k``: ``%date%`` replaced by its analysis time (ISO-8601, e.g.
+        ``2010-01-01T06:00:00Z``); without ``%date%`` the one file of every window."""
+        return self.obs.obsdatain.filename.replace("%date%", str(self.analysis_time(k)))
+
+    def given_observer_config(self, k: int) -> dict[str, Any]:
+        """Observer of the given observations of cycle ``k`` (a file of many windows: rows outside dropped)."""
+        one_file = "%date%" not in self.obs.obsdatain.filename
+        return {"obs space": {"name": self.obs.name, "simulated variables": self.obs_variables,
+                              "obsdatain": {"filename": self.obs_filename(k),
+                                            "outside window": "drop" if one_file else "fail"}},
+                "obs operator": dict(self.obs.obs_operator), "obs error": {"covariance model": "diagonal"}}
+
+    def read_observations(self, k: int) -> TwinObservations:
+        """The given observations of cycle ``k`` (IODA-like file; its rows in the window if it is one file)."""
+        from pyoops.generic.observers import Observer, ObserverParameters
+
+        window = self.window(k)
+        filename = self.obs_filename(k)
+        cfg = self.given_observer_config(k)
+        ob = Observer(validate(ObserverParameters, cfg, "observations"), window, self.geometry, self.registry,
+                      "observations")
+        space = ob.obs_space
+        values = np.asarray(space.obs_values().values, dtype=np.float64)
+        if space.nlocs == 0:
+            raise InputFileError(filename, f"has no observation in the window {window} of cycle {k}")
+        missing = int(np.isnan(values).sum())
+        if missing:
+            raise InputFileError(filename, f"has {missing} missing ObsValue(s) in the window {window}: cycle needs "
+                                           "every simulated variable at every location")
+        sigma = np.asarray(ob.obs_error.obserrors().values, dtype=np.float64)
+        return TwinObservations(cfg, values, sigma, space.locations.times.copy(), space.locations, window)
+
+    def read_truth(self, time: DateTime) -> dict[str, np.ndarray]:
+        """The truth at ``time`` from ``truth.filename`` (``%date%`` replaced; geometry and date checked)."""
+        cfg = {"date": str(time), "filename": self.truth_files.replace("%date%", str(time))}
+        state = self.plugin.state.from_config(self.geometry, cfg, "truth.filename")
+        return {v: np.array(state.fields[v], dtype=np.float64) for v in self.variables}
+
     # Truth ------------------------------------------------------------------------------------
     def initial_truth(self) -> Any:
         state = self.plugin.state.from_config(self.geometry, self.params.truth.initial_condition,
@@ -553,7 +712,8 @@ class CycleExperiment:
             date = w.begin if self.four_d else self.analysis_time(k)
             cfg["background"] = {"date": str(date), "filename": "in-memory"}
         if observer is None:
-            observer = self.observer_config(w, self.obs_times(w) or [w.end])
+            observer = (self.given_observer_config(k) if self.given_obs
+                        else self.observer_config(w, self.obs_times(w) or [w.end]))
         cfg["observations"] = {"observers": [observer]}
         return cfg
 
@@ -574,24 +734,47 @@ class CycleExperiment:
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     def initial_experiment_state(self) -> dict[str, Any]:
-        truth = self.initial_truth()
+        r"""State before cycle 0: the truth (if run) and the backgrounds valid at the first background time
+        :math:`s_0`, read from ``cycling.initial background``/``initial ensemble`` or drawn as
+        :math:`x^t(s_0) + \sigma\,\eta_k`, :math:`\eta_k \sim \mathcal N(0, I)` from ``generator(seed, "initial", k)``.
+        """
+        truth = self.initial_truth() if self.truth_run else None
         s0 = self.background_time(0)
-        at_s0 = self.plugin.state(self.geometry, truth.fields.copy(), truth.time)
-        forecast(self.truth_model, at_s0, s0 - truth.time, show_progress=False)
+        at_s0 = None
         std = self.cycling.initial_perturbation.std
         seed = self.cycling.seed
 
         def perturbed(member: int) -> dict[str, np.ndarray]:
+            nonlocal at_s0
+            if at_s0 is None:
+                at_s0 = self.plugin.state(self.geometry, truth.fields.copy(), truth.time)
+                forecast(self.truth_model, at_s0, s0 - truth.time, show_progress=False)
             rng = generator(seed, "initial", member)
             return {v: np.asarray(at_s0.fields[v]) + std * rng.standard_normal(np.shape(at_s0.fields[v]))
                     for v in self.variables}
 
-        control = perturbed(0) if self.control_member else None
+        def read(filename: str, path: str, member: int | None = None) -> dict[str, np.ndarray]:
+            cfg = {"date": str(s0), "filename": filename, **({"member": member} if member is not None else {})}
+            state = self.plugin.state.from_config(self.geometry, cfg, path)
+            return {v: np.array(state.fields[v], dtype=np.float64) for v in self.variables}
+
+        control = None
+        if self.control_member:
+            bg = self.cycling.initial_background
+            control = read(bg.filename, "cycling.initial background") if bg is not None else perturbed(0)
         members = None
         if self.nmembers:
-            draws = [perturbed(m) for m in range(1, self.nmembers + 1)]
+            ens = self.cycling.initial_ensemble
+            if ens is None:
+                draws = [perturbed(m) for m in range(1, self.nmembers + 1)]
+            elif "%mem%" in ens.filename:
+                draws = [read(ens.filename.replace("%mem%", str(m)), "cycling.initial ensemble")
+                         for m in range(1, self.nmembers + 1)]
+            else:
+                draws = [read(ens.filename, "cycling.initial ensemble", m) for m in range(self.nmembers)]
             members = {v: np.stack([d[v] for d in draws]) for v in self.variables}
-        return {"cycle": 0, "truth": _copy(truth.fields), "truth time": str(truth.time), "control": control,
+        return {"cycle": 0, "truth": _copy(truth.fields) if truth is not None else None,
+                "truth time": str(truth.time) if truth is not None else None, "control": control,
                 "members": members, "stats": {name: [] for name in STATISTICS}, "seconds": []}
 
     def run(self, directory: "str | Path", resume: bool = True, executor: MemberExecutor | None = None,
@@ -613,9 +796,17 @@ class CycleExperiment:
             logger.info("resuming from %s after cycle %d", ckpt, state["cycle"])
         if state is None:
             state = self.initial_experiment_state()
+        elif self.archive and state["cycle"] and state.get("innovations") is None:
+            raise ConfigError(f"the checkpoint {ckpt} was written without the innovation archive, which cannot be "
+                              "made for the cycles already done; set 'resume: false' or another output directory",
+                              "output.archive")
+        if not self.archive:
+            state["innovations"] = None   # cycles run without the archive: it cannot be continued later
+        archive = _Archive(self, directory / ARCHIVE_NAME, state) if self.archive else None
         own_executor = executor is None
         executor = executor or MemberExecutor(self.params.parallel)
-        truth = self.plugin.state(self.geometry, FieldSet(state["truth"]), DateTime(state["truth time"]))
+        truth = None if state["truth"] is None else self.plugin.state(self.geometry, FieldSet(state["truth"]),
+                                                                       DateTime(state["truth time"]))
         total = self.cycling.cycles
         first = state["cycle"]
         last = total if stop_after is None else min(total, first + stop_after)
@@ -628,34 +819,69 @@ class CycleExperiment:
                     state["stats"][name].append(stats.get(name, float("nan")))
                 state["seconds"].append(_time.perf_counter() - started)
                 state["cycle"] = k + 1
-                state["truth"], state["truth time"] = _copy(truth.fields), str(truth.time)
+                if truth is not None:
+                    state["truth"], state["truth time"] = _copy(truth.fields), str(truth.time)
+                if archive is not None:
+                    archive.append(k, self.last_innovations, state)
                 if (k + 1) % self.cycling.checkpoint_every == 0 or k + 1 == last:
                     save_checkpoint(ckpt, state, digest)
                 if hasattr(bar, "set_postfix") and (k % 10 == 0 or k + 1 == last):
                     bar.set_postfix({"rmse a": f"{stats['analysis rmse']:.3f}"})
+        except BaseException:
+            if archive is not None:
+                archive.abandon()
+            raise
         finally:
             if own_executor:
                 executor.close()
+        if archive is not None:
+            archive.close()
         return state
 
     def run_cycle(self, k: int, truth: Any, state: dict[str, Any], executor: MemberExecutor) -> dict[str, float]:
         """One cycle: truth and observations, analysis, statistics, forecast to the next background."""
         w = self.window(k)
         a_k = self.analysis_time(k)
-        obs_times = self.obs_times(w)
-        needed = sorted(set(obs_times) | {a_k})
-        truth_at = self.advance_truth(truth, needed[-1], needed)
-        twin = self.observe(w, truth_at)
-        t_a = truth_at[a_k]
+        if self.given_obs:
+            twin = self.read_observations(k)
+            if truth is not None:
+                t_a = self.advance_truth(truth, a_k, [a_k])[a_k]
+            elif self.truth_files is not None:
+                t_a = self.read_truth(a_k)
+            else:
+                t_a = None
+        else:
+            obs_times = self.obs_times(w)
+            needed = sorted(set(obs_times) | {a_k})
+            truth_at = self.advance_truth(truth, needed[-1], needed)
+            twin = self.observe(w, truth_at)
+            t_a = truth_at[a_k]
         if self.method == "LETKF":
-            return self._cycle_letkf(k, twin, t_a, state, executor)
-        if self.method == "EnKF":
-            return self._cycle_enkf(k, twin, t_a, state, executor)
-        return self._cycle_variational(k, twin, t_a, state, executor)
+            stats, innovations = self._cycle_letkf(k, twin, t_a, state, executor)
+        elif self.method == "EnKF":
+            stats, innovations = self._cycle_enkf(k, twin, t_a, state, executor)
+        else:
+            stats, innovations = self._cycle_variational(k, twin, t_a, state, executor)
+        #: The archive record of the cycle (``append_cycle`` keywords), None without archive.
+        self.last_innovations = None if innovations is None else self._archive_record(twin, innovations)
+        return stats
+
+    # Innovation archive ---------------------------------------------------------------------------
+    def _archive_record(self, twin: TwinObservations, innovations: dict[str, Any]) -> dict[str, Any]:
+        """``append_cycle`` keywords: the cycle's values and metadata, observations in ``(nvars, nlocs)``
+        C order (variable-major), as the observers and the flat H(x) vectors order them."""
+        return {"obs_value": twin.values.ravel(), "obs_error": twin.error.ravel(),
+                **flat_metadata(self.obs.name, self.obs_variables, twin.times, twin.locations.coords),
+                **innovations}
+
+    def _ensemble_hofx(self, ob: Any, fields: dict[str, np.ndarray]) -> np.ndarray:
+        """:math:`H(x_k)` of every member, ``(N, p)``."""
+        hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(fields, copy=False))).values
+        return hx.reshape(hx.shape[0], -1)
 
     # LETKF ----------------------------------------------------------------------------------------
     def _cycle_letkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
-                     executor: MemberExecutor) -> dict[str, float]:
+                     executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
         from pyoops.generic.observers import Observer, ObserverParameters
 
         a_k = self.analysis_time(k)
@@ -676,16 +902,14 @@ class CycleExperiment:
         xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(),
                             (twin.error ** 2).ravel(), self._selection, infl.mult, infl.rtpp, infl.rtps)
         xa = _copy(xa)
-        mean_b, mean_a = _mean(xb), _mean(xa)
-        stats = {"analysis rmse": rmse(mean_a, t_a), "forecast rmse": rmse(mean_b, t_a),
-                 "analysis mean rmse": rmse(mean_a, t_a), "forecast mean rmse": rmse(mean_b, t_a),
-                 "analysis spread": spread(xa), "forecast spread": spread(xb)}
+        innovations = (ensemble_innovations(hx.reshape(n, -1), self._ensemble_hofx(ob, xa))
+                       if self.archive else None)
         state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
-        return stats
+        return _filter_statistics(xb, xa, t_a), innovations
 
     # Stochastic EnKF --------------------------------------------------------------------------------
     def _cycle_enkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
-                    executor: MemberExecutor) -> dict[str, float]:
+                    executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
         from pyoops.generic.observers import Observer, ObserverParameters
 
         a_k = self.analysis_time(k)
@@ -697,16 +921,15 @@ class CycleExperiment:
             self.eda.seed, m, "cycle", k).standard_normal(twin.error.shape) for m in range(1, self.nmembers + 1)])
         xa = perturbed_obs_enkf_analysis(xb, hx, twin.values, twin.error ** 2, perturbations)
         xa = inflate_perturbations(xa, xb, self.eda.inflation)
-        mean_b, mean_a = _mean(xb), _mean(xa)
-        stats = {"analysis rmse": rmse(mean_a, t_a), "forecast rmse": rmse(mean_b, t_a),
-                 "analysis mean rmse": rmse(mean_a, t_a), "forecast mean rmse": rmse(mean_b, t_a),
-                 "analysis spread": spread(xa), "forecast spread": spread(xb)}
+        innovations = (ensemble_innovations(hx.reshape(hx.shape[0], -1), self._ensemble_hofx(ob, xa))
+                       if self.archive else None)
         state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
-        return stats
+        return _filter_statistics(xb, xa, t_a), innovations
 
     # Variational and EDA ---------------------------------------------------------------------------
     def _cycle_variational(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray],
-                           state: dict[str, Any], executor: MemberExecutor) -> dict[str, float]:
+                           state: dict[str, Any], executor: MemberExecutor
+                           ) -> tuple[dict[str, float], dict[str, Any] | None]:
         w = twin.window
         a_k = self.analysis_time(k)
         s_k = self.background_time(k)
@@ -737,8 +960,12 @@ class CycleExperiment:
             ensemble = {v: np.stack([backgrounds[m][v] for m in range(1, n + 1)]) for v in self.variables}
         setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), backgrounds,
                          [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
-                         ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation)
+                         ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
+                         record_hofx=self.archive, hbht=self.params.output.background_error_variance
+                         if self.archive else None, hbht_member=labels[0])
         result = run_eda(setup, labels, executor)
+        innovations = variational_innovations(result.diagnostics, labels, control is not None) \
+            if self.archive else None
         # Analyses valid at a_k.
         analyses = {v: np.stack([result.analyses[m][-1][v] for m in labels]) for v in self.variables}
         if self.four_d and self.cost_type != "4D-Ens-Var":
@@ -773,7 +1000,54 @@ class CycleExperiment:
         first = 1 if control is not None else 0
         state["control"] = {v: nxt[v][0] for v in self.variables} if control is not None else None
         state["members"] = {v: nxt[v][first:] for v in self.variables} if n else None
-        return stats
+        return stats, innovations
+
+
+def _filter_statistics(xb: dict[str, np.ndarray], xa: dict[str, np.ndarray], t_a: dict[str, np.ndarray]
+                       ) -> dict[str, float]:
+    """Statistics of an ensemble filter (LETKF, EnKF): the analysis is the ensemble mean."""
+    mean_b, mean_a = _mean(xb), _mean(xa)
+    return {"analysis rmse": rmse(mean_a, t_a), "forecast rmse": rmse(mean_b, t_a),
+            "analysis mean rmse": rmse(mean_a, t_a), "forecast mean rmse": rmse(mean_b, t_a),
+            "analysis spread": spread(xa), "forecast spread": spread(xb)}
+
+
+class _Archive:
+    """The innovation archive of a run: an :class:`InnovationArchiveWriter`, created at the first
+    cycle (its coordinates are those of the observations) or resumed from ``state["innovations"]``
+    (the writer's :meth:`checkpoint_state` and the coordinate names, saved with the checkpoint)."""
+
+    def __init__(self, experiment: "CycleExperiment", filename: Path, state: dict[str, Any]) -> None:
+        self.experiment = experiment
+        self.filename = filename
+        self.writer: Any = None
+        saved = state.get("innovations")
+        if saved is not None:
+            self._open(saved["coordinates"])
+            self.writer.resume(saved["writer"])
+
+    def _open(self, coordinates: list[str]) -> None:
+        from pyoops.diagnostics.archive import InnovationArchiveWriter
+
+        e = self.experiment
+        self.coordinates = list(coordinates)
+        self.writer = InnovationArchiveWriter(
+            self.filename, self.coordinates, e.nmembers, geometry=e.geometry, application="cycle",
+            method=e.method, attributes={"background_error_variance": e.background_variance_rule()})
+
+    def append(self, k: int, record: dict[str, Any], state: dict[str, Any]) -> None:
+        if self.writer is None:
+            self._open(sorted(record["coordinates"]))
+        self.writer.append_cycle(k, self.experiment.analysis_time(k), **record)
+        state["innovations"] = {"coordinates": self.coordinates, "writer": self.writer.checkpoint_state()}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def abandon(self) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(RuntimeError, None, None)
 
 
 def _time_label(t: DateTime) -> "int | str":
@@ -792,7 +1066,8 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
     """Write the experiment state atomically (``.npz``)."""
     arrays: dict[str, np.ndarray] = {}
     meta = {"version": CHECKPOINT_VERSION, "digest": digest, "cycle": int(state["cycle"]),
-            "truth time": state["truth time"], "statistics": list(STATISTICS)}
+            "truth time": state["truth time"], "statistics": list(STATISTICS),
+            "innovations": state.get("innovations")}
     for group in ("truth", "control", "members"):
         fields = state.get(group)
         meta[group] = None if fields is None else list(fields)
@@ -822,7 +1097,8 @@ def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[s
     if digest is not None and meta["digest"] != digest:
         raise ConfigError(f"the checkpoint {filename} was written by a different configuration; delete it, "
                           "use another output directory, or set 'resume: false'", "output.directory")
-    state: dict[str, Any] = {"cycle": meta["cycle"], "truth time": meta["truth time"]}
+    state: dict[str, Any] = {"cycle": meta["cycle"], "truth time": meta["truth time"],
+                             "innovations": meta.get("innovations")}
     for group in ("truth", "control", "members"):
         names = meta.get(group)
         state[group] = None if names is None else {v: arrays[f"{group}/{v}"] for v in names}

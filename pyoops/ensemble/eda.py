@@ -109,7 +109,7 @@ def covariance_needs_ensemble(config: Any) -> bool:
 
 @dataclass
 class EDASetup:
-    """What every member of one EDA analysis shares (picklable).
+    r"""What every member of one EDA analysis shares (picklable).
 
     Attributes
     ----------
@@ -132,6 +132,14 @@ class EDASetup:
         Random stream of member ``k``: ``generator(seed, "eda", k, *labels)``.
     perturb_observations, obs_error_factor:
         Whether (and how much) the observations of members ``k >= 1`` are perturbed.
+    record_hofx:
+        Also return each member's :math:`H(x_b)` and :math:`H(x_a)` (flat, observers
+        concatenated, each ``(nvars, nlocs)`` raveled) in its diagnostics
+        (``"hofx background"``, ``"hofx analysis"``) — for the innovation archive.
+    hbht, hbht_member:
+        :class:`~pyoops.diagnostics.hbht.BackgroundVarianceParameters`: member
+        ``hbht_member`` also returns :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})`
+        (``"background error variance"``), randomized with the stream labels ``labels``.
     """
 
     model_plugin: str
@@ -144,6 +152,9 @@ class EDASetup:
     labels: tuple[Any, ...] = ()
     perturb_observations: bool = True
     obs_error_factor: float = 1.0
+    record_hofx: bool = False
+    hbht: Any = None
+    hbht_member: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -232,11 +243,17 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
                               for t, time in enumerate(times)]
             else:
                 background = [plugin.state(cost.geometry, FieldSet(fields), _background_dates(cost)[0])]
+        hbht = (setup.hbht, setup.labels) if setup.hbht is not None and m == setup.hbht_member else None
         result = run_incremental(cost, section, background=background, observers=observers,
-                                 covariance=make_covariance)
+                                 covariance=make_covariance, hbht=hbht)
         analyses[m] = [{v: np.array(a.fields[v]) for v in a.fields} for a in result.analysis]
         diagnostics[m] = {"initial J": result.trace[0]["J"], "final J": result.trace[-1]["J"],
                           "inner iterations": len(result.trace) - len(section.iterations)}
+        if setup.record_hofx:
+            diagnostics[m]["hofx background"] = np.concatenate([h.values.ravel() for h in result.hofx_background])
+            diagnostics[m]["hofx analysis"] = np.concatenate([h.values.ravel() for h in result.hofx_analysis])
+        if result.background_error_variance is not None:
+            diagnostics[m]["background error variance"] = result.background_error_variance
     return EDAResult(analyses, _background_dates(cost), diagnostics)
 
 

@@ -51,6 +51,9 @@ REQUIRED_GROUPS = ("MetaData", "ObsValue", "ObsError")
 
 class ObsFileParameters(Parameters):
     filename: str = Field(description="netCDF file in the IODA-like layout.")
+    outside_window: Literal["fail", "drop"] = Field(
+        "fail", description="obsdatain: observations outside the time window are an error ('fail') or are left "
+                            "out ('drop': one file of many windows, its rows selected by the window).")
 
 
 class GenerateParameters(Parameters):
@@ -114,15 +117,16 @@ class ObsSpace:
         self._db: dict[tuple[str, str], np.ndarray] = {}
         if params.obsdatain is not None:
             self.source = params.obsdatain.filename
-            self.locations = self._read(params.obsdatain.filename)
+            self.locations = self._read(params.obsdatain.filename, params.obsdatain.outside_window == "drop")
         else:
             self.source = f"{join_path(path, 'generate')}"
             self.locations = self._generate(params.generate, geometry)
         geometry.check_locations(self.locations, self.source)
 
     # Construction ---------------------------------------------------------------------
-    def _read(self, filename: str) -> Locations:
-        """Locations and groups of an input file, checked against the layout (see :meth:`_check_values`)."""
+    def _read(self, filename: str, drop_outside: bool = False) -> Locations:
+        """Locations and groups of an input file, checked against the layout (see :meth:`_check_values`);
+        ``drop_outside``: keep only the rows inside the window (else any row outside is an error)."""
         ds = open_dataset(filename, "observation file")
         try:
             for group in REQUIRED_GROUPS:
@@ -152,9 +156,14 @@ class ObsSpace:
                     self._db[(group, var)] = as_float64(nc[...]) if group != "EffectiveQC" else np.asarray(nc[...])
         finally:
             ds.close()
+        inside = self.window.contains_seconds(times)
+        if drop_outside and not inside.all():
+            rows = np.flatnonzero(inside)
+            times, coords = times[rows], {name: c[rows] for name, c in coords.items()}
+            self._db = {key: values[rows] for key, values in self._db.items()}
+            inside = inside[rows]
         self._check_values(filename)
         locations = Locations(coords, times)
-        inside = self.window.contains_seconds(times)
         if not inside.all():
             bad = int((~inside).sum())
             raise InputFileError(filename, f"{bad} observation(s) outside the time window {self.window} "

@@ -133,10 +133,12 @@ def _cycles_done(ckpt: Path) -> int:
 
 
 def test_killed_run_resumes_bitwise(tmp_path: Path) -> None:
-    """SIGKILL a cycling run after some cycles; resuming gives bitwise the statistics of an uninterrupted run."""
+    """SIGKILL a cycling run after some cycles; resuming gives bitwise the statistics and the innovation
+    archive of an uninterrupted run."""
     total = 150
     cfg = l96_cycle("LETKF", tmp_path / "killed", cycles=total, members=10)
     cfg["local ensemble DA"] = {"inflation": {"mult": 1.04}}
+    cfg["output"]["archive"] = True
     config = tmp_path / "cycle.yaml"
     config.write_text(yaml.safe_dump(cfg))
     ckpt = tmp_path / "killed" / "checkpoint.npz"
@@ -164,12 +166,16 @@ def test_killed_run_resumes_bitwise(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a, b, err_msg=name)
     np.testing.assert_array_equal(resumed["members"]["x"], ref.members["x"])
     np.testing.assert_array_equal(resumed["truth"]["x"], ref.truth["x"])
+    archive = (tmp_path / "killed" / "innovations.nc").read_bytes()
+    assert archive == (tmp_path / "straight" / "innovations.nc").read_bytes()
 
 
 def test_eda_hybrid_restart_in_process(tmp_path: Path) -> None:
-    """Stop an EDA-hybrid after 3 cycles, resume to 6: equal to 6 uninterrupted cycles (members, control, stats)."""
+    """Stop an EDA-hybrid after 3 cycles, resume to 6: equal to 6 uninterrupted cycles (members, control, stats,
+    innovation archive)."""
     cfg = l96_cycle("EDA-hybrid", tmp_path / "a", cycles=6, members=4)
     cfg["eda"] = {"seed": 9, "inflation": {"rtps": 0.5}}
+    cfg["output"]["archive"] = True
     from pyoops.apps import make_application
     from pyoops.config.yaml_io import load_config
 
@@ -186,6 +192,7 @@ def test_eda_hybrid_restart_in_process(tmp_path: Path) -> None:
         np.testing.assert_array_equal(resumed.stats[name], ref.stats[name], err_msg=name)
     np.testing.assert_array_equal(resumed.members["x"], ref.members["x"])
     np.testing.assert_array_equal(resumed.control["x"], ref.control["x"])
+    assert (tmp_path / "a" / "innovations.nc").read_bytes() == (tmp_path / "b" / "innovations.nc").read_bytes()
     del params
 
 

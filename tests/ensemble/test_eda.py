@@ -218,3 +218,30 @@ def test_bad_eda_configs(eda_files: dict[str, Any], tmp_path: Path, capsys: Any)
     assert "must be >= 1" in _one_line(tmp_path, capsys, _eda_config(d, eda={"obs error inflation": 0.9}))
     assert ">= 1" in _one_line(tmp_path, capsys, _eda_config(d, eda={"inflation": {"mult": 0.9}}))
     assert "%mem%" in _one_line(tmp_path, capsys, _eda_config(d, output={"filename": str(d / "x.nc")}))
+
+
+def test_eda_writes_the_innovation_archive(eda_files: dict[str, Any], tmp_path: Path) -> None:
+    """``output archive``: the control's O-B and J(x_a), diag(HBH^T) of the hybrid B, the members' perturbations."""
+    import xarray as xr
+
+    d = eda_files["dir"]
+    cfg = _eda_config(d, **{"output archive": {"filename": str(tmp_path / "innovations.nc")}})
+    cfg["output"] = {"filename": str(tmp_path / "an.%mem%.nc")}
+    for key in ("output control", "output mean", "output spread"):
+        del cfg[key]
+    pyoops.run("eda", cfg)
+    path = tmp_path / "innovations.nc"
+
+    def group(name: str) -> np.ndarray:
+        return xr.open_dataset(path, group=name)["value"].values
+
+    xb = _read(d / "bg.nc")
+    members = np.stack([_read(d / f"ens.{k}.nc") for k in range(1, NMEM + 1)])
+    y = group("ObsValue")
+    np.testing.assert_allclose(group("ombg"), y - xb, atol=1e-12)        # Identity at the 40 grid points
+    np.testing.assert_allclose(group("EnsembleHofXPerturbations"), (members - members.mean(axis=0)).T, atol=1e-12)
+    # Hybrid B = 0.5 * 0.25 C + 0.5 * localized P_e: its diagonal at grid points (no localization block here).
+    expected = 0.5 * 0.25 + 0.5 * members.var(axis=0, ddof=1)
+    np.testing.assert_allclose(group("BackgroundErrorVariance"), expected, rtol=1e-8)
+    cost = xr.open_dataset(path, group="Cycle")["costAtAnalysis"].values
+    assert cost.shape == (1,) and np.isfinite(cost).all()

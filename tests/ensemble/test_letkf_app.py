@@ -271,3 +271,27 @@ def test_json_schema_lists_the_localization_keys(workdir, cli):
 def test_tutorial_configs_are_valid(name):
     path = Path(__file__).resolve().parents[2] / "tutorials" / "lorenz96" / name
     assert pyoops.run("letkf", str(path), validate_only=True) == {"valid": True}
+
+
+def test_letkf_app_writes_the_innovation_archive(workdir, io):
+    """``output archive``: one cycle; members' mean H(x), ensemble variance of H(x_b), perturbations."""
+    import xarray as xr
+
+    xb, pos, y, err = setup_3d(io)
+    cfg = config(**{"output archive": {"filename": "out/innovations.nc"}})
+    summary = pyoops.run("letkf", cfg)
+    assert "out/innovations.nc" in summary["outputs"]
+    hx = interp(xb, pos)
+    xa = read_members(io, "out/an.{k:02d}.nc")
+
+    def group(name):
+        return xr.open_dataset("out/innovations.nc", group=name)["value"].values
+
+    np.testing.assert_array_equal(group("ObsValue"), y)
+    np.testing.assert_allclose(group("ObsError"), err, rtol=1e-15)
+    np.testing.assert_allclose(group("ombg"), y - hx.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(group("oman"), y - interp(xa, pos).mean(axis=0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(group("BackgroundErrorVariance"), hx.var(axis=0, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(group("EnsembleHofXPerturbations"), (hx - hx.mean(axis=0)).T, atol=1e-12)
+    cycles = xr.open_dataset("out/innovations.nc", group="Cycle")
+    assert cycles["nobs"].values.tolist() == [pos.size] and np.isnan(cycles["costAtAnalysis"].values).all()
