@@ -80,7 +80,7 @@ def declared_files(params: Any) -> list[DeclaredFile]:
         for key, value in _items(node):
             here = join_path(path, key)
             is_output = writing or (isinstance(key, str) and _is_output_key(key))
-            if isinstance(value, str) and isinstance(key, str) and value:
+            if isinstance(value, str) and isinstance(key, str):
                 if key in FILE_KEYS:
                     out.append(DeclaredFile(here, value, "output" if is_output else "input"))
                 elif key in DIRECTORY_KEYS and is_output:
@@ -132,6 +132,9 @@ def _check_writable(item: DeclaredFile) -> None:
 def check_declared_files(params: Any) -> list[DeclaredFile]:
     """Refuse outputs that would replace an input or each other, or cannot be written (see module doc)."""
     files = declared_files(params)
+    for item in files:
+        if not item.value.strip():
+            raise ConfigError(f"file name {item.value!r} is blank; give a file name", item.path)
     inputs = [f for f in files if f.role == "input"]
     outputs = [f for f in files if f.role == "output"]
     for out in outputs:

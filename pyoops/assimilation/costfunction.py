@@ -33,14 +33,14 @@ flattened to 1-D arrays for the minimizers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from pyoops.apps.base import TimeWindowParameters
 from pyoops.assimilation.slots import slot_indices, slot_times
-from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.config.parameters import DurationField, Parameters, VariableName, validate
 from pyoops.ensemble.sizes import check_generated_observations
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
@@ -60,7 +60,6 @@ __all__ = ["COST_TYPES", "CostFunction", "CostFunctionParameters", "VariableName
 COST_TYPES = ("3D-Var", "3D-FGAT", "4D-FGAT", "4D-Var", "4D-Ens-Var")
 
 #: A variable name in a configuration: a non-empty string.
-VariableName = Annotated[str, Field(min_length=1)]
 
 
 class BackgroundStatesParameters(Parameters):

@@ -12,7 +12,17 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from pyoops.util.datetime import DateTime, Duration
 from pyoops.util.errors import ConfigError, join_path
@@ -22,6 +32,7 @@ __all__ = [
     "as_parameters",
     "DurationField",
     "Parameters",
+    "VariableName",
     "validate",
     "yaml_keys",
 ]
@@ -47,9 +58,42 @@ class Parameters(BaseModel):
         validate_default=False,
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true``/``false`` for an integer or float key is a mistake, not 1 or 0 (pydantic would take it)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            kind = _numeric_annotation(field.annotation) if field is not None else ""
+            if kind:
+                raise ValueError(f"expected {kind}, got the boolean {str(value).lower()}")
+        return value
+
     def to_yaml_dict(self) -> dict[str, Any]:
         """The parameters as a plain dict with YAML keys (round-trips through :func:`validate`)."""
         return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+
+def _numeric_annotation(annotation: Any) -> str:
+    """``"an integer"`` or ``"a number"`` when ``annotation`` is ``int``/``float`` (possibly optional or in a
+    union without ``bool``), else ``""``."""
+    import types
+    import typing
+
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _numeric_annotation(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and bool not in args:
+        return next((kind for kind in map(_numeric_annotation, args) if kind), "")
+    return ""
+
+
+VariableName = Annotated[str, StringConstraints(min_length=1, pattern=r"^\S(.*\S)?$")]
+"""A variable name: a non-empty string without leading or trailing blanks."""
 
 
 def _as_datetime(value: Any) -> DateTime:

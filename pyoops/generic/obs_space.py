@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from pyoops.config.parameters import DurationField, Parameters
+from pyoops.config.parameters import DurationField, Parameters, VariableName
 from pyoops.fields.netcdf import (
     as_float64,
     check_number_variable,
@@ -66,7 +66,7 @@ class GenerateParameters(Parameters):
     obs_error: float = Field(gt=0, description="Observation error standard deviation (all variables).")
     locations: Literal["regular", "random"] = Field(
         "regular", description="Evenly spaced locations, or uniformly random ones (seeded).")
-    random_seed: int = Field(0, description="Seed of the random locations.")
+    random_seed: int = Field(0, ge=0, description="Seed of the random locations (a non-negative integer).")
     levels: list[float] | None = Field(None, description="Levels to observe on a grid with levels (default: all).")
 
     @model_validator(mode="after")
@@ -80,7 +80,7 @@ class ObsSpaceParameters(Parameters):
     """The ``obs space`` section of an observer."""
 
     name: str = Field(description="Name of the observation type, used in messages and plots.")
-    simulated_variables: list[str] = Field(min_length=1, description="Observed variables H(x) simulates.")
+    simulated_variables: list[VariableName] = Field(min_length=1, description="Observed variables H(x) simulates.")
     obsdatain: ObsFileParameters | None = Field(None, description="Input file with ObsValue and ObsError.")
     obsdataout: ObsFileParameters | None = Field(None, description="Output file (input plus written groups).")
     generate: GenerateParameters | None = Field(None, description="Synthetic locations instead of obsdatain.")
@@ -204,12 +204,10 @@ class ObsSpace:
         end_offset = gen.end if gen.end is not None else self.window.length
         first = self.window.begin + gen.begin
         last = self.window.begin + end_offset
-        times: list[DateTime] = []
-        t = first
-        while t <= last:
-            if self.window.contains(t):
-                times.append(t)
-            t = t + gen.obs_frequency
+        # first + j * frequency for j = 0 .. J (J computed, so that no date past `last` is ever formed).
+        count = int((last - first).total_seconds() // gen.obs_frequency.total_seconds()) + 1 if last >= first else 0
+        candidates = (first + gen.obs_frequency * j for j in range(count))
+        times: list[DateTime] = [t for t in candidates if self.window.contains(t)]
         if not times:
             raise ConfigError(f"no observation time between {first} and {last} falls inside the window {self.window}",
                               join_path(self.path, "generate"))

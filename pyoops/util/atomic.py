@@ -85,7 +85,7 @@ def readable_path(filename: "str | os.PathLike[str]") -> Path:
         staged = session.staged.get(_key(filename))
         if staged is not None:
             return staged[0]
-    return Path(filename)
+    return Path(os.path.abspath(filename))
 
 
 def _lock_file() -> Path:
@@ -124,8 +124,9 @@ def remove_stale_temporaries(directory: "str | os.PathLike[str]") -> list[Path]:
     return removed
 
 
-def _prepare_directory(target: Path, created: list[Path]) -> None:
-    """Create the missing parents of ``target`` (remembering them), with errors naming the user's path."""
+def _prepare_directory(target: Path, created: list[Path], shown: "Path | None" = None) -> None:
+    """Create the missing parents of ``target`` (remembering them), with errors naming ``shown``, the user's path."""
+    shown = shown or target
     missing = []
     parent = target.parent
     while not parent.exists():
@@ -134,42 +135,42 @@ def _prepare_directory(target: Path, created: list[Path]) -> None:
             break
         parent = parent.parent
     if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{target}: cannot be written: {parent} is a file, not a directory")
+        raise OutputError(f"{shown}: cannot be written: {parent} is a file, not a directory")
     for directory in reversed(missing):
         try:
             directory.mkdir()
         except FileExistsError:
             continue
         except OSError as exc:
-            raise OutputError(f"{target}: cannot create the directory {directory} ({exc.strerror or exc})") from None
+            raise OutputError(f"{shown}: cannot create the directory {directory} ({exc.strerror or exc})") from None
         created.append(directory)
     if target.is_dir():
-        raise OutputError(f"{target}: cannot be written: a directory of that name is in the way")
+        raise OutputError(f"{shown}: cannot be written: a directory of that name is in the way")
     key = _key(target.parent)
     if key not in _cleaned_directories:
         _cleaned_directories.add(key)
         remove_stale_temporaries(target.parent)
 
 
-def _new_temporary(target: Path, suffix: str) -> Path:
+def _new_temporary(target: Path, suffix: str, shown: "Path | None" = None) -> Path:
     """A fresh, short temporary name next to ``target`` (short: a 255-byte file name stays legal)."""
     tmp = target.parent / f".pyoops-{_HOST}-{os.getpid()}-{next(_counter)}{suffix}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
-        raise OutputError(f"{target}: cannot be written ({exc.strerror or exc})") from None
+        raise OutputError(f"{shown or target}: cannot be written ({exc.strerror or exc})") from None
     os.close(fd)
     tmp.unlink()  # writers such as netCDF4 want to create the file themselves
     return tmp
 
 
-def _replace(tmp: Path, target: Path) -> None:
+def _replace(tmp: Path, target: Path, shown: "str | Path | None" = None) -> None:
     try:
         os.replace(tmp, target)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise OutputError(f"{target}: cannot be written ({exc.strerror or exc})") from None
+        raise OutputError(f"{shown or target}: cannot be written ({exc.strerror or exc})") from None
 
 
 class OutputSession:
@@ -181,7 +182,7 @@ class OutputSession:
     """
 
     def __init__(self) -> None:
-        self.staged: dict[Path, tuple[Path, str]] = {}
+        self.staged: dict[Path, tuple[Path, str, Path]] = {}  # key -> (temporary, name shown, target)
         self.kept: list[str] = []
         self.inputs: dict[Path, str] = {}
         self.committed: list[str] = []
@@ -214,13 +215,13 @@ class OutputSession:
         return "no output was written"
 
     # Staging ---------------------------------------------------------------------------------
-    def check_not_input(self, target: Path) -> None:
+    def check_not_input(self, target: Path, shown: "str | Path | None" = None) -> None:
         key = _key(target)
         if key in self.inputs:
-            raise ConfigError(f"output {target} would replace {self.inputs[key]}, an input of this run; "
+            raise ConfigError(f"output {shown or target} would replace {self.inputs[key]}, an input of this run; "
                               "choose another output file name")
 
-    def lock(self, target: Path) -> None:
+    def lock(self, target: Path, shown: "str | Path | None" = None) -> None:
         """Hold ``target`` against other pyoops processes of this user until this session ends."""
         try:
             import fcntl
@@ -237,31 +238,31 @@ class OutputSession:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EAGAIN):
-                raise OutputError(f"{target}: another pyoops run is writing this output now; wait for it to "
+                raise OutputError(f"{shown or target}: another pyoops run is writing this output now; wait for it to "
                                   "finish or choose another output name") from None
             raise
 
-    def stage(self, target: Path, tmp: Path) -> None:
+    def stage(self, target: Path, tmp: Path, shown: "str | Path | None" = None) -> None:
         key = _key(target)
         previous = self.staged.pop(key, None)
         if previous is not None:
             with contextlib.suppress(OSError):
                 previous[0].unlink()
-        self.staged[key] = (tmp, str(target))
+        self.staged[key] = (tmp, str(shown or target), target)
 
     def commit(self) -> list[str]:
         """Rename every staged output onto its target; returns the targets."""
-        for key, (tmp, name) in list(self.staged.items()):
-            self.check_not_input(Path(name))
-        for key, (tmp, name) in list(self.staged.items()):
-            _replace(tmp, Path(name))
+        for key, (tmp, name, target) in list(self.staged.items()):
+            self.check_not_input(key, name)
+        for key, (tmp, name, target) in list(self.staged.items()):
+            _replace(tmp, target, name)
             del self.staged[key]
             self.committed.append(name)
         return self.committed
 
     def abort(self) -> None:
         """Remove every staged temporary and the directories this run created that stayed empty."""
-        for tmp, _ in self.staged.values():
+        for tmp, *_ in self.staged.values():
             with contextlib.suppress(OSError):
                 tmp.unlink()
         self.staged.clear()
@@ -287,25 +288,28 @@ def atomic_output(filename: "str | os.PathLike[str]", suffix: str = "",
     temporary is removed and ``filename`` is left as it was.  Missing parent
     directories are created; errors name ``filename``, never the temporary.
     """
-    target = Path(filename)
+    # Absolute from here on: the netCDF library misreads some relative names (a leading blank).
+    # Messages still name the path as the user wrote it.
+    shown = Path(filename)
+    target = Path(os.path.abspath(filename))
     session = _SESSION.get()
     created: list[Path] = []
-    _prepare_directory(target, created)
+    _prepare_directory(target, created, shown)
     if session is not None:
         session._created.extend(created)
-        session.check_not_input(target)
-        session.lock(target)
-    tmp = _new_temporary(target, suffix)
+        session.check_not_input(target, shown)
+        session.lock(target, shown)
+    tmp = _new_temporary(target, suffix, shown)
     try:
         yield tmp
         if not tmp.exists():
-            raise OutputError(f"{target}: the writer produced no file")
+            raise OutputError(f"{shown}: the writer produced no file")
         if session is None or commit == "now":
-            _replace(tmp, target)
-            if session is not None and str(target) not in session.kept:
-                session.kept.append(str(target))
+            _replace(tmp, target, shown)
+            if session is not None and str(shown) not in session.kept:
+                session.kept.append(str(shown))
         else:
-            session.stage(target, tmp)
+            session.stage(target, tmp, shown)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -213,9 +213,11 @@ class DateTime:
         return cls(cls._EPOCH + _dt.timedelta(seconds=float(seconds)))
 
     def __str__(self) -> str:
-        if self._dt.microsecond:
-            return self._dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return self._dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        # The year is zero-padded by hand: strftime's %Y gives "1" for year 1 on glibc, which ISO-8601
+        # (and this class) cannot read back.
+        d = self._dt
+        text = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+        return f"{text}.{d.microsecond:06d}Z" if d.microsecond else f"{text}Z"
 
     def compact(self) -> str:
         """A file-name friendly form, ``20100101T000000Z``."""

@@ -458,10 +458,22 @@ def periodised_gaussian_spectrum(axis: Any, length_scale: float) -> np.ndarray:
 
     Images are summed until they are below :math:`e^{-40}`; the result is
     real, even, and clipped at 0 (round-off only).  Not normalised.
+
+    For :math:`L > P` the image sum needs :math:`O(L/P)` terms; it is then evaluated
+    in its Poisson-summed form, :math:`(\sqrt{2\pi}L/P)\sum_k e^{-2\pi^2k^2L^2/P^2}
+    \cos(2\pi kx/P)`, whose terms fall below :math:`e^{-40}` after a few :math:`k`
+    (the same function, so any length scale costs :math:`O(n)`).
     """
     n, dx, period = axis.n, axis.spacing, axis.upper - axis.lower
     sep = np.fft.fftfreq(n) * n * dx  # minimum-image separations, fftfreq order
-    images = int(np.ceil(9.0 * length_scale / period)) + 1
-    j = np.arange(-images, images + 1)
-    g = np.exp(-0.5 * ((sep[:, None] + j[None, :] * period) / length_scale) ** 2).sum(axis=1)
+    if length_scale <= period:
+        images = int(np.ceil(9.0 * length_scale / period)) + 1
+        j = np.arange(-images, images + 1)
+        g = np.exp(-0.5 * ((sep[:, None] + j[None, :] * period) / length_scale) ** 2).sum(axis=1)
+    else:
+        ratio = length_scale / period
+        k = np.arange(0, int(np.ceil(np.sqrt(20.0) / (np.pi * ratio))) + 2)
+        with np.errstate(over="ignore"):  # (k L / P)^2 may overflow to inf for absurd L: its weight is then 0
+            weights = np.exp(-2.0 * (np.pi * k * ratio) ** 2) * np.where(k == 0, 1.0, 2.0)
+        g = min(np.sqrt(2.0 * np.pi) * ratio, 1e300) * (np.cos(2.0 * np.pi * np.outer(sep, k) / period) @ weights)
     return np.clip(np.fft.fft(g).real, 0.0, None)

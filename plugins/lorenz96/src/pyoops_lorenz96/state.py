@@ -53,7 +53,7 @@ class RandomInit(_Init):
     """``{method: random, seed: 1, std: 1.0}``."""
 
     method: Literal["random"]
-    seed: int = Field(description="Seed of the random stream.")
+    seed: int = Field(ge=0, description="Seed of the random stream (a non-negative integer).")
     std: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="Standard deviation around F.")
 
 
