@@ -34,7 +34,7 @@ __all__ = [
     "state_bytes",
 ]
 
-#: Bytes a state file holds besides its values (netCDF header, coordinates, attributes): an upper bound.
+#: Bytes a state file holds besides its values (netCDF header, coordinate variables, attributes): an upper bound.
 FILE_OVERHEAD = 64 * 1024
 
 
