@@ -33,6 +33,7 @@ __all__ = [
     "DurationField",
     "Parameters",
     "VariableName",
+    "per_variable_number",
     "validate",
     "yaml_keys",
 ]
@@ -94,6 +95,36 @@ def _numeric_annotation(annotation: Any) -> str:
 
 VariableName = Annotated[str, StringConstraints(min_length=1, pattern=r"^\S(.*\S)?$")]
 """A variable name: a non-empty string without leading or trailing blanks."""
+
+
+def per_variable_number(what: str, positive: bool, unit: str = "") -> Any:
+    """A before-validator for a key that takes a finite number or ``{variable: finite number}``.
+
+    ``what`` names the quantity in messages (plural, e.g. ``"length scales"``); with
+    ``positive`` the numbers must also be > 0; ``unit`` completes "a ... number{unit}".
+    Returns a float or a ``{str: float}`` dict.
+    """
+    import math
+
+    def ok(x: Any) -> bool:
+        return (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                and (x > 0 or not positive))
+
+    kind = "positive finite number" if positive else "finite number"
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        if isinstance(value, dict):
+            bad = {k: v for k, v in value.items() if not ok(v)}
+            if not value or bad:
+                raise ValueError(f"{what} must be {kind}s{unit}, got {bad or value!r}")
+            return {str(k): float(v) for k, v in value.items()}
+        if not ok(value):
+            raise ValueError(f"must be a {kind}{unit} (or a mapping variable: value), got {value!r}")
+        return float(value)
+
+    return check
 
 
 def _as_datetime(value: Any) -> DateTime:

@@ -1,6 +1,6 @@
 """The bad-input corpus: every way a careful user could get a configuration wrong, on small Lorenz-96 runs.
 
-Each case breaks one valid configuration of ``corpus.py`` (forecast, hofx, variational,
+Each case breaks one valid configuration of ``reliability_corpus.py`` (forecast, hofx, variational,
 ensemble-forecast, gen-ens-pert-b, dirac, letkf, eda, cycle) and runs
 ``pyoops.cli.main([app, config, "--quiet"])`` in-process.  A bad input must give
 
@@ -17,7 +17,6 @@ is also bounded by :data:`MAX_SECONDS`.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -34,17 +33,10 @@ import pytest
 from pyoops.cli import main
 
 
-def _load_corpus() -> Any:
-    name = "pyoops_reliability_corpus"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("corpus.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-corpus = _load_corpus()
+# The shared valid configurations live beside this file (tests are collected in importlib mode,
+# so the folder is put on the path for this one import).
+sys.path.insert(0, str(Path(__file__).parent))
+import reliability_corpus as corpus  # noqa: E402
 N, DATE = corpus.N, corpus.DATE
 
 #: Wall-clock bound of one in-process case (they take well under a second; the machine is shared).

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the YAML configurations of forecast, hofx, variational, letkf and cycle.
 
-Each example takes a small valid Lorenz-96 configuration (``corpus.py``) and applies one
+Each example takes a small valid Lorenz-96 configuration (``reliability_corpus.py``) and applies one
 to three random mutations, then runs ``pyoops.cli.main([app, config, "--quiet"])``:
 
 * drop a key;
@@ -40,7 +40,6 @@ import copy
 import datetime
 import fnmatch
 import glob
-import importlib.util
 import os
 import re
 import shutil
@@ -59,17 +58,10 @@ from pyoops.cli import main
 from pyoops.config.yaml_io import parse_yaml
 
 
-def _load_corpus() -> Any:
-    name = "pyoops_reliability_corpus"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("corpus.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-corpus = _load_corpus()
+# The shared valid configurations live beside this file (tests are collected in importlib mode,
+# so the folder is put on the path for this one import).
+sys.path.insert(0, str(Path(__file__).parent))
+import reliability_corpus as corpus  # noqa: E402
 
 #: Examples per base configuration (6 of them; about 30 ms an example, 11 s for the file on an idle
 #: two-core machine).  PYOOPS_FUZZ_EXAMPLES overrides it, PYOOPS_FUZZ_RANDOM=1 draws fresh examples

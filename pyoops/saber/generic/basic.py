@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BeforeValidator, Field, model_validator
 
-from pyoops.config.parameters import Parameters, validate
+from pyoops.config.parameters import Parameters, per_variable_number, validate
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import read_fields, write_fields
 from pyoops.saber.blocks import BlockContext, SaberBlockParameters, SaberCentralBlock, SaberOuterBlock
@@ -55,25 +54,9 @@ class IdentityBlock(SaberCentralBlock):
         return np.concatenate(parts, axis=-1)
 
 
-def _check_stddev(value: Any) -> Any:
-    """Before-validator of ``read.value``: a finite number, or ``{variable: finite number}``.
-
-    (That the values are positive is checked when the block is built, naming the variable.)
-    """
-    def ok(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-    if value is None:
-        return value
-    if isinstance(value, dict):
-        bad = {k: v for k, v in value.items() if not ok(v)}
-        if not value or bad:
-            raise ValueError(f"standard deviations must be positive finite numbers, got {bad or value!r}")
-        return {str(k): float(v) for k, v in value.items()}
-    if not ok(value):
-        raise ValueError(f"must be a positive finite standard deviation (or a mapping variable: value), "
-                         f"got {value!r}")
-    return float(value)
+#: ``read.value`` of StdDev: a finite number or ``{variable: finite number}`` (that the values are
+#: positive is checked when the block is built, naming the variable).
+_check_stddev = per_variable_number("standard deviations", positive=False)
 
 
 StdDevValue = Annotated[float | dict[str, float], BeforeValidator(_check_stddev)]

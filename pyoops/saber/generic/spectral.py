@@ -40,6 +40,7 @@ import scipy.fft as sfft
 from pydantic import BeforeValidator, Field, model_validator
 from scipy.special import gamma, kv
 
+from pyoops.config.parameters import per_variable_number
 from pyoops.fields.fieldset import FieldSet
 from pyoops.saber.blocks import BlockContext, SaberBlockParameters, SaberCentralBlock
 from pyoops.util.errors import ConfigError, join_path
@@ -98,20 +99,8 @@ def gaussian_correlation(r: Any, length_scale: float) -> np.ndarray:
 
 
 # Length-scale keys ------------------------------------------------------------------------------
-def _check_length_scale(value: Any) -> Any:
-    """Before-validator of a length scale: a positive number or ``{variable: positive number}``."""
-    def ok(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and x > 0
-
-    if isinstance(value, dict):
-        bad = {k: v for k, v in value.items() if not ok(v)}
-        if not value or bad:
-            raise ValueError(f"length scales must be positive numbers in domain units, got {bad or value!r}")
-        return {str(k): float(v) for k, v in value.items()}
-    if not ok(value):
-        raise ValueError(f"must be a positive number in domain units (or a mapping variable: value), "
-                         f"got {value!r}")
-    return float(value)
+#: A length scale: a positive number or ``{variable: positive number}``, in domain units.
+_check_length_scale = per_variable_number("length scales", positive=True, unit=" in domain units")
 
 
 LengthScale = Annotated[float | dict[str, float], BeforeValidator(_check_length_scale)]
