@@ -134,15 +134,7 @@ class Application(ABC):
 
     def geometry(self, config: Any, path: str = "geometry") -> Any:
         """Build the model plugin's geometry from ``config``."""
-        cls = self.plugin.geometry
-        params = validate(cls.Parameters, require_mapping(config, path), path)
-        try:
-            return cls(params)
-        except ConfigError as exc:
-            if exc.path:
-                raise
-            # A check made while building the grid (its size against memory, say) belongs to this section.
-            raise ConfigError(exc.message, path) from None
+        return self.plugin.make_geometry(require_mapping(config, path), path)
 
     def make(self, kind: str, config: Any, path: str, *args: Any) -> Any:
         """Build a maker of ``kind`` named in ``config`` with validated parameters."""

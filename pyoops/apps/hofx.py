@@ -23,7 +23,6 @@ from pyoops.apps.base import (
     specialise,
     union_of_parameters,
 )
-from pyoops.assimilation.costfunction import check_observed_variables
 from pyoops.config.parameters import DurationField, Parameters
 from pyoops.ensemble.sizes import check_generated_observations
 from pyoops.generic.forecast import forecast, number_of_steps
@@ -111,7 +110,6 @@ class HofXApplication(Application):
     def run(self, params: HofXParameters) -> dict[str, Any]:
         window = params.time_window.window()
         observers = Observers.from_config(self._obs_params, window, self._geometry, self.registry)
-        check_observed_variables(observers, self._geometry)
         if self._model is None:
             state = self.plugin.state.from_config(self._geometry, params.state, "state")
             hofx = observers.hofx_3d(state.fields)

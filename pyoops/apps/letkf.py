@@ -46,7 +46,6 @@ from pyoops.apps.ensemble_forecast import (
     validate_ensemble_source,
     write_ensemble,
 )
-from pyoops.assimilation.costfunction import VariableName, check_observed_variables
 from pyoops.assimilation.letkf import (
     EnsembleWeights,
     LocalEnsembleDAParameters,
@@ -58,7 +57,7 @@ from pyoops.assimilation.letkf import (
     modulate,
     modulation_modes,
 )
-from pyoops.config.parameters import DateTimeField, Parameters, validate
+from pyoops.config.parameters import DateTimeField, Parameters, VariableName, validate
 from pyoops.config.yaml_io import require_mapping
 from pyoops.ensemble.sizes import check_generated_observations, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
@@ -318,7 +317,6 @@ class LocalEnsembleDAApplication(Application):
         state_class = self.plugin.state
         background = state_class(geometry, fields, self._date)
         observers = Observers.from_config(self._obs_params, window, geometry, self.registry)
-        check_observed_variables(observers, geometry)
         net = ObsNetwork.from_observers(observers, self._obs_params)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()

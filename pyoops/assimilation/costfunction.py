@@ -54,8 +54,7 @@ from pyoops.util.datetime import DateTime, Duration
 from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.variables import Variables
 
-__all__ = ["COST_TYPES", "CostFunction", "CostFunctionParameters", "VariableName", "change_resolution",
-           "check_observed_variables", "make_geometry"]
+__all__ = ["COST_TYPES", "CostFunction", "CostFunctionParameters", "VariableName", "change_resolution"]
 
 COST_TYPES = ("3D-Var", "3D-FGAT", "4D-FGAT", "4D-Var", "4D-Ens-Var")
 
@@ -94,35 +93,6 @@ class CostFunctionParameters(Parameters):
         if self.cost_type == "4D-Ens-Var" and self.subwindow is None:
             raise ValueError("cost type 4D-Ens-Var needs 'subwindow'")
         return self
-
-
-def make_geometry(plugin: Any, config: Any, path: str) -> Any:
-    """The model plugin's geometry from the YAML mapping at ``path``; a check made while building
-    the grid (its size against memory, say) is reported at that key."""
-    params = validate(plugin.geometry.Parameters, config, path)
-    try:
-        return plugin.geometry(params)
-    except ConfigError as exc:
-        if exc.path:
-            raise
-        raise ConfigError(exc.message, path) from None
-
-
-def check_observed_variables(observers: Any, geometry: Any, path: str = "observations") -> None:
-    """A ConfigError unless every observation operator finds the model variables it needs on ``geometry``.
-
-    Made once the observers are built (their operators know what they need), before any H(x).
-    """
-    for i, ob in enumerate(observers):
-        missing = Variables(ob.obs_operator.required_variables) - geometry.variables
-        if missing:
-            params = getattr(ob, "params", None)
-            operator = getattr(params, "obs_operator", None) or {}
-            key = "obs operator.variables" if isinstance(operator, dict) and "variables" in operator else \
-                "obs space.simulated variables"
-            where = join_path(path, "observers", i, key) if path.endswith("observations") else join_path(path, key)
-            raise ConfigError(f"the observation operator needs model variable(s) {missing} that the model does not "
-                              f"have (it has {geometry.variables})", where)
 
 
 def change_resolution(fields: FieldSet, source: Any, target: Any) -> FieldSet:
@@ -197,7 +167,7 @@ class CostFunction:
         self.cost_type = params.cost_type
         self.window = params.time_window.window()
         gpath = join_path(path, "geometry")
-        self.geometry = make_geometry(plugin, params.geometry, gpath)
+        self.geometry = plugin.make_geometry(params.geometry, gpath)
         self.variables = Variables(params.analysis_variables or self.geometry.variables)
         unknown = self.variables - self.geometry.variables
         if unknown:
@@ -259,9 +229,7 @@ class CostFunction:
 
     def observers(self) -> Observers:
         path = join_path(self.path, "observations")
-        observers = Observers.from_config(self.obs_params, self.window, self.geometry, self.registry, path)
-        check_observed_variables(observers, self.geometry, path)
-        return observers
+        return Observers.from_config(self.obs_params, self.window, self.geometry, self.registry, path)
 
     @property
     def increment_times(self) -> list[DateTime]:

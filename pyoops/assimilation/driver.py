@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from pyoops.assimilation.costfunction import CostFunction, change_resolution, make_geometry
+from pyoops.assimilation.costfunction import CostFunction, change_resolution
 from pyoops.assimilation.minimizers import ALGORITHMS, SQRT_ALGORITHMS, minimize
 from pyoops.assimilation.online import online_tlm_test
 from pyoops.assimilation.problem import QuadraticProblem
@@ -107,7 +107,7 @@ def check_minimizer_memory(cost: CostFunction, section: VariationalSection, path
     for k, it in enumerate(section.iterations):
         inner = cost.geometry
         if it.geometry is not None:
-            inner = make_geometry(cost.plugin, it.geometry, join_path(path, "iterations", k, "geometry"))
+            inner = cost.plugin.make_geometry(it.geometry, join_path(path, "iterations", k, "geometry"))
         n = nslots * sum(int(np.prod(inner.field_shape(v))) for v in cost.variables)
         kmax = min(it.ninner, n)
         require_memory(2 * 8.0 * kmax * n, f"{section.minimizer.algorithm} with ninner {it.ninner} ({kmax} Krylov "
@@ -194,7 +194,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         ipath = join_path(path, "iterations", k)
         inner = cost.geometry
         if it.geometry is not None:
-            inner = make_geometry(cost.plugin, it.geometry, join_path(ipath, "geometry"))
+            inner = cost.plugin.make_geometry(it.geometry, join_path(ipath, "geometry"))
         cov = make_covariance(inner)
         linear_model = cost.linear_model(it.linear_model, inner, join_path(ipath, "linear model"))
         lin = cost.linearise(guess, observers, inner, linear_model)

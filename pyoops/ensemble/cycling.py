@@ -369,9 +369,7 @@ class CycleExperiment:
         self.plugin = plugin
         self.cycling: CyclingParameters = params.cycling
         self.method = self.cycling.method
-        from pyoops.assimilation.costfunction import make_geometry
-
-        self.geometry = make_geometry(plugin, params.geometry, "geometry")
+        self.geometry = plugin.make_geometry(params.geometry, "geometry")
         self.model = self._make_model(params.model, "model")
         step = self.model.time_resolution
         truth = params.truth

@@ -20,7 +20,8 @@ from pyoops.generic.obs_space import ObsSpace, ObsSpaceParameters, ObsVector
 from pyoops.interface.geometry import Geometry
 from pyoops.interface.observations import GeoVaLs
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
-from pyoops.util.errors import join_path
+from pyoops.util.errors import ConfigError, join_path
+from pyoops.util.variables import Variables
 
 __all__ = ["Observer", "ObserverParameters", "ObservationsParameters", "Observers"]
 
@@ -74,7 +75,18 @@ class Observer:
         self._registry = registry
         self._linear = None
         self.geometry = geometry
+        self._check_required_variables(geometry)
         self.interpolator = geometry.interpolator(self.obs_space.locations)
+
+    def _check_required_variables(self, geometry: Geometry) -> None:
+        """A ConfigError, before any H(x), unless the operator finds the model variables it needs."""
+        missing = Variables(self.obs_operator.required_variables) - geometry.variables
+        if missing:
+            operator = self.params.obs_operator
+            key = "obs operator.variables" if isinstance(operator, dict) and "variables" in operator else \
+                "obs space.simulated variables"
+            raise ConfigError(f"the observation operator needs model variable(s) {missing} that the model does not "
+                              f"have (it has {geometry.variables})", join_path(self.path, key))
 
     @property
     def name(self) -> str:

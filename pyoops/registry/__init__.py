@@ -170,6 +170,20 @@ class ModelPlugin:
     plugin: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def make_geometry(self, config: Any, path: str = "geometry") -> Any:
+        """The plugin's geometry from the YAML mapping at ``path``.
+
+        A check made while building the grid without a key of its own (its size against
+        memory, say) is reported at ``path``.
+        """
+        params = validate(self.geometry.Parameters, config, path)
+        try:
+            return self.geometry(params)
+        except ConfigError as exc:
+            if exc.path:
+                raise
+            raise ConfigError(exc.message, path) from None
+
 
 class Registry:
     """Every factory, filled by the hook implementations of every plugin."""
