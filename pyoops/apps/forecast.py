@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise, union_of_parameters
-from pyoops.config.parameters import DurationField, Parameters
+from pyoops.config.parameters import DurationField, Parameters, PositiveDurationField
 from pyoops.ensemble.sizes import check_output_files, end_date, state_bytes
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
@@ -29,15 +29,8 @@ class OutputParameters(Parameters):
     """
 
     filename: str = Field(description="Output file; may contain %date%.")
-    frequency: DurationField | None = Field(None, description="Write every this often (default: final state only).")
+    frequency: PositiveDurationField | None = Field(None, description="Write every this often (default: final state only).")
     first: DurationField = Field(Duration("PT0S"), description="Offset of the first output from the initial time.")
-
-    @field_validator("frequency")
-    @classmethod
-    def _positive(cls, value: Duration | None) -> Duration | None:
-        if value is not None and value <= Duration(0):
-            raise ValueError(f"must be positive, got {value}")
-        return value
 
     @model_validator(mode="after")
     def _template(self) -> "OutputParameters":

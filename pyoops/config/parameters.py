@@ -13,6 +13,7 @@ import difflib
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,6 +32,7 @@ __all__ = [
     "DateTimeField",
     "as_parameters",
     "DurationField",
+    "PositiveDurationField",
     "Parameters",
     "VariableName",
     "per_variable_number",
@@ -156,6 +158,16 @@ DurationField = Annotated[
     WithJsonSchema({"type": "string", "format": "duration", "examples": ["PT6H"]}),
 ]
 """A pydantic field type for ISO-8601 durations such as ``PT6H``."""
+
+
+def _positive_duration(value: Duration) -> Duration:
+    if value <= Duration(0):
+        raise ValueError(f"must be positive, got {value}")
+    return value
+
+
+PositiveDurationField = Annotated[DurationField, AfterValidator(_positive_duration)]
+"""A duration that must be longer than zero (a frequency, a step)."""
 
 
 def yaml_keys(cls: type[BaseModel]) -> list[str]:

@@ -89,7 +89,7 @@ from pyoops.assimilation.letkf import (
     letkf_analysis,
     local_obs_selection,
 )
-from pyoops.config.parameters import DateTimeField, DurationField, Parameters, validate
+from pyoops.config.parameters import DateTimeField, DurationField, Parameters, PositiveDurationField, validate
 from pyoops.diagnostics.collect import ensemble_innovations, flat_metadata, variational_innovations
 from pyoops.ensemble.eda import (
     EDAParameters,
@@ -180,7 +180,7 @@ class SyntheticObservationsParameters(Parameters):
     simulated_variables: list[str] | None = Field(None, description="Observed variables (default: all).")
     obsdatain: ObsFileTemplateParameters | None = Field(
         None, description="Given observations (ObsValue, ObsError, times, locations) instead of the synthetic ones.")
-    obs_frequency: DurationField | None = Field(
+    obs_frequency: PositiveDurationField | None = Field(
         None, description="Time between observation times (a multiple of the model step).")
     obs_density: int | None = Field(None, gt=0, description="Number of locations at each observation time.")
     obs_error: float | None = Field(None, gt=0, description="Observation error standard deviation; R = obs error^2 I.")
@@ -209,13 +209,6 @@ class SyntheticObservationsParameters(Parameters):
                 raise ValueError(f"{', '.join(repr(k.replace('_', ' ')) for k in given)} describe synthetic "
                                  "observations; remove them with 'obsdatain'")
         return self
-
-    @field_validator("obs_frequency")
-    @classmethod
-    def _positive(cls, value: Duration | None) -> Duration | None:
-        if value is not None and value <= Duration(0):
-            raise ValueError(f"must be positive, got {value}")
-        return value
 
 
 class InitialPerturbationParameters(Parameters):
