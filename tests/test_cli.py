@@ -564,9 +564,11 @@ def test_json_schema_of_hofx_subprocess(workdir):
     observer = _resolve(schema, observations["properties"]["observers"]["items"])
     assert {"obs space", "obs operator", "obs error"} <= set(observer["properties"])
     assert all("name" in o["properties"] for o in _options(schema, observer["properties"]["obs operator"]))
-    # With a config naming the model plugin, only that plugin's models are offered.
-    model = _resolve(schema, props["model"])
-    assert "anyOf" not in model and {"name", "f", "tstep"} <= set(model["properties"])
+    # With a config naming the model plugin, only that plugin's models (and the generic persistence
+    # model, which runs on any geometry) are offered.
+    models = {o["properties"]["name"]["const"]: o for o in _options(schema, props["model"])}
+    assert set(models) == {"Lorenz96", "Identity"}
+    assert {"name", "f", "tstep"} <= set(models["Lorenz96"]["properties"])
 
 
 def test_json_schema_with_bad_model_plugin(workdir, cli):

@@ -9,6 +9,7 @@ from pyoops.registry import Registry, hookimpl
 def pyoops_register(registry: Registry) -> None:
     from pyoops.apps.forecast import ForecastApplication
     from pyoops.apps.hofx import HofXApplication
+    from pyoops.generic.identity_model import IdentityLinearModel, IdentityModel
     from pyoops.generic.obs_error import DiagonalObsError
     from pyoops.generic.obs_operators import IdentityObsOperator, LinearIdentityObsOperator
     from pyoops.generic.obs_operators import LinearWindSpeedObsOperator, WindSpeedObsOperator
@@ -18,6 +19,8 @@ def pyoops_register(registry: Registry) -> None:
     registry.obs_operator.register("WindSpeed", WindSpeedObsOperator)
     registry.linear_obs_operator.register("WindSpeed", LinearWindSpeedObsOperator)
     registry.obs_error.register("diagonal", DiagonalObsError)
+    registry.model.register("Identity", IdentityModel)
+    registry.linear_model.register("Identity", IdentityLinearModel)
     registry.application.register("forecast", ForecastApplication)
     registry.application.register("hofx", HofXApplication)
 
