@@ -23,6 +23,7 @@ from pyoops.apps.base import Application, ApplicationParameters, specialise, uni
 from pyoops.assimilation.letkf import LocalEnsembleDAParameters
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
+from pyoops.diagnostics.regions import RegionParameters
 from pyoops.ensemble.cycling import (
     CycleExperiment,
     CyclingParameters,
@@ -51,6 +52,9 @@ class CycleOutputParameters(Parameters):
     background_error_variance: BackgroundVarianceParameters = Field(
         default_factory=BackgroundVarianceParameters, alias="background error variance",
         description="Archive of variational methods: how diag(HBH^T) is computed (exact or randomized).")
+    regions: list[RegionParameters] = Field(
+        default_factory=list, description="Archive: region labels of the observations: [{name, bounds: {coordinate: "
+                                          "[lower, upper)}}], the first match wins (MetaData/region).")
 
 
 class CycleParameters(ApplicationParameters):

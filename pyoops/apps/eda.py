@@ -41,6 +41,7 @@ from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameter
 from pyoops.apps.variational import ArchiveOutputParameters
 from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory
 from pyoops.config.parameters import Parameters
+from pyoops.diagnostics.regions import archive_regions
 from pyoops.ensemble.cycling import rmse, spread
 from pyoops.ensemble.eda import (
     EDAParameters,
@@ -93,6 +94,7 @@ class EDAApplication(Application):
     def validate_plugins(self, params: EDAAppParameters) -> None:
         self._cost = CostFunction(params.cost_function, self.registry, self.plugin)
         check_minimizer_memory(self._cost, params.variational)
+        self._regions = archive_regions(params.output_archive, self._cost.geometry)
         n = member_count(params.members)
         ntimes = len(self._cost.increment_times)
         if n is not None:
@@ -225,7 +227,8 @@ class EDAApplication(Application):
         record, used = observer_records(cost.observers())
         record.update(variational_innovations(result.diagnostics, labels, has_control))
         with InnovationArchiveWriter(filename, list(cost.geometry.location_names), n, geometry=cost.geometry,
-                                     application="eda", method=cost.cost_type, resumable=False) as writer:
+                                     application="eda", method=cost.cost_type, resumable=False,
+                                     regions=self._regions) as writer:
             writer.append_cycle(0, result.times[-1], **select(record, used))
         return filename
 

@@ -59,6 +59,7 @@ from pyoops.assimilation.letkf import (
 )
 from pyoops.config.parameters import DateTimeField, Parameters, VariableName, validate
 from pyoops.config.yaml_io import require_mapping
+from pyoops.diagnostics.regions import RegionParameters, archive_regions
 from pyoops.ensemble.sizes import check_generated_observations, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.ensemble import EnsembleSourceParameters
@@ -105,6 +106,9 @@ class _File(Parameters):
 
 class _ArchiveFile(Parameters):
     filename: str = Field(description="The innovation archive (netCDF, see the diagnostics page).")
+    regions: list[RegionParameters] = Field(
+        default_factory=list, description="Region labels of the observations: [{name, bounds: {coordinate: "
+                                          "[lower, upper)}}], the first match wins (MetaData/region).")
 
 
 class LocalEnsembleDAAppParameters(ApplicationParameters):
@@ -232,6 +236,7 @@ class LocalEnsembleDAApplication(Application):
     def validate_plugins(self, params: LocalEnsembleDAAppParameters) -> None:
         geometry = self.geometry(params.geometry)
         self._geometry = geometry
+        self._regions = archive_regions(params.output_archive, geometry)
         self._variables = Variables(params.variables or geometry.variables)
         unknown = self._variables - geometry.variables
         if unknown:
@@ -369,7 +374,7 @@ class LocalEnsembleDAApplication(Application):
         outputs: list[str] = []
         if params.output_archive is not None:
             outputs.append(self._write_archive(params.output_archive.filename, observers, hb, net.flatten(hofx_a),
-                                               da.solver))
+                                               da.solver, da.inflation.mult))
         for t in self._times:
             xa_state = analyses[t]
             for option, what in ((params.output, "members"), (params.output_mean, "mean"),
@@ -400,18 +405,20 @@ class LocalEnsembleDAApplication(Application):
                         s["ombg rms"], s["oman rms"], s["hofx0 spread"], s["hofx1 spread"])
         return summary
 
-    def _write_archive(self, filename: str, observers: Any, hxb: np.ndarray, hxa: np.ndarray, solver: str) -> str:
+    def _write_archive(self, filename: str, observers: Any, hxb: np.ndarray, hxa: np.ndarray, solver: str,
+                       prior_inflation: float) -> str:
         r"""The innovation archive of this analysis (cycle 0 at the last analysis time): for the used
         observations, the members' mean :math:`H(x)` before and after, the ensemble variance of
-        :math:`H(x^b_k)` (:math:`N-1`) as the assumed background variance, and the perturbations."""
+        :math:`H(x^b_k)` (:math:`N-1`) times the prior inflation ``mult`` as the assumed background
+        variance, and the perturbations (inflated alike)."""
         from pyoops.diagnostics.archive import InnovationArchiveWriter
         from pyoops.diagnostics.collect import ensemble_innovations, observer_records, select
 
         record, used = observer_records(observers)
-        record.update(ensemble_innovations(hxb, hxa))
+        record.update(ensemble_innovations(hxb, hxa, prior_inflation))
         with InnovationArchiveWriter(filename, list(self._geometry.location_names), hxb.shape[0],
                                      geometry=self._geometry, application="letkf", method=solver,
-                                     resumable=False) as writer:
+                                     resumable=False, regions=self._regions) as writer:
             writer.append_cycle(0, self._times[-1], **select(record, used))
         return filename
 

@@ -27,7 +27,8 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from pyoops.apps.base import Application, ApplicationParameters
-from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.config.parameters import DurationField, Parameters
+from pyoops.diagnostics.regions import RegionParameters, Regions
 from pyoops.util.atomic import atomic_output
 from pyoops.util.datetime import Duration
 from pyoops.util.errors import ConfigError
@@ -89,6 +90,9 @@ class ObsDiagnosticsParameters(ApplicationParameters):
                                                      description="Rank histogram settings.")
     output: ObsDiagnosticsOutputParameters = Field(default_factory=ObsDiagnosticsOutputParameters,
                                                    description="JSON, plots and table.")
+    regions: list[RegionParameters] | None = Field(
+        None, description="Relabel the observations' regions ([{name, bounds: {coordinate: [lower, upper)}}], "
+                          "first match wins) instead of the labels stored in the archives.")
 
     @field_validator("archives", mode="before")
     @classmethod
@@ -126,6 +130,8 @@ class ObsDiagnosticsApplication(Application):
         from pyoops.diagnostics.report import DiagnosticsSettings, diagnose, format_table
 
         data = read_archive([a.filename for a in params.archives])
+        if params.regions is not None:
+            data = data.with_regions(Regions(params.regions, list(data.coordinates), "regions"))
         if params.skip_cycles >= data.ncycles:
             raise ConfigError(f"skips all {data.ncycles} cycles of the archives", "skip cycles")
         keep = np.arange(data.ncycles) >= params.skip_cycles

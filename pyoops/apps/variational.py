@@ -22,6 +22,7 @@ from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameter
 from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory, run_incremental
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
+from pyoops.diagnostics.regions import RegionParameters, Regions, archive_regions
 from pyoops.ensemble.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
@@ -45,6 +46,9 @@ class ArchiveOutputParameters(Parameters):
     background_error_variance: BackgroundVarianceParameters = Field(
         default_factory=BackgroundVarianceParameters, alias="background error variance",
         description="How diag(HBH^T) is computed (exact or randomized).")
+    regions: list[RegionParameters] = Field(
+        default_factory=list, description="Region labels of the observations: [{name, bounds: {coordinate: "
+                                          "[lower, upper)}}], the first match wins (MetaData/region).")
 
 
 class VariationalParameters(ApplicationParameters):
@@ -95,7 +99,7 @@ def plot_cost_trace(trace: list[dict[str, Any]], filename: str, title: str = "")
     plt.close(fig)
 
 
-def write_archive(filename: str, cost: Any, result: Any) -> str:
+def write_archive(filename: str, cost: Any, result: Any, regions: "Regions | None" = None) -> str:
     r"""The innovation archive of one variational analysis (cycle 0, analysis time: the last analysis
     state's): the used observations of every observer, :math:`H(x_b)` and :math:`H(x_a)`,
     :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` (:mod:`pyoops.diagnostics.hbht`) and the final
@@ -107,7 +111,8 @@ def write_archive(filename: str, cost: Any, result: Any) -> str:
     record.update(hofx_background=flat_hofx(result.hofx_background), hofx_analysis=flat_hofx(result.hofx_analysis),
                   background_error_variance=result.background_error_variance)
     with InnovationArchiveWriter(filename, list(cost.geometry.location_names), geometry=cost.geometry,
-                                 application="variational", method=cost.cost_type, resumable=False) as writer:
+                                 application="variational", method=cost.cost_type, resumable=False,
+                                 regions=regions) as writer:
         writer.append_cycle(0, result.analysis[-1].time, cost_at_analysis=float(result.trace[-1]["J"]),
                             **select(record, used))
     return filename
@@ -123,6 +128,7 @@ class VariationalApplication(Application):
     def validate_plugins(self, params: VariationalParameters) -> None:
         self._cost = CostFunction(params.cost_function, self.registry, self.plugin)
         check_minimizer_memory(self._cost, params.variational)
+        self._regions = archive_regions(params.output_archive, self._cost.geometry)
         one = state_bytes(self._cost.geometry, self._cost.variables)
         for key in ("output", "output_increment"):
             option = getattr(params, key)
@@ -143,7 +149,7 @@ class VariationalApplication(Application):
         result = run_incremental(cost, params.variational, hbht=hbht)
         outputs: list[str] = []
         if archive is not None:
-            outputs.append(write_archive(archive.filename, cost, result))
+            outputs.append(write_archive(archive.filename, cost, result, self._regions))
         if params.output is not None:
             for state in result.analysis:
                 name = _filename(params.output.filename, state.time)

@@ -115,12 +115,15 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pyoops.util.atomic import atomic_output, current_session
 from pyoops.util.errors import InputFileError
+
+if TYPE_CHECKING:
+    from pyoops.diagnostics.regions import Regions
 
 __all__ = [
     "ARCHIVE_FORMAT",
@@ -293,11 +296,15 @@ class InnovationArchiveWriter:
     resumable:
         ``True``: append to ``<filename>.log`` (needed for :meth:`resume`); ``False``: keep
         the records in memory until :meth:`close`.
+    regions:
+        :class:`~pyoops.diagnostics.regions.Regions` labelling the observations of every
+        cycle appended without an explicit ``region`` (stored as the ``regions`` attribute).
     """
 
     def __init__(self, filename: "str | os.PathLike[str]", coordinates: Sequence[str], members: int = 0, *,
                  geometry: Any = None, application: str = "", method: str = "",
-                 attributes: Mapping[str, Any] | None = None, resumable: bool = True) -> None:
+                 attributes: Mapping[str, Any] | None = None, resumable: bool = True,
+                 regions: "Regions | None" = None) -> None:
         self.filename = Path(filename)
         self.log = log_path(filename)
         self.coordinates = [str(c) for c in coordinates]
@@ -316,6 +323,9 @@ class InnovationArchiveWriter:
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError(f"attribute {key!r} must be a string or a number, got {value!r}")
             attrs[str(key)] = value
+        self.regions = regions if regions else None
+        if self.regions is not None:
+            attrs["regions"] = self.regions.describe()
         self._header = _header(self.coordinates, self.members, attrs)
         self._record = _record_dtype(self.coordinates, self.members)
         self.resumable = bool(resumable)
@@ -498,6 +508,8 @@ class InnovationArchiveWriter:
             raise ValueError(f"coordinates {sorted(coordinates)} given, the writer has {self.coordinates}")
         for name in self.coordinates:
             rec[f"coordinate {name}"] = vector(f"coordinates[{name!r}]", coordinates[name])
+        if region is None and self.regions is not None:
+            region = self.regions.labels({c: rec[f"coordinate {c}"] for c in self.coordinates}).tolist()
         new_names: dict[str, list[str]] = {}
         for kind, value in (("variable", variable), ("obs group", obs_group),
                             ("region", "" if region is None else region)):
@@ -748,6 +760,10 @@ class InnovationData:
         if self.ensemble_perturbations is None:
             return None
         return self.hofx_background[:, None] + self.ensemble_perturbations
+
+    def with_regions(self, regions: "Regions") -> "InnovationData":
+        """The same data with ``region`` recomputed from the coordinates by ``regions``."""
+        return replace(self, region=regions.labels(self.coordinates))
 
     def select_cycles(self, keep: np.ndarray) -> "InnovationData":
         """The data of the cycles where the boolean ``keep`` (length ``ncycles``) is true."""

@@ -64,13 +64,18 @@ def flat_hofx(hofx: Sequence[Any]) -> np.ndarray:
     return np.concatenate([a.reshape(a.shape[:-2] + (-1,)) for a in parts], axis=-1)
 
 
-def ensemble_innovations(hxb: np.ndarray, hxa: np.ndarray) -> dict[str, Any]:
+def ensemble_innovations(hxb: np.ndarray, hxa: np.ndarray, prior_inflation: float = 1.0) -> dict[str, Any]:
     r"""Archive values of an ensemble filter from the members' :math:`H(x^b_k)`, :math:`H(x^a_k)` ``(N, p)``:
-    the means :math:`\overline{H(x)}`, the perturbations :math:`H(x^b_k) - \overline{H(x^b)}` ``(p, N)``
-    and the assumed background variance :math:`\frac{1}{N-1}\sum_k (H(x^b_k) - \overline{H(x^b)})^2`; no cost.
+    the means :math:`\overline{H(x)}`, the perturbations :math:`\sqrt{\lambda}\,(H(x^b_k) - \overline{H(x^b)})`
+    ``(p, N)`` and the assumed background variance
+    :math:`\frac{\lambda}{N-1}\sum_k (H(x^b_k) - \overline{H(x^b)})^2`; no cost.
+
+    :math:`\lambda` = ``prior_inflation``, the multiplicative inflation of the background
+    covariance the analysis applied (the LETKF's ``mult``): what is archived is the
+    covariance the analysis *assumed*, not the raw forecast spread.
     """
     mean_b = hxb.mean(axis=0)
-    pert = hxb - mean_b
+    pert = (hxb - mean_b) * np.sqrt(prior_inflation)
     return {"hofx_background": mean_b, "hofx_analysis": hxa.mean(axis=0),
             "background_error_variance": np.einsum("kp,kp->p", pert, pert) / (hxb.shape[0] - 1),
             "ensemble_perturbations": pert.T, "cost_at_analysis": float("nan")}

@@ -91,6 +91,7 @@ from pyoops.assimilation.letkf import (
 )
 from pyoops.config.parameters import DateTimeField, DurationField, Parameters, PositiveDurationField, validate
 from pyoops.diagnostics.collect import ensemble_innovations, flat_metadata, variational_innovations
+from pyoops.diagnostics.regions import Regions
 from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
@@ -363,6 +364,7 @@ class CycleExperiment:
         self.cycling: CyclingParameters = params.cycling
         self.method = self.cycling.method
         self.geometry = plugin.make_geometry(params.geometry, "geometry")
+        self.regions = Regions(params.output.regions, self.geometry.location_names, "output.regions")
         self.model = self._make_model(params.model, "model")
         step = self.model.time_resolution
         truth = params.truth
@@ -540,7 +542,8 @@ class CycleExperiment:
     def background_variance_rule(self) -> str:
         """How the archive's BackgroundErrorVariance is obtained (stored as an attribute)."""
         if self.method in ("LETKF", "EnKF"):
-            return "ensemble variance of H(x_b), N-1 normalisation"
+            return ("ensemble variance of H(x_b), N-1 normalisation"
+                    + (", times the prior inflation mult" if self.method == "LETKF" else ""))
         return "diag(HBH^T) of the analysis B: " + self.params.output.background_error_variance.rule()
 
     # Time line --------------------------------------------------------------------------------
@@ -893,7 +896,7 @@ class CycleExperiment:
         xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(),
                             (twin.error ** 2).ravel(), self._selection, infl.mult, infl.rtpp, infl.rtps)
         xa = _copy(xa)
-        innovations = (ensemble_innovations(hx.reshape(n, -1), self._ensemble_hofx(ob, xa))
+        innovations = (ensemble_innovations(hx.reshape(n, -1), self._ensemble_hofx(ob, xa), infl.mult)
                        if self.archive else None)
         state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
         return _filter_statistics(xb, xa, t_a), innovations
@@ -1024,7 +1027,8 @@ class _Archive:
         self.coordinates = list(coordinates)
         self.writer = InnovationArchiveWriter(
             self.filename, self.coordinates, e.nmembers, geometry=e.geometry, application="cycle",
-            method=e.method, attributes={"background_error_variance": e.background_variance_rule()})
+            method=e.method, attributes={"background_error_variance": e.background_variance_rule()},
+            regions=e.regions)
 
     def append(self, k: int, record: dict[str, Any], state: dict[str, Any]) -> None:
         if self.writer is None:

@@ -44,7 +44,8 @@ def test_variational_archive(tmp_path: Path) -> None:
                    "obs operator": {"name": "Identity"}}]}},
            "variational": {"minimizer": {"algorithm": "DRPCG"},
                            "iterations": [{"ninner": 40, "gradient norm reduction": 1e-10}]},
-           "output archive": {"filename": str(tmp_path / "innovations.nc")}}
+           "output archive": {"filename": str(tmp_path / "innovations.nc"),
+                              "regions": [{"name": "first quarter", "bounds": {"x": [0.0, 0.25]}}]}}
     summary = pyoops.run("variational", cfg)
     path = tmp_path / "innovations.nc"
     assert str(path) in summary["outputs"]
@@ -57,6 +58,10 @@ def test_variational_archive(tmp_path: Path) -> None:
     assert cycles["costAtAnalysis"].values[0] == summary["final J"]
     meta = xr.open_dataset(path, group="MetaData")
     assert set(meta["obsGroup"].values) == {"grid"}
+    # Region labels from the coordinates: [0, 0.25) is the first 10 of the 40 points (one missing).
+    first = meta["x"].values < 0.25
+    assert first.sum() == 9 and set(meta["region"].values[first]) == {"first quarter"}
+    assert set(meta["region"].values[~first]) == {""}
     # Randomized diag(HBH^T): unbiased, relative noise sqrt(2/K).
     cfg["output archive"] = {"filename": str(tmp_path / "random.nc"),
                              "background error variance": {"exact limit": 0, "samples": 64, "seed": 2}}

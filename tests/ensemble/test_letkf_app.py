@@ -291,7 +291,9 @@ def test_letkf_app_writes_the_innovation_archive(workdir, io):
     np.testing.assert_allclose(group("ObsError"), err, rtol=1e-15)
     np.testing.assert_allclose(group("ombg"), y - hx.mean(axis=0), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(group("oman"), y - interp(xa, pos).mean(axis=0), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(group("BackgroundErrorVariance"), hx.var(axis=0, ddof=1), rtol=1e-12)
-    np.testing.assert_allclose(group("EnsembleHofXPerturbations"), (hx - hx.mean(axis=0)).T, atol=1e-12)
+    # What the analysis assumed: the background covariance after the prior inflation mult = 1.1.
+    np.testing.assert_allclose(group("BackgroundErrorVariance"), 1.1 * hx.var(axis=0, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(group("EnsembleHofXPerturbations"), np.sqrt(1.1) * (hx - hx.mean(axis=0)).T,
+                               atol=1e-12)
     cycles = xr.open_dataset("out/innovations.nc", group="Cycle")
     assert cycles["nobs"].values.tolist() == [pos.size] and np.isnan(cycles["costAtAnalysis"].values).all()
