@@ -35,8 +35,8 @@ def test_step_tl_and_ad_are_the_identity() -> None:
 def test_4dvar_with_persistence_is_the_blue_of_the_stacked_observations(tmp_path: Path) -> None:
     """One 4D-Var cycle of the twin (obs at -3 h and 0 of a 6 h window, persistence, explicit B):
     x_a = x_b + B H^T (H B H^T + R)^-1 (y - H x_b) with H = [I; I], R = I."""
-    cfg = desroziers_experiment("4D-Var", tmp_path, model_plugin="lorenz96", geometry_config={"resol": 40},
-                                cycles=1)
+    cfg, _ = desroziers_experiment("4D-Var", tmp_path, model_plugin="lorenz96", geometry_config={"resol": 40},
+                                   cycles=1)
     pyoops.run("cycle", cfg)
     b = read_matrix(str(tmp_path / "data" / "assumed_b.nc"))
     archive = tmp_path / "run" / "innovations.nc"

@@ -173,6 +173,43 @@ class LinearGaussianTwin:
         r"""The steady-state :math:`(\mathbf{P}_f, \mathbf{P}_a)` (:func:`steady_state_covariances`)."""
         return steady_state_covariances(self.process_noise, self.obs_covariance, len(self.obs_offsets))
 
+    def expected_statistics(self, assumed_b: np.ndarray, assumed_obs_error: float | None = None) -> dict[str, float]:
+        r"""Exact expectations of the innovation statistics of a system assuming ``assumed_b`` and
+        :math:`\sigma_o'` = ``assumed_obs_error`` (default: the true :math:`\sigma_o`), at its steady state.
+
+        The gain :math:`\mathbf{K} = \mathbf{B}'\mathbf{H}^\mathrm{T}\mathbf{S}'^{-1}`,
+        :math:`\mathbf{S}' = \mathbf{H}\mathbf{B}'\mathbf{H}^\mathrm{T} + \mathbf{R}'`
+        (:math:`\mathbf{H}` = :math:`m` stacked identities) gives the actual forecast-error
+        covariance :math:`\mathbf{P}` of the discrete Lyapunov equation
+        :math:`\mathbf{P} = (\mathbf{I}-\mathbf{KH})\mathbf{P}(\mathbf{I}-\mathbf{KH})^\mathrm{T}
+        + \mathbf{KRK}^\mathrm{T} + \mathbf{Q}` and the innovation covariance
+        :math:`\mathbf{S} = \mathbf{HPH}^\mathrm{T} + \mathbf{R}`.  With
+        :math:`d^a = \mathbf{R}'\mathbf{S}'^{-1}d` and :math:`\delta = \mathbf{HB}'\mathbf{H}^\mathrm{T}\mathbf{S}'^{-1}d`:
+
+        * ``obs error variance ratio`` :math:`\mathrm{tr}(\mathbf{R}'\mathbf{S}'^{-1}\mathbf{S})/\mathrm{tr}\,\mathbf{R}'`;
+        * ``background error variance ratio``
+          :math:`\mathrm{tr}(\mathbf{HB}'\mathbf{H}^\mathrm{T}\mathbf{S}'^{-1}\mathbf{S})/\mathrm{tr}(\mathbf{HB}'\mathbf{H}^\mathrm{T})`;
+        * ``chi2`` :math:`\frac1p\sum_i S_{ii}/S'_{ii}`; ``2J/p`` :math:`\mathrm{tr}(\mathbf{S}'^{-1}\mathbf{S})/p`
+          (:math:`2J(x_a) = d^\mathrm{T}\mathbf{S}'^{-1}d` for the exact minimum).
+
+        All equal 1 when ``assumed_b`` is :math:`\mathbf{P}_f` and :math:`\sigma_o' = \sigma_o`.
+        """
+        n, m = self.size, len(self.obs_offsets)
+        sigma = self.obs_error if assumed_obs_error is None else assumed_obs_error
+        h = np.vstack([np.eye(n)] * m)
+        r_true, r_assumed = self.obs_error ** 2 * np.eye(n * m), sigma ** 2 * np.eye(n * m)
+        hbh = h @ assumed_b @ h.T
+        s_assumed = hbh + r_assumed
+        gain = assumed_b @ h.T @ np.linalg.inv(s_assumed)
+        a = np.eye(n) - gain @ h
+        p = scipy.linalg.solve_discrete_lyapunov(a, gain @ r_true @ gain.T + self.process_noise)
+        s_true = h @ p @ h.T + r_true
+        w = np.linalg.solve(s_assumed, s_true)               # S'^-1 S
+        return {"obs error variance ratio": float(np.trace(r_assumed @ w) / np.trace(r_assumed)),
+                "background error variance ratio": float(np.trace(hbh @ w) / np.trace(hbh)),
+                "chi2": float(np.mean(np.diag(s_true) / np.diag(s_assumed))),
+                "2J/p": float(np.trace(w) / (n * m))}
+
     def analysis_time(self, k: int) -> DateTime:
         return self.start + self.window * (k + 1)
 
@@ -299,8 +336,11 @@ def desroziers_experiment(method: str, directory: "str | os.PathLike[str]", *, m
                           geometry_config: dict[str, Any], cycles: int, misspecified: bool = False,
                           members: int | None = None, hybrid_weight: float = 0.5, seed: int = 1,
                           correlated_noise: float = 0.25, correlation_length: float = 3.0,
-                          white_noise: float = 0.1, obs_error: float = 1.0) -> dict[str, Any]:
-    r"""Write a linear-Gaussian twin under ``directory`` and return the ``pyoops cycle`` configuration.
+                          white_noise: float = 0.1, obs_error: float = 1.0) -> tuple[dict[str, Any], dict[str, float]]:
+    r"""Write a linear-Gaussian twin under ``directory``; return the ``pyoops cycle`` configuration and
+    the exact expectations of its innovation statistics (:meth:`LinearGaussianTwin.expected_statistics`;
+    for EDA-hybrid those of a system whose hybrid :math:`\mathbf{B}` is exactly its static part,
+    which its sampled ensemble matches in expectation only).
 
     ``method``: one of :data:`EXPERIMENT_METHODS`.  3D-Var and 4D-Var (two observation
     times per 6-hour window, :math:`\tau \in \{-3\,\mathrm{h}, 0\}`) assimilate a random
@@ -388,4 +428,5 @@ def desroziers_experiment(method: str, directory: "str | os.PathLike[str]", *, m
                  "weight": {"value": hybrid_weight}}]}}}
         cfg["variational"] = {"minimizer": {"algorithm": "DRPCG"}, "iterations": [iterations]}
         cfg["eda"] = {"seed": seed, "inflation": {"mult": inflation}}
-    return cfg
+    cfg_expected = twin.expected_statistics(b_scale * pf, np.sqrt(r_assumed))
+    return cfg, cfg_expected
