@@ -459,7 +459,7 @@ def report(results: dict[str, Any]) -> None:
     for name, r in results.items():
         if name == "environment":
             continue
-        print(f"{name:<15} {r['cycles']:>6} {r['max abs diff']:>9.2e} {str(r['first cycle above 1e-6']):>8} "
+        print(f"{name:<15} {r['cycles']:>6} {r['max abs diff']:>9.2e} {r['first cycle above 1e-6']!s:>8} "
               f"{r['max rmse diff']:>10.2e} {r['rmse pyoops']:>11.4f} {r['rmse DAPPER']:>11.4f}")
         if r.get("minimizer"):
             print(f"{'':<15} DRPCG: {r['minimizer']}")
