@@ -103,6 +103,57 @@ def test_given_files_reproduce_the_twin_bitwise(tmp_path: Path, method: str, mem
                                       ["value"].values, xr.open_dataset(a, group=group)["value"].values)
 
 
+@pytest.mark.parametrize("method,members", [("3D-Var", None), ("LETKF", 8)])
+def test_arrays_in_dapper_layout_reproduce_the_twin_bitwise(tmp_path: Path, method: str, members: int | None) -> None:
+    """The path of benchmarks/dapper_compare.py: a twin as plain arrays laid out like DAPPER's ``xx`` (truth at
+    T_0 and at every analysis time) and ``yy`` (observations at the analysis times, by grid point), written by
+    numpy_to_cycle.write_filter_experiment, gives bitwise the twin's statistics and analyses (HofXAnalysis:
+    H = I at every grid point)."""
+    import xarray as xr
+
+    from pyoops.apps import make_application
+    from pyoops.config.yaml_io import load_config
+
+    cfg = l96_cycle(method, tmp_path / "twin", cycles=6, members=members)
+    cfg["output"]["archive"] = True
+    if method == "LETKF":        # no localization: the ETKF
+        cfg["local ensemble DA"] = {"inflation": {"mult": 1.02}}
+    twin = pyoops.run("cycle", cfg)["experiment"]
+    archive = tmp_path / "twin" / "innovations.nc"
+    meta = xr.open_dataset(archive, group="MetaData")
+    cycle, x = meta["cycle"].values, meta["x"].values
+    y = xr.open_dataset(archive, group="ObsValue")["value"].values
+    app = make_application("cycle")
+    app.validate(load_config(cfg))
+    exp = app.experiment
+    times = [exp.analysis_time(k) for k in range(6)]
+    truth = exp.initial_truth()
+    xx = [np.array(truth.fields["x"])]
+    at = exp.advance_truth(truth, times[-1], times)
+    xx += [at[t]["x"] for t in times]
+    yy = np.empty((6, 40))
+    for k in range(6):                                     # by grid point, as DAPPER's yy
+        rows = cycle == k
+        yy[k][np.rint(x[rows] * 40).astype(int)] = y[rows]
+    initial = exp.initial_experiment_state()
+    start = np.datetime64(str(exp.start)[:-1])
+    entries = converter().write_filter_experiment(
+        tmp_path / "files", start, np.timedelta64(6, "h"), np.array(xx), yy, obs_error=1.0,
+        background=None if initial["control"] is None else initial["control"]["x"],
+        ensemble=None if initial["members"] is None else initial["members"]["x"])
+    given = copy.deepcopy(cfg)
+    given["output"]["directory"] = str(tmp_path / "given")
+    given["truth"] = entries["truth"]
+    given["observations"] = entries["observations"]
+    given["cycling"].update(entries["cycling"])
+    ran = pyoops.run("cycle", given)["experiment"]
+    for name in STATISTICS:
+        np.testing.assert_array_equal(ran.stats[name], twin.stats[name], err_msg=name)
+    for group in ("HofXAnalysis", "HofXBackground", "ObsValue"):
+        np.testing.assert_array_equal(xr.open_dataset(tmp_path / "given" / "innovations.nc", group=group)
+                                      ["value"].values, xr.open_dataset(archive, group=group)["value"].values)
+
+
 def test_given_observations_without_truth(tmp_path: Path) -> None:
     cfg = l96_cycle("LETKF", tmp_path / "twin", cycles=4, members=6)
     given = twin_to_files(cfg, tmp_path / "files")

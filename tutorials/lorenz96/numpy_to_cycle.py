@@ -7,6 +7,9 @@ Writes, with netCDF4 only, the files ``cycle`` reads when it is given observatio
 * the truth at each analysis time (``truth.%date%.nc``), optional;
 * the initial ensemble (one file with a ``member`` dimension) and control background.
 
+:func:`write_filter_experiment` writes all of them for the common case of a 3-D method
+observing grid points at the analysis times, from arrays laid out as DAPPER's ``xx``/``yy``,
+and returns the ``cycle`` configuration entries that read them.
 Run ``python numpy_to_cycle.py DIRECTORY`` for a demonstration on random arrays.
 """
 
@@ -54,18 +57,49 @@ def write_state_file(filename, time, x):
         nc.createVariable("x", "f8", dims)[:] = x
 
 
+def write_filter_experiment(directory, start, step, truth, obs, obs_error=1.0, observed=None, background=None,
+                            ensemble=None):
+    """Files of a 3-D method cycled every ``step`` (``window length``) from ``start`` (``cycling.start``, T_0).
+
+    ``truth`` (K+1, N): the truth at T_0 and at the K analysis times T_0 + k step (k = 1..K), or None;
+    ``obs`` (K, p): the observations at the analysis times of the grid points ``observed`` (default:
+    all N), errors ``obs_error`` (standard deviations); ``background`` (N,) / ``ensemble`` (members, N):
+    the first background(s), valid at the first analysis time T_0 + step.  Returns the configuration
+    entries that read the files (``observations``, ``truth``, ``cycling``), to merge into a ``cycle`` file.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    obs = np.asarray(obs, dtype=np.float64)
+    n = np.shape(truth)[1] if truth is not None else np.shape(background if background is not None else ensemble)[-1]
+    observed = np.arange(n) if observed is None else np.asarray(observed)
+    errors = np.broadcast_to(np.asarray(obs_error, dtype=np.float64), obs.shape[1:])
+    for k in range(obs.shape[0]):
+        a_k = start + (k + 1) * step                          # 3-D windows (a_k - step/2, a_k + step/2]
+        write_obs_file(out / f"obs.{iso(a_k)}.nc", np.full(len(observed), a_k), observed / n, obs[k], errors)
+        if truth is not None:
+            write_state_file(out / f"truth.{iso(a_k)}.nc", a_k, truth[k + 1])
+    config = {"observations": {"obsdatain": {"filename": str(out / "obs.%date%.nc")},
+                               "obs operator": {"name": "Identity"}},
+              "cycling": {"start": iso(start)}}
+    if truth is not None:
+        config["truth"] = {"filename": str(out / "truth.%date%.nc")}
+    if background is not None:
+        write_state_file(out / "background.nc", start + step, background)
+        config["cycling"]["initial background"] = {"filename": str(out / "background.nc")}
+    if ensemble is not None:
+        write_state_file(out / "ensemble.nc", start + step, ensemble)
+        config["cycling"]["initial ensemble"] = {"filename": str(out / "ensemble.nc")}
+    return config
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "given")
-    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     n, cycles, step = 40, 4, np.timedelta64(6, "h")
     start = np.datetime64("2010-01-21T00:00:00", "s")        # cycling.start: T_0
-    truth = rng.standard_normal((cycles, n)) + 3.0            # x^t at the analysis times T_0 + (k+1) 6h
-    for k in range(cycles):
-        a_k = start + (k + 1) * step
-        y = truth[k] + rng.standard_normal(n)                 # 3-D windows (a_k - 3h, a_k + 3h]: obs at a_k
-        write_obs_file(out / f"obs.{iso(a_k)}.nc", np.full(n, a_k), np.arange(n) / n, y, np.ones(n))
-        write_state_file(out / f"truth.{iso(a_k)}.nc", a_k, truth[k])
-    s0 = start + step                                         # 3-D methods: the first background is at a_0
-    write_state_file(out / "ensemble.nc", s0, 3.0 + rng.standard_normal((10, n)))
-    write_state_file(out / "background.nc", s0, 3.0 + rng.standard_normal(n))
+    truth = rng.standard_normal((cycles + 1, n)) + 3.0        # x^t at T_0 and at the analysis times T_0 + k 6h
+    y = truth[1:] + rng.standard_normal((cycles, n))          # y at the analysis times, every grid point
+    entries = write_filter_experiment(out, start, step, truth, y, obs_error=1.0,
+                                      background=3.0 + rng.standard_normal(n),
+                                      ensemble=3.0 + rng.standard_normal((10, n)))
+    print(entries)                                            # observations, truth, cycling: for the YAML file
