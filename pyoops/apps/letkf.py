@@ -208,7 +208,8 @@ class _AnalysisTrajectory(PostProcessor):
         self.analyses: dict[DateTime, Any] = {}
 
     def _analysis(self, state: Any) -> Any:
-        fields = apply_weights(self.weights, state.fields, self.modes, self.inflation.rtpp, self.inflation.rtps)
+        fields = apply_weights(self.weights, state.fields, self.modes, self.inflation.rtpp, self.inflation.rtps,
+                               self.inflation.posterior_mult)
         return self.state_class(state.geometry, fields, state.time)
 
     def initialize(self, state: Any, end: DateTime, step: Duration) -> None:
@@ -360,7 +361,8 @@ class LocalEnsembleDAApplication(Application):
         # The analysis (and H(x_a)).
         t0 = time.perf_counter()
         if self._model is None:
-            xa = apply_weights(weights, background.fields, modes, da.inflation.rtpp, da.inflation.rtps)
+            xa = apply_weights(weights, background.fields, modes, da.inflation.rtpp, da.inflation.rtps,
+                               da.inflation.posterior_mult)
             analyses = {self._date: state_class(geometry, FieldSet(xa, copy=False), self._date)}
             hofx_a = observers.hofx_3d(analyses[self._date].fields)
         else:

@@ -167,10 +167,15 @@ class InflationParameters(Parameters):
     """``inflation: {mult, rtpp, rtps}`` of ``local ensemble DA``."""
 
     mult: float = Field(1.0, description="Multiplicative (prior) inflation of the covariance, >= 1.")
+    posterior_mult: float = Field(
+        1.0, alias="posterior mult",
+        description="Multiplicative posterior inflation of the covariance, >= 1: the analysis perturbations are "
+                    "multiplied by its square root after RTPP and RTPS (DAPPER's and DART's posterior inflation; "
+                    "DAPPER's infl = sqrt of it).")
     rtpp: float = Field(0.0, description="Relaxation to prior perturbations, 0 <= rtpp <= 1 (0: off).")
     rtps: float = Field(0.0, description="Relaxation to prior spread, 0 <= rtps <= 1 (0: off).")
 
-    @field_validator("mult")
+    @field_validator("mult", "posterior_mult")
     @classmethod
     def _mult(cls, value: float) -> float:
         if not (np.isfinite(value) and value >= 1.0):
@@ -654,19 +659,20 @@ def relax_to_prior_spread(xa_pert: np.ndarray, xb_pert: np.ndarray, alpha: float
 
 
 def apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | None = None,
-                  rtpp: float = 0.0, rtps: float = 0.0) -> Any:
-    """Analysis members from background ``members`` and ``weights`` (then RTPP and RTPS).
+                  rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0) -> Any:
+    r"""Analysis members from background ``members`` and ``weights`` (then RTPP, RTPS and the
+    posterior multiplicative inflation: perturbations times :math:`\sqrt{\rho_a}`, ``posterior_mult``).
 
     ``members``: an array ``(N, *grid)`` or a FieldSet/mapping of such arrays (all
     variables on the grid of the selection); returned in the same form.  ``modes``
     ``(npoints, M)``: the modulation modes, for GETKF weights.
     """
     with _single_threaded_blas:
-        return _apply_weights(weights, members, modes, rtpp, rtps)
+        return _apply_weights(weights, members, modes, rtpp, rtps, posterior_mult)
 
 
 def _apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | None, rtpp: float,
-                   rtps: float) -> Any:
+                   rtps: float, posterior_mult: float = 1.0) -> Any:
     npts = weights.point_row.size
     x, how = _stack(members, npts)                     # (N, npts, nv)
     n = x.shape[0]
@@ -699,6 +705,8 @@ def _apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | N
             xa = weights.scale[r][:, None, None] * xp - q @ weights.pert[r].reshape(npts, nm, n)
     xa = relax_to_prior_perturbations(xa, xp, rtpp)
     xa = relax_to_prior_spread(xa, xp, rtps, axis=-1)
+    if posterior_mult != 1.0:
+        xa = xa * np.sqrt(posterior_mult)
     out = mean_a[None] + xa.transpose(2, 0, 1)
     idle = ~weights.active[r]
     if idle.any():
@@ -707,19 +715,20 @@ def _apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | N
 
 
 def letkf_analysis(members: Any, hofx: Any, y: Any, obs_variance: Any, selection: LocalObsSelection,
-                   mult: float = 1.0, rtpp: float = 0.0, rtps: float = 0.0) -> Any:
+                   mult: float = 1.0, rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0) -> Any:
     """One LETKF analysis: weights from H(x) and the observations, applied to ``members``."""
     with _single_threaded_blas:
-        return apply_weights(letkf_weights(selection, hofx, y, obs_variance, mult), members, rtpp=rtpp, rtps=rtps)
+        return apply_weights(letkf_weights(selection, hofx, y, obs_variance, mult), members, rtpp=rtpp, rtps=rtps,
+                             posterior_mult=posterior_mult)
 
 
 def getkf_analysis(members: Any, hofx: Any, hofx_modulated: Any, y: Any, obs_variance: Any,
                    selection: LocalObsSelection, modes: np.ndarray, mult: float = 1.0, rtpp: float = 0.0,
-                   rtps: float = 0.0) -> Any:
+                   rtps: float = 0.0, posterior_mult: float = 1.0) -> Any:
     """One GETKF analysis (see :func:`getkf_weights` for ``hofx_modulated``)."""
     with _single_threaded_blas:
         weights = getkf_weights(selection, hofx, hofx_modulated, y, obs_variance, mult)
-        return apply_weights(weights, members, modes, rtpp=rtpp, rtps=rtps)
+        return apply_weights(weights, members, modes, rtpp=rtpp, rtps=rtps, posterior_mult=posterior_mult)
 
 
 # Modulation --------------------------------------------------------------------------------------

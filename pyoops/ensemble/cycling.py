@@ -894,7 +894,8 @@ class CycleExperiment:
         n = hx.shape[0]
         infl = self.letkf.inflation
         xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(),
-                            (twin.error ** 2).ravel(), self._selection, infl.mult, infl.rtpp, infl.rtps)
+                            (twin.error ** 2).ravel(), self._selection, infl.mult, infl.rtpp, infl.rtps,
+                            infl.posterior_mult)
         xa = _copy(xa)
         innovations = (ensemble_innovations(hx.reshape(n, -1), self._ensemble_hofx(ob, xa), infl.mult)
                        if self.archive else None)

@@ -154,6 +154,19 @@ def test_rtpp_and_rtps_formulas():
     assert close(relax_to_prior_spread(xa_pert, xb_pert, 1.0).std(axis=0, ddof=1), sb)
 
 
+def test_posterior_inflation_scales_the_analysis_perturbations_last():
+    """posterior mult = rho_a: the mean is unchanged, the perturbations after RTPS are times sqrt(rho_a)."""
+    p = problem()
+    sel = local_obs_selection(p.geom, p.locs, [ObsLocalization(lengthscale=0.4)])
+    hx = p.xb @ p.h.T
+    base = letkf_analysis(p.xb, hx, p.y, p.r, sel, mult=1.1, rtps=0.5)
+    post = letkf_analysis(p.xb, hx, p.y, p.r, sel, mult=1.1, rtps=0.5, posterior_mult=1.0404)
+    assert close(post.mean(axis=0), base.mean(axis=0), 1e-14)
+    assert close(post - post.mean(axis=0), 1.02 * (base - base.mean(axis=0)))
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        validate(InflationParameters, {"posterior mult": 0.9}, "local ensemble DA.inflation")
+
+
 def test_multiplicative_inflation_inflates_the_prior():
     """mult = rho is the same as inflating the background perturbations by sqrt(rho), for the mean."""
     p = problem()
