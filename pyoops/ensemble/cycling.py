@@ -342,6 +342,8 @@ class TwinObservations:
     times: np.ndarray               # (nlocs,) seconds since the epoch
     locations: Any                  # Locations
     window: TimeWindow
+    #: The Observer built for these observations (reused by the analysis instead of a second build).
+    built_observer: Any = None
 
 
 class CycleExperiment:
@@ -615,7 +617,7 @@ class CycleExperiment:
             noise = generator(self.obs.seed, "observations", _time_label(t)).standard_normal(
                 (nvars, rows.size))
             values[:, rows] = hx[:, rows] + sigma[:, rows] * noise
-        return TwinObservations(cfg, values, sigma, loc_times.copy(), space.locations, window)
+        return TwinObservations(cfg, values, sigma, loc_times.copy(), space.locations, window, ob)
 
     def obs_filename(self, k: int) -> str:
         """The observation file of cycle ``k``: ``%date%`` replaced by its analysis time (ISO-8601, e.g.
@@ -648,7 +650,7 @@ class CycleExperiment:
             raise InputFileError(filename, f"has {missing} missing ObsValue(s) in the window {window}: cycle needs "
                                            "every simulated variable at every location")
         sigma = np.asarray(ob.obs_error.obserrors().values, dtype=np.float64)
-        return TwinObservations(cfg, values, sigma, space.locations.times.copy(), space.locations, window)
+        return TwinObservations(cfg, values, sigma, space.locations.times.copy(), space.locations, window, ob)
 
     def read_truth(self, time: DateTime) -> dict[str, np.ndarray]:
         """The truth at ``time`` from ``truth.filename`` (``%date%`` replaced; geometry and date checked)."""
@@ -880,8 +882,10 @@ class CycleExperiment:
 
         a_k = self.analysis_time(k)
         xb = state["members"]
-        ob = Observer(validate(ObserverParameters, twin.observer, "observations"), twin.window, self.geometry,
-                      self.registry, "observations")
+        ob = twin.built_observer
+        if ob is None:
+            ob = Observer(validate(ObserverParameters, twin.observer, "observations"), twin.window, self.geometry,
+                          self.registry, "observations")
         if getattr(self, "_selection_key", None) != _locations_key(twin.locations):
             nv = len(self.obs_variables)
             from pyoops.interface.geometry import Locations
@@ -909,8 +913,10 @@ class CycleExperiment:
 
         a_k = self.analysis_time(k)
         xb = state["members"]
-        ob = Observer(validate(ObserverParameters, twin.observer, "observations"), twin.window, self.geometry,
-                      self.registry, "observations")
+        ob = twin.built_observer
+        if ob is None:
+            ob = Observer(validate(ObserverParameters, twin.observer, "observations"), twin.window, self.geometry,
+                          self.registry, "observations")
         hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
         perturbations = np.stack([self.eda.obs_error_inflation * twin.error * eda_stream(
             self.eda.seed, m, "cycle", k).standard_normal(twin.error.shape) for m in range(1, self.nmembers + 1)])
