@@ -148,5 +148,10 @@ class Geometry(ABC):
         """A FieldSet of zeros for ``variables`` with optional leading batch axes."""
         return FieldSet({v: np.zeros(batch_shape + self.field_shape(v)) for v in variables}, copy=False)
 
+    def random(self, variables: Variables, rng: np.random.Generator, batch_shape: tuple[int, ...] = ()) -> FieldSet:
+        """Independent standard-normal fields of ``variables``, drawn from ``rng`` variable by variable."""
+        return FieldSet({v: rng.standard_normal(tuple(batch_shape) + tuple(self.field_shape(v))) for v in variables},
+                        copy=False)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()})"

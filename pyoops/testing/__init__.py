@@ -95,12 +95,16 @@ class from the suites it supports::
     class TestMyModelInterface(GeometryTests, StateTests, IncrementTests, ModelTests):
         config_file = Path(__file__).with_name("interface.yaml")
 
+SABER blocks have their own suite, :class:`BlockTests` (module
+:mod:`pyoops.testing.blocks`), driven by a YAML file that holds a covariance section.
+
 Objects are built exactly as applications build them, through
 :func:`pyoops.registry.get_registry`; override
 :meth:`InterfaceTestBase.make_registry` to test an in-process plugin.
 """
 
 from pyoops.testing import checks
+from pyoops.testing.blocks import BlockEnvironment, BlockTestParameters, BlockTests
 from pyoops.testing.environment import InterfaceEnvironment
 from pyoops.testing.parameters import InterfaceTestParameters, load_interface_parameters
 from pyoops.testing.suites import (
@@ -118,6 +122,9 @@ from pyoops.testing.suites import (
 )
 
 __all__ = [
+    "BlockEnvironment",
+    "BlockTestParameters",
+    "BlockTests",
     "GeometryTests",
     "GetValuesTests",
     "IncrementTests",

@@ -107,7 +107,6 @@ class GeostrophicBalance(SaberOuterBlock):
     """``geostrophic balance``: (psi, chi, hu) → (h, u, v); see the module documentation."""
 
     Parameters = GeostrophicBalanceParameters
-    has_inverse = True
 
     def __init__(self, params: GeostrophicBalanceParameters, context: BlockContext):
         super().__init__(params, context)
