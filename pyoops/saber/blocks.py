@@ -290,7 +290,8 @@ class SaberCentralBlock(SaberBlock, ABC):
     :math:`\\mathbf{C}^{1/2}\\xi`, :math:`\\xi \\sim \\mathcal{N}(0, \\mathbf{I}_m)`.
     """
 
-    _capabilities: ClassVar[dict[str, tuple[str, ...]]] = {"has_sqrt": ("multiply_sqrt", "multiply_sqrt_ad", "ctl_vec_size")}
+    _capabilities: ClassVar[dict[str, tuple[str, ...]]] = {
+        "has_sqrt": ("multiply_sqrt", "multiply_sqrt_ad", "ctl_vec_size")}
 
     @abstractmethod
     def multiply(self, fields: FieldSet) -> FieldSet:
