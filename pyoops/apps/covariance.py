@@ -222,16 +222,17 @@ class ErrorCovarianceToolboxApplication(CovarianceApplication):
 
 
 def run_block_tests(cov: ErrorCovariance, settings: BlockTestSettings) -> dict[str, dict[str, Any]]:
-    """Every block test of every block of ``cov`` and of B; logs one line per test, raises on a failure.
+    """Every block test of every block of ``cov`` and of B (:func:`pyoops.saber.checks.covariance_checks`).
 
-    Returns ``{"<block path> <test>": {verdict, figure, tolerance | reason}}``; a failed test
-    raises a :class:`~pyoops.util.errors.ConfigError` naming the block, after every test ran.
+    Returns ``{"<block path> <test>": {verdict, figure, tolerance | reason}}``.  A failed test
+    raises a :class:`~pyoops.util.errors.ConfigError` naming the block, after every test ran
+    and every figure was logged.
     """
     results = covariance_checks(cov.chain, settings)
-    for check in results:
-        logger.info("block test %s: %s", check.where, check.message())
     failed = [c for c in results if c.skipped is None and not c.passed]
-    if failed:
+    if failed:  # the summary is not printed after an error: log every figure first
+        for check in results:
+            logger.warning("block test %s: %s", check.where, check.message())
         more = f" ({len(failed) - 1} more failed test(s) logged above)" if len(failed) > 1 else ""
         raise ConfigError(f"{failed[0].message()}{more}", failed[0].where)
     return {f"{c.where} {c.test}": c.as_dict() for c in results}

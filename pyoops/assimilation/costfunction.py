@@ -58,7 +58,7 @@ __all__ = ["COST_TYPES", "CostFunction", "CostFunctionParameters", "VariableName
 
 COST_TYPES = ("3D-Var", "3D-FGAT", "4D-FGAT", "4D-Var", "4D-Ens-Var")
 
-#: A variable name in a configuration: a non-empty string.
+#: A variable name in a configuration, a non-empty string.
 
 
 class BackgroundStatesParameters(Parameters):
@@ -98,7 +98,7 @@ class CostFunctionParameters(Parameters):
 def change_resolution(fields: FieldSet, source: Any, target: Any) -> FieldSet:
     """Fields on ``source`` interpolated to the grid points of ``target``.
 
-    The operator is the generic interpolation of :meth:`StructuredGrid.interpolation_matrix`
+    The operator is the generic interpolation of :meth:`~pyoops.generic.grid.StructuredGrid.interpolation_matrix`
     (linear along horizontal axes, periodic where the axis is, nearest level) evaluated
     at ``target.grid_locations()``; it is the identity when the geometries are the same.
     """

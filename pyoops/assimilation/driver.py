@@ -166,7 +166,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
 
     The in-memory entry point (used by cycling and the EDA) may replace what the
     configuration would read: ``background`` (the list of States
-    :meth:`CostFunction.read_background` would return), ``observers`` (an
+    :meth:`~pyoops.assimilation.costfunction.CostFunction.read_background` would return), ``observers`` (an
     :class:`~pyoops.generic.observers.Observers` with its ObsValue filled) and
     ``covariance`` (a callable ``inner_geometry -> ErrorCovariance``, e.g. to use an
     in-memory ensemble or to reuse one B for several analyses).  ``hbht``: ``(options,

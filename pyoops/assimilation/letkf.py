@@ -372,7 +372,7 @@ def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Loca
         Provides ``distance`` and ``grid_locations``.
     obs_locations:
         Locations of the observation values in the order of the observation vector,
-        or one :class:`Locations` per group (observer) of consecutive values.
+        or one :class:`~pyoops.interface.geometry.Locations` per group (observer) of consecutive values.
     localizations:
         ``None`` or ``[]``: no localization (every observation at every point); a
         list of :class:`ObsLocalization` (or objects with ``localization_method`` and

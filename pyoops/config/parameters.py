@@ -96,7 +96,7 @@ def _numeric_annotation(annotation: Any) -> str:
 
 
 VariableName = Annotated[str, StringConstraints(min_length=1, pattern=r"^\S(.*\S)?$")]
-"""A variable name: a non-empty string without leading or trailing blanks."""
+"""A variable name, a non-empty string without leading or trailing blanks."""
 
 
 def per_variable_number(what: str, positive: bool, unit: str = "") -> Any:

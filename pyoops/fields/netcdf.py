@@ -117,7 +117,7 @@ def _all_dims(geometry: "Geometry", variables: Variables) -> list[str]:
 def open_dataset(filename: "str | os.PathLike[str]", what: str = "file") -> Any:
     """Open ``filename`` for reading as an input of the running application.
 
-    A missing or unreadable file is one :class:`InputFileError`; ``what`` names the kind of
+    A missing or unreadable file is one :class:`~pyoops.util.errors.InputFileError`; ``what`` names the kind of
     file in the "not found" message (``"observation file"``).
     """
     import netCDF4
@@ -154,7 +154,7 @@ def as_float64(data: Any) -> np.ndarray:
 
 
 def require_file_memory(filename: str, nbytes: float, what: str) -> None:
-    """Raise an :class:`InputFileError` naming the file if reading ``what`` (``nbytes``) would not fit in memory."""
+    """Raise an :class:`~pyoops.util.errors.InputFileError` naming the file if reading ``what`` (``nbytes``) would not fit in memory."""
     try:
         require_memory(nbytes, f"reading {what}")
     except ConfigError as exc:
@@ -182,9 +182,9 @@ def read_fields(
 ) -> tuple[FieldSet, DateTime | None]:
     """Read ``variables`` from a gridded netCDF file, checking it against ``geometry``.
 
-    Checked, in order, each failure one :class:`InputFileError` naming the file: the
+    Checked, in order, each failure one :class:`~pyoops.util.errors.InputFileError` naming the file: the
     ``date`` attribute; every variable's existence, number type, dimensions and grid
-    shape; the grid's identity (:func:`_grid_difference`); the member dimension; finite values.
+    shape; the grid's identity (``_grid_difference``); the member dimension; finite values.
 
     Parameters
     ----------
@@ -398,7 +398,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def check_same_geometry(filename: str, geometry: "Geometry") -> None:
-    """Raise a :class:`ConfigError` if the file's ``geometry`` attribute describes another grid.
+    """Raise a :class:`~pyoops.util.errors.ConfigError` if the file's ``geometry`` attribute describes another grid.
 
     :func:`read_fields` makes this check (and the coordinate check) on every read; this
     function is for applications that check member files before reading them.

@@ -173,7 +173,7 @@ class SaberBlock:
 
     Parameters: ClassVar[type[SaberBlockParameters]] = SaberBlockParameters
 
-    #: Whether :meth:`multiply` and friends accept leading batch axes; if False the
+    #: Whether ``multiply`` and friends accept leading batch axes; if False the
     #: chain loops over members.
     supports_batch: ClassVar[bool] = True
 
@@ -362,12 +362,12 @@ class SaberOuterBlock(SaberBlock, ABC):
 
     @property
     def inner_geometry(self) -> Geometry:
-        """Geometry on the central side (default: the outer geometry)."""
+        """Geometry on the central side; by default the outer geometry."""
         return self.geometry
 
     @property
     def inner_variables(self) -> Variables:
-        """Variables on the central side (default: the outer variables)."""
+        """Variables on the central side; by default the outer variables."""
         return self.variables
 
     @abstractmethod

@@ -5,7 +5,7 @@ answers like a central block for :math:`\mathbf{B}`), seeded random data and a t
 and returns a :class:`BlockCheck`: the measured *figure*, the *tolerance* it is held to,
 the quantities compared, or the reason the test cannot run on this block (it lacks the
 capability).  Who calls a check decides what a failure is: the chain's construction-time
-tests raise a :class:`~pyoops.util.errors.ConfigError`, :class:`pyoops.testing.BlockTests`
+tests raise a :class:`~pyoops.util.errors.ConfigError`, :class:`pyoops.testing.blocks.BlockTests`
 an :class:`AssertionError`, the ``error-covariance-toolbox`` prints every figure.
 
 Relative comparisons follow SABER and OOPS: two inner products :math:`a, b` agree when
@@ -252,7 +252,7 @@ def square_root_check(block: Any, rng: np.random.Generator, tolerance: float = D
 
 def dense_matrix(apply: Callable[[FieldSet], FieldSet], geometry: Any, variables: Iterable[str],
                  columns: Sequence[int] | None = None, chunk: int = 256) -> np.ndarray:
-    """Columns of the matrix of a linear ``FieldSet -> FieldSet`` map, in :meth:`FieldSet.to_vector` order.
+    """Columns of the matrix of a linear ``FieldSet -> FieldSet`` map, in :meth:`~pyoops.fields.fieldset.FieldSet.to_vector` order.
 
     ``columns`` (flat indices, default all) are the unit vectors sent through ``apply``,
     ``chunk`` of them per batched call.  Dense matrices are for tests on small grids only.
@@ -413,8 +413,8 @@ def batch_check(block: Any, rng: np.random.Generator, nmembers: int = 3, toleran
                 where: str | None = None) -> BlockCheck:
     r"""Batched members equal one-by-one calls, for every operation the block has.
 
-    Outer blocks: :meth:`multiply`, :meth:`multiply_ad` and the left inverse; central
-    blocks: :meth:`multiply` and the square root (both directions).  The figure is the
+    Outer blocks: ``multiply``, ``multiply_ad`` and the left inverse; central
+    blocks: ``multiply`` and the square root (both directions).  The figure is the
     largest :math:`\|f(X)_k - f(X_k)\| / \|f(X_k)\|` over members :math:`k` and operations.
     A block with ``supports_batch = False`` is looped over by the chain: nothing to test.
     """

@@ -1,6 +1,6 @@
 r"""The SABER block test kit: :class:`BlockTests`, a pytest suite driven by a YAML file.
 
-As :class:`~pyoops.testing.InterfaceTests` proves a model plugin correct, ``BlockTests``
+As :class:`~pyoops.testing.suites.InterfaceTests` proves a model plugin correct, ``BlockTests``
 proves the SABER blocks of a covariance correct, one small test file per configuration::
 
     # tests/test_my_block.py
@@ -36,21 +36,18 @@ Every block of the covariance (the central block, each outer block, and with
 ``block tests.nested`` the blocks of nested chains), and :math:`\mathbf{B}` as a whole
 (id ``B``), is a parameter of the tests that apply to it:
 
-===========================  =====================  ===================================================
-test                         blocks                 checks (:mod:`pyoops.saber.checks`)
-===========================  =====================  ===================================================
-``test_adjoint``             all                    outer: :math:`\langle Ux, y\rangle = \langle x, U^\mathsf{T}y\rangle`;
-                                                    central: :math:`\langle Cx, y\rangle = \langle x, Cy\rangle`
-``test_square_root``         central, B             :math:`C = SS^\mathsf{T}`, ``multiply_sqrt_ad`` the adjoint
-``test_left_inverse``        outer                  :math:`U^{-1}Ux = x`
-``test_inverse``             outer                  :math:`UU^{-1}y = y` (square :math:`U` only)
-``test_dirac``               central, B             impulse responses symmetric and positive semi-definite
-``test_randomization_mean``  central, B             mean sample variance against :math:`\mathrm{diag}(C)`
-``test_randomization_point`` central, B             every point's sample variance (Bonferroni)
-``test_batch``               all                    batched members equal one-by-one calls
-===========================  =====================  ===================================================
+* ``test_adjoint`` (all blocks): outer, :math:`\langle Ux, y\rangle = \langle x, U^\mathsf{T}y\rangle`;
+  central and B, :math:`\langle Cx, y\rangle = \langle x, Cy\rangle`;
+* ``test_square_root`` (central, B): :math:`C = SS^\mathsf{T}`, ``multiply_sqrt_ad`` the adjoint;
+* ``test_left_inverse`` (outer): :math:`U^{-1}Ux = x`;
+* ``test_inverse`` (outer): :math:`UU^{-1}y = y`, square :math:`U` only;
+* ``test_dirac`` (central, B): impulse responses symmetric and positive semi-definite;
+* ``test_randomization_mean`` and ``test_randomization_pointwise`` (central, B): the
+  sample variance of random draws against :math:`\mathrm{diag}(C)`, on average and at
+  the worst point;
+* ``test_batch`` (all): batched members equal one-by-one calls.
 
-A test the block cannot run (no square root, no left inverse, a rectangular
+The checks are the functions of :mod:`pyoops.saber.checks`.  A test the block cannot run (no square root, no left inverse, a rectangular
 :math:`U`, a grid too large for the exact variance) is *skipped with the reason*; a
 failure reports the figure against its tolerance.  Each block's own tolerance keys
 (``adjoint tolerance`` ...) apply to its tests.  Override :meth:`BlockTests.make_registry`

@@ -1,6 +1,6 @@
 """Parameters of an interface-test YAML file (see :mod:`pyoops.testing`).
 
-Each section of the file has a :class:`~pyoops.config.Parameters` class, so a
+Each section of the file has a :class:`~pyoops.config.parameters.Parameters` class, so a
 misspelt key fails with the YAML path and the closest valid key, exactly as an
 application configuration does.  The sections that describe objects (``geometry``,
 ``state``, ``model``, ``linear model``, the observers, the variable changes) are

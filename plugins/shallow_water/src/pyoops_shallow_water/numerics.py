@@ -64,7 +64,7 @@ The linearised centred scheme has purely imaginary eigenvalues
 :math:`s_x = \sin(k\Delta x)/\Delta x`, whose largest value is
 :math:`\omega_{\max}^2 = f^2 + gH(\Delta x^{-2} + \Delta y^{-2})`.  RK4 is stable on the
 imaginary axis up to :math:`|\omega\Delta t| \le 2\sqrt2`, hence the CFL condition
-checked at configuration (:func:`check_cfl`)
+checked at configuration (:func:`~pyoops_shallow_water.model.check_cfl`)
 
 .. math::
 
@@ -109,9 +109,9 @@ __all__ = [
     "tendency_tl",
 ]
 
-#: RK4 stability limit on the imaginary axis, |omega dt| <= 2 sqrt(2).
+#: RK4 stability limit on the imaginary axis, :math:`|\omega\,\Delta t| \le 2\sqrt{2}`.
 RK4_IMAGINARY_LIMIT = 2.0 * math.sqrt(2.0)
-#: RK4 stability limit on the negative real axis, |lambda dt| <= 2.785...
+#: RK4 stability limit on the negative real axis, :math:`|\lambda\,\Delta t| \le 2.785\ldots`
 RK4_REAL_LIMIT = 2.785293563405282
 
 
