@@ -17,7 +17,7 @@ from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.apps.plotting import plot_fields
 from pyoops.assimilation.costfunction import VariableName
 from pyoops.config.parameters import Parameters
-from pyoops.ensemble.sizes import check_output_files, state_bytes
+from pyoops.util.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
 from pyoops.generic.state import DiracParameters, StateParameters

@@ -22,7 +22,7 @@ from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameter
 from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory, run_incremental
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
-from pyoops.ensemble.sizes import check_output_files, state_bytes
+from pyoops.util.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
 from pyoops.registry import ModelPlugin

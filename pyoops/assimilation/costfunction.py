@@ -38,10 +38,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from pyoops.apps.base import TimeWindowParameters
 from pyoops.assimilation.slots import slot_indices, slot_times
-from pyoops.config.parameters import DurationField, Parameters, VariableName, validate
-from pyoops.ensemble.sizes import check_generated_observations
+from pyoops.config.parameters import DurationField, Parameters, TimeWindowParameters, VariableName, validate
+from pyoops.util.sizes import check_generated_observations
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.grid import SparseInterpolator

@@ -611,7 +611,7 @@ def _write_archive(filename: Path, content: _LogContent) -> None:
     """Write the netCDF archive of a parsed log through atomic_output."""
     import netCDF4
 
-    from pyoops import __version__
+    from pyoops.util.version import __version__
 
     header = content.header
     attrs = dict(header["attributes"])
