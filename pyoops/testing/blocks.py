@@ -135,8 +135,9 @@ class BlockEnvironment:
         self.source = source
 
     @classmethod
-    def from_file(cls, source: "str | Path | dict[str, Any]", registry: Any = None) -> "BlockEnvironment":
-        """Load and validate a BlockTests file (or mapping)."""
+    def from_file(cls, source: "str | Path | dict[str, Any]", registry: Any = None,
+                  name: str | None = None) -> "BlockEnvironment":
+        """Load and validate a BlockTests file (or mapping; ``name`` then names it in messages)."""
         doc = load_config(source if isinstance(source, dict) else Path(source))
         try:
             params = validate(BlockTestParameters, doc.data)
@@ -144,7 +145,7 @@ class BlockEnvironment:
             if doc.filename is None:
                 raise
             raise ConfigError(f"{doc.where(exc.path)}: {exc}") from None
-        return cls(params, registry, str(source) if not isinstance(source, dict) else "<config>")
+        return cls(params, registry, str(source) if not isinstance(source, dict) else (name or "<config>"))
 
     @functools.cached_property
     def plugin(self) -> Any:
@@ -228,12 +229,12 @@ def _environment(cls: type) -> "BlockEnvironment | str":
     """The environment of a BlockTests subclass, or the one-line error that prevented building it."""
     source = cls.config_file if cls.config_file is not None else cls.config
     if source is None:
-        return f"{cls.__name__} must set config_file to the path of its block-test YAML file"
+        return f"{cls.__name__} must set config_file (the path of its block-test YAML file) or config"
     key = (cls, str(source))
     if key not in _BUILT:
         try:
             env = BlockEnvironment.from_file(source if isinstance(source, dict) else Path(source),
-                                             registry=cls.make_registry())
+                                             registry=cls.make_registry(), name=f"{cls.__qualname__}.config")
             env.blocks  # noqa: B018 - build now, so that the parameters are known
             _BUILT[key] = env
         except PyoopsError as exc:

@@ -91,6 +91,35 @@ def _explicit_matrix() -> str:
     return name
 
 
+def _length_scale_file() -> str:
+    """A spatially varying length scale on Lorenz-96's 40 points (the sparse-LU diffusion solver)."""
+    from pyoops.fields.netcdf import write_fields
+
+    geometry = get_registry().model_plugin("lorenz96").make_geometry({"resol": 40})
+    ell = 0.04 + 0.02 * np.sin(2 * np.pi * np.arange(40) / 40)
+    name = str(_TMP / "length_scale.nc")
+    write_fields(name, geometry, FieldSet({"x": ell}), None)
+    return name
+
+
+def _varying_diffusion(p: int) -> dict[str, Any]:
+    return {"model plugin": "lorenz96", "geometry": {"resol": 40}, "date": T0,
+            "background error": {"saber central block": {"saber block name": "diffusion", "iterations": p,
+                                                         "horizontal length scale file": _length_scale_file()}}}
+
+
+class TestDiffusionVaryingEvenP(BlockTests):
+    """Sparse LU, p = 2: a square root exists."""
+
+    config = _varying_diffusion(2)
+
+
+class TestDiffusionVaryingOddP(BlockTests):
+    """Sparse LU, p = 3: no square root, so no randomization; the tests say why and skip."""
+
+    config = _varying_diffusion(3)
+
+
 class TestExplicitCovariance(BlockTests):
     config = {
         "model plugin": "lorenz96", "geometry": {"resol": 40}, "date": T0,
