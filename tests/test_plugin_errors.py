@@ -14,7 +14,7 @@ user's YAML path; the third is an internal error located in the plugin's maker.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 import yaml

@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from pyoops.fields.fieldset import FieldSet
-from pyoops.generic.grid import Axis, StructuredGrid
 from pyoops.registry import Registry, get_registry
 from pyoops.saber.blocks import SaberBlockParameters, SaberCentralBlock, SaberOuterBlock
 from pyoops.saber.chain import ErrorCovariance

@@ -18,7 +18,7 @@ symmetric, so ``multiply_sqrt_ad`` applies the same filter.  Cost :math:`O(n\log
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
