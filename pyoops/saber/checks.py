@@ -371,12 +371,8 @@ def randomization_checks(block: Any, seed: int, size: int = 2000, significance: 
     # Scale of each variable's variances: a point whose exact variance is below 1e-20 of it (an
     # amplitude ratio of 1e-10) counts as zero, and its draws must stay below that too; round-off
     # in the operators (differences of large numbers, as in derived winds at walls) stays far below.
-    scale = np.concatenate([np.full(int(np.prod(block.geometry.field_shape(v))), 0.0) for v in variables])
-    start = 0
-    for v in variables:
-        size_v = int(np.prod(block.geometry.field_shape(v)))
-        scale[start:start + size_v] = diag[start:start + size_v].max()
-        start += size_v
+    sizes = [int(np.prod(block.geometry.field_shape(v))) for v in variables]
+    scale = np.repeat([part.max() for part in np.split(diag, np.cumsum(sizes)[:-1])], sizes)
     zero = diag <= 1e-20 * scale
     if diag.max() <= 0:
         return [BlockCheck(name, where, float("inf"), 0.0, "diag(C) is zero everywhere", measure="|z|")
