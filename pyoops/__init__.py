@@ -8,7 +8,7 @@ Run an application from Python with :func:`pyoops.run`::
 
 from pyoops.apps import run
 from pyoops.util.errors import ConfigError, InputFileError, PyoopsError
+from pyoops.util.version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = ["ConfigError", "InputFileError", "PyoopsError", "__version__", "run"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from pyoops.config.yaml_io import load_config
 from pyoops.util.atomic import atomic_output
-from pyoops.util.errors import ConfigError, PyoopsError
+from pyoops.util.errors import ConfigError, PluginError, PyoopsError
 from pyoops.util.logging import configure
 
 __all__ = ["main"]
@@ -147,6 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"pyoops: interrupted{_outputs(exc)}", file=sys.stderr)
         return 130
+    except PluginError as exc:  # a plugin defines a maker wrongly: not the user's configuration
+        if debug:
+            traceback.print_exc()
+        print(_one_line(f"pyoops: plugin error: {_plugin_label(exc.plugin)}: {exc}{_outputs(exc)} (a mistake in "
+                        "the plugin, not in the configuration; rerun with --debug for the traceback)"),
+              file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     except RecursionError as exc:
         if debug:
             traceback.print_exc()
@@ -173,12 +180,24 @@ def _outputs(exc: BaseException) -> str:
     return f"; {outputs}" if outputs else ""
 
 
-def _culprit(exc: BaseException) -> str:
-    """``plugin 'qg', model 'QG' (pyoops_qg.model.QgModel.step)``: where in the plugins an exception arose.
+def _plugin_label(plugin: str) -> str:
+    """``plugin 'qg' (pyoops-qg 0.1.0)``: a plugin and the distribution that installed it (if any)."""
+    try:
+        from pyoops.registry import get_registry
 
-    The innermost frame of the traceback that belongs to a registered plugin's package
-    names the plugin; the innermost ``self`` there that is one of the registered makers
-    (or a subclass) names the maker.  Code of pyoops itself is the ``generic`` plugin.
+        dist = get_registry().distributions.get(plugin)
+    except Exception:  # naming the distribution must never hide the error itself
+        dist = None
+    return f"plugin '{plugin or '?'}'" + (f" ({dist})" if dist else "")
+
+
+def _culprit(exc: BaseException) -> str:
+    """``plugin 'qg' (pyoops-qg 0.1.0), model 'QG' (pyoops_qg.model.QgModel.step)``: where an exception arose.
+
+    The innermost frame of the traceback that belongs to a registered third-party plugin's
+    package (else to pyoops itself, the ``generic`` plugin) names the plugin and its
+    distribution; the innermost ``self`` up to there that is one of the registered makers
+    (or a subclass) names the maker.
     """
     try:
         from pyoops.registry import get_registry
@@ -197,11 +216,14 @@ def _culprit(exc: BaseException) -> str:
             packages.setdefault(module.split(".")[0], model.plugin or model.name)
         packages["pyoops"] = "generic"
         frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
-        for frame in reversed(frames):
+        owners = [packages.get(f.f_globals.get("__name__", "").split(".")[0]) for f in frames]
+        # The innermost frame of a third-party plugin names the culprit (a plugin's KeyError often
+        # surfaces inside pyoops code it called); pyoops's own frames only when no plugin is involved.
+        third_party = [i for i, p in enumerate(owners) if p not in (None, "generic")]
+        ours = [i for i, p in enumerate(owners) if p is not None]
+        for index in (third_party or ours)[-1:]:
+            frame, plugin = frames[index], owners[index]
             module = frame.f_globals.get("__name__", "")
-            plugin = packages.get(module.split(".")[0])
-            if plugin is None:
-                continue
             function = frame.f_code.co_name
             owner = frame.f_locals.get("self")
             where = f"{module}.{type(owner).__name__}.{function}" if owner is not None else f"{module}.{function}"
@@ -216,7 +238,7 @@ def _culprit(exc: BaseException) -> str:
                         break
                 if maker:
                     break
-            return f"plugin '{plugin}'{maker} ({where})"
+            return f"{_plugin_label(plugin)}{maker} ({where})"
     except Exception:  # naming the culprit must never hide the error itself
         pass
     return "pyoops"

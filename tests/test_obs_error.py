@@ -60,8 +60,8 @@ def test_multiply_and_inverse_multiply_are_inverse(obs, sigma):
     np.testing.assert_allclose(back2.values[mask], dy.values[mask], rtol=1e-14)
     np.testing.assert_allclose(R.multiply(dy).values[mask], (dy.values * sigma**2)[mask], rtol=1e-15)
     # R^½ R^½ = R and R^-½ R^-½ = R⁻¹
-    np.testing.assert_allclose(R.sqrt_multiply(R.sqrt_multiply(dy)).values, R.multiply(dy).values, rtol=1e-14)
-    np.testing.assert_allclose(R.inverse_sqrt_multiply(R.inverse_sqrt_multiply(dy)).values,
+    np.testing.assert_allclose(R.multiply_sqrt(R.multiply_sqrt(dy)).values, R.multiply(dy).values, rtol=1e-14)
+    np.testing.assert_allclose(R.multiply_inverse_sqrt(R.multiply_inverse_sqrt(dy)).values,
                                R.inverse_multiply(dy).values, rtol=1e-14)
 
 
@@ -76,7 +76,7 @@ def test_r_is_symmetric_positive(obs, sigma):
 def test_missing_observations_are_zero_everywhere(obs):
     R = _R(obs)
     dy = _random_dy(obs, 4)
-    for out in (R.multiply(dy), R.inverse_multiply(dy), R.sqrt_multiply(dy), R.inverse_sqrt_multiply(dy),
+    for out in (R.multiply(dy), R.inverse_multiply(dy), R.multiply_sqrt(dy), R.multiply_inverse_sqrt(dy),
                 R.randomize(generator(1)), R.inverse_variance()):
         assert (out.values[0, MISSING] == 0.0).all()
         assert np.isfinite(out.values).all()

@@ -7,6 +7,7 @@ import pytest
 from pyoops.config import Parameters
 from pyoops.registry import Factory, Registry, get_registry, hookimpl, reset_registry
 from pyoops.util import ConfigError, UnknownNameError
+from pyoops.util.errors import PluginError
 
 
 class _A:
@@ -83,7 +84,7 @@ def test_maker_for_and_parameters():
         f.maker_for({"nmae": "Lorenz96"}, "model")
     with pytest.raises(ConfigError, match=r"model\.alhpa.*did you mean 'alpha'"):
         f.parameters({"name": "Lorenz96", "alhpa": 2.0}, "model")
-    with pytest.raises(ConfigError, match="no Parameters class"):
+    with pytest.raises(PluginError, match="model 'QG' .* has no Parameters class"):  # the plugin's mistake
         f.parameters({"name": "QG"}, "model")
     with pytest.raises(UnknownNameError, match=r"^model\.name:"):
         f.maker_for({"name": "nope"}, "model")

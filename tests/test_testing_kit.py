@@ -519,7 +519,7 @@ def test_linear_obs_operator_that_is_not_the_derivative_fails(env):
 def test_obs_error_with_wrong_inverse_fails(env):
     class WrongInverse(DiagonalObsError):
         def inverse_multiply(self, dy):
-            return self.inverse_sqrt_multiply(dy)
+            return self.multiply_inverse_sqrt(dy)
 
     ob = _observer(env)
     with pytest.raises(AssertionError, match="R R\\^-1 dy"):

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import importlib.util
 import os
+import shutil
 import site
 import subprocess
 import venv
@@ -33,6 +34,8 @@ from pyoops.cli import main
 from pyoops.registry import get_registry
 
 FIXTURE = Path(__file__).parent / "fixtures" / "thirdparty_plugin"
+#: The worked example of docs/writing_a_block.rst: a SABER block in its own distribution.
+SOAR = Path(__file__).parents[1] / "tutorials" / "saber" / "soar_plugin"
 T0 = "2010-01-01T00:00:00Z"
 N = 40
 
@@ -65,7 +68,8 @@ def build_wheel(project: Path, dest: Path) -> Path:
     for group, entries in meta.get("entry-points", {}).items():
         entry_points += f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()) + "\n"
     files[f"{info}/entry_points.txt"] = entry_points.encode()
-    files[f"{info}/top_level.txt"] = b"pyoops_thirdparty_fixture\n"
+    top_level = sorted({name.split("/")[0] for name in files if not name.startswith(info)})
+    files[f"{info}/top_level.txt"] = "".join(f"{name}\n" for name in top_level).encode()
     record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files.items())
     files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
     wheel = dest / f"{dist}-{version}-py3-none-any.whl"
@@ -79,8 +83,8 @@ def _python_in(env_dir: Path) -> Path:
     return env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def make_environment(root: Path) -> Path:
-    """A venv that sees this environment's packages, with the fixture plugin installed; its python."""
+def make_environment(root: Path, project: Path = FIXTURE) -> Path:
+    """A venv that sees this environment's packages, with the plugin ``project`` installed; its python."""
     env_dir = root / "venv"
     try:
         venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
@@ -97,7 +101,7 @@ def make_environment(root: Path) -> Path:
         parents.append(site.getusersitepackages())
     Path(purelib, "_pyoops_parent_environment.pth").write_text(
         "".join(f"import site; site.addsitedir({p!r})\n" for p in parents))
-    wheel = build_wheel(FIXTURE, root)
+    wheel = build_wheel(project, root)
     result = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index",
                              "--disable-pip-version-check", str(wheel)], capture_output=True, text=True)
     assert result.returncode == 0, f"pip install of the fixture failed:\n{result.stdout}\n{result.stderr}"
@@ -247,3 +251,73 @@ def test_fixture_wheel_is_well_formed(tmp_path):
                 continue
             data = zf.read(name)
             assert digest == _record_hash(data) and int(size) == len(data)
+
+
+# The block of the guide (docs/writing_a_block.rst), installed like any third-party plugin ---------------
+def _soar_configs(work: Path) -> dict[str, str]:
+    soar = {"covariance model": "SABER",
+            "saber central block": {"saber block name": "SOAR correlation", "length scale": 0.05},
+            "saber outer blocks": [{"saber block name": "StdDev", "read": {"value": 0.6}}]}
+    covariance_app = {"model plugin": "lorenz96", "geometry": {"resol": N},
+                      "background": {"date": T0, "filename": "bg.nc"}, "background error": soar}
+    variational = {
+        "model plugin": "lorenz96",
+        "cost function": {
+            "cost type": "3D-Var", "time window": {"begin": "2009-12-31T21:00:00Z", "length": "PT6H"},
+            "geometry": {"resol": N}, "analysis variables": ["x"], "background": {"date": T0, "filename": "bg.nc"},
+            "background error": soar,
+            "observations": {"observers": [{
+                "obs space": {"name": "x", "simulated variables": ["x"], "obsdatain": {"filename": "obs.nc"},
+                              "obsdataout": {"filename": "obs_out.nc"}},
+                "obs operator": {"name": "Identity"}, "obs error": {"covariance model": "diagonal"}}]}},
+        "variational": {"minimizer": {"algorithm": "DRPCG"},
+                        "iterations": [{"ninner": 40, "gradient norm reduction": 1e-10}]},
+        "output": {"filename": "analysis.nc"},
+    }
+    return {
+        "dirac": _write_yaml(work / "dirac.yaml", {**covariance_app, "dirac": {"ixdir": [10]},
+                                                   "output dirac": {"filename": "dirac.nc"}}),
+        "toolbox": _write_yaml(work / "toolbox.yaml", {**covariance_app, "block tests": True}),
+        "variational": _write_yaml(work / "3dvar.yaml", variational),
+    }
+
+
+@pytest.mark.slow
+def test_block_from_the_guide_passes_block_tests_and_runs_in_dirac_toolbox_and_3dvar(tmp_path):
+    """The SOAR block package: installed from a wheel, found through its entry point, its BlockTests pass
+    (run from a copy of its tests, against the installed package), and dirac, the toolbox and 3D-Var use it."""
+    python = make_environment(tmp_path, SOAR)
+    work = tmp_path / "run"
+    work.mkdir()
+    x = _write_inputs(work)
+    configs = _soar_configs(work)
+    tests = tmp_path / "soar_tests"
+    shutil.copytree(SOAR / "tests", tests)
+    commands = {
+        "plugins": [str(python), "-m", "pyoops.cli", "plugins"],
+        **{name: [str(python), "-m", "pyoops.cli", "dirac" if name == "dirac" else
+                  "error-covariance-toolbox" if name == "toolbox" else "variational", cfg, "--quiet"]
+           for name, cfg in configs.items()},
+        "block tests": [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tests),
+                        str(tests)],
+    }
+    procs = {name: subprocess.Popen(args, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, args in commands.items()}
+    results = {name: (*proc.communicate(timeout=600), proc.returncode) for name, proc in procs.items()}
+    for name, (out, err, code) in results.items():
+        assert code == 0, f"{name}: {out}\n{err}"
+
+    assert any(line.split()[:2] == ["SOAR", "correlation"] and "[soar]" in line
+               for line in results["plugins"][0].splitlines())
+    assert "16 passed" in results["block tests"][0] and "failed" not in results["block tests"][0]
+    with netCDF4.Dataset(work / "dirac.nc") as ds:
+        response = np.asarray(ds["x"][:])
+    assert response[10] == pytest.approx(0.36, rel=1e-12)  # sigma^2 times a unit diagonal
+    assert 0 < response[11] < response[10] and response[30] < 0.01 * response[10]
+    toolbox = results["toolbox"][0]
+    assert "block tests background error.saber central block square root: verdict passed" in toolbox
+    assert "block tests B randomization mean: verdict passed" in toolbox
+    with netCDF4.Dataset(work / "analysis.nc") as ds:
+        analysis = np.asarray(ds["x"][:])
+    # Observations of 0 with sigma_o = 1 against sigma_b = 0.6: the analysis moves towards 0.
+    assert np.abs(analysis).mean() < np.abs(x).mean()

@@ -1,4 +1,4 @@
-"""Generic applications, one module each, and :func:`run` to call them from Python."""
+"""Generic applications, one module each, and :func:`~pyoops.run` to call them from Python."""
 
 from __future__ import annotations
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import typing
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Union
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, create_model
 from pydantic.json_schema import GenerateJsonSchema
 
-from pyoops.config.parameters import DateTimeField, DurationField, Parameters, validate
+from pyoops.config.parameters import Parameters, validate
 from pyoops.config.yaml_io import ConfigDocument, require_mapping
 from pyoops.apps.files import check_declared_files
 from pyoops.registry import ModelPlugin, Registry
@@ -17,37 +16,13 @@ from pyoops.util.atomic import OutputSession
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, join_path
 
-__all__ = ["Application", "ApplicationParameters", "TimeWindowParameters", "specialise"]
+__all__ = ["Application", "ApplicationParameters", "specialise"]
 
 
 class ApplicationParameters(Parameters):
     """Keys every application config has."""
 
     model_plugin: str = Field(description="Model plugin providing geometry, state and models, e.g. lorenz96.")
-
-
-class TimeWindowParameters(Parameters):
-    """``time window: {begin, length}`` (observations in (begin, begin + length])."""
-
-    begin: DateTimeField = Field(description="Window begin (ISO-8601).")
-    length: DurationField = Field(description="Window length (ISO-8601 duration).")
-    bound_to_include: typing.Literal["end", "begin"] = Field(
-        "end", description="'end': obs at begin belong to the previous window (OOPS default); 'begin': accept them.")
-
-    @field_validator("length")
-    @classmethod
-    def _not_negative(cls, value: Duration) -> Duration:
-        if value < Duration(0):
-            raise ValueError(f"the window length must not be negative, got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _end_in_range(self) -> "TimeWindowParameters":
-        self.begin + self.length  # a ConfigError (a ValueError) if the end is past year 9999
-        return self
-
-    def window(self) -> TimeWindow:
-        return TimeWindow(self.begin, self.length, include_begin=self.bound_to_include == "begin")
 
 
 def specialise(cls: type[Parameters], name: str, **fields: Any) -> type[Parameters]:

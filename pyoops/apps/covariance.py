@@ -6,7 +6,6 @@ All three build :math:`\\mathbf{B}` from a ``background error`` section
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,14 @@ from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.apps.plotting import plot_fields
 from pyoops.assimilation.costfunction import VariableName
 from pyoops.config.parameters import Parameters
-from pyoops.ensemble.sizes import check_output_files, state_bytes
+from pyoops.util.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
 from pyoops.generic.state import DiracParameters, StateParameters
 from pyoops.registry import ModelPlugin
-from pyoops.saber.blocks import SaberCentralBlock, SaberOuterBlock
 from pyoops.saber.chain import ErrorCovariance, validate_covariance
-from pyoops.util.errors import ConfigError, join_path
+from pyoops.saber.checks import BlockTestSettings, covariance_checks
+from pyoops.util.errors import ConfigError
 from pyoops.util.random import generator
 from pyoops.util.resources import MAX_MEMBERS, check_count
 from pyoops.util.variables import Variables
@@ -160,35 +159,15 @@ class RandomizationParameters(Parameters):
 class ToolboxParameters(CovarianceAppParameters):
     """``pyoops error-covariance-toolbox`` configuration."""
 
-    block_tests: bool = Field(False, description="Run the adjoint, square-root and inverse tests of every block.")
+    block_tests: bool | BlockTestSettings = Field(
+        False, description="Run every block test (adjoint, square root, inverses, Dirac, randomization, batch) of "
+                           "every block and of B: true, or the settings of the tests.")
     randomization: RandomizationParameters | None = Field(None, description="Sample variance of K draws from B.")
     dirac: DiracParameters | None = Field(None, description="Also apply B to Dirac impulses.")
     output_dirac: FileParameters | None = Field(None, description="netCDF file of B·dirac.")
     output_plot: FileParameters | None = Field(None, description="PNG of the Dirac responses.")
     exact_variance_max_points: int = Field(
         4096, ge=0, description="Also compute diag(B) exactly (one impulse per point) up to this grid size.")
-
-
-def _with_block_tests(config: Any, registry: Any) -> Any:
-    """A copy of a covariance section with every block's tests switched on."""
-    config = copy.deepcopy(config)
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            name = node.get("saber block name")
-            if isinstance(name, str) and name in registry.saber_block:
-                cls = registry.saber_block.get(name)
-                node.setdefault("adjoint test", True)
-                if issubclass(cls, SaberOuterBlock) and cls.has_inverse:
-                    node.setdefault("inverse test", True)
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for item in node:
-                visit(item)
-
-    visit(config)
-    return config
 
 
 class ErrorCovarianceToolboxApplication(CovarianceApplication):
@@ -198,17 +177,12 @@ class ErrorCovarianceToolboxApplication(CovarianceApplication):
     summary = "block tests, variance of K random draws from B, Dirac responses"
     Parameters = ToolboxParameters
 
-    def covariance_config(self, params: ToolboxParameters) -> dict[str, Any]:
-        cfg = params.background_error
-        return _with_block_tests(cfg, self.registry) if params.block_tests else cfg
-
     def run(self, params: ToolboxParameters) -> dict[str, Any]:
         _, cov = self.covariance(params)
         summary: dict[str, Any] = {"outputs": []}
         if params.block_tests:
-            if cov.chain.has_sqrt:
-                summary["square-root test relative error"] = chain_square_root_test(cov)
-            summary["block tests"] = "passed"
+            settings = params.block_tests if isinstance(params.block_tests, BlockTestSettings) else BlockTestSettings()
+            summary["block tests"] = run_block_tests(cov, settings)
         if params.randomization is not None:
             summary.update(self._randomization(cov, params))
         if params.dirac is not None:
@@ -247,25 +221,21 @@ class ErrorCovarianceToolboxApplication(CovarianceApplication):
         return out
 
 
-def chain_square_root_test(cov: ErrorCovariance, tolerance: float = 1e-12, seed: int = 0) -> float:
-    """Check :math:`\\mathbf{B} = \\mathbf{B}^{1/2}\\mathbf{B}^{1/2\\,\\mathsf{T}}` and the adjoint of
-    :math:`\\mathbf{B}^{1/2}` on random vectors; returns the largest relative error."""
-    rng = generator(seed, "toolbox square-root test")
-    x, y = cov.geometry.zeros(cov.variables), cov.geometry.zeros(cov.variables)
-    for fs in (x, y):
-        for arr in fs.values():
-            arr[...] = rng.standard_normal(arr.shape)
-    a = cov.chain.multiply(x.copy()).dot(y)
-    b = float(np.vdot(cov.chain.sqrt_multiply_ad(x.copy()), cov.chain.sqrt_multiply_ad(y.copy())))
-    v = rng.standard_normal(cov.ctl_vec_size)
-    c = cov.chain.sqrt_multiply(v.copy()).dot(x)
-    d = float(np.vdot(v, cov.chain.sqrt_multiply_ad(x.copy())))
-    err = max(abs(a - b) / max(abs(a), abs(b), 1e-300), abs(c - d) / max(abs(c), abs(d), 1e-300))
-    if err > tolerance:
-        raise ConfigError(f"square-root test of B failed: <Bx, y> = {a!r} vs <B^T/2 x, B^T/2 y> = {b!r}, "
-                          f"<B^1/2 v, x> = {c!r} vs <v, B^T/2 x> = {d!r}; relative error {err:.3e} > {tolerance:g}",
-                          "background error")
-    return err
+def run_block_tests(cov: ErrorCovariance, settings: BlockTestSettings) -> dict[str, dict[str, Any]]:
+    """Every block test of every block of ``cov`` and of B (:func:`pyoops.saber.checks.covariance_checks`).
+
+    Returns ``{"<block path> <test>": {verdict, figure, tolerance | reason}}``.  A failed test
+    raises a :class:`~pyoops.util.errors.ConfigError` naming the block, after every test ran
+    and every figure was logged.
+    """
+    results = covariance_checks(cov.chain, settings)
+    failed = [c for c in results if c.skipped is None and not c.passed]
+    if failed:  # the summary is not printed after an error: log every figure first
+        for check in results:
+            logger.warning("block test %s: %s", check.where, check.message())
+        more = f" ({len(failed) - 1} more failed test(s) logged above)" if len(failed) > 1 else ""
+        raise ConfigError(f"{failed[0].message()}{more}", failed[0].where)
+    return {f"{c.where} {c.test}": c.as_dict() for c in results}
 
 
 def exact_variance(cov: ErrorCovariance, batch: int = 256) -> FieldSet:

@@ -51,7 +51,7 @@ from pyoops.ensemble.eda import (
     run_eda,
 )
 from pyoops.ensemble.executors import MemberExecutor, ParallelParameters
-from pyoops.ensemble.sizes import check_members, check_output_files, state_bytes
+from pyoops.util.sizes import check_members, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import check_same_geometry, write_fields
 from pyoops.generic.ensemble import EnsembleSourceParameters, member_filenames, read_ensemble

@@ -40,7 +40,7 @@ from pyoops.apps.base import Application, ApplicationParameters, specialise, uni
 from pyoops.apps.forecast import OutputParameters, StateWriter, check_output_times
 from pyoops.assimilation.costfunction import VariableName
 from pyoops.config.parameters import DurationField, Parameters
-from pyoops.ensemble.sizes import check_members, end_date, state_bytes
+from pyoops.util.sizes import check_members, end_date, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import check_same_geometry, write_fields
 from pyoops.generic.ensemble import EnsembleSourceParameters, member_filenames, read_ensemble

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise, union_of_parameters
 from pyoops.config.parameters import DurationField, Parameters, PositiveDurationField
-from pyoops.ensemble.sizes import check_output_files, end_date, state_bytes
+from pyoops.util.sizes import check_output_files, end_date, state_bytes
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
 from pyoops.registry import ModelPlugin

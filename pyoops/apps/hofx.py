@@ -18,13 +18,12 @@ from pydantic import Field
 from pyoops.apps.base import (
     Application,
     ApplicationParameters,
-    TimeWindowParameters,
     check_state_in_window,
     specialise,
     union_of_parameters,
 )
-from pyoops.config.parameters import DurationField, Parameters
-from pyoops.ensemble.sizes import check_generated_observations
+from pyoops.config.parameters import DurationField, Parameters, TimeWindowParameters
+from pyoops.util.sizes import check_generated_observations
 from pyoops.generic.forecast import forecast, number_of_steps
 from pyoops.generic.observers import (
     ObservationsParameters,

@@ -34,7 +34,6 @@ from pydantic import Field
 from pyoops.apps.base import (
     Application,
     ApplicationParameters,
-    TimeWindowParameters,
     check_state_in_window,
     specialise,
     union_of_parameters,
@@ -57,10 +56,10 @@ from pyoops.assimilation.letkf import (
     modulate,
     modulation_modes,
 )
-from pyoops.config.parameters import DateTimeField, Parameters, VariableName, validate
+from pyoops.config.parameters import DateTimeField, Parameters, TimeWindowParameters, VariableName, validate
 from pyoops.config.yaml_io import require_mapping
 from pyoops.diagnostics.regions import RegionParameters, archive_regions
-from pyoops.ensemble.sizes import check_generated_observations, check_output_files, state_bytes
+from pyoops.util.sizes import check_generated_observations, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.ensemble import EnsembleSourceParameters
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps

@@ -23,7 +23,7 @@ from pyoops.assimilation.driver import VariationalSection, check_minimizer_memor
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
 from pyoops.diagnostics.regions import RegionParameters, Regions, archive_regions
-from pyoops.ensemble.sizes import check_output_files, state_bytes
+from pyoops.util.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
 from pyoops.registry import ModelPlugin
@@ -99,9 +99,10 @@ def plot_cost_trace(trace: list[dict[str, Any]], filename: str, title: str = "")
     plt.close(fig)
 
 
-def write_archive(filename: str, cost: Any, result: Any, regions: "Regions | None" = None) -> str:
-    r"""The innovation archive of one variational analysis (cycle 0, analysis time: the last analysis
-    state's): the used observations of every observer, :math:`H(x_b)` and :math:`H(x_a)`,
+def write_archive(filename: str, cost: Any, result: Any, analysis_time: Any, regions: "Regions | None" = None
+                  ) -> str:
+    r"""The innovation archive of one variational analysis (cycle 0 at ``analysis_time``, the last
+    written analysis state's): the used observations of every observer, :math:`H(x_b)` and :math:`H(x_a)`,
     :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` (:mod:`pyoops.diagnostics.hbht`) and the final
     cost :math:`J(x_a)` (quadratic, of the last outer loop)."""
     from pyoops.diagnostics.archive import InnovationArchiveWriter
@@ -113,7 +114,7 @@ def write_archive(filename: str, cost: Any, result: Any, regions: "Regions | Non
     with InnovationArchiveWriter(filename, list(cost.geometry.location_names), geometry=cost.geometry,
                                  application="variational", method=cost.cost_type, resumable=False,
                                  regions=regions) as writer:
-        writer.append_cycle(0, result.analysis[-1].time, cost_at_analysis=float(result.trace[-1]["J"]),
+        writer.append_cycle(0, analysis_time, cost_at_analysis=float(result.trace[-1]["J"]),
                             **select(record, used))
     return filename
 
@@ -147,16 +148,17 @@ class VariationalApplication(Application):
         archive = params.output_archive
         hbht = (archive.background_error_variance, ("variational",)) if archive is not None else None
         result = run_incremental(cost, params.variational, hbht=hbht)
+        analyses, backgrounds = cost.analysis_states(result.background, result.analysis)
         outputs: list[str] = []
         if archive is not None:
-            outputs.append(write_archive(archive.filename, cost, result, self._regions))
+            outputs.append(write_archive(archive.filename, cost, result, analyses[-1].time, self._regions))
         if params.output is not None:
-            for state in result.analysis:
+            for state in analyses:
                 name = _filename(params.output.filename, state.time)
                 state.write(name)
                 outputs.append(name)
         if params.output_increment is not None:
-            for xa, xb in zip(result.analysis, result.background):
+            for xa, xb in zip(analyses, backgrounds):
                 name = _filename(params.output_increment.filename, xa.time)
                 inc = FieldSet({v: xa.fields[v] - xb.fields[v] for v in cost.variables}, copy=False)
                 write_fields(name, cost.geometry, inc, xa.time, kind="increment")
@@ -190,7 +192,7 @@ class VariationalApplication(Application):
                 "inner iterations": len(result.trace) - len(params.variational.iterations),
                 "minimizer seconds": sum(t["minimizer seconds"] for t in result.timings),
                 "observers": stats, "outputs": outputs, "trace": result.trace, "timings": result.timings,
-                "analysis": result.analysis}
+                "analysis": analyses}
 
     def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:
         cf = specialise(CostFunctionParameters, "CostFunctionParameters", geometry=self.geometry_schema_type(plugin))

@@ -16,8 +16,9 @@ What :math:`\\mathbf{H}` contains depends on the cost type:
 ``3D-FGAT`` / ``4D-FGAT``
     :math:`\\mathcal{H}(x_k)` is computed along the nonlinear forecast from the window
     begin (first guess at the appropriate time) but the increment is constant in time
-    (4D-Var with the identity linear model); valid at the midpoint (3D-FGAT) or the
-    window begin (4D-FGAT).
+    (4D-Var with the identity linear model); valid at the midpoint (3D-FGAT: the analysis
+    written is :math:`\\mathcal{M}_{t_0\\to t_m}(x_b) + \\delta x`, see
+    :meth:`CostFunction.analysis_states`) or the window begin (4D-FGAT).
 ``4D-Var``
     strong constraint: the increment at the window begin is propagated by the linear
     model, :math:`\\mathbf{H}_t \\mathbf{W}_t \\mathbf{M}_{t_0 \\to t}`.
@@ -38,10 +39,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from pyoops.apps.base import TimeWindowParameters
 from pyoops.assimilation.slots import slot_indices, slot_times
-from pyoops.config.parameters import DurationField, Parameters, VariableName, validate
-from pyoops.ensemble.sizes import check_generated_observations
+from pyoops.config.parameters import DurationField, Parameters, TimeWindowParameters, VariableName, validate
+from pyoops.util.sizes import check_generated_observations
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.grid import SparseInterpolator
@@ -58,7 +58,7 @@ __all__ = ["COST_TYPES", "CostFunction", "CostFunctionParameters", "VariableName
 
 COST_TYPES = ("3D-Var", "3D-FGAT", "4D-FGAT", "4D-Var", "4D-Ens-Var")
 
-#: A variable name in a configuration: a non-empty string.
+#: A variable name in a configuration, a non-empty string.
 
 
 class BackgroundStatesParameters(Parameters):
@@ -98,7 +98,7 @@ class CostFunctionParameters(Parameters):
 def change_resolution(fields: FieldSet, source: Any, target: Any) -> FieldSet:
     """Fields on ``source`` interpolated to the grid points of ``target``.
 
-    The operator is the generic interpolation of :meth:`StructuredGrid.interpolation_matrix`
+    The operator is the generic interpolation of :meth:`~pyoops.generic.grid.StructuredGrid.interpolation_matrix`
     (linear along horizontal axes, periodic where the axis is, nearest level) evaluated
     at ``target.grid_locations()``; it is the identity when the geometries are the same.
     """
@@ -219,8 +219,35 @@ class CostFunction:
                                   join_path(bpath, "date"))
             try:
                 number_of_steps(w.length, self.model.time_resolution, "window length")
+                if self.cost_type == "3D-FGAT":  # the analysis is written at the midpoint
+                    number_of_steps(w.midpoint - w.begin, self.model.time_resolution, "half window")
             except ConfigError as exc:
                 raise ConfigError(exc.message, join_path(self.path, "time window.length")) from None
+
+    def analysis_states(self, background: list[Any], guess: list[Any]) -> tuple[list[Any], list[Any]]:
+        r"""The analysis to write, and the background at the same times: ``(analyses, backgrounds)``.
+
+        The incremental driver updates the guess at the increment times of the trajectory
+        (the window begin for the FGAT and 4D-Var cost types), where the next outer loop or
+        the next cycle starts.  3D-FGAT's increment is constant in time and valid at the
+        window midpoint :math:`t_m` (Lorenc and Rawlins 2005), so its analysis is the
+        background forecast plus the total increment there:
+
+        .. math::
+
+            x_a(t_m) = \mathcal{M}_{t_0\to t_m}(x_b) + \delta x, \qquad
+            \delta x = \sum_k \delta x_k = x_g - x_b \text{ at } t_0,
+
+        with :math:`x_g` the final guess.  Every other cost type writes the guess itself.
+        """
+        if self.cost_type != "3D-FGAT":
+            return guess, background
+        mid = self.window.midpoint - self.window.begin
+        xb_mid = forecast(self.model, background[0].copy(), mid)
+        xa_mid = xb_mid.copy()
+        for v in self.variables:
+            xa_mid.fields[v] = xb_mid.fields[v] + (guess[0].fields[v] - background[0].fields[v])
+        return [xa_mid], [xb_mid]
 
     def read_background(self) -> list[Any]:
         """Background state(s): one, or one per sub-window time for 4D-Ens-Var."""

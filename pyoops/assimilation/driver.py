@@ -166,7 +166,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
 
     The in-memory entry point (used by cycling and the EDA) may replace what the
     configuration would read: ``background`` (the list of States
-    :meth:`CostFunction.read_background` would return), ``observers`` (an
+    :meth:`~pyoops.assimilation.costfunction.CostFunction.read_background` would return), ``observers`` (an
     :class:`~pyoops.generic.observers.Observers` with its ObsValue filled) and
     ``covariance`` (a callable ``inner_geometry -> ErrorCovariance``, e.g. to use an
     in-memory ensemble or to reuse one B for several analyses).  ``hbht``: ``(options,
@@ -227,12 +227,12 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             elif carried_vb is not None and same_inner:
                 vb = carried_vb
             else:
-                vb = cov.chain.sqrt_multiply_ad(unflatten(b_inv_dxb)[0])
+                vb = cov.chain.multiply_sqrt_ad(unflatten(b_inv_dxb)[0])
         problem = QuadraticProblem(
             b_multiply=b_multiply, h=h, h_ad=h_ad, r_inverse=r_inverse, r_multiply=r_multiply,
             d=lin.innovation, dxb=dxb, b_inverse_dxb=b_inv_dxb,
-            b_sqrt=(lambda v: flatten([cov.chain.sqrt_multiply(v)])) if has_sqrt else None,
-            b_sqrt_ad=(lambda x: cov.chain.sqrt_multiply_ad(unflatten(x)[0])) if has_sqrt else None,
+            b_sqrt=(lambda v: flatten([cov.chain.multiply_sqrt(v)])) if has_sqrt else None,
+            b_sqrt_ad=(lambda x: cov.chain.multiply_sqrt_ad(unflatten(x)[0])) if has_sqrt else None,
             ctl_size=cov.ctl_vec_size if has_sqrt else None, vb=vb)
         if k == 0 and hbht is not None:
             from pyoops.diagnostics.hbht import diag_hbht

@@ -112,6 +112,7 @@ from pyoops.fields.fieldset import FieldSet
 from pyoops.interface.geometry import Locations
 from pyoops.saber.generic.ensemble import gaspari_cohn
 from pyoops.util.errors import ConfigError
+from pyoops.util.logging import logger
 
 __all__ = [
     "EnsembleWeights",
@@ -196,8 +197,10 @@ class ModulationParameters(Parameters):
     localization_method: LocalizationMethod = Field("Gaspari-Cohn", description="'Gaspari-Cohn' or 'Box Car'.")
     lengthscale: float = Field(description="Cutoff distance of the model-space localization; > 0.")
     fraction_of_retained_variance: float = Field(
-        0.95, description="Keep the leading modes explaining this fraction of trace(L) (0 < f <= 1).")
-    number_of_modes: int | None = Field(None, ge=1, description="Keep exactly this many modes instead.")
+        0.95, description="Keep the fewest leading modes whose eigenvalues reach this fraction of the sum of "
+                          "the non-negative eigenvalues of L (negative ones set to 0), 0 < f <= 1.")
+    number_of_modes: int | None = Field(None, ge=1, description="Keep this many modes instead (raised to the end "
+                                                                "of a group of equal eigenvalues, with a warning).")
 
     @field_validator("lengthscale")
     @classmethod
@@ -377,7 +380,7 @@ def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Loca
         Provides ``distance`` and ``grid_locations``.
     obs_locations:
         Locations of the observation values in the order of the observation vector,
-        or one :class:`Locations` per group (observer) of consecutive values.
+        or one :class:`~pyoops.interface.geometry.Locations` per group (observer) of consecutive values.
     localizations:
         ``None`` or ``[]``: no localization (every observation at every point); a
         list of :class:`ObsLocalization` (or objects with ``localization_method`` and
@@ -732,6 +735,31 @@ def getkf_analysis(members: Any, hofx: Any, hofx_modulated: Any, y: Any, obs_var
 
 
 # Modulation --------------------------------------------------------------------------------------
+def _same(lam: np.ndarray, i: int, j: int) -> bool:
+    """Eigenvalues ``i`` and ``j`` are equal to 1e-8 of the largest (a degenerate pair of a periodic grid)."""
+    return abs(lam[i] - lam[j]) <= 1e-8 * lam[0]
+
+
+def _whole_group(lam: np.ndarray, nmodes: int) -> int:
+    """``nmodes`` raised to the end of the group of equal eigenvalues its last mode belongs to.
+
+    Within a group of equal eigenvalues the eigenvectors are any basis LAPACK chooses;
+    keeping part of the group would make a homogeneous localization uneven.
+    """
+    last = nmodes - 1
+    while nmodes < lam.size and _same(lam, nmodes, last):
+        nmodes += 1
+    return nmodes
+
+
+def _group_start(lam: np.ndarray, nmodes: int) -> int:
+    """Index of the first eigenvalue of the group holding mode ``nmodes - 1``."""
+    start = nmodes - 1
+    while start > 0 and _same(lam, start - 1, nmodes - 1):
+        start -= 1
+    return start
+
+
 def modulation_modes(geometry: Any, params: Any, axes: Literal["horizontal", "vertical"] = "horizontal",
                      ) -> np.ndarray:
     r"""Modulation modes ``(npoints, M)`` from a model-space localization.
@@ -739,10 +767,12 @@ def modulation_modes(geometry: Any, params: Any, axes: Literal["horizontal", "ve
     ``horizontal``: :math:`\mathbf{L}_{ij} = \ell(\text{distance}(i, j))` between all grid
     points; ``vertical``: :math:`\ell(|z_i - z_j|)` between the levels of the grid's
     level axis, each grid point taking its level's values.  With the eigenpairs
-    :math:`(\lambda_j, e_j)` of :math:`\mathbf{L}` in decreasing order, the first
-    :math:`M` modes are kept (``number of modes``, or the fewest explaining
-    ``fraction of retained variance`` of the trace, completed to a whole group of
-    equal eigenvalues so that a homogeneous localization stays homogeneous), and
+    :math:`(\lambda_j, e_j)` of :math:`\mathbf{L}` in decreasing order and negative
+    eigenvalues set to 0 (a Gaspari–Cohn matrix on a grid can have small ones), the first
+    :math:`M` modes are kept: the fewest whose eigenvalues reach ``fraction of retained
+    variance`` of :math:`\sum_j \max(\lambda_j, 0)`, or ``number of modes``; either count
+    is then completed to a whole group of equal eigenvalues (a warning says so for
+    ``number of modes``), so that a homogeneous localization stays homogeneous.  Then
     :math:`v_j = \sqrt{\lambda_j} e_j` is rescaled pointwise so that
     :math:`\sum_j v_j(i)^2 = 1` (unit variance, so :math:`\mathbf{L}\circ\mathbf{P}_e` keeps
     the ensemble variances).
@@ -767,15 +797,17 @@ def modulation_modes(geometry: Any, params: Any, axes: Literal["horizontal", "ve
         raise ValueError(f"axes must be 'horizontal' or 'vertical', got {axes!r}")
     lam, vec = np.linalg.eigh(0.5 * (lmat + lmat.T))
     lam, vec = np.maximum(lam[::-1], 0.0), vec[:, ::-1]
-    nmodes = getattr(params, "number_of_modes", None)
-    if nmodes is None:
+    asked = getattr(params, "number_of_modes", None)
+    if asked is None:
         frac = getattr(params, "fraction_of_retained_variance", 1.0)
         cum = np.cumsum(lam) / lam.sum()
-        nmodes = int(np.searchsorted(cum, frac * (1 - 1e-12)) + 1)
-        last = lam[nmodes - 1]
-        while nmodes < lam.size and abs(lam[nmodes] - last) <= 1e-8 * lam[0]:
-            nmodes += 1
-    nmodes = min(nmodes, lam.size)
+        nmodes = _whole_group(lam, int(np.searchsorted(cum, frac * (1 - 1e-12)) + 1))
+    else:
+        nmodes = _whole_group(lam, min(int(asked), lam.size))
+        if nmodes != min(int(asked), lam.size):
+            logger.warning("GETKF modulation: 'number of modes' %d splits a group of equal eigenvalues of the "
+                           "localization (modes %d to %d); keeping %d modes, so that the localization stays as "
+                           "homogeneous as the matrix", asked, _group_start(lam, asked) + 1, nmodes, nmodes)
     v = vec[:, :nmodes] * np.sqrt(lam[:nmodes])
     norm = np.sqrt((v**2).sum(axis=1, keepdims=True))
     v = v / np.where(norm > 0, norm, 1.0)

@@ -44,7 +44,7 @@ import numpy as np
 
 __all__ = ["QuadraticProblem", "Operator"]
 
-#: A linear operator on flat vectors: takes a 1-D ``float64`` array, returns a new one.
+#: A linear operator on flat vectors; it takes a 1-D ``float64`` array, returns a new one.
 Operator = Callable[[np.ndarray], np.ndarray]
 
 

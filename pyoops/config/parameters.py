@@ -10,7 +10,7 @@ that names the YAML path and, for a misspelt key, the closest valid one.
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -22,10 +22,12 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
+    Field,
     field_validator,
+    model_validator,
 )
 
-from pyoops.util.datetime import DateTime, Duration
+from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, join_path
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "DurationField",
     "PositiveDurationField",
     "Parameters",
+    "TimeWindowParameters",
     "VariableName",
     "per_variable_number",
     "validate",
@@ -96,7 +99,7 @@ def _numeric_annotation(annotation: Any) -> str:
 
 
 VariableName = Annotated[str, StringConstraints(min_length=1, pattern=r"^\S(.*\S)?$")]
-"""A variable name: a non-empty string without leading or trailing blanks."""
+"""A variable name, a non-empty string without leading or trailing blanks."""
 
 
 def per_variable_number(what: str, positive: bool, unit: str = "") -> Any:
@@ -303,3 +306,28 @@ def as_parameters(cls: type[P], params: Any, path: str = "") -> P:
     mapping itself (from Python code and tests).
     """
     return params if isinstance(params, cls) else validate(cls, dict(params or {}), path)
+
+
+class TimeWindowParameters(Parameters):
+    """``time window: {begin, length}`` (observations in (begin, begin + length])."""
+
+    begin: DateTimeField = Field(description="Window begin (ISO-8601).")
+    length: DurationField = Field(description="Window length (ISO-8601 duration).")
+    bound_to_include: Literal["end", "begin"] = Field(
+        "end", description="'end': obs at begin belong to the previous window (OOPS default); 'begin': accept them.")
+
+    @field_validator("length")
+    @classmethod
+    def _not_negative(cls, value: Duration) -> Duration:
+        if value < Duration(0):
+            raise ValueError(f"the window length must not be negative, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _end_in_range(self) -> "TimeWindowParameters":
+        self.begin + self.length  # a ConfigError (a ValueError) if the end is past year 9999
+        return self
+
+    def window(self) -> TimeWindow:
+        """The :class:`~pyoops.util.datetime.TimeWindow` of these parameters."""
+        return TimeWindow(self.begin, self.length, include_begin=self.bound_to_include == "begin")

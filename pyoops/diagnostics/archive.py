@@ -623,7 +623,7 @@ def _write_archive(filename: Path, content: _LogContent) -> None:
     """Write the netCDF archive of a parsed log through atomic_output."""
     import netCDF4
 
-    from pyoops import __version__
+    from pyoops.util.version import __version__
 
     header = content.header
     attrs = dict(header["attributes"])
@@ -731,17 +731,17 @@ class InnovationData:
 
     @property
     def omb(self) -> np.ndarray:
-        """O−B: :math:`y - H(x_b)`."""
+        """O−B, :math:`y - H(x_b)`."""
         return self.obs_value - self.hofx_background
 
     @property
     def oma(self) -> np.ndarray:
-        """O−A: :math:`y - H(x_a)`."""
+        """O−A, :math:`y - H(x_a)`."""
         return self.obs_value - self.hofx_analysis
 
     @property
     def amb(self) -> np.ndarray:
-        """A−B: :math:`H(x_a) - H(x_b)`."""
+        """A−B, :math:`H(x_a) - H(x_b)`."""
         return self.hofx_analysis - self.hofx_background
 
     @property

@@ -7,7 +7,7 @@
 * :func:`plot_rank_histograms` — per subset, the rank frequencies times :math:`N+1`
   (1 for a flat histogram), with the flatness test's p-value.
 
-At most :data:`MAX_PANELS` subsets are drawn per figure (the JSON has them all).
+At most :data:`~pyoops.diagnostics.plots.MAX_PANELS` subsets are drawn per figure (the JSON has them all).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pyoops.util.atomic import atomic_output
 
 __all__ = ["MAX_PANELS", "plot_rank_histograms", "plot_ratios", "plot_report", "plot_time_series"]
 
+#: Largest number of subsets drawn in one figure.
 MAX_PANELS = 12
 _RATIOS = (("obs error variance ratio", r"$\sigma_o^2$ (Desroziers)"),
            ("background error variance ratio", r"$HBH^T$ (Desroziers)"),

@@ -1,4 +1,4 @@
-r"""The observation-space diagnostics report: statistics of every subset of an :class:`InnovationData`.
+r"""The observation-space diagnostics report: statistics of every subset of an :class:`~pyoops.diagnostics.archive.InnovationData`.
 
 :func:`diagnose` splits the observations into subsets (by obs group, variable, region
 and/or time block), computes :func:`~pyoops.diagnostics.statistics.innovation_statistics`,

@@ -102,7 +102,7 @@ from pyoops.ensemble.eda import (
     run_eda,
 )
 from pyoops.ensemble.executors import MemberExecutor
-from pyoops.ensemble.sizes import check_members, end_date
+from pyoops.util.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.generic.state import StateParameters

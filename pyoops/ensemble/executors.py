@@ -15,8 +15,8 @@ results are bitwise identical whatever the engine and the number of workers:
 the serial engine runs the very same function in the calling process.
 
 ``processes`` uses :class:`concurrent.futures.ProcessPoolExecutor`; ``dask`` a
-:class:`distributed.Client`, connected to ``scheduler`` when given, or to a
-:class:`distributed.LocalCluster` that the executor starts (``workers`` worker
+``distributed.Client``, connected to ``scheduler`` when given, or to a
+``distributed.LocalCluster`` that the executor starts (``workers`` worker
 processes of one thread each) and closes with the executor.  Worker processes
 import the model plugins through their entry points as the main process does.
 
@@ -144,7 +144,7 @@ def member_chunks(nmembers: int, nchunks: int) -> list[list[int]]:
 
 
 class MemberExecutor:
-    """An executor with an ordered :meth:`map`; use as a context manager (or call :meth:`close`).
+    """An executor with an ordered :meth:`map`; use as a context manager (or call :meth:`~MemberExecutor.close`).
 
     Parameters
     ----------
@@ -220,6 +220,7 @@ class MemberExecutor:
         return self
 
     def close(self) -> None:
+        """Shut the worker pool (or the dask client and cluster) down; waits for running tasks."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -25,7 +25,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +37,10 @@ from pyoops.util.logging import logger
 from pyoops.util.resources import require_memory
 from pyoops.util.variables import Variables
 
-if TYPE_CHECKING:
-    from pyoops.interface.geometry import Geometry
+#: The geometry the fields live on, a :class:`pyoops.interface.geometry.Geometry`.  The fields
+#: layer is below the interfaces, so it names the type without importing it (only ``dims``,
+#: ``coordinates``, ``field_shape`` and ``describe`` are used).
+GeometryLike = Any
 
 __all__ = ["COORDINATE_RTOL", "as_float64", "check_number_variable", "check_same_geometry", "non_finite_summary",
            "open_dataset", "read_fields", "require_file_memory", "write_fields"]
@@ -58,7 +60,7 @@ _NOT_IDENTITY = ("type", "variables")
 
 def write_fields(
     filename: "str | os.PathLike[str]",
-    geometry: "Geometry",
+    geometry: GeometryLike,
     fields: FieldSet,
     time: DateTime | None,
     kind: str = "state",
@@ -104,7 +106,7 @@ def write_fields(
                 var[...] = arr
 
 
-def _all_dims(geometry: "Geometry", variables: Variables) -> list[str]:
+def _all_dims(geometry: GeometryLike, variables: Variables) -> list[str]:
     dims: list[str] = []
     for v in variables:
         for d in geometry.field_dims(v):
@@ -117,7 +119,7 @@ def _all_dims(geometry: "Geometry", variables: Variables) -> list[str]:
 def open_dataset(filename: "str | os.PathLike[str]", what: str = "file") -> Any:
     """Open ``filename`` for reading as an input of the running application.
 
-    A missing or unreadable file is one :class:`InputFileError`; ``what`` names the kind of
+    A missing or unreadable file is one :class:`~pyoops.util.errors.InputFileError`; ``what`` names the kind of
     file in the "not found" message (``"observation file"``).
     """
     import netCDF4
@@ -154,7 +156,7 @@ def as_float64(data: Any) -> np.ndarray:
 
 
 def require_file_memory(filename: str, nbytes: float, what: str) -> None:
-    """Raise an :class:`InputFileError` naming the file if reading ``what`` (``nbytes``) would not fit in memory."""
+    """Raise an :class:`~pyoops.util.errors.InputFileError` naming the file if reading ``what`` (``nbytes``) would not fit in memory."""
     try:
         require_memory(nbytes, f"reading {what}")
     except ConfigError as exc:
@@ -173,7 +175,7 @@ def non_finite_summary(arr: np.ndarray) -> str | None:
 # Reading ------------------------------------------------------------------------------------------
 def read_fields(
     filename: "str | os.PathLike[str]",
-    geometry: "Geometry",
+    geometry: GeometryLike,
     variables: Variables,
     date: DateTime | None = None,
     allow_members: bool = False,
@@ -182,9 +184,9 @@ def read_fields(
 ) -> tuple[FieldSet, DateTime | None]:
     """Read ``variables`` from a gridded netCDF file, checking it against ``geometry``.
 
-    Checked, in order, each failure one :class:`InputFileError` naming the file: the
+    Checked, in order, each failure one :class:`~pyoops.util.errors.InputFileError` naming the file: the
     ``date`` attribute; every variable's existence, number type, dimensions and grid
-    shape; the grid's identity (:func:`_grid_difference`); the member dimension; finite values.
+    shape; the grid's identity (``_grid_difference``); the member dimension; finite values.
 
     Parameters
     ----------
@@ -242,7 +244,7 @@ def _file_date(ds: Any, name: str, date: DateTime | None) -> DateTime | None:
     return file_date
 
 
-def _field_variable(ds: Any, name: str, var: str, geometry: "Geometry") -> tuple[Any, bool]:
+def _field_variable(ds: Any, name: str, var: str, geometry: GeometryLike) -> tuple[Any, bool]:
     """The netCDF variable of field ``var`` and whether it has a leading member dimension."""
     if var not in ds.variables:
         have = [v for v in ds.variables if v not in ds.dimensions]
@@ -287,7 +289,7 @@ def _field_values(name: str, var: str, nc: Any, has_member: bool, allow_members:
 
 
 # Grid identity ------------------------------------------------------------------------------------
-def _grid_difference(ds: Any, name: str, geometry: "Geometry", dims: list[str]) -> str | None:
+def _grid_difference(ds: Any, name: str, geometry: GeometryLike, dims: list[str]) -> str | None:
     """What differs between the file's grid and ``geometry``: coordinate variables, then the ``geometry`` attribute.
 
     Every grid dimension needs its coordinate variable, a number in the geometry's units (the
@@ -345,7 +347,7 @@ def _distinct(a: float, b: float) -> tuple[str, str]:
     return sa, sb
 
 
-def _attribute_difference(ds: Any, name: str, geometry: "Geometry") -> str | None:
+def _attribute_difference(ds: Any, name: str, geometry: GeometryLike) -> str | None:
     """The first item the file's ``geometry`` attribute and ``geometry.describe()`` disagree on, or None.
 
     Items only one of them has are not compared; numbers agree within :data:`COORDINATE_RTOL`.
@@ -397,8 +399,8 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def check_same_geometry(filename: str, geometry: "Geometry") -> None:
-    """Raise a :class:`ConfigError` if the file's ``geometry`` attribute describes another grid.
+def check_same_geometry(filename: str, geometry: GeometryLike) -> None:
+    """Raise a :class:`~pyoops.util.errors.ConfigError` if the file's ``geometry`` attribute describes another grid.
 
     :func:`read_fields` makes this check (and the coordinate check) on every read; this
     function is for applications that check member files before reading them.

@@ -36,7 +36,7 @@ from pyoops.util.variables import Variables
 
 __all__ = ["Axis", "STATES_IN_MEMORY", "SparseInterpolator", "StructuredGrid"]
 
-#: A grid is accepted when this many states of it fit in memory: the fewest any application
+#: A grid is accepted when this many states of it fit in memory, the fewest any application
 #: holds (the state, a time-stepping stage, an increment and an output buffer).
 STATES_IN_MEMORY = 4
 
@@ -259,12 +259,12 @@ class StructuredGrid(Geometry):
         return np.asarray(area)
 
     def mesh(self) -> dict[str, np.ndarray]:
-        """Full coordinate arrays of every grid point, each of shape :attr:`shape`."""
+        """Full coordinate arrays of every grid point, each of shape :attr:`~pyoops.interface.geometry.Geometry.shape`."""
         grids = np.meshgrid(*[a.points for a in self.axes], indexing="ij")
         return {a.name: g for a, g in zip(self.axes, grids)}
 
     def grid_locations(self) -> Locations:
-        """Every grid point, in C order of :attr:`shape`, as a :class:`Locations`."""
+        """Every grid point, in C order of :attr:`~pyoops.interface.geometry.Geometry.shape`, as a :class:`~pyoops.interface.geometry.Locations`."""
         return Locations({name: arr.ravel() for name, arr in self.mesh().items()})
 
     def distance(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> np.ndarray:

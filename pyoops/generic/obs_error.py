@@ -45,11 +45,11 @@ class DiagonalObsError(ObsError):
     def inverse_multiply(self, dy: ObsVector) -> ObsVector:
         return ObsVector(dy.obs_space, np.where(self._mask, dy.values / self._sigma**2, 0.0))
 
-    def sqrt_multiply(self, dy: ObsVector) -> ObsVector:
+    def multiply_sqrt(self, dy: ObsVector) -> ObsVector:
         r""":math:`\mathbf{R}^{1/2}\delta y`."""
         return ObsVector(dy.obs_space, np.where(self._mask, dy.values * self._sigma, 0.0))
 
-    def inverse_sqrt_multiply(self, dy: ObsVector) -> ObsVector:
+    def multiply_inverse_sqrt(self, dy: ObsVector) -> ObsVector:
         r""":math:`\mathbf{R}^{-1/2}\delta y`."""
         return ObsVector(dy.obs_space, np.where(self._mask, dy.values / self._sigma, 0.0))
 

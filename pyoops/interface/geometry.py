@@ -73,11 +73,11 @@ class Geometry(ABC):
 
     #: Dimension names of a grid field in file order, e.g. ``("y", "x")``.
     dims: tuple[str, ...]
-    #: Grid shape matching :attr:`dims`.
+    #: Grid shape matching :attr:`~pyoops.interface.geometry.Geometry.dims`.
     shape: tuple[int, ...]
 
     def field_shape(self, variable: str) -> tuple[int, ...]:
-        """Grid shape of ``variable`` (all variables share :attr:`shape` unless overridden)."""
+        """Grid shape of ``variable`` (all variables share :attr:`~pyoops.interface.geometry.Geometry.shape` unless overridden)."""
         return self.shape
 
     def field_dims(self, variable: str) -> tuple[str, ...]:
@@ -92,7 +92,7 @@ class Geometry(ABC):
     @property
     @abstractmethod
     def coordinates(self) -> dict[str, np.ndarray]:
-        """1-D coordinate array of each dimension in :attr:`dims`."""
+        """1-D coordinate array of each dimension in :attr:`~pyoops.interface.geometry.Geometry.dims`."""
 
     @property
     @abstractmethod
@@ -101,7 +101,7 @@ class Geometry(ABC):
 
     @abstractmethod
     def cell_areas(self) -> np.ndarray:
-        """Area (length in 1-D) of each grid cell, of shape :attr:`shape` without levels."""
+        """Area (length in 1-D) of each grid cell, of shape :attr:`~pyoops.interface.geometry.Geometry.shape` without levels."""
 
     @abstractmethod
     def distance(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> np.ndarray:
@@ -117,7 +117,7 @@ class Geometry(ABC):
 
     @abstractmethod
     def interpolator(self, locations: Locations) -> GetValues:
-        """The :class:`GetValues` from this grid to ``locations``."""
+        """The :class:`~pyoops.interface.geometry.GetValues` from this grid to ``locations``."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -147,6 +147,11 @@ class Geometry(ABC):
     def zeros(self, variables: Variables, batch_shape: tuple[int, ...] = ()) -> FieldSet:
         """A FieldSet of zeros for ``variables`` with optional leading batch axes."""
         return FieldSet({v: np.zeros(batch_shape + self.field_shape(v)) for v in variables}, copy=False)
+
+    def random(self, variables: Variables, rng: np.random.Generator, batch_shape: tuple[int, ...] = ()) -> FieldSet:
+        """Independent standard-normal fields of ``variables``, drawn from ``rng`` variable by variable."""
+        return FieldSet({v: rng.standard_normal(tuple(batch_shape) + tuple(self.field_shape(v))) for v in variables},
+                        copy=False)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()})"

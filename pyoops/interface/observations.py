@@ -9,7 +9,7 @@ the location axis ``(..., nlocs)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -17,8 +17,12 @@ from pyoops.config.parameters import Parameters
 from pyoops.fields.fieldset import FieldSet
 from pyoops.util.variables import Variables
 
-if TYPE_CHECKING:
-    from pyoops.generic.obs_space import ObsSpace, ObsVector
+#: The observations of one obs space, e.g. :class:`pyoops.generic.obs_space.ObsSpace`; an interface
+#: names no implementation, so the type is not imported.
+ObsSpaceLike = Any
+#: A vector in observation space, e.g. :class:`pyoops.generic.obs_space.ObsVector` (values and their
+#: obs space).
+ObsVectorLike = Any
 
 __all__ = ["GeoVaLs", "LinearObsOperator", "ObsError", "ObsOperator"]
 
@@ -40,7 +44,7 @@ class ObsOperator(ABC):
 
     Parameters: ClassVar[type[Parameters]]
 
-    def __init__(self, params: Any, obs_space: "ObsSpace"):
+    def __init__(self, params: Any, obs_space: ObsSpaceLike):
         self.params = params
         self.obs_space = obs_space
 
@@ -50,7 +54,7 @@ class ObsOperator(ABC):
         """Model variables the operator needs as GeoVaLs."""
 
     @abstractmethod
-    def simulate_obs(self, geovals: GeoVaLs) -> "ObsVector":
+    def simulate_obs(self, geovals: GeoVaLs) -> ObsVectorLike:
         """:math:`\\mathcal{H}(g)` for every simulated variable (leading batch axes allowed)."""
 
 
@@ -63,7 +67,7 @@ class LinearObsOperator(ABC):
 
     Parameters: ClassVar[type[Parameters]]
 
-    def __init__(self, params: Any, obs_space: "ObsSpace"):
+    def __init__(self, params: Any, obs_space: ObsSpaceLike):
         self.params = params
         self.obs_space = obs_space
 
@@ -77,11 +81,11 @@ class LinearObsOperator(ABC):
         """Linearise about ``geovals``."""
 
     @abstractmethod
-    def simulate_obs_tl(self, dgeovals: GeoVaLs) -> "ObsVector":
+    def simulate_obs_tl(self, dgeovals: GeoVaLs) -> ObsVectorLike:
         """:math:`\\delta y = \\mathbf{H} \\delta g`."""
 
     @abstractmethod
-    def simulate_obs_ad(self, dy: "ObsVector") -> GeoVaLs:
+    def simulate_obs_ad(self, dy: ObsVectorLike) -> GeoVaLs:
         """:math:`\\delta g = \\mathbf{H}^\\mathsf{T} \\delta y`."""
 
 
@@ -90,30 +94,30 @@ class ObsError(ABC):
 
     Parameters: ClassVar[type[Parameters]]
 
-    def __init__(self, params: Any, obs_space: "ObsSpace"):
+    def __init__(self, params: Any, obs_space: ObsSpaceLike):
         self.params = params
         self.obs_space = obs_space
 
     @abstractmethod
-    def multiply(self, dy: "ObsVector") -> "ObsVector":
+    def multiply(self, dy: ObsVectorLike) -> ObsVectorLike:
         """:math:`\\mathbf{R}\\,\\delta y`."""
 
     @abstractmethod
-    def inverse_multiply(self, dy: "ObsVector") -> "ObsVector":
+    def inverse_multiply(self, dy: ObsVectorLike) -> ObsVectorLike:
         """:math:`\\mathbf{R}^{-1}\\delta y`."""
 
     @abstractmethod
-    def randomize(self, rng: np.random.Generator) -> "ObsVector":
+    def randomize(self, rng: np.random.Generator) -> ObsVectorLike:
         """A draw from :math:`\\mathcal{N}(0, \\mathbf{R})`."""
 
     @abstractmethod
-    def obserrors(self) -> "ObsVector":
+    def obserrors(self) -> ObsVectorLike:
         """Standard deviations."""
 
     @abstractmethod
-    def update(self, obserrors: "ObsVector") -> None:
+    def update(self, obserrors: ObsVectorLike) -> None:
         """Replace the standard deviations."""
 
     @abstractmethod
-    def inverse_variance(self) -> "ObsVector":
+    def inverse_variance(self) -> ObsVectorLike:
         """:math:`1/\\sigma^2` (0 where the observation is not used)."""

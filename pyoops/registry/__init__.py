@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from pyoops.config.parameters import validate
-from pyoops.util.errors import ConfigError, UnknownNameError, join_path
+from pyoops.util.errors import ConfigError, PluginError, UnknownNameError, join_path
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -136,12 +137,34 @@ class Factory:
         return self.get(name, join_path(path, self.name_key))
 
     def parameters(self, config: Any, path: str = "", name: str | None = None) -> Any:
-        """Validate ``config`` against the Parameters class of the maker it names."""
-        maker = self.get(name, path) if name is not None else self.maker_for(config, path)
-        params_cls = getattr(maker, "Parameters", None)
-        if params_cls is None:
-            raise ConfigError(f"{self.kind} maker {maker!r} has no Parameters class", path)
+        """Validate ``config`` against the Parameters class of the maker it names.
+
+        A maker without a Parameters class, or whose Parameters class has no field for the
+        key that names it (``name``, ``saber block name`` ...), is a
+        :class:`~pyoops.util.errors.PluginError`: the plugin's mistake, not the YAML's.
+        """
+        if name is None:
+            name = self.name_from_config(config, path)
+            self.get(name, join_path(path, self.name_key))
+        else:
+            self.get(name, path)
+        params_cls = self.parameters_class(name)
         return validate(params_cls, config, path)
+
+    def parameters_class(self, name: str) -> Any:
+        """The Parameters class of the maker registered as ``name``, checked (see :meth:`parameters`)."""
+        entry = self._entries[name]
+        params_cls = getattr(entry.maker, "Parameters", None)
+        if not (isinstance(params_cls, type) and issubclass(params_cls, BaseModel)):
+            raise PluginError(entry.plugin, self.kind, name, entry.maker,
+                              "has no Parameters class: the plugin must give it one (a subclass of "
+                              "pyoops.config.parameters.Parameters) for its YAML keys")
+        if self.name_key and not any(self.name_key in (f.alias, key) for key, f in params_cls.model_fields.items()):
+            raise PluginError(entry.plugin, self.kind, name, entry.maker,
+                              f"has a Parameters class ({params_cls.__name__}) without the key '{self.name_key}' "
+                              f"that names it: the plugin must declare it, e.g. "
+                              f"{self.name_key.replace(' ', '_')}: Literal['{name}']")
+        return params_cls
 
 
 @dataclass

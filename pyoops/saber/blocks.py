@@ -33,9 +33,12 @@ from pyoops.util.variables import Variables
 
 __all__ = [
     "BlockContext",
+    "SaberBlock",
     "SaberBlockParameters",
     "SaberCentralBlock",
     "SaberOuterBlock",
+    "call_batched",
+    "overrides",
 ]
 
 
@@ -120,12 +123,100 @@ class BlockContext:
         return self.ensemble.map(lambda a: a - a.mean(axis=0, keepdims=True))
 
 
-class _Block:
+def call_batched(func: Any, block: Any, fields: FieldSet) -> FieldSet:
+    """``func(fields)``, looping over the leading member axes when ``block.supports_batch`` is False.
+
+    This is how the chain calls every block method that takes FieldSets.
+    """
+    if getattr(block, "supports_batch", True) or not len(fields):
+        return func(fields)
+    geometry = getattr(block, "geometry", None)
+    shapes = {v: geometry.field_shape(v) for v in fields} if geometry is not None else {}
+    try:
+        batch = fields.batch_shape(shapes)
+    except KeyError:
+        batch = ()
+    if not batch:
+        return func(fields)
+    flat = fields.map(lambda a: a.reshape((-1,) + a.shape[len(batch):]))
+    results = [func(flat.map(lambda a, i=i: a[i])) for i in range(int(np.prod(batch)))]
+    return FieldSet({k: np.stack([r[k] for r in results]).reshape(batch + results[0][k].shape)
+                     for k in results[0]}, copy=False)
+
+
+def overrides(cls: type, base: type, name: str) -> bool:
+    """True when ``cls`` defines ``name`` itself or inherits it from a class below ``base``."""
+    for klass in cls.__mro__:
+        if klass is base:
+            return False
+        if name in klass.__dict__:
+            return True
+    return False
+
+
+class SaberBlock:
+    """What central and outer blocks share: parameters, context, data hooks, helpers.
+
+    A block is built with its validated :attr:`Parameters` and a :class:`BlockContext`;
+    the base ``__init__`` stores them and calls :meth:`read` (``read:`` given) or
+    :meth:`direct_calibration` (``calibration:`` given).  Subclass
+    :class:`SaberCentralBlock` or :class:`SaberOuterBlock`, not this class.
+
+    Capabilities are derived from the methods a block overrides: a central block that
+    overrides :meth:`SaberCentralBlock.multiply_sqrt` has a square root, an outer block
+    that overrides :meth:`SaberOuterBlock.left_inverse_multiply` has a left inverse.  A
+    block whose capability depends on its configuration (an even diffusion exponent, a
+    localization with a square root) says so by overriding
+    :meth:`SaberCentralBlock.sqrt_unavailable` or
+    :meth:`SaberOuterBlock.inverse_unavailable`, which return the reason, or ``None``.
+    """
+
     Parameters: ClassVar[type[SaberBlockParameters]] = SaberBlockParameters
 
-    #: Whether :meth:`multiply` and friends accept leading batch axes; if False the
+    #: Whether ``multiply`` and friends accept leading batch axes; if False the
     #: chain loops over members.
     supports_batch: ClassVar[bool] = True
+
+    #: Legacy capability flags (``has_sqrt``, ``has_inverse``) a subclass set to False
+    #: although it overrides the method; see :meth:`__init_subclass__`.
+    _disabled_by_flag: ClassVar[frozenset[str]] = frozenset()
+
+    #: ``{flag: (method, ...)}``: the legacy flag of each capability and the methods it needs.
+    _capabilities: ClassVar[dict[str, tuple[str, ...]]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the capability methods of a new block class (a plugin-definition check).
+
+        Overriding only part of a capability (``multiply_sqrt`` without
+        ``multiply_sqrt_ad``, say) is a :class:`TypeError` when the class is defined.
+        The flags ``has_sqrt``/``has_inverse`` of earlier versions are still read: ``True``
+        without the method is a :class:`TypeError`, ``False`` switches the capability off.
+        """
+        super().__init_subclass__(**kwargs)
+        if "_capabilities" in cls.__dict__:  # SaberCentralBlock, SaberOuterBlock themselves
+            return
+        base = next((k for k in cls.__mro__ if "_capabilities" in k.__dict__), None)
+        if base is None or base is SaberBlock:
+            return
+        disabled = set(cls._disabled_by_flag)
+        for flag, methods in cls._capabilities.items():
+            done = [m for m in methods if overrides(cls, base, m)]
+            if done and len(done) != len(methods):
+                missing = [m for m in methods if m not in done]
+                raise TypeError(f"SABER block class {cls.__module__}.{cls.__qualname__} overrides {done} but not "
+                                f"{missing}: a block that implements one must implement all of {list(methods)}")
+            value = cls.__dict__.get(flag)
+            if isinstance(value, bool):
+                if value and not done:
+                    raise TypeError(f"SABER block class {cls.__module__}.{cls.__qualname__} sets {flag} = True but "
+                                    f"does not implement {list(methods)}; capabilities come from the methods a "
+                                    f"block overrides: remove the flag and implement them")
+                if value:
+                    disabled.discard(flag)
+                else:
+                    disabled.add(flag)
+                delattr(cls, flag)  # the derived property of the base class answers from now on
+        cls._disabled_by_flag = frozenset(disabled)
 
     def __init__(self, params: Any, context: BlockContext):
         self.params = params
@@ -139,7 +230,16 @@ class _Block:
 
     @property
     def name(self) -> str:
+        """The block's ``saber block name``."""
         return self.params.saber_block_name
+
+    def _unavailable(self, flag: str, base: type) -> str | None:
+        methods = self._capabilities[flag]
+        if not overrides(type(self), base, methods[0]):
+            return f"block '{self.name}' does not implement {methods[0]}"
+        if flag in self._disabled_by_flag:
+            return f"block '{self.name}' sets {flag} = False"
+        return None
 
     # Data --------------------------------------------------------------------------------
     def read(self, config: dict[str, Any]) -> None:
@@ -169,37 +269,69 @@ class _Block:
     # Helpers --------------------------------------------------------------------------------
     def zeros(self, variables: Variables | None = None, batch_shape: tuple[int, ...] = (),
               geometry: Geometry | None = None) -> FieldSet:
+        """Zero fields of ``variables`` (default: the block's) on ``geometry`` (default: the outer one)."""
         geometry = geometry or self.geometry
         return geometry.zeros(Variables(variables if variables is not None else self.variables), batch_shape)
 
 
-class SaberCentralBlock(_Block, ABC):
+class SaberCentralBlock(SaberBlock, ABC):
     """A symmetric positive (semi-)definite operator :math:`\\mathbf{C}` on one geometry.
 
-    Optional square root: :meth:`multiply_sqrt` maps a control vector
-    :math:`v \\in \\mathbb{R}^m` (``ctl_vec_size`` = m, with leading batch axes) to
-    fields, with :math:`\\mathbf{C} = \\mathbf{C}^{1/2}\\mathbf{C}^{1/2\\,\\mathsf{T}}`.
+    Required: :meth:`multiply`.  Optional square root: :meth:`multiply_sqrt` maps a
+    control vector :math:`v \\in \\mathbb{R}^m` (:attr:`ctl_vec_size` = m, with leading
+    batch axes) to fields, :meth:`multiply_sqrt_ad` is its adjoint, and
+
+    .. math::
+
+        \\mathbf{C} = \\mathbf{C}^{1/2}\\,\\mathbf{C}^{1/2\\,\\mathsf{T}}.
+
+    A block that overrides the three has a square root (:attr:`has_sqrt`); it can then
+    be the central block of B-preconditioned minimisers, and :meth:`randomize` draws
+    :math:`\\mathbf{C}^{1/2}\\xi`, :math:`\\xi \\sim \\mathcal{N}(0, \\mathbf{I}_m)`.
     """
 
-    #: True when :meth:`multiply_sqrt`/:meth:`multiply_sqrt_ad` exist.
-    has_sqrt: ClassVar[bool] = False
+    _capabilities: ClassVar[dict[str, tuple[str, ...]]] = {
+        "has_sqrt": ("multiply_sqrt", "multiply_sqrt_ad", "ctl_vec_size")}
 
     @abstractmethod
     def multiply(self, fields: FieldSet) -> FieldSet:
         """:math:`\\mathbf{C} x`."""
 
+    def sqrt_unavailable(self) -> str | None:
+        """Why this block has no square root, or ``None`` when it has one.
+
+        Default: the reason is that :meth:`multiply_sqrt` is not overridden.  Override it
+        (calling ``super()``) when the square root depends on the configuration.
+        """
+        return self._unavailable("has_sqrt", SaberCentralBlock)
+
+    @property
+    def has_sqrt(self) -> bool:
+        """True when :meth:`multiply_sqrt`, :meth:`multiply_sqrt_ad` and :attr:`ctl_vec_size` can be used."""
+        return self.sqrt_unavailable() is None
+
+    def randomize_unavailable(self) -> str | None:
+        """Why :meth:`randomize` cannot draw, or ``None`` (a block overriding it can always draw)."""
+        if overrides(type(self), SaberCentralBlock, "randomize"):
+            return None
+        reason = self.sqrt_unavailable()
+        return None if reason is None else f"{reason}, and randomize draws through the square root"
+
+    def _no_sqrt(self) -> ConfigError:
+        return ConfigError(self.sqrt_unavailable() or f"block '{self.name}' has no square root", self.context.path)
+
     @property
     def ctl_vec_size(self) -> int:
-        """Length of the control vector of :meth:`multiply_sqrt`."""
-        raise ConfigError(f"block '{self.name}' has no square root", self.context.path)
+        """Length :math:`m` of the control vector of :meth:`multiply_sqrt`."""
+        raise self._no_sqrt()
 
     def multiply_sqrt(self, ctl: np.ndarray) -> FieldSet:
         """:math:`\\mathbf{C}^{1/2} v` for a control vector ``ctl`` of shape ``(..., ctl_vec_size)``."""
-        raise ConfigError(f"block '{self.name}' has no square root", self.context.path)
+        raise self._no_sqrt()
 
     def multiply_sqrt_ad(self, fields: FieldSet) -> np.ndarray:
         """:math:`\\mathbf{C}^{1/2\\,\\mathsf{T}} x`, shape ``(..., ctl_vec_size)``."""
-        raise ConfigError(f"block '{self.name}' has no square root", self.context.path)
+        raise self._no_sqrt()
 
     def nested_covariances(self) -> dict[str, Any]:
         """Named nested chains worth looking at on their own (Hybrid components, localizations).
@@ -209,26 +341,33 @@ class SaberCentralBlock(_Block, ABC):
         return {}
 
     def randomize(self, rng: np.random.Generator, batch_shape: tuple[int, ...] = ()) -> FieldSet:
-        """A draw from :math:`\\mathcal{N}(0, \\mathbf{C})` (default: through the square root)."""
-        if not self.has_sqrt:
-            raise ConfigError(f"block '{self.name}' cannot randomize: it has no square root", self.context.path)
-        return self.multiply_sqrt(rng.standard_normal(batch_shape + (self.ctl_vec_size,)))
+        """A draw from :math:`\\mathcal{N}(0, \\mathbf{C})` (default: :math:`\\mathbf{C}^{1/2}\\xi`)."""
+        reason = self.randomize_unavailable()
+        if reason is not None:
+            raise ConfigError(f"cannot randomize: {reason}", self.context.path)
+        return self.multiply_sqrt(rng.standard_normal(tuple(batch_shape) + (self.ctl_vec_size,)))
 
 
-class SaberOuterBlock(_Block, ABC):
-    """A linear map :math:`\\mathbf{U}` from the inner space (geometry, variables) to the outer one."""
+class SaberOuterBlock(SaberBlock, ABC):
+    """A linear map :math:`\\mathbf{U}` from the inner space (geometry, variables) to the outer one.
 
-    #: True when :meth:`left_inverse_multiply` exists.
-    has_inverse: ClassVar[bool] = False
+    Required: :meth:`multiply` (inner → outer) and :meth:`multiply_ad` (its adjoint,
+    outer → inner).  Optional: :meth:`left_inverse_multiply`, a left inverse
+    :math:`\\mathbf{U}^{-1}` with :math:`\\mathbf{U}^{-1}\\mathbf{U} = \\mathbf{I}`; it lets
+    ensembles pass inwards (:attr:`has_inverse`).  A block that changes the space
+    overrides :attr:`inner_geometry` and/or :attr:`inner_variables`.
+    """
+
+    _capabilities: ClassVar[dict[str, tuple[str, ...]]] = {"has_inverse": ("left_inverse_multiply",)}
 
     @property
     def inner_geometry(self) -> Geometry:
-        """Geometry on the central side (default: the outer geometry)."""
+        """Geometry on the central side; by default the outer geometry."""
         return self.geometry
 
     @property
     def inner_variables(self) -> Variables:
-        """Variables on the central side (default: the outer variables)."""
+        """Variables on the central side; by default the outer variables."""
         return self.variables
 
     @abstractmethod
@@ -239,6 +378,19 @@ class SaberOuterBlock(_Block, ABC):
     def multiply_ad(self, fields: FieldSet) -> FieldSet:
         """:math:`\\mathbf{U}^\\mathsf{T} y`: outer → inner."""
 
+    def inverse_unavailable(self) -> str | None:
+        """Why this block has no left inverse, or ``None`` when it has one.
+
+        Default: the reason is that :meth:`left_inverse_multiply` is not overridden.
+        Override it (calling ``super()``) when the inverse depends on the configuration.
+        """
+        return self._unavailable("has_inverse", SaberOuterBlock)
+
+    @property
+    def has_inverse(self) -> bool:
+        """True when :meth:`left_inverse_multiply` can be used."""
+        return self.inverse_unavailable() is None
+
     def left_inverse_multiply(self, fields: FieldSet) -> FieldSet:
         """:math:`\\mathbf{U}^{-1} y` (a left inverse): outer → inner."""
-        raise ConfigError(f"block '{self.name}' has no left inverse", self.context.path)
+        raise ConfigError(self.inverse_unavailable() or f"block '{self.name}' has no left inverse", self.context.path)

@@ -8,6 +8,7 @@ test``, ``inverse test``) run here, as in SABER, with seeded random vectors.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -16,10 +17,26 @@ from pydantic import Field
 from pyoops.config.parameters import Parameters, validate
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.ensemble import EnsembleSourceParameters, read_ensemble
-from pyoops.saber.blocks import BlockContext, SaberBlockParameters, SaberCentralBlock, SaberOuterBlock
+from pyoops.saber.blocks import (
+    BlockContext,
+    SaberBlockParameters,
+    SaberCentralBlock,
+    SaberOuterBlock,
+    call_batched,
+)
+from pyoops.saber.checks import (
+    BlockCheck,
+    adjoint_check,
+    inverse_check,
+    left_inverse_check,
+    square_root_check,
+    symmetry_check,
+)
 from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.random import generator
 from pyoops.util.variables import Variables
+
+logger = logging.getLogger("pyoops")
 
 __all__ = [
     "ErrorCovariance",
@@ -41,18 +58,6 @@ class SaberCovarianceParameters(Parameters):
     ensemble_pert: EnsembleSourceParameters | None = Field(None, description="Ensemble perturbations.")
 
 
-def _relative(a: float, b: float) -> float:
-    scale = max(abs(a), abs(b))
-    return abs(a - b) / scale if scale > 0 else 0.0
-
-
-def _random_fields(geometry: Any, variables: Variables, rng: np.random.Generator) -> FieldSet:
-    fs = geometry.zeros(variables)
-    for arr in fs.values():
-        arr[...] = rng.standard_normal(arr.shape)
-    return fs
-
-
 class SaberBlockChain:
     """A central block and its outer blocks, applied as :math:`\\mathbf{U}\\mathbf{C}\\mathbf{U}^\\mathsf{T}`.
 
@@ -71,6 +76,8 @@ class SaberBlockChain:
             SaberCovarianceParameters, config, path)
         self.params = params
         self.path = path
+        #: The construction-time tests that ran (``adjoint test: true``, ...), in order.
+        self.test_results: list[BlockCheck] = []
         self.geometry = context.geometry
         self.variables = Variables(context.variables)
         registry = context.registry
@@ -144,18 +151,18 @@ class SaberBlockChain:
     def _apply_outer_ad(self, fields: FieldSet) -> FieldSet:
         for block, passive in self.outer:  # model side first
             active = fields.subset(Variables(fields.variables) - passive)
-            fields = _merge(_batched(block.multiply_ad, block, active), fields.subset(passive))
+            fields = _merge(call_batched(block.multiply_ad, block, active), fields.subset(passive))
         return fields
 
     def _apply_outer(self, fields: FieldSet) -> FieldSet:
         for block, passive in reversed(self.outer):  # central side first
             active = fields.subset(Variables(fields.variables) - passive)
-            fields = _merge(_batched(block.multiply, block, active), fields.subset(passive))
+            fields = _merge(call_batched(block.multiply, block, active), fields.subset(passive))
         return fields
 
     def _apply_central(self, fields: FieldSet) -> FieldSet:
         active = fields.subset(Variables(fields.variables) - self.central_passive)
-        out = _batched(self.central.multiply, self.central, active)
+        out = call_batched(self.central.multiply, self.central, active)
         return _merge(out, fields.subset(self.central_passive).zeros_like())
 
     def multiply(self, fields: FieldSet) -> FieldSet:
@@ -186,25 +193,36 @@ class SaberBlockChain:
         return fields.subset([v for v in self.variables if v in fields] +
                              [v for v in fields if v not in self.variables])
 
+    def sqrt_unavailable(self) -> str | None:
+        """Why :math:`\\mathbf{B}` has no square root here, or ``None``."""
+        if self.central_passive:
+            return (f"variables {self.central_passive} are passive at the central block (their covariance is zero), "
+                    "so B has no square root")
+        return self.central.sqrt_unavailable()
+
     @property
     def has_sqrt(self) -> bool:
-        return self.central.has_sqrt and not self.central_passive
+        """True when :meth:`multiply_sqrt` can be used: the central block has a square root, nothing is passive."""
+        return self.sqrt_unavailable() is None
+
+    def randomize_unavailable(self) -> str | None:
+        """Why :meth:`randomize` cannot draw, or ``None``."""
+        return self.central.randomize_unavailable()
 
     @property
     def ctl_vec_size(self) -> int:
         return self.central.ctl_vec_size
 
-    def sqrt_multiply(self, ctl: np.ndarray) -> FieldSet:
+    def multiply_sqrt(self, ctl: np.ndarray) -> FieldSet:
         """:math:`\\mathbf{B}^{1/2} v = \\mathbf{U}\\mathbf{C}^{1/2} v`."""
         if not self.has_sqrt:
-            raise ConfigError("this covariance has no square root (central block without multiply_sqrt, or "
-                              "passive variables at the central block)", self.path)
+            raise ConfigError(f"this covariance has no square root: {self.sqrt_unavailable()}", self.path)
         return self._apply_outer(self.central.multiply_sqrt(np.asarray(ctl, dtype=np.float64)))
 
-    def sqrt_multiply_ad(self, fields: FieldSet) -> np.ndarray:
+    def multiply_sqrt_ad(self, fields: FieldSet) -> np.ndarray:
         """:math:`\\mathbf{B}^{1/2\\,\\mathsf{T}} x = \\mathbf{C}^{1/2\\,\\mathsf{T}}\\mathbf{U}^\\mathsf{T} x`."""
         if not self.has_sqrt:
-            raise ConfigError("this covariance has no square root", self.path)
+            raise ConfigError(f"this covariance has no square root: {self.sqrt_unavailable()}", self.path)
         return self.central.multiply_sqrt_ad(self._apply_outer_ad(self._reorder(fields)))
 
     def nested(self, prefix: str = "") -> dict[str, "SaberBlockChain"]:
@@ -224,52 +242,56 @@ class SaberBlockChain:
         return self._reorder(self._apply_outer(inner))
 
     # Construction-time tests --------------------------------------------------------------------
+    def _require(self, check: BlockCheck, key: str) -> BlockCheck:
+        """``check`` as the answer to ``key: true``: an error when it failed or could not run."""
+        if check.skipped is not None:
+            raise ConfigError(f"'{key}: true' asks for a test this block cannot run: {check.skipped}",
+                              join_path(check.where, key))
+        if not check.passed:
+            raise ConfigError(check.message(), check.where)
+        logger.info("%s: %s", check.where, check.message())
+        self.test_results.append(check)
+        return check
+
     def _run_outer_tests(self, block: SaberOuterBlock, params: SaberBlockParameters, path: str) -> None:
         rng = generator(0, "saber block test", path)
         if params.adjoint_test:
-            x = _random_fields(block.inner_geometry, block.inner_variables, rng)
-            y = _random_fields(block.geometry, block.variables, rng)
-            a = block.multiply(x.copy()).dot(y)
-            b = x.dot(block.multiply_ad(y.copy()))
-            err = _relative(a, b)
-            if err > params.adjoint_tolerance:
-                raise ConfigError(f"adjoint test failed: <Ux, y> = {a!r}, <x, U^T y> = {b!r}, relative error "
-                                  f"{err:.3e} > adjoint tolerance {params.adjoint_tolerance:g}", path)
-        if params.inverse_test and block.has_inverse and not params.skip_inverse:
-            x = _random_fields(block.inner_geometry, block.inner_variables, rng)
-            back = block.left_inverse_multiply(block.multiply(x.copy()))
-            err = (back - x).norm() / x.norm()
-            if err > params.inner_inverse_tolerance:
-                raise ConfigError(f"inner inverse test failed: ||U^-1 U x - x|| / ||x|| = {err:.3e} > "
-                                  f"inner inverse tolerance {params.inner_inverse_tolerance:g}", path)
+            self._require(adjoint_check(block, rng, params.adjoint_tolerance, path), "adjoint test")
+        if params.inverse_test:
+            if params.skip_inverse:
+                raise ConfigError("'inverse test: true' and 'skip inverse: true' contradict each other",
+                                  join_path(path, "inverse test"))
+            self._require(left_inverse_check(block, rng, params.inner_inverse_tolerance, path), "inverse test")
+            two_sided = inverse_check(block, rng, params.outer_inverse_tolerance, path)
+            if two_sided.skipped is None:  # U is square: U U^-1 = I must hold as well
+                self._require(two_sided, "inverse test")
+        if params.square_root_test:
+            raise ConfigError("an outer block has no square root to test (only central blocks do)",
+                              join_path(path, "square-root test"))
 
     def _run_central_tests(self, block: SaberCentralBlock, params: SaberBlockParameters, path: str) -> None:
         rng = generator(0, "saber block test", path)
-        geometry, variables = block.geometry, block.variables
         if params.adjoint_test:
-            x = _random_fields(geometry, variables, rng)
-            y = _random_fields(geometry, variables, rng)
-            a, b = block.multiply(x.copy()).dot(y), x.dot(block.multiply(y.copy()))
-            err = _relative(a, b)
-            if err > params.adjoint_tolerance:
-                raise ConfigError(f"adjoint (symmetry) test failed: <Cx, y> = {a!r}, <x, Cy> = {b!r}, relative "
-                                  f"error {err:.3e} > adjoint tolerance {params.adjoint_tolerance:g}", path)
+            self._require(symmetry_check(block, rng, params.adjoint_tolerance, path), "adjoint test")
         if params.square_root_test:
-            if not block.has_sqrt:
-                raise ConfigError(f"block '{block.name}' has no square root to test", join_path(path, "square-root test"))
-            x = _random_fields(geometry, variables, rng)
-            y = _random_fields(geometry, variables, rng)
-            a = block.multiply(x.copy()).dot(y)
-            b = float(np.vdot(block.multiply_sqrt_ad(x.copy()), block.multiply_sqrt_ad(y.copy())))
-            err = _relative(a, b)
-            v = rng.standard_normal(block.ctl_vec_size)
-            c = block.multiply_sqrt(v.copy()).dot(x)
-            d = float(np.vdot(v, block.multiply_sqrt_ad(x.copy())))
-            err = max(err, _relative(c, d))
-            if err > params.square_root_tolerance:
-                raise ConfigError(f"square-root test failed: <Cx, y> = {a!r} vs <C^T/2 x, C^T/2 y> = {b!r}, "
-                                  f"<C^1/2 v, x> = {c!r} vs <v, C^T/2 x> = {d!r}; relative error {err:.3e} > "
-                                  f"square-root tolerance {params.square_root_tolerance:g}", path)
+            self._require(square_root_check(block, rng, params.square_root_tolerance, path), "square-root test")
+        if params.inverse_test:
+            raise ConfigError("a central block has no left inverse to test (inverse tests are for outer blocks)",
+                              join_path(path, "inverse test"))
+
+    # Blocks -----------------------------------------------------------------------------------
+    def blocks(self, nested: bool = True) -> list[tuple[str, Any]]:
+        """``[(YAML path, block), ...]``: outer blocks from the model inwards, then the central block.
+
+        With ``nested``, the blocks of nested chains (Hybrid components, localizations)
+        follow the central block that holds them.
+        """
+        out: list[tuple[str, Any]] = [(b.context.path, b) for b, _ in self.outer]
+        out.append((self.central.context.path, self.central))
+        if nested:
+            for chain in self.central.nested_covariances().values():
+                out += chain.blocks(nested=True)
+        return out
 
 
 def _subset(fields: FieldSet | None, variables: Variables) -> FieldSet | None:
@@ -284,24 +306,6 @@ def _merge(a: FieldSet | None, b: FieldSet | None) -> FieldSet:
         for k, v in b.items():
             out[k] = v
     return out
-
-
-def _batched(func: Any, block: Any, fields: FieldSet) -> FieldSet:
-    """Call ``func`` on ``fields``; loop over leading members if the block is not batched."""
-    if getattr(block, "supports_batch", True) or not len(fields):
-        return func(fields)
-    geometry = getattr(block, "geometry", None)
-    shapes = {v: geometry.field_shape(v) for v in fields} if geometry is not None else {}
-    try:
-        batch = fields.batch_shape(shapes)
-    except KeyError:
-        batch = ()
-    if not batch:
-        return func(fields)
-    flat = fields.map(lambda a: a.reshape((-1,) + a.shape[len(batch):]))
-    results = [func(flat.map(lambda a, i=i: a[i])) for i in range(int(np.prod(batch)))]
-    return FieldSet({k: np.stack([r[k] for r in results]).reshape(batch + results[0][k].shape)
-                     for k in results[0]}, copy=False)
 
 
 class ErrorCovariance:
@@ -351,13 +355,13 @@ class ErrorCovariance:
     def ctl_vec_size(self) -> int:
         return self.chain.ctl_vec_size
 
-    def sqrt_multiply(self, ctl: np.ndarray) -> Any:
+    def multiply_sqrt(self, ctl: np.ndarray) -> Any:
         """:math:`\\mathbf{B}^{1/2} v`."""
-        return self._increment(self.chain.sqrt_multiply(ctl))
+        return self._increment(self.chain.multiply_sqrt(ctl))
 
-    def sqrt_multiply_ad(self, dx: Any) -> np.ndarray:
+    def multiply_sqrt_ad(self, dx: Any) -> np.ndarray:
         """:math:`\\mathbf{B}^{1/2\\,\\mathsf{T}}\\delta x`."""
-        return self.chain.sqrt_multiply_ad(dx.fields.copy())
+        return self.chain.multiply_sqrt_ad(dx.fields.copy())
 
 
 def validate_covariance(config: Any, registry: Any, path: str = "background error") -> SaberCovarianceParameters:

@@ -82,10 +82,10 @@ Comparisons are relative: :math:`|a - b| \\le \\mathrm{tol}\\cdot\\max(|a|, |b|)
 Every random draw comes from :func:`pyoops.util.random.generator` with the
 section's ``seed``, so a failure reproduces exactly.
 
-The suites (:class:`GeometryTests`, :class:`StateTests`, :class:`IncrementTests`,
-:class:`GetValuesTests`, :class:`ModelTests`, :class:`LinearModelTests`,
-:class:`ObsOperatorTests`, :class:`ObsErrorTests`, :class:`VariableChangeTests`
-and :class:`InterfaceTests`, which combines them) are thin: each test calls one
+The suites (:class:`~pyoops.testing.suites.GeometryTests`, :class:`~pyoops.testing.suites.StateTests`, :class:`~pyoops.testing.suites.IncrementTests`,
+:class:`~pyoops.testing.suites.GetValuesTests`, :class:`~pyoops.testing.suites.ModelTests`, :class:`~pyoops.testing.suites.LinearModelTests`,
+:class:`~pyoops.testing.suites.ObsOperatorTests`, :class:`~pyoops.testing.suites.ObsErrorTests`, :class:`~pyoops.testing.suites.VariableChangeTests`
+and :class:`~pyoops.testing.suites.InterfaceTests`, which combines them) are thin: each test calls one
 plain function of :mod:`pyoops.testing.checks`, which raises
 :class:`AssertionError` with a clear message and returns the measured error.
 A suite whose section is missing fails, naming the section, except the optional
@@ -95,12 +95,16 @@ class from the suites it supports::
     class TestMyModelInterface(GeometryTests, StateTests, IncrementTests, ModelTests):
         config_file = Path(__file__).with_name("interface.yaml")
 
+SABER blocks have their own suite, :class:`~pyoops.testing.blocks.BlockTests` (module
+:mod:`pyoops.testing.blocks`), driven by a YAML file that holds a covariance section.
+
 Objects are built exactly as applications build them, through
 :func:`pyoops.registry.get_registry`; override
-:meth:`InterfaceTestBase.make_registry` to test an in-process plugin.
+:meth:`~pyoops.testing.suites.InterfaceTestBase.make_registry` to test an in-process plugin.
 """
 
 from pyoops.testing import checks
+from pyoops.testing.blocks import BlockEnvironment, BlockTestParameters, BlockTests
 from pyoops.testing.environment import InterfaceEnvironment
 from pyoops.testing.parameters import InterfaceTestParameters, load_interface_parameters
 from pyoops.testing.suites import (
@@ -118,6 +122,9 @@ from pyoops.testing.suites import (
 )
 
 __all__ = [
+    "BlockEnvironment",
+    "BlockTestParameters",
+    "BlockTests",
     "GeometryTests",
     "GetValuesTests",
     "IncrementTests",

@@ -164,9 +164,12 @@ def assert_fields_close(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]
 
 def random_fields(geometry: Geometry, variables: Sequence[str], rng: np.random.Generator,
                   batch_shape: tuple[int, ...] = ()) -> FieldSet:
-    """Standard-normal fields of ``variables`` on ``geometry`` (optional leading batch axes)."""
-    return FieldSet({v: rng.standard_normal(tuple(batch_shape) + tuple(geometry.field_shape(v)))
-                     for v in variables}, copy=False)
+    """Standard-normal fields of ``variables`` on ``geometry`` (optional leading batch axes).
+
+    The same draws as :meth:`Geometry.random <pyoops.interface.geometry.Geometry.random>`,
+    for geometries that do not derive from the interface class.
+    """
+    return Geometry.random(geometry, Variables(variables), rng, tuple(batch_shape))
 
 
 def random_increment(template: Increment, rng: np.random.Generator) -> Increment:

@@ -203,7 +203,7 @@ class InterfaceEnvironment:
 
     @property
     def variable_change_inputs(self) -> Variables:
-        """Input variables of the variable change (default: the state's)."""
+        """Input variables of the variable change; by default the state's."""
         given = self._variable_change_section().input_variables
         return Variables(given) if given else self.variables
 

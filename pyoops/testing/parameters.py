@@ -1,6 +1,6 @@
 """Parameters of an interface-test YAML file (see :mod:`pyoops.testing`).
 
-Each section of the file has a :class:`~pyoops.config.Parameters` class, so a
+Each section of the file has a :class:`~pyoops.config.parameters.Parameters` class, so a
 misspelt key fails with the YAML path and the closest valid key, exactly as an
 application configuration does.  The sections that describe objects (``geometry``,
 ``state``, ``model``, ``linear model``, the observers, the variable changes) are
@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from pyoops.config.parameters import DateTimeField, DurationField, Parameters, validate
+from pyoops.config.parameters import DurationField, Parameters, TimeWindowParameters, validate
 from pyoops.config.yaml_io import load_config
-from pyoops.util.datetime import Duration, TimeWindow
+from pyoops.util.datetime import Duration
 from pyoops.util.errors import ConfigError
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "LinearModelTestParameters",
     "ModelTestParameters",
     "ObservationsTestParameters",
-    "TimeWindowParameters",
     "VariableChangeTestParameters",
     "load_interface_parameters",
 ]
@@ -88,18 +87,6 @@ class LinearModelTestParameters(Parameters):
     tolerance_AD: float = Field(1.0e-12, gt=0, description="Relative tolerance of the dot-product test.")
     tolerance_linearity: float = Field(1.0e-12, gt=0, description="Relative tolerance of M(a dx) = a M dx.")
     seed: int = Field(17, description="Seed of the random increments.")
-
-
-class TimeWindowParameters(Parameters):
-    """An assimilation window ``(begin, begin + length]``."""
-
-    begin: DateTimeField = Field(description="Start of the window (ISO-8601).")
-    length: DurationField = Field(description="Length of the window (ISO-8601 duration).")
-    include_begin: bool = Field(False, description="Also accept observations at exactly ``begin``.")
-
-    def window(self) -> TimeWindow:
-        """The :class:`~pyoops.util.datetime.TimeWindow`."""
-        return TimeWindow(self.begin, self.length, self.include_begin)
 
 
 class ObservationsTestParameters(Parameters):

@@ -50,12 +50,11 @@ class InterfaceTestBase:
     config_file
         Path of the plugin's interface-test YAML file (set it in the subclass).
     config
-        The configuration as a mapping, instead of ``config_file``.
+        The configuration as a mapping, instead of ``config_file`` (relative file names then refer
+        to the current directory).
     """
 
     config_file: ClassVar["str | Path | None"] = None
-    #: Alternatively, the configuration itself as a mapping (relative file names then refer to the
-    #: current directory).
     config: ClassVar["dict[str, Any] | None"] = None
 
     @classmethod

@@ -1,7 +1,14 @@
 """Utilities: time, variables, random streams, logging and errors."""
 
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
-from pyoops.util.errors import ConfigError, InputFileError, NumericalError, PyoopsError, UnknownNameError
+from pyoops.util.errors import (
+    ConfigError,
+    InputFileError,
+    NumericalError,
+    PluginError,
+    PyoopsError,
+    UnknownNameError,
+)
 from pyoops.util.variables import Variables
 
 __all__ = [
@@ -10,6 +17,7 @@ __all__ = [
     "Duration",
     "InputFileError",
     "NumericalError",
+    "PluginError",
     "PyoopsError",
     "TimeWindow",
     "UnknownNameError",

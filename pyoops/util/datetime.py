@@ -298,13 +298,14 @@ class TimeWindow:
         return self.begin + self.length / 2
 
     def contains(self, time: DateTime) -> bool:
+        """Whether ``time`` is in the window ``(begin, end]`` (``[begin, end]`` with ``include_begin``)."""
         time = DateTime(time)
         if self.include_begin and time == self.begin:
             return True
         return self.begin < time <= self.end
 
     def contains_seconds(self, seconds):  # numpy array of seconds since epoch
-        """Vectorised :meth:`contains` on seconds since the epoch."""
+        """Vectorised :meth:`~TimeWindow.contains` on seconds since the epoch."""
         import numpy as np
 
         b = self.begin.seconds_since_epoch()

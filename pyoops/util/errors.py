@@ -43,6 +43,35 @@ class UnknownNameError(ConfigError):
     """A factory was asked for a name nobody registered."""
 
 
+class PluginError(Exception):
+    """A plugin defines a maker wrongly (a mistake in the plugin, not in the user's YAML).
+
+    Not a :class:`PyoopsError`: the user cannot fix it by editing a configuration.  The
+    command line prints it as one line naming the plugin, its distribution and the maker,
+    and exits with status 1.
+
+    Parameters
+    ----------
+    plugin:
+        Name of the plugin (its entry point) that registered the maker.
+    kind, name:
+        The factory kind (``saber block``, ``model`` ...) and the registered name.
+    maker:
+        The registered class (or callable).
+    message:
+        What is wrong with it and what the plugin must provide.
+    """
+
+    def __init__(self, plugin: str, kind: str, name: str, maker: object, message: str):
+        self.plugin = plugin
+        self.kind = kind
+        self.name = name
+        self.maker = maker
+        self.message = message
+        where = getattr(maker, "__module__", "?") + "." + getattr(maker, "__qualname__", repr(maker))
+        super().__init__(f"{kind} '{name}' ({where}) {message}")
+
+
 class NumericalError(PyoopsError):
     """A computation produced non-finite values (e.g. a model blew up)."""
 

@@ -100,7 +100,7 @@ def memory_available() -> int:
 
 
 def require_memory(nbytes: float, what: str, path: str | None = None) -> None:
-    """Raise a :class:`ConfigError` naming ``path`` if ``nbytes`` do not fit in memory.
+    """Raise a :class:`~pyoops.util.errors.ConfigError` naming ``path`` if ``nbytes`` do not fit in memory.
 
     ``what`` completes the sentence ``"<what> would need 22.4 GiB"``, e.g.
     ``"resol: 3000000000 (one state of 1 variable)"``.
@@ -111,7 +111,7 @@ def require_memory(nbytes: float, what: str, path: str | None = None) -> None:
 
 
 def require_disk(nbytes: float, directory: "str | os.PathLike[str]", what: str, path: str | None = None) -> None:
-    """Raise a :class:`ConfigError` if ``nbytes`` more do not fit on the disk holding ``directory``."""
+    """Raise a :class:`~pyoops.util.errors.ConfigError` if ``nbytes`` more do not fit on the disk holding ``directory``."""
     probe = Path(directory).resolve()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -125,7 +125,7 @@ def require_disk(nbytes: float, directory: "str | os.PathLike[str]", what: str, 
 
 
 def check_count(value: int, cap: int, what: str, path: str | None = None) -> None:
-    """Raise a :class:`ConfigError` if a count exceeds its documented cap."""
+    """Raise a :class:`~pyoops.util.errors.ConfigError` if a count exceeds its documented cap."""
     if value > cap:
         raise ConfigError(f"{what} {value} exceeds pyoops's cap of {cap} (see 'Errors and guarantees' in the docs)",
                           path)

@@ -851,16 +851,28 @@ def test_half_resolution_inner_loop_4dvar_linear_model_is_the_interpolated_inner
 # =============================================================================================
 @pytest.mark.parametrize("cost_type", ["3D-FGAT", "4D-FGAT"])
 def test_fgat_equals_dense_blue_with_identity_linear_model(workdir, lineartoy, cost_type):
-    """FGAT: innovations along the nonlinear trajectory (W A^k x_b), increment constant in time (G = W)."""
+    """FGAT: innovations along the nonlinear trajectory (W A^k x_b), increment constant in time (G = W).
+
+    4D-FGAT writes its analysis at the window begin, x_b + dx; 3D-FGAT at the window midpoint
+    t_m = begin + 3 h, as documented: the background forecast A^3 x_b plus the same increment dx.
+    """
     problem = toy_problem(workdir, 31, FOUR_D_OBS, T0)
     cfg = variational("lineartoy", toy_cost(problem, cost_type, T0, model=TOY_MODEL), "DRPCG",
                       [{"ninner": 60, "gradient norm reduction": 1e-14}], workdir, "fgat")
+    cfg["output increment"] = {"filename": str(workdir / "inc.fgat.nc")}
     pyoops.run("variational", cfg)
     g_nl, y, r, valid = dense_4d(problem, exact_steps)
     g_id, *_ = dense_4d(problem, exact_steps, a=np.eye(TOY_N))
-    xa_blue = blue_of(problem, g_id, y, r, valid, g_nonlinear=g_nl)
-    xa, _ = read_field(workdir / "an.fgat.nc")
-    assert np.linalg.norm(xa - xa_blue) <= 1e-8 * np.linalg.norm(xa_blue - problem["xb"]), rel(xa, xa_blue)
+    dx_blue = blue_of(problem, g_id, y, r, valid, g_nonlinear=g_nl) - problem["xb"]
+    a3 = np.linalg.matrix_power(toy.dense_step_matrix(TOY_N, **TOY_COEF), 3)
+    xb_written, date = (a3 @ problem["xb"], iso(T0, 180)) if cost_type == "3D-FGAT" else (problem["xb"], iso(T0))
+    xa_blue = xb_written + dx_blue
+    xa, written = read_field(workdir / "an.fgat.nc")
+    assert written == date
+    # The minimizer stops at a relative gradient of 1e-14; 1e-8 of the increment leaves room for its conditioning.
+    assert np.linalg.norm(xa - xa_blue) <= 1e-8 * np.linalg.norm(dx_blue), rel(xa, xa_blue)
+    inc, inc_date = read_field(workdir / "inc.fgat.nc")
+    assert inc_date == date and np.linalg.norm(inc - dx_blue) <= 1e-8 * np.linalg.norm(dx_blue)
     # Not the 4D-Var answer: the linear model is the identity.
     xa_4dvar = blue_of(problem, g_nl, y, r, valid)
     assert rel(xa, xa_4dvar) > 1e-4
@@ -897,10 +909,11 @@ def test_fgat_with_all_obs_at_the_midpoint_and_identity_model_equals_3dvar(workd
     write_field(workdir / "bg.nc", problem["xb"], mid)  # the same background, valid at the midpoint
     pyoops.run("variational", variational("lineartoy", toy_cost(problem, "3D-Var", mid), "DRPCG", iterations,
                                           workdir, "3dvar"))
-    xa_fgat, _ = read_field(workdir / "an.fgat.nc")
+    xa_fgat, date = read_field(workdir / "an.fgat.nc")
     xa_3dvar, _ = read_field(workdir / "an.3dvar.nc")
     assert rel(xa_fgat - problem["xb"], xa_3dvar - problem["xb"]) < 1e-12
     assert np.abs(xa_3dvar - problem["xb"]).max() > 1e-2
+    assert date == (mid if cost_type == "3D-FGAT" else iso(T0))  # with the identity model, the same fields
 
 
 # =============================================================================================

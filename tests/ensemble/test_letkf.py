@@ -404,3 +404,36 @@ def test_getkf_vertical_modulation_on_a_grid_with_levels():
     mean, _, _ = kalman(flat, h, y, r, p)
     assert xa.shape == xb.shape
     assert close(xa.reshape(nmem, npts).mean(axis=0), mean)
+
+
+def test_number_of_modes_is_raised_to_a_whole_group_of_equal_eigenvalues(caplog):
+    """On a 26-point ring the Gaspari-Cohn (cutoff 0.3) eigenvalues come in equal pairs after the constant mode: 6 modes
+    would keep half of the pair (6, 7) in a LAPACK-chosen basis and make L uneven; 7 are kept, with a warning,
+    and the kept localization is homogeneous (every lag-2 value equal)."""
+    geom = StructuredGrid.periodic_1d(26)
+    with caplog.at_level("WARNING", logger="pyoops"):
+        modes = modulation_modes(geom, modulation(0.3, nmodes=6))
+    assert modes.shape == (26, 7)
+    assert "'number of modes' 6 splits a group of equal eigenvalues" in caplog.text
+    lmat = modes @ modes.T
+    lag2 = lmat[np.arange(26), (np.arange(26) + 2) % 26]
+    assert np.ptp(lag2) <= 1e-12 * np.abs(lag2).max()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pyoops"):
+        assert modulation_modes(geom, modulation(0.3, nmodes=7)).shape == (26, 7)  # a whole group: no warning
+    assert "splits" not in caplog.text
+
+
+def test_fraction_of_retained_variance_is_of_the_nonnegative_eigenvalues():
+    """The documented rule: the fewest modes whose eigenvalues reach the fraction of sum(max(lambda, 0))."""
+    geom = StructuredGrid.periodic_1d(40)
+    params = modulation(0.8, fraction=0.995)
+    pts = geom.grid_locations().coords["x"]
+    dist = np.abs(((pts[:, None] - pts[None, :]) + 0.5) % 1.0 - 0.5)
+    lam = np.sort(np.linalg.eigvalsh(localization_function(dist, "Gaspari-Cohn", 0.8)))[::-1]
+    assert lam.min() < 0  # the case where the two rules differ
+    positive = np.maximum(lam, 0.0)
+    expected = int(np.searchsorted(np.cumsum(positive) / positive.sum(), 0.995 * (1 - 1e-12)) + 1)
+    while expected < lam.size and abs(lam[expected] - lam[expected - 1]) <= 1e-8 * lam[0]:
+        expected += 1
+    assert modulation_modes(geom, params).shape[1] == expected

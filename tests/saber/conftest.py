@@ -52,9 +52,8 @@ class DenseGaussianCorrelation(SaberCentralBlock):
     def read(self, config: dict[str, Any]) -> None:
         self.length = float(read_localization_length(config["filename"])["length scale"])
 
-    @property
-    def has_sqrt(self) -> bool:  # type: ignore[override]
-        return not self.params.no_sqrt
+    def sqrt_unavailable(self) -> str | None:
+        return "'no sqrt: true' was given" if self.params.no_sqrt else super().sqrt_unavailable()
 
     def _flat(self, arr: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
         shape = self.geometry.shape

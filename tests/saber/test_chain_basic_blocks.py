@@ -63,7 +63,7 @@ def test_square_root_reproduces_b(grid):
         for arr in fs.values():
             arr[...] = rng.standard_normal(arr.shape)
     lhs = cov.chain.multiply(x.copy()).dot(y)
-    rhs = float(np.vdot(cov.chain.sqrt_multiply_ad(x.copy()), cov.chain.sqrt_multiply_ad(y.copy())))
+    rhs = float(np.vdot(cov.chain.multiply_sqrt_ad(x.copy()), cov.chain.multiply_sqrt_ad(y.copy())))
     assert abs(lhs - rhs) <= 1e-12 * max(abs(lhs), abs(rhs))
 
 

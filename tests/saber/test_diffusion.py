@@ -176,7 +176,7 @@ def test_spectral_and_sparse_solvers_agree_on_channel():
     """The DCT (walls) x FFT (periodic) diagonalisation is the sparse Neumann operator, to round-off."""
     geometry = channel()
     rng = np.random.default_rng(5)
-    x = random_fields(geometry, geometry.variables, rng, batch=(3,))
+    x = random_fields(geometry, geometry.variables, rng, (3,))
     for p in (1, 2, 3):
         fast = make_block(geometry, {"length scale": 0.1, "iterations": p, "normalization": {"method": "analytic"}})
         slow = make_block(geometry, {"length scale": 0.1, "iterations": p, "solver": "sparse",
@@ -204,7 +204,7 @@ def test_batch_axes_vectorised(ell_file):
     block = make_block(geometry, {"horizontal length scale file": ell_file, "iterations": 2})
     assert block.supports_batch
     rng = np.random.default_rng(2)
-    x = random_fields(geometry, block.variables, rng, batch=(2, 3))
+    x = random_fields(geometry, block.variables, rng, (2, 3))
     out = block.multiply(x)
     for i in range(2):
         for j in range(3):

@@ -185,12 +185,12 @@ def test_square_root(localized, registry, dense, tmp_path):
     chain = cov.chain
     n = 2 * 15
     assert chain.has_sqrt and chain.ctl_vec_size == (6 * n if localized else 6)
-    s = chain.sqrt_multiply(np.eye(chain.ctl_vec_size))  # batched: column j = B^1/2 e_j
+    s = chain.multiply_sqrt(np.eye(chain.ctl_vec_size))  # batched: column j = B^1/2 e_j
     smat = np.concatenate([s[v].reshape(chain.ctl_vec_size, -1) for v in VARS], axis=1).T
     b = dense(chain.multiply, geometry, VARS)
     assert _rel(smat @ smat.T, b) < 1e-12
     # adjoint of the square root, batched
-    st = dense(chain.sqrt_multiply_ad, geometry, VARS)  # rows: ctl entries of B^T/2 e_j
+    st = dense(chain.multiply_sqrt_ad, geometry, VARS)  # rows: ctl entries of B^T/2 e_j
     np.testing.assert_allclose(st, smat.T, rtol=0, atol=1e-13 * np.abs(smat).max())
 
 
@@ -202,9 +202,9 @@ def test_members_per_batch_gives_the_same_operator(registry, dense, tmp_path):
     one = _ensemble_cov(registry, geometry, src, {"localization": LOC}).chain
     chunked = _ensemble_cov(registry, geometry, src, {"localization": LOC, "members per batch": 3}).chain
     assert _rel(dense(chunked.multiply, geometry, VARS), dense(one.multiply, geometry, VARS)) < 1e-14
-    assert _rel(dense(chunked.sqrt_multiply_ad, geometry, VARS), dense(one.sqrt_multiply_ad, geometry, VARS)) < 1e-14
+    assert _rel(dense(chunked.multiply_sqrt_ad, geometry, VARS), dense(one.multiply_sqrt_ad, geometry, VARS)) < 1e-14
     v = generator(19).standard_normal((2, one.ctl_vec_size))
-    assert _rel(_flat(chunked.sqrt_multiply(v)), _flat(one.sqrt_multiply(v))) < 1e-14
+    assert _rel(_flat(chunked.multiply_sqrt(v)), _flat(one.multiply_sqrt(v))) < 1e-14
 
 
 def test_square_root_absent_when_localization_has_none(registry, tmp_path):
@@ -339,10 +339,10 @@ def test_4d_ensemble_covariance_and_square_root(localized, registry, dense, tmp_
         expected = expected * np.kron(np.eye(2), np.kron(np.ones((3, 3)), loc))
     assert _rel(b, expected) < 1e-12
     assert _rel(dense(chain.multiply, geometry, VARS, times=3), b) == 0.0
-    s = chain.sqrt_multiply(np.eye(chain.ctl_vec_size))
+    s = chain.multiply_sqrt(np.eye(chain.ctl_vec_size))
     smat = np.concatenate([s[v].reshape(chain.ctl_vec_size, -1) for v in VARS], axis=1).T
     assert _rel(smat @ smat.T, b) < 1e-12
-    assert _rel(dense(chain.sqrt_multiply_ad, geometry, VARS, times=3), smat.T) < 1e-12
+    assert _rel(dense(chain.multiply_sqrt_ad, geometry, VARS, times=3), smat.T) < 1e-12
     draws = chain.randomize(generator(31), (4,))
     assert draws["a"].shape == (4, 3, 3, 4)
 
@@ -413,10 +413,10 @@ def test_hybrid_static_plus_4d_ensemble(registry, dense, tmp_path):
     b_e = dense(ErrorCovariance(ens, geometry, VARS, TIME, registry).chain.multiply_4d, geometry, VARS, times=3)
     assert _rel(b, 0.4 * b_s + 0.6 * b_e) < 1e-13
     chain = cov.chain
-    s = chain.sqrt_multiply(np.eye(chain.ctl_vec_size))
+    s = chain.multiply_sqrt(np.eye(chain.ctl_vec_size))
     smat = np.concatenate([s[v].reshape(chain.ctl_vec_size, -1) for v in VARS], axis=1).T
     assert _rel(smat @ smat.T, b) < 1e-12
-    assert _rel(dense(chain.sqrt_multiply_ad, geometry, VARS, times=3), smat.T) < 1e-12
+    assert _rel(dense(chain.multiply_sqrt_ad, geometry, VARS, times=3), smat.T) < 1e-12
     assert cov.chain.randomize(generator(34), (2,))["b"].shape == (2, 3, 6)
 
 

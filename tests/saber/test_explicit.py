@@ -41,8 +41,8 @@ def test_multiply_sqrt_and_randomize(tmp_path: Path, suffix: str) -> None:
     out = cov.chain.multiply(FieldSet({"x": x}))
     np.testing.assert_allclose(out["x"], x @ m, rtol=1e-12)
     v = rng.standard_normal(12)
-    s = cov.chain.sqrt_multiply(v)["x"]
-    np.testing.assert_allclose(cov.chain.sqrt_multiply_ad(FieldSet({"x": s})),
+    s = cov.chain.multiply_sqrt(v)["x"]
+    np.testing.assert_allclose(cov.chain.multiply_sqrt_ad(FieldSet({"x": s})),
                                cov.chain.central._sqrt.T @ s, rtol=1e-12)
     draws = cov.chain.randomize(np.random.default_rng(1), (20000,))["x"]
     np.testing.assert_allclose(np.cov(draws.T), m, atol=0.1 * np.abs(m).max())

@@ -134,11 +134,11 @@ def test_square_root(grid, registry, dense, tmp_path):
     assert chain.has_sqrt
     assert chain.central.ctl_vec_sizes == [n, 5 * n, 5]
     assert chain.ctl_vec_size == n + 5 * n + 5
-    s = chain.sqrt_multiply(np.eye(chain.ctl_vec_size))
+    s = chain.multiply_sqrt(np.eye(chain.ctl_vec_size))
     smat = np.concatenate([s[v].reshape(chain.ctl_vec_size, -1) for v in VARS], axis=1).T
     b = dense(chain.multiply, geometry, VARS)
     assert _rel(smat @ smat.T, b) < 1e-12
-    st = dense(chain.sqrt_multiply_ad, geometry, VARS)
+    st = dense(chain.multiply_sqrt_ad, geometry, VARS)
     np.testing.assert_allclose(st, smat.T, rtol=0, atol=1e-13 * np.abs(smat).max())
 
 
@@ -150,7 +150,7 @@ def test_no_square_root_if_a_component_has_none(registry, tmp_path):
                                        {"covariance": no_sqrt, "weight": {"value": 0.5}}])
     assert not cov.chain.has_sqrt
     with pytest.raises(ConfigError, match="no square root"):
-        cov.chain.sqrt_multiply(np.zeros(32))
+        cov.chain.multiply_sqrt(np.zeros(32))
     assert cov.randomize(generator(0), 2).fields["a"].shape == (2, 8)
 
 

@@ -108,7 +108,7 @@ def test_chain_b_is_w_wt(registry, testgrid, dense):
     assert np.abs(b[:n, n:]).max() == 0.0
     # Square root through the chain: B = B^1/2 B^T/2.
     assert cov.chain.has_sqrt and cov.chain.ctl_vec_size == 2 * 36
-    s = np.stack([cov.chain.sqrt_multiply(e).to_vector() for e in np.eye(cov.chain.ctl_vec_size)], axis=1)
+    s = np.stack([cov.chain.multiply_sqrt(e).to_vector() for e in np.eye(cov.chain.ctl_vec_size)], axis=1)
     np.testing.assert_allclose(s @ s.T, b, rtol=0, atol=1e-14)
 
 

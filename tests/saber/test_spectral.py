@@ -78,7 +78,7 @@ def test_chain_square_root_test_can_fail(monkeypatch):
     original = SpectralCorrelation.multiply_sqrt_ad
     monkeypatch.setattr(SpectralCorrelation, "multiply_sqrt_ad", lambda self, f: original(self, f) * (1 + 1e-9))
     config = {"saber central block": {"saber block name": NAME, "length scale": 0.1, "square-root test": True}}
-    with pytest.raises(ConfigError, match="square-root test failed"):
+    with pytest.raises(ConfigError, match="square root test failed"):
         ErrorCovariance(config, geometry, geometry.variables, None, get_registry())
 
 
@@ -122,7 +122,7 @@ def test_level_axis_between_horizontal_axes():
     cfg = {"length scale": 0.1, "spectrum": "matern"}
     a, b = make_block(odd, cfg), make_block(usual, cfg)
     rng = np.random.default_rng(0)
-    f = random_fields(usual, ["t"], rng, batch=(2,))
+    f = random_fields(usual, ["t"], rng, (2,))
     g = f.map(lambda arr: arr.transpose(0, 2, 1, 3))
     np.testing.assert_allclose(a.multiply(g)["t"], b.multiply(f)["t"].transpose(0, 2, 1, 3), rtol=0, atol=1e-14)
 
@@ -205,7 +205,7 @@ def test_batch_axes_match_loop():
     geometry = levels_grid()
     block = make_block(geometry, CONFIGS["matern-rough"])
     rng = np.random.default_rng(3)
-    x = random_fields(geometry, block.variables, rng, batch=(3, 2))
+    x = random_fields(geometry, block.variables, rng, (3, 2))
     out = block.multiply(x)
     for i in range(3):
         for j in range(2):

@@ -30,7 +30,6 @@ class Scale(SaberOuterBlock):
     """``scale``: U = diag(factor) on the active variables."""
 
     Parameters = ScaleParameters
-    has_inverse = True  # left_inverse_multiply exists: ensembles can pass inwards
 
     def __init__(self, params: ScaleParameters, context: Any):
         super().__init__(params, context)  # sets params, context, geometry, variables; runs read/calibration

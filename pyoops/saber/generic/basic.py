@@ -25,7 +25,6 @@ class IdentityBlock(SaberCentralBlock):
     """``ID``: :math:`\\mathbf{C} = \\mathbf{I}` (square root :math:`\\mathbf{I}` on the flattened fields)."""
 
     Parameters = IdentityParameters
-    has_sqrt = True
 
     def multiply(self, fields: FieldSet) -> FieldSet:
         return fields.copy()
@@ -97,7 +96,6 @@ class StdDev(SaberOuterBlock):
     """``StdDev``: :math:`\\mathbf{U} = \\mathrm{diag}(\\sigma)`, left inverse :math:`\\mathrm{diag}(1/\\sigma)`."""
 
     Parameters = StdDevParameters
-    has_inverse = True
 
     def read(self, config: dict[str, Any]) -> None:
         path = join_path(self.context.path, "read")
@@ -160,7 +158,6 @@ class DuplicateVariables(SaberOuterBlock):
     """
 
     Parameters = DuplicateVariablesParameters
-    has_inverse = True
 
     def __init__(self, params: Any, context: BlockContext):
         super().__init__(params, context)
@@ -196,7 +193,6 @@ class WriteFields(SaberOuterBlock):
     """``write fields``: the identity, writing the fields that pass outwards (a diagnostic)."""
 
     Parameters = WriteFieldsParameters
-    has_inverse = True
     supports_batch = False
 
     def __init__(self, params: Any, context: BlockContext):

@@ -550,7 +550,6 @@ class Diffusion(SaberCentralBlock):
     """
 
     Parameters = DiffusionParameters
-    has_sqrt = True
 
     def __init__(self, params: Any, context: BlockContext):
         self.layout = HorizontalLayout(context.geometry, context.path)
@@ -669,7 +668,6 @@ class Diffusion(SaberCentralBlock):
         self.normalization_methods: dict[Any, str] = {}
         for n, key in enumerate(self._ops):
             self._inv_std[key] = 1.0 / np.sqrt(self._variance(self._ops[key], n, key))
-        self.has_sqrt = all(op.has_sqrt for op in self._ops.values())
 
     def _make_operator(self, ell: Any) -> _Operator:
         path = self.context.path
@@ -798,10 +796,16 @@ class Diffusion(SaberCentralBlock):
     def ctl_vec_size(self) -> int:
         return sum(int(np.prod(self.geometry.field_shape(v))) for v in self.variables)
 
+    def sqrt_unavailable(self) -> str | None:
+        """The sparse implicit solver (a varying length scale) has a square root for even :math:`p` only."""
+        if all(op.has_sqrt for op in self._ops.values()):
+            return super().sqrt_unavailable()
+        return (f"this diffusion operator has no square root: the sparse implicit solver needs an even p "
+                f"(p = {self.exponent:g})")
+
     def _check_sqrt(self) -> None:
         if not self.has_sqrt:
-            raise ConfigError(f"this diffusion operator has no square root: the sparse implicit solver needs an "
-                              f"even p (p = {self.exponent:g})", self.context.path)
+            raise self._no_sqrt()
 
     def multiply_sqrt(self, ctl: np.ndarray) -> FieldSet:
         self._check_sqrt()

@@ -295,10 +295,11 @@ class EnsembleBlock(SaberCentralBlock):
         return [filename]
 
     # Operators -------------------------------------------------------------------------------------
-    @property
-    def has_sqrt(self) -> bool:  # type: ignore[override]
-        """True without localization, or when the localization chain has a square root."""
-        return self.localization is None or bool(self.localization.has_sqrt)
+    def sqrt_unavailable(self) -> str | None:
+        """A square root exists without localization, or when the localization chain has one."""
+        if self.localization is not None and not self.localization.has_sqrt:
+            return f"the localization has no square root ({self.localization.sqrt_unavailable()})"
+        return super().sqrt_unavailable()
 
     @property
     def ctl_vec_size(self) -> int:
@@ -408,7 +409,7 @@ class EnsembleBlock(SaberCentralBlock):
         per_member = ctl.reshape(batch + (self.nmembers, -1))
         total = None
         for members in self._chunks():
-            part = self.localization.sqrt_multiply(per_member[..., members, :])
+            part = self.localization.multiply_sqrt(per_member[..., members, :])
             total = self._sum_members(part, len(batch), members, total)
         return FieldSet(total, copy=False)
 
@@ -423,14 +424,14 @@ class EnsembleBlock(SaberCentralBlock):
         self._require_localization_sqrt()
         v0 = self.variables[0]
         batch = tuple(fields[v0].shape[: self._nbatch(fields[v0], v0)])
-        parts = [np.asarray(self.localization.sqrt_multiply_ad(self._schur_members(fields, members)))
+        parts = [np.asarray(self.localization.multiply_sqrt_ad(self._schur_members(fields, members)))
                  for members in self._chunks()]
         out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-2)
         return out.reshape(batch + (-1,))
 
     def _require_localization_sqrt(self) -> None:
         if not self.localization.has_sqrt:
-            raise ConfigError("the localization has no square root", join_path(self.context.path, "localization"))
+            raise ConfigError(self.sqrt_unavailable(), join_path(self.context.path, "localization"))
 
     def randomize(self, rng: np.random.Generator, batch_shape: tuple[int, ...] = ()) -> FieldSet:
         r"""A draw :math:`\sum_k e_k \circ r_k` with independent :math:`r_k \sim \mathcal{N}(0, \mathbf{L})`.

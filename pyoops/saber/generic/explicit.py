@@ -105,7 +105,6 @@ class ExplicitCovariance(SaberCentralBlock):
     """
 
     Parameters = ExplicitCovarianceParameters
-    has_sqrt = True
 
     def __init__(self, params: ExplicitCovarianceParameters, context: BlockContext):
         self.matrix: np.ndarray | None = None

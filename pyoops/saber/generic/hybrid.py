@@ -218,10 +218,12 @@ class HybridBlock(SaberCentralBlock):
             total = self._accumulate(total, self._scale(self._component_multiply(i, self._scale(x, w)), w))
         return FieldSet(total, copy=False)
 
-    @property
-    def has_sqrt(self) -> bool:  # type: ignore[override]
-        """True when every component has a square root."""
-        return all(chain.has_sqrt for chain in self.components)
+    def sqrt_unavailable(self) -> str | None:
+        """A square root exists when every component has one."""
+        bad = [i for i, c in enumerate(self.components) if not c.has_sqrt]
+        if bad:
+            return f"Hybrid has no square root: component(s) {bad} have none"
+        return super().sqrt_unavailable()
 
     @property
     def ctl_vec_sizes(self) -> list[int]:
@@ -235,8 +237,7 @@ class HybridBlock(SaberCentralBlock):
 
     def _require_sqrt(self) -> None:
         if not self.has_sqrt:
-            bad = [i for i, c in enumerate(self.components) if not c.has_sqrt]
-            raise ConfigError(f"Hybrid has no square root: component(s) {bad} have none", self.context.path)
+            raise self._no_sqrt()
 
     def multiply_sqrt(self, ctl: np.ndarray) -> FieldSet:
         r""":math:`\sum_i w_i^{1/2} \circ \mathbf{B}_i^{1/2} v_i` with :math:`v = (v_1, \dots, v_M)`."""
@@ -246,7 +247,7 @@ class HybridBlock(SaberCentralBlock):
             raise ValueError(f"control vector has {ctl.shape[-1]} entries, expected {self.ctl_vec_size}")
         total, start = None, 0
         for i, (chain, w, size) in enumerate(zip(self.components, self.weights_sqrt, self.ctl_vec_sizes)):
-            part = chain.sqrt_multiply(ctl[..., start:start + size])
+            part = chain.multiply_sqrt(ctl[..., start:start + size])
             if self.ntimes is not None and not self._is_4d[i]:
                 part = self._spread(part, ctl.ndim - 1)
             total = self._accumulate(total, self._scale(part, w))
@@ -262,7 +263,7 @@ class HybridBlock(SaberCentralBlock):
             xw = self._scale(x, w)
             if self.ntimes is not None and not self._is_4d[i]:
                 xw = self._collapse(xw, self._time_axis(xw))
-            parts.append(np.asarray(chain.sqrt_multiply_ad(xw)))
+            parts.append(np.asarray(chain.multiply_sqrt_ad(xw)))
         return np.concatenate(parts, axis=-1)
 
     def randomize(self, rng: np.random.Generator, batch_shape: tuple[int, ...] = ()) -> FieldSet:

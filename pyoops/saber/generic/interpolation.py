@@ -131,7 +131,6 @@ class Interpolation(SaberOuterBlock):
     """
 
     Parameters = InterpolationParameters
-    has_inverse = True
 
     def __init__(self, params: InterpolationParameters, context: BlockContext):
         super().__init__(params, context)
@@ -175,8 +174,12 @@ class Interpolation(SaberOuterBlock):
                     self._lu = lu
             except RuntimeError:  # exactly singular
                 self._lu = None
-        # No left inverse when W^T W is singular (inner grid finer than the outer one).
-        self.has_inverse = self._lu is not None
+
+    def inverse_unavailable(self) -> str | None:
+        r"""No left inverse when :math:`\mathbf{W}^\mathsf{T}\mathbf{W}` is singular (inner grid finer than outer)."""
+        if self._lu is None:
+            return "interpolation has no left inverse: W^T W is singular (the inner grid is finer than the outer one)"
+        return super().inverse_unavailable()
 
     # Geometry --------------------------------------------------------------------------------
     @property
@@ -211,8 +214,7 @@ class Interpolation(SaberOuterBlock):
     def left_inverse_multiply(self, fields: FieldSet) -> FieldSet:
         r""":math:`(\mathbf{W}^\mathsf{T}\mathbf{W})^{-1}\mathbf{W}^\mathsf{T} y`: least squares on the inner grid."""
         if self._lu is None:
-            raise ConfigError("interpolation has no left inverse: W^T W is singular (the inner grid is finer than "
-                              "the outer one)", self.context.path)
+            raise ConfigError(self.inverse_unavailable(), self.context.path)
         out = {}
         n_in = int(np.prod(self._inner_shape))
         for v, a in fields.items():

@@ -375,7 +375,6 @@ class SpectralCorrelation(SaberCentralBlock):
     """
 
     Parameters = SpectralCorrelationParameters
-    has_sqrt = True
 
     def __init__(self, params: Any, context: BlockContext):
         super().__init__(params, context)

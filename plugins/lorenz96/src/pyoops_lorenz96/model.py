@@ -22,14 +22,17 @@ shifts the last axis, so one call advances a whole ensemble.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from pyoops.config.parameters import DurationField, Parameters, as_parameters
+from pyoops.config.parameters import PositiveDurationField, as_parameters
 from pyoops.fields.fieldset import FieldSet
+from pyoops.generic import timestepping
+from pyoops.generic.timestepping import FixedTimeStep, TimeSteppingParameters
 from pyoops.interface.geometry import Geometry
 from pyoops.interface.model import LinearModel, Model
 from pyoops.util.datetime import Duration
@@ -52,21 +55,15 @@ __all__ = [
 MODEL_TIME_UNIT = Duration("P5D")
 
 
-class _Common(Parameters):
+class _Common(TimeSteppingParameters):
     f: float = Field(8.0, allow_inf_nan=False, description="Forcing F.")
-    tstep: DurationField = Field(Duration("PT6H"), description="Time step (ISO-8601); 5 days = 1 model time unit.")
-
-    @field_validator("tstep")
-    @classmethod
-    def _positive(cls, value: Duration) -> Duration:
-        if value <= Duration(0):
-            raise ValueError(f"the time step must be positive, got {value}")
-        return value
+    tstep: PositiveDurationField = Field(Duration("PT6H"), description="Time step (ISO-8601); 5 days = 1 model "
+                                                                         "time unit.")
 
     @property
     def dt(self) -> float:
         """The time step in model time units."""
-        return self.tstep.total_seconds() / MODEL_TIME_UNIT.total_seconds()
+        return self.time_step(MODEL_TIME_UNIT)
 
 
 class Lorenz96Parameters(_Common):
@@ -120,47 +117,22 @@ def tendency_ad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     return a[..., :n] - a[..., 3:] + b[..., 1:] - g
 
 
-def _stages(x: np.ndarray, f: float, h: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """RK4 stage states :math:`x, x + h k_1/2, x + h k_2/2, x + h k_3` and the new state."""
-    k1 = tendency(x, f)
-    x2 = x + 0.5 * h * k1
-    k2 = tendency(x2, f)
-    x3 = x + 0.5 * h * k2
-    k3 = tendency(x3, f)
-    x4 = x + h * k3
-    k4 = tendency(x4, f)
-    return [x, x2, x3, x4], x + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
-
-
 def rk4_step(x: np.ndarray, f: float, h: float) -> np.ndarray:
-    """One RK4 step of length ``h`` (model time units)."""
-    return _stages(x, f, h)[1]
+    """One RK4 step of length ``h`` (model time units): :func:`pyoops.generic.timestepping.rk4_step` of :func:`tendency`."""
+    return timestepping.rk4_step(x, functools.partial(tendency, f=f), h)
 
 
 def rk4_step_tl(dx: np.ndarray, x: np.ndarray, f: float, h: float) -> np.ndarray:
-    r"""Exact TL of :func:`rk4_step` about ``x``:
-    :math:`\delta k_i = J(x_i)(\delta x + c_i h\,\delta k_{i-1})` with :math:`c = (0, \tfrac{1}{2}, \tfrac{1}{2}, 1)`
-    and :math:`\delta x' = \delta x + \tfrac{h}{6}(\delta k_1 + 2\delta k_2 + 2\delta k_3 + \delta k_4)`.
-    """
-    (x1, x2, x3, x4), _ = _stages(x, f, h)
-    dk1 = tendency_tl(dx, x1)
-    dk2 = tendency_tl(dx + 0.5 * h * dk1, x2)
-    dk3 = tendency_tl(dx + 0.5 * h * dk2, x3)
-    dk4 = tendency_tl(dx + h * dk3, x4)
-    return dx + (h / 6.0) * (dk1 + 2.0 * (dk2 + dk3) + dk4)
+    """Exact TL of :func:`rk4_step` about ``x`` (:func:`pyoops.generic.timestepping.rk4_step_tl`)."""
+    return timestepping.rk4_step_tl(dx, x, functools.partial(tendency, f=f), tendency_tl, h)
 
 
 def rk4_step_ad(ax: np.ndarray, x: np.ndarray, f: float, h: float) -> np.ndarray:
-    """Exact adjoint of :func:`rk4_step_tl`: the stages in reverse order."""
-    (x1, x2, x3, x4), _ = _stages(x, f, h)
-    w4 = tendency_ad((h / 6.0) * ax, x4)
-    w3 = tendency_ad((h / 3.0) * ax + h * w4, x3)
-    w2 = tendency_ad((h / 3.0) * ax + 0.5 * h * w3, x2)
-    w1 = tendency_ad((h / 6.0) * ax + 0.5 * h * w2, x1)
-    return ax + w1 + w2 + w3 + w4
+    """Exact adjoint of :func:`rk4_step_tl` (:func:`pyoops.generic.timestepping.rk4_step_ad`)."""
+    return timestepping.rk4_step_ad(ax, x, functools.partial(tendency, f=f), tendency_ad, h)
 
 
-class Lorenz96Model(Model):
+class Lorenz96Model(FixedTimeStep, Model):
     """Nonlinear Lorenz-96 model, ``{name: Lorenz96, f: 8.0, tstep: PT6H}``.
 
     Only a non-positive ``tstep`` is rejected: the stable step depends on ``f`` and
@@ -183,16 +155,12 @@ class Lorenz96Model(Model):
         self.f = float(self.params.f)
         self.dt = self.params.dt
 
-    @property
-    def time_resolution(self) -> Duration:
-        return self.params.tstep
-
     def step(self, fields: FieldSet) -> FieldSet:
         """Advance ``x`` (shape ``(..., N)``) by one RK4 step."""
         return FieldSet({"x": rk4_step(fields["x"], self.f, self.dt)}, copy=False)
 
 
-class Lorenz96TLM(LinearModel):
+class Lorenz96TLM(FixedTimeStep, LinearModel):
     """Tangent linear and adjoint of :class:`Lorenz96Model`, ``{name: Lorenz96TLM, tstep: PT6H}``.
 
     The TL is the exact derivative of the RK4 step (not a discretisation of the
@@ -204,13 +172,9 @@ class Lorenz96TLM(LinearModel):
     Parameters = Lorenz96TLMParameters
 
     def __init__(self, params: Lorenz96TLMParameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(as_parameters(Lorenz96TLMParameters, params, "model"), geometry)
+        super().__init__(as_parameters(Lorenz96TLMParameters, params, "linear model"), geometry)
         self.f = float(self.params.f)
         self.dt = self.params.dt
-
-    @property
-    def time_resolution(self) -> Duration:
-        return self.params.tstep
 
     def step_tl(self, dfields: FieldSet, trajectory: FieldSet) -> FieldSet:
         return FieldSet({"x": rk4_step_tl(dfields["x"], trajectory["x"], self.f, self.dt)}, copy=False)

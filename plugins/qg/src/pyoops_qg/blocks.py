@@ -89,7 +89,6 @@ class QgBalance(SaberOuterBlock):
     """
 
     Parameters = QgBalanceParameters
-    has_inverse = True
 
     def __init__(self, params: Any, context: BlockContext):
         super().__init__(params, context)
@@ -143,7 +142,6 @@ class QgWalls(SaberOuterBlock):
     """
 
     Parameters = QgWallsParameters
-    has_inverse = True
 
     def __init__(self, params: Any, context: BlockContext):
         super().__init__(params, context)
@@ -190,7 +188,6 @@ class QgVerticalCorrelation(SaberOuterBlock):
     """
 
     Parameters = QgVerticalCorrelationParameters
-    has_inverse = True
 
     def __init__(self, params: Any, context: BlockContext):
         super().__init__(params, context)

@@ -89,7 +89,7 @@ class WallAxis(Axis):
     """A bounded axis whose first and last points lie *on* the walls.
 
     ``n`` points :math:`y_j = j L/(n-1)` between walls at 0 and :math:`L`, so the
-    spacing is :math:`L/(n-1)` (a :meth:`Axis.bounded_axis` has cell centres
+    spacing is :math:`L/(n-1)` (a :meth:`~pyoops.generic.grid.Axis.bounded_axis` has cell centres
     half a spacing from its walls instead).
     """
 
@@ -222,7 +222,7 @@ class QgGeometry(StructuredGrid):
 
     @functools.cached_property
     def pv_offset(self) -> np.ndarray:
-        """The part of q that does not depend on ψ: :math:`\\beta(y - L_y/2)` plus :math:`R_s` in layer 1.
+        """The part of q that does not depend on ψ, :math:`\\beta(y - L_y/2)` plus :math:`R_s` in layer 1.
 
         Shape ``(2, ny, nx)``.
         """

@@ -58,10 +58,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from pyoops.config.parameters import DurationField, Parameters, as_parameters
+from pyoops.config.parameters import PositiveDurationField, as_parameters
 from pyoops.fields.fieldset import FieldSet
+from pyoops.generic.timestepping import FixedTimeStep, TimeSteppingParameters
 from pyoops.interface.geometry import Geometry
 from pyoops.interface.model import LinearModel, Model
 from pyoops.util.datetime import Duration
@@ -73,18 +74,11 @@ __all__ = ["QgModel", "QgModelParameters", "QgTLM", "QgTLMParameters", "max_time
 logger = logging.getLogger("pyoops")
 
 
-class _Common(Parameters):
-    tstep: DurationField = Field(Duration("PT1H"), description="Time step (ISO-8601).")
+class _Common(TimeSteppingParameters):
+    tstep: PositiveDurationField = Field(Duration("PT1H"), description="Time step (ISO-8601).")
     maximum_wind_speed: float = Field(150.0, gt=0.0, allow_inf_nan=False,
                                       description="Largest wind speed (m/s) the time step must handle: "
                                                   "U_max * tstep <= 2 min(dx, dy).")
-
-    @field_validator("tstep")
-    @classmethod
-    def _positive(cls, value: Duration) -> Duration:
-        if value <= Duration(0):
-            raise ValueError(f"the time step must be positive, got {value}")
-        return value
 
 
 class QgModelParameters(_Common):
@@ -144,7 +138,7 @@ def _psi(fields: FieldSet, what: str) -> Any:
     return fields["x"]
 
 
-class QgModel(Model):
+class QgModel(FixedTimeStep, Model):
     """Nonlinear two-layer QG model, ``{name: QG, tstep: PT1H}`` (see the module docs).
 
     Parameters
@@ -162,10 +156,6 @@ class QgModel(Model):
         self.dt = _check_time_step(self.params, geometry)
         self.ops = geometry.operators
 
-    @property
-    def time_resolution(self) -> Duration:
-        return self.params.tstep
-
     def step(self, fields: FieldSet) -> FieldSet:
         """Advance ``x`` by one step; ``q``, ``u``, ``v`` (if present) are recomputed from it."""
         psi = _psi(fields, "model")
@@ -174,7 +164,7 @@ class QgModel(Model):
         return FieldSet(self.ops.diagnose(psi, fields.keys()), copy=False)
 
 
-class QgTLM(LinearModel):
+class QgTLM(FixedTimeStep, LinearModel):
     """Tangent linear and adjoint of :class:`QgModel`, ``{name: QgTLM, tstep: PT1H}``.
 
     The exact derivative of the discrete step, including the dependence of the
@@ -187,13 +177,9 @@ class QgTLM(LinearModel):
     Parameters = QgTLMParameters
 
     def __init__(self, params: QgTLMParameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(as_parameters(QgTLMParameters, params, "model"), geometry)
+        super().__init__(as_parameters(QgTLMParameters, params, "linear model"), geometry)
         self.dt = _check_time_step(self.params, geometry)
         self.ops = geometry.operators
-
-    @property
-    def time_resolution(self) -> Duration:
-        return self.params.tstep
 
     def trajectory_fields(self, fields: FieldSet) -> Linearisation:
         """The linearisation about ``fields`` (built on first use)."""

@@ -11,7 +11,7 @@ Streamfunction → PV
     data), the layer coupling
     :math:`(\mathbf{M}\psi)_1 = -F_1(\psi_1 - \psi_2)`,
     :math:`(\mathbf{M}\psi)_2 = -F_2(\psi_2 - \psi_1)` and the offset
-    :math:`c = \beta(y - L_y/2) + R_s` (:attr:`QgGeometry.pv_offset`).  On the wall
+    :math:`c = \beta(y - L_y/2) + R_s` (:attr:`~pyoops_qg.geometry.QgGeometry.pv_offset`).  On the wall
     rows :math:`q = \mathbf{M}\psi + c`: no relative vorticity (free-slip walls).
     Since the wall streamfunction is constant along a wall, the wall PV only
     changes with the wall values, as OOPS's fixed ``q_north``/``q_south``; an
@@ -71,7 +71,7 @@ Semi-Lagrangian advection (:class:`Departure`, :class:`Linearisation`)
     polynomial of the trajectory and :math:`\mathbf{W}` the interpolation stored as a
     sparse matrix, whose transpose is the adjoint.
 
-Time-step guard (:func:`_check_displacement`)
+Time-step guard (``_check_displacement``)
     The interpolation stencil is placed around each departure point, wherever it is, so
     the Courant number has no stability limit of its own: a barotropic Rossby wave carried
     by a uniform 120 m/s flow on the 40 × 20 grid stays within 0.4% of a ``PT5M`` run after
@@ -108,7 +108,7 @@ from pyoops.util.errors import NumericalError
 
 __all__ = ["Departure", "Linearisation", "PvInverter", "QgOperators", "lagrange_weights"]
 
-#: Largest displacement per step along each axis, in grid lengths (see the module docs: a guard on
+#: Largest displacement per step along each axis, in grid lengths (see the module docs; a guard on
 #: the accuracy of the departure points, not a limit of the interpolation, whose stencil follows them).
 MAX_DISPLACEMENT = 2.0
 #: A failing step whose winds in the rows next to a wall exceed this many times those of the other
@@ -685,7 +685,7 @@ class _Stages:
             self.grad1 = (res1[0][1], res1[0][2] * dep1.y_active)
 
 
-#: Members advanced together: about this many grid points per chunk keeps the temporaries in cache.
+#: Members advanced together; about this many grid points per chunk keeps the temporaries in cache.
 CHUNK_POINTS = 1 << 14
 
 

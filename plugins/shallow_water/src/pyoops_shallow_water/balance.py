@@ -39,9 +39,9 @@ with :math:`\kappa = 2\pi/\max(L_x, L_y)`: the null part of ψ carries the unifo
 (and 2Δ) eastward wind, that of χ the northward wind, and only :math:`h_u` feeds
 the mean height.  The block is then a bijection, and
 
-* :meth:`multiply_ad` is the exact transpose (:math:`\delta^\mathsf{T} = -\delta`,
+* :meth:`~GeostrophicBalance.multiply_ad` is the exact transpose (:math:`\delta^\mathsf{T} = -\delta`,
   :math:`P^\mathsf{T} = P`);
-* :meth:`left_inverse_multiply` is the exact inverse, computed spectrally with real
+* :meth:`~GeostrophicBalance.left_inverse_multiply` is the exact inverse, computed spectrally with real
   FFTs: for every non-null wavenumber, with the symbols
   :math:`s_x = \sin(k_x\Delta x)/\Delta x`, :math:`s_y = \sin(k_y\Delta y)/\Delta y`,
 
@@ -107,7 +107,6 @@ class GeostrophicBalance(SaberOuterBlock):
     """``geostrophic balance``: (psi, chi, hu) → (h, u, v); see the module documentation."""
 
     Parameters = GeostrophicBalanceParameters
-    has_inverse = True
 
     def __init__(self, params: GeostrophicBalanceParameters, context: BlockContext):
         super().__init__(params, context)

@@ -24,10 +24,11 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from pyoops.config.parameters import DurationField, Parameters, as_parameters
+from pyoops.config.parameters import PositiveDurationField, as_parameters
 from pyoops.fields.fieldset import FieldSet
+from pyoops.generic.timestepping import FixedTimeStep, TimeSteppingParameters
 from pyoops.interface.geometry import Geometry
 from pyoops.interface.model import LinearModel, Model
 from pyoops.util.datetime import Duration
@@ -55,8 +56,8 @@ __all__ = [
 ]
 
 
-class _Common(Parameters):
-    tstep: DurationField = Field(Duration("PT5M"), description="Time step (ISO-8601) of the RK4 scheme.")
+class _Common(TimeSteppingParameters):
+    tstep: PositiveDurationField = Field(Duration("PT5M"), description="Time step (ISO-8601) of the RK4 scheme.")
     mean_depth: float = Field(1000.0, gt=0, allow_inf_nan=False, description="Mean depth H (m).")
     g: float = Field(9.81, gt=0, allow_inf_nan=False, description="Gravity (m s^-2).")
     f: float = Field(1.0e-4, allow_inf_nan=False, description="Coriolis parameter of the f-plane (s^-1).")
@@ -64,13 +65,6 @@ class _Common(Parameters):
                              description="Laplacian diffusion coefficient nu (m^2 s^-1) on h, u and v.")
     hyperdiffusion: float = Field(0.0, ge=0, allow_inf_nan=False,
                                   description="Biharmonic hyperdiffusion coefficient nu4 (m^4 s^-1) on h, u and v.")
-
-    @field_validator("tstep")
-    @classmethod
-    def _positive(cls, value: Duration) -> Duration:
-        if value <= Duration(0):
-            raise ValueError(f"the time step must be positive, got {value}")
-        return value
 
     def physics(self, geometry: Any) -> Physics:
         """The constants of the scheme on ``geometry``."""
@@ -145,7 +139,7 @@ def _check_geometry(geometry: Geometry) -> None:
                           "geometry")
 
 
-class ShallowWaterModel(Model):
+class ShallowWaterModel(FixedTimeStep, Model):
     """Nonlinear rotating shallow water on the f-plane, RK4 (see :mod:`pyoops_shallow_water.numerics`).
 
     Parameters
@@ -167,19 +161,15 @@ class ShallowWaterModel(Model):
         super().__init__(as_parameters(ShallowWaterParameters, params, "model"), geometry)
         _check_geometry(geometry)
         self.physics = self.params.physics(geometry)
-        self.dt = self.params.tstep.total_seconds()
+        self.dt = self.params.time_step()
         check_cfl(self.physics, self.params.tstep)
-
-    @property
-    def time_resolution(self) -> Duration:
-        return self.params.tstep
 
     def step(self, fields: FieldSet) -> FieldSet:
         """Advance ``h, u, v`` (shape ``(..., ny, nx)``) by one RK4 step."""
         return unstack(rk4_step(stack(fields), self.physics, self.dt))
 
 
-class ShallowWaterTLM(LinearModel):
+class ShallowWaterTLM(FixedTimeStep, LinearModel):
     """Tangent linear and adjoint of :class:`ShallowWaterModel` about the stored trajectory.
 
     The TL is the exact derivative of the discrete RK4 step (the RK stages are
@@ -191,15 +181,11 @@ class ShallowWaterTLM(LinearModel):
     Parameters = ShallowWaterTLMParameters
 
     def __init__(self, params: ShallowWaterTLMParameters | Mapping[str, Any], geometry: Geometry):
-        super().__init__(as_parameters(ShallowWaterTLMParameters, params, "model"), geometry)
+        super().__init__(as_parameters(ShallowWaterTLMParameters, params, "linear model"), geometry)
         _check_geometry(geometry)
         self.physics = self.params.physics(geometry)
-        self.dt = self.params.tstep.total_seconds()
+        self.dt = self.params.time_step()
         check_cfl(self.physics, self.params.tstep, "linear model")
-
-    @property
-    def time_resolution(self) -> Duration:
-        return self.params.tstep
 
     def trajectory_fields(self, fields: FieldSet) -> FieldSet:
         """Keep ``(h, u, v)`` stacked in one array (the TL/AD read nothing else)."""

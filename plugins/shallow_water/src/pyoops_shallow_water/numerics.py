@@ -64,7 +64,7 @@ The linearised centred scheme has purely imaginary eigenvalues
 :math:`s_x = \sin(k\Delta x)/\Delta x`, whose largest value is
 :math:`\omega_{\max}^2 = f^2 + gH(\Delta x^{-2} + \Delta y^{-2})`.  RK4 is stable on the
 imaginary axis up to :math:`|\omega\Delta t| \le 2\sqrt2`, hence the CFL condition
-checked at configuration (:func:`check_cfl`)
+checked at configuration (:func:`~pyoops_shallow_water.model.check_cfl`)
 
 .. math::
 
@@ -92,6 +92,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pyoops.generic import timestepping
+
 __all__ = [
     "Physics",
     "courant_number",
@@ -109,9 +111,9 @@ __all__ = [
     "tendency_tl",
 ]
 
-#: RK4 stability limit on the imaginary axis, |omega dt| <= 2 sqrt(2).
+#: RK4 stability limit on the imaginary axis, :math:`|\omega\,\Delta t| \le 2\sqrt{2}`.
 RK4_IMAGINARY_LIMIT = 2.0 * math.sqrt(2.0)
-#: RK4 stability limit on the negative real axis, |lambda dt| <= 2.785...
+#: RK4 stability limit on the negative real axis, :math:`|\lambda\,\Delta t| \le 2.785\ldots`
 RK4_REAL_LIMIT = 2.785293563405282
 
 
@@ -245,50 +247,19 @@ def tendency_ad(a: np.ndarray, x: np.ndarray, p: Physics) -> np.ndarray:
 
 
 # RK4 ------------------------------------------------------------------------------------------------
-def _stages(x: np.ndarray, p: Physics, dt: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    k1 = tendency(x, p)
-    x2 = x + (0.5 * dt) * k1
-    k2 = tendency(x2, p)
-    x3 = x + (0.5 * dt) * k2
-    k3 = tendency(x3, p)
-    x4 = x + dt * k3
-    k4 = tendency(x4, p)
-    return [x, x2, x3, x4], [k1, k2, k3, k4]
-
-
 def rk4_step(x: np.ndarray, p: Physics, dt: float) -> np.ndarray:
-    """One classical RK4 step of length ``dt`` seconds."""
-    k1 = tendency(x, p)
-    acc = k1.copy()
-    k = tendency(x + (0.5 * dt) * k1, p)
-    acc += 2.0 * k
-    k = tendency(x + (0.5 * dt) * k, p)
-    acc += 2.0 * k
-    k = tendency(x + dt * k, p)
-    acc += k
-    acc *= dt / 6.0
-    acc += x
-    return acc
+    """One classical RK4 step of length ``dt`` seconds (:func:`pyoops.generic.timestepping.rk4_step`)."""
+    return timestepping.rk4_step(x, lambda y: tendency(y, p), dt)
 
 
 def rk4_step_tl(dx_: np.ndarray, x: np.ndarray, p: Physics, dt: float) -> np.ndarray:
-    r"""Exact TL of :func:`rk4_step` about ``x``."""
-    (x1, x2, x3, x4), _ = _stages(x, p, dt)
-    dk1 = tendency_tl(dx_, x1, p)
-    dk2 = tendency_tl(dx_ + (0.5 * dt) * dk1, x2, p)
-    dk3 = tendency_tl(dx_ + (0.5 * dt) * dk2, x3, p)
-    dk4 = tendency_tl(dx_ + dt * dk3, x4, p)
-    return dx_ + (dt / 6.0) * (dk1 + 2.0 * (dk2 + dk3) + dk4)
+    r"""Exact TL of :func:`rk4_step` about ``x`` (:func:`pyoops.generic.timestepping.rk4_step_tl`)."""
+    return timestepping.rk4_step_tl(dx_, x, lambda y: tendency(y, p), lambda d, y: tendency_tl(d, y, p), dt)
 
 
 def rk4_step_ad(ax: np.ndarray, x: np.ndarray, p: Physics, dt: float) -> np.ndarray:
-    """Exact adjoint of :func:`rk4_step_tl`: the stages in reverse order."""
-    (x1, x2, x3, x4), _ = _stages(x, p, dt)
-    w4 = tendency_ad((dt / 6.0) * ax, x4, p)
-    w3 = tendency_ad((dt / 3.0) * ax + dt * w4, x3, p)
-    w2 = tendency_ad((dt / 3.0) * ax + (0.5 * dt) * w3, x2, p)
-    w1 = tendency_ad((dt / 6.0) * ax + (0.5 * dt) * w2, x1, p)
-    return ax + w1 + w2 + w3 + w4
+    """Exact adjoint of :func:`rk4_step_tl` (:func:`pyoops.generic.timestepping.rk4_step_ad`)."""
+    return timestepping.rk4_step_ad(ax, x, lambda y: tendency(y, p), lambda a, y: tendency_ad(a, y, p), dt)
 
 
 # Diagnostics ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A configuration that asks for more than the machine can hold or pyoops accepts (a
 billion members, a million output files, ten billion generated observations, a
-cycle that ends after the year 9999) fails here, with one :class:`ConfigError` naming
+cycle that ends after the year 9999) fails here, with one :class:`~pyoops.util.errors.ConfigError` naming
 its key, instead of after minutes of work, a full disk or a ``MemoryError``.  The
 figures come from :mod:`pyoops.util.resources` (:data:`~pyoops.util.resources.MAX_MEMBERS`,
 :data:`~pyoops.util.resources.MAX_OUTPUT_FILES`, the memory and disk available).
@@ -34,7 +34,7 @@ __all__ = [
     "state_bytes",
 ]
 
-#: Bytes a state file holds besides its values (netCDF header, coordinate variables, attributes): an upper bound.
+#: Bytes a state file holds besides its values (netCDF header, coordinate variables, attributes), an upper bound.
 FILE_OVERHEAD = 64 * 1024
 
 
@@ -45,7 +45,7 @@ def state_bytes(geometry: Any, variables: Any = None) -> float:
 
 
 def check_members(n: int, geometry: Any, variables: Any, path: str, copies: int = 4, times: int = 1) -> None:
-    """``n`` members: at most :data:`MAX_MEMBERS`, and ``copies`` ensembles of them must fit in memory.
+    """``n`` members: at most :data:`~pyoops.util.resources.MAX_MEMBERS`, and ``copies`` ensembles of them must fit in memory.
 
     ``copies`` is how many arrays of all members the application holds at once (the
     background and the analysis, their H(x), work arrays); ``times`` the states of one
@@ -59,7 +59,7 @@ def check_members(n: int, geometry: Any, variables: Any, path: str, copies: int 
 
 def check_output_files(count: int, bytes_each: float, filename: str, path: str, what: str = "output files"
                        ) -> None:
-    """``count`` files of ``bytes_each`` (plus :data:`FILE_OVERHEAD`): at most :data:`MAX_OUTPUT_FILES`,
+    """``count`` files of ``bytes_each`` (plus :data:`FILE_OVERHEAD`): at most :data:`~pyoops.util.resources.MAX_OUTPUT_FILES`,
     and they must fit on the disk that holds ``filename``'s directory."""
     check_count(int(count), MAX_OUTPUT_FILES, f"number of {what}", path)
     directory = Path(filename).parent if str(Path(filename).parent) else Path(".")
