@@ -201,6 +201,14 @@ class AppendLog:
         with open(self.path, "rb") as fh:
             return fh.read(self.nbytes)
 
+    def reader(self) -> Any:
+        """A binary file object over the log from its first byte (read at most :attr:`nbytes`); close it."""
+        self.start()
+        self._fh.flush()
+        if not self.resumable:
+            return io.BytesIO(self._fh.getvalue())
+        return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+
     def release(self) -> None:
         """Close the file (the log is kept on disk); no more appends."""
         if self._fh is not None:
