@@ -46,7 +46,7 @@ from pyoops.ensemble.cycling import rmse, spread
 from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
-    covariance_needs_ensemble,
+    covariance_uses_members,
     inflate_perturbations,
     run_eda,
 )
@@ -160,7 +160,7 @@ class EDAApplication(Application):
         raw = self.document.data if self.document is not None else {}
         berr = raw.get("cost function", {}).get("background error")
         ensemble = None
-        if params.eda.ensemble_covariance_from_members and covariance_needs_ensemble(berr):
+        if params.eda.ensemble_covariance_from_members and covariance_uses_members(berr):
             ensemble = {v: np.asarray(members[v]) for v in variables}
         setup = EDASetup(params.model_plugin, dict(raw["cost function"]), dict(raw["variational"]), backgrounds,
                          None, ensemble, params.eda.seed, (), params.eda.perturb_observations,

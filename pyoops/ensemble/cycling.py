@@ -100,6 +100,7 @@ from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
     covariance_needs_ensemble,
+    covariance_uses_members,
     eda_stream,
     inflate_perturbations,
     perturbed_obs_enkf_analysis,
@@ -516,6 +517,11 @@ class CycleExperiment:
         self.cost_template = cf
         berr = cf.get("background error")
         self.needs_ensemble = covariance_needs_ensemble(berr)
+        #: B uses the members (Ensemble blocks, StdDev calibrated or emulated from them).
+        self.uses_members = covariance_uses_members(berr)
+        if self.uses_members and not self.needs_ensemble and method in ("3D-Var", "4D-Var"):
+            raise ConfigError(f"a StdDev block takes σ from the members (calibration or emulated stddev) but method "
+                              f"{method} has no ensemble; use EDA", "cost function.background error")
         if method in ("3D-Var", "4D-Var") and self.needs_ensemble:
             raise ConfigError(f"the background error has an Ensemble block but method {method} has no ensemble; "
                               "use 3D-EnVar, 4D-EnVar, hybrid or EDA", "cost function.background error")
@@ -970,7 +976,7 @@ class CycleExperiment:
             else:
                 backgrounds[m] = {v: stack[v][i] for v in self.variables}
         ensemble = None
-        if self.needs_ensemble and n:
+        if self.uses_members and n:
             ensemble = {v: np.stack([backgrounds[m][v] for m in range(1, n + 1)]) for v in self.variables}
         setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), backgrounds,
                          [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
