@@ -180,3 +180,29 @@ def test_stddev_block_and_a_short_cycle_with_emulated_sigma(l96_archive: Path, t
     assert np.all(np.isfinite(stats["analysis rmse"]))
     # All 40 points observed with sigma_o = 1: the analyses beat the observations.
     assert np.mean(stats["analysis rmse"]) < 1.0
+
+
+@pytest.mark.parametrize("plugin,geometry", [
+    ("qg", {"nx": 16, "ny": 9, "depths": [4500.0, 5500.0]}),
+    ("shallow_water", {"nx": 12, "ny": 10}),
+    ("lorenz96", {"resol": 40}),
+])
+def test_one_architecture_for_every_model_geometry(plugin: str, geometry: dict) -> None:
+    """The layout comes from the model's Geometry: QG convolves in (y, x) with walls in y and levels as channels,
+    shallow water in doubly periodic (y, x), Lorenz-96 along its ring; the emulator's output has the field shapes."""
+    from pyoops.ensemble.emulators.model import Emulator
+    from pyoops.registry import get_registry
+
+    g = get_registry().model_plugin(plugin).make_geometry(geometry, "geometry")
+    variables = list(g.variables)
+    layout = GridLayout.from_geometry(g, variables)
+    expected = {"qg": (False, True), "shallow_water": (True, True), "lorenz96": (True,)}[plugin]
+    assert layout.periodic == expected
+    x = predictors({v: np.random.default_rng(0).standard_normal((2, 5) + layout.shape) for v in variables}, layout,
+                   ["mean", "gradient"])
+    channels = layout.channels * (2 + len(layout.horizontal))
+    assert x.shape == (2, channels) + layout.spatial_shape
+    emulator = Emulator(layout, 5, 50, ["mean", "gradient"], {"width": 8, "depth": 1, "kernel": 3},
+                        np.zeros(channels), np.ones(channels))
+    mu, s = emulator.predict({v: np.random.default_rng(1).standard_normal((5,) + layout.shape) for v in variables})
+    assert all(mu[v].shape == layout.shape and (s[v] > 0).all() for v in variables)

@@ -113,11 +113,12 @@ class Emulator:
             batched = {v: a[None] for v, a in batched.items()}
         batched = {v: a[:, : self.members] for v, a in batched.items()}
         x, base = self.inputs(batched)
-        self.net.eval()
-        with torch.inference_mode():
+        if self.net.training:
+            self.net.eval()
+        with torch.no_grad():
             mu, log_s = self.net(x, base)
-        mu_f = self.layout.from_channels(mu.double().numpy())
-        s_f = self.layout.from_channels(torch.exp(log_s).double().numpy())
+        mu_f = self.layout.from_channels(mu.numpy().astype(np.float64))
+        s_f = self.layout.from_channels(np.exp(log_s.numpy().astype(np.float64)))
         if single:
             mu_f = {v: a[0] for v, a in mu_f.items()}
             s_f = {v: a[0] for v, a in s_f.items()}
