@@ -27,10 +27,11 @@ median :math:`e^\mu` (or the mean :math:`e^{\mu + s^2/2}`) of :math:`\hat\sigma_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,18 @@ def state_bytes(net: torch.nn.Module) -> bytes:
     return out.getvalue()
 
 
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
 class Emulator:
     """A network with its layout, predictors and normalisation (see the module docstring)."""
 
@@ -84,6 +97,9 @@ class Emulator:
         self.geometry = geometry
         self.training = dict(training or {})
         self.net = net if net is not None else self.build_network()
+        #: PyTorch threads of :meth:`predict`: one, since a few small fields are far too little work to share
+        #: (several threads spinning on a loaded machine made one call 50 times slower).
+        self.threads = 1
 
     def build_network(self) -> GridConvNet:
         n = self.network
@@ -115,7 +131,7 @@ class Emulator:
         x, base = self.inputs(batched)
         if self.net.training:
             self.net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _threads(self.threads):
             mu, log_s = self.net(x, base)
         mu_f = self.layout.from_channels(mu.numpy().astype(np.float64))
         s_f = self.layout.from_channels(np.exp(log_s.numpy().astype(np.float64)))
