@@ -38,9 +38,9 @@ variable           dimensions               type    content
 ``cycle``          cycle                    int64   cycle index (strictly increasing)
 ``time``           cycle                    int64   background valid time, seconds since 1970
 ``member``         member                   int32   member number 1..N
-``<v>``            cycle, member, *grid     float64 background of every member
-``<v>_mean``       cycle, *grid             float64 :math:`\bar x`
-``<v>_stddev``     cycle, *grid             float64 :math:`\hat\sigma_N` (:math:`N-1` normalisation)
+``<v>``            cycle, member, grid...   float64 background of every member
+``<v>_mean``       cycle, grid...           float64 :math:`\bar x`
+``<v>_stddev``     cycle, grid...           float64 :math:`\hat\sigma_N` (:math:`N-1` normalisation)
 ================== ======================== ======= ===========================================
 
 Reading: :func:`read_member_archive` (checked, numpy arrays) and
