@@ -109,6 +109,8 @@ class GridLayout:
 
     def to_channels(self, fields: Mapping[str, np.ndarray]) -> np.ndarray:
         """``{variable: (B, *shape)}`` -> ``(B, C, *horizontal)`` (variable-major, then levels)."""
+        if not self.levels:  # every axis horizontal: one channel per variable
+            return np.stack([np.asarray(fields[v]) for v in self.variables], axis=1)
         order = [i + 1 for i in self.levels] + [i + 1 for i in self.horizontal]
         parts = []
         for v in self.variables:
@@ -120,6 +122,8 @@ class GridLayout:
     def from_channels(self, array: np.ndarray) -> dict[str, np.ndarray]:
         """The inverse of :meth:`to_channels`: ``(B, C, *horizontal)`` -> ``{variable: (B, *shape)}``."""
         array = np.asarray(array)
+        if not self.levels:
+            return {v: array[:, k] for k, v in enumerate(self.variables)}
         b = array.shape[0]
         per_var = self.channels // len(self.variables)
         level_shape = tuple(self.shape[i] for i in self.levels)
