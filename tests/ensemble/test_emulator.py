@@ -206,3 +206,24 @@ def test_one_architecture_for_every_model_geometry(plugin: str, geometry: dict) 
                         np.zeros(channels), np.ones(channels))
     mu, s = emulator.predict({v: np.random.default_rng(1).standard_normal((5,) + layout.shape) for v in variables})
     assert all(mu[v].shape == layout.shape and (s[v] > 0).all() for v in variables)
+
+
+@pytest.mark.parametrize("periodic,shape,kernel", [((True,), (40,), 5), ((False, True), (9, 16), 3),
+                                                   ((True, True), (10, 12), 5)])
+def test_numpy_inference_equals_the_torch_network(periodic: tuple, shape: tuple, kernel: int) -> None:
+    """The numpy forward pass (used by Emulator.predict) reproduces GridConvNet.forward to float32 rounding
+    (torch computes in float32: about 1e-7 relative per operation over ~20 operations of O(1) values, so 1e-5)."""
+    from pyoops.ensemble.emulators.inference import NumpyGridConvNet
+
+    torch.manual_seed(3)
+    net = GridConvNet(6, 2, periodic, width=8, depth=2, kernel=kernel)
+    with torch.no_grad():
+        for p in (*net.head.parameters(), net.beta, net.gamma):  # not the zero start
+            p.normal_(0.0, 0.5)
+    x, base = torch.randn((3, 6) + shape), torch.randn((3, 2) + shape)
+    with torch.no_grad():
+        mu, log_s = net(x, base)
+    numpy_net = NumpyGridConvNet({k: v.numpy() for k, v in net.state_dict().items()}, periodic, kernel, 2, True)
+    mu_np, log_s_np = numpy_net(x.numpy(), base.numpy())
+    np.testing.assert_allclose(mu_np, mu.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(log_s_np, log_s.numpy(), rtol=0, atol=1e-5)

@@ -21,17 +21,18 @@ Inference
 ---------
 :meth:`Emulator.predict` takes :math:`M` members ``{variable: (M, *grid)}`` (or a batch
 ``(B, M, *grid)``) and returns :math:`\mu` and :math:`s` of the Gaussian predictive
-distribution of :math:`\log\hat\sigma_N` at every point; :meth:`Emulator.stddev` the
+distribution of :math:`\log\hat\sigma_N` at every point, evaluating the trained network
+in numpy (:mod:`.inference`: for fields this small, PyTorch's cost per operation would be
+most of the time); :meth:`Emulator.stddev` the
 median :math:`e^\mu` (or the mean :math:`e^{\mu + s^2/2}`) of :math:`\hat\sigma_N`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ import torch
 import yaml
 
 from pyoops.ensemble.emulators.features import GridLayout, number_of_predictors, predictors
+from pyoops.ensemble.emulators.inference import NumpyGridConvNet
 from pyoops.ensemble.emulators.network import GridConvNet, parameter_count
 from pyoops.util.atomic import atomic_output, input_path
 from pyoops.util.errors import InputFileError
@@ -67,18 +69,6 @@ def state_bytes(net: torch.nn.Module) -> bytes:
     return out.getvalue()
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if old != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if old != n:
-            torch.set_num_threads(old)
-
-
 class Emulator:
     """A network with its layout, predictors and normalisation (see the module docstring)."""
 
@@ -97,9 +87,7 @@ class Emulator:
         self.geometry = geometry
         self.training = dict(training or {})
         self.net = net if net is not None else self.build_network()
-        #: PyTorch threads of :meth:`predict`: one, since a few small fields are far too little work to share
-        #: (several threads spinning on a loaded machine made one call 50 times slower).
-        self.threads = 1
+        self._numpy: tuple[Any, list[Any], list[int], NumpyGridConvNet] | None = None
 
     def build_network(self) -> GridConvNet:
         n = self.network
@@ -111,13 +99,30 @@ class Emulator:
         return parameter_count(self.net)
 
     # Inference ------------------------------------------------------------------------------
-    def inputs(self, members: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised predictors and the raw :math:`\\log\\hat\\sigma_M` base, from ``{v: (B, M, *grid)}``."""
+    def numpy_inputs(self, members: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised predictors and the raw :math:`\\log\\hat\\sigma_M` base (float64), from ``{v: (B, M, *grid)}``."""
         x = predictors(members, self.layout, self.features)
-        base = torch.from_numpy(x[:, : self.layout.channels].astype(np.float32))
+        base = x[:, : self.layout.channels]
         shape = (1, -1) + (1,) * len(self.layout.horizontal)
-        x = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
-        return torch.from_numpy(x.astype(np.float32)), base
+        return (x - self.mean.reshape(shape)) / self.std.reshape(shape), base
+
+    def inputs(self, members: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`numpy_inputs` as float32 tensors (the network's input in training)."""
+        x, base = self.numpy_inputs(members)
+        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(base.astype(np.float32))
+
+    def numpy_network(self) -> NumpyGridConvNet:
+        """The network's forward pass in numpy (:mod:`.inference`), rebuilt whenever the weights changed."""
+        cached = self._numpy
+        if cached is not None and cached[0] is self.net and all(
+                p._version == v for p, v in zip(cached[1], cached[2])):
+            return cached[3]
+        params = list(self.net.parameters())   # their in-place version counters move with every update
+        state = {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        n = self.network
+        numpy_net = NumpyGridConvNet(state, self.layout.periodic, n["kernel"], n["depth"], n["global context"])
+        self._numpy = (self.net, params, [p._version for p in params], numpy_net)
+        return numpy_net
 
     def predict(self, members: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         r""":math:`\mu` and :math:`s` of :math:`\log\hat\sigma_N`, ``{variable: ([B,] *grid)}``, from :math:`M` members
@@ -128,13 +133,10 @@ class Emulator:
         if single:
             batched = {v: a[None] for v, a in batched.items()}
         batched = {v: a[:, : self.members] for v, a in batched.items()}
-        x, base = self.inputs(batched)
-        if self.net.training:
-            self.net.eval()
-        with torch.no_grad(), _threads(self.threads):
-            mu, log_s = self.net(x, base)
-        mu_f = self.layout.from_channels(mu.numpy().astype(np.float64))
-        s_f = self.layout.from_channels(np.exp(log_s.numpy().astype(np.float64)))
+        x, base = self.numpy_inputs(batched)
+        mu, log_s = self.numpy_network()(x, base)
+        mu_f = self.layout.from_channels(mu)
+        s_f = self.layout.from_channels(np.exp(log_s))
         if single:
             mu_f = {v: a[0] for v, a in mu_f.items()}
             s_f = {v: a[0] for v, a in s_f.items()}
