@@ -12,6 +12,7 @@ Modules (only :mod:`.network`, :mod:`.training` and :mod:`.model` import PyTorch
 so pyoops imports and runs without the optional extra ``pyoops[ml]``):
 
 * :mod:`.features` — the grid layout of a geometry and the predictors (numpy);
+* :mod:`.inference` — the trained network's forward pass in numpy (what predictions use);
 * :mod:`.bound` — :math:`c_4(n)`, the oracle floor, and the Monte Carlo estimate of the
   information-theoretic bound :math:`\mathbb E[\hat\sigma_N \mid \mathcal F_M]` (numpy);
 * :mod:`.scores` — RMSE, Gaussian and ensemble CRPS, PIT and coverage (numpy);
