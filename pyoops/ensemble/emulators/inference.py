@@ -35,6 +35,12 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 class NumpyGridConvNet:
     """The forward pass of a ``GridConvNet`` from its ``state_dict`` (arrays), in float64.
 
+    The fields are handled flat, shape :math:`(B, C, n)` with :math:`n` the horizontal
+    points; the :math:`k^d` neighbours of every point (wrapped or clipped at the edges,
+    which is the padding) are one precomputed index array per horizontal shape, and each
+    convolution is one matrix product of the :math:`(Bn, Ck^d)` gathered values with the
+    :math:`(Ck^d, C_\mathrm{out})` weights.
+
     Parameters
     ----------
     state:
@@ -43,11 +49,6 @@ class NumpyGridConvNet:
         Periodicity of each horizontal axis.
     kernel, depth, global_context:
         The architecture the weights belong to.
-
-    The fields are handled flat, ``(B, C, n)`` with :math:`n` the horizontal points; the
-    :math:`k^d` neighbours of every point (wrapped or clipped at the edges, which is the
-    padding) are one precomputed index array per horizontal shape, and each convolution
-    is one matrix product of ``(B n, C k^d)`` gathered values with the ``(C k^d, out)`` weights.
     """
 
     def __init__(self, state: Mapping[str, np.ndarray], periodic: Sequence[bool], kernel: int, depth: int,
