@@ -33,7 +33,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 class NumpyGridConvNet:
-    """The forward pass of a ``GridConvNet`` from its ``state_dict`` (arrays), in float64.
+    r"""The forward pass of a ``GridConvNet`` from its ``state_dict`` (arrays), in float64.
 
     The fields are handled flat, shape :math:`(B, C, n)` with :math:`n` the horizontal
     points; the :math:`k^d` neighbours of every point (wrapped or clipped at the edges,
