@@ -85,3 +85,10 @@ html_theme_options = {
     "navigation_with_keys": True,
 }
 html_show_sourcelink = False
+
+# The ML modules import PyTorch (the optional extra pyoops[ml]); without it the API pages are
+# still built, from a mock.
+try:
+    import torch  # noqa: F401
+except ImportError:
+    autodoc_mock_imports = ["torch"]

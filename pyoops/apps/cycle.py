@@ -5,7 +5,9 @@ YAML.  Outputs in ``output.directory``: ``checkpoint.npz`` (the restart file, wr
 atomically after each completed cycle), ``statistics.nc`` (per-cycle RMSE and spread),
 ``statistics.json`` (time means), ``rmse.png`` and, for ensembles, ``spread_error.png``;
 with ``archive: true`` the innovation archive ``innovations.nc`` (and its log
-``innovations.nc.log``, which a resumed run continues).
+``innovations.nc.log``, which a resumed run continues); with ``member archive: true``
+(ensemble methods) the member archive ``members.nc`` (and ``members.nc.log``) of
+:mod:`pyoops.ensemble.member_archive`.
 Run again with the same configuration, the experiment resumes from the checkpoint
 (``resume: false`` starts afresh); raising ``cycling.cycles`` extends a finished run.
 """
@@ -25,6 +27,7 @@ from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
 from pyoops.diagnostics.regions import RegionParameters
 from pyoops.ensemble.cycling import (
+    MEMBER_ARCHIVE_NAME,
     CycleExperiment,
     CyclingParameters,
     SyntheticObservationsParameters,
@@ -49,6 +52,9 @@ class CycleOutputParameters(Parameters):
     plots: bool = Field(True, description="Write rmse.png (and spread_error.png for ensembles).")
     archive: bool = Field(False, description="Write the innovation archive innovations.nc (y, sigma_o, H(x_b), "
                                              "H(x_a), diag(HBH^T), ensemble H(x) perturbations, J(x_a) per cycle).")
+    member_archive: bool = Field(False, description="Ensemble methods: write the member archive members.nc (every "
+                                                    "cycle's member backgrounds, their mean and standard deviation), "
+                                                    "the training data of EDA emulators.")
     background_error_variance: BackgroundVarianceParameters = Field(
         default_factory=BackgroundVarianceParameters, alias="background error variance",
         description="Archive of variational methods: how diag(HBH^T) is computed (exact or randomized).")
@@ -100,6 +106,8 @@ class CycleApplication(Application):
         outputs = [str(directory / "checkpoint.npz")]
         if params.output.archive:
             outputs.append(str(directory / "innovations.nc"))
+        if params.output.member_archive:
+            outputs.append(str(directory / MEMBER_ARCHIVE_NAME))
         outputs += write_statistics(directory, experiment, state)
         skip = min(experiment.cycling.spin_up_cycles, state["cycle"])
         if params.output.plots and state["cycle"]:

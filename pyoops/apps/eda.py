@@ -25,6 +25,7 @@ identical results.  YAML::
     output control: {filename: out/an.control.nc}
     output mean: {filename: out/an.mean.nc}
     output spread: {filename: out/an.spread.nc}
+    output member archive: {filename: out/members.nc}   # backgrounds, for EDA emulators
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from pyoops.ensemble.cycling import rmse, spread
 from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
-    covariance_needs_ensemble,
+    covariance_uses_members,
     inflate_perturbations,
     run_eda,
 )
@@ -79,6 +80,9 @@ class EDAAppParameters(ApplicationParameters):
     output_control: _File | None = Field(None, description="Analysis of the control member.")
     output_mean: _File | None = Field(None, description="Mean of the perturbed members' analyses.")
     output_spread: _File | None = Field(None, description="Standard deviation of the perturbed members' analyses.")
+    output_member_archive: _File | None = Field(
+        None, description="Member archive (netCDF): the perturbed members' backgrounds, their mean and standard "
+                          "deviation (4D-Ens-Var: at the first sub-window time), the training data of EDA emulators.")
     output_archive: ArchiveOutputParameters | None = Field(
         None, description="Innovation archive (netCDF): y, sigma_o, H(x_b), H(x_a) (the control's, else the members' "
                           "mean), diag(HBH^T), the members' H(x_b) perturbations, J(x_a).")
@@ -158,7 +162,7 @@ class EDAApplication(Application):
         raw = self.document.data if self.document is not None else {}
         berr = raw.get("cost function", {}).get("background error")
         ensemble = None
-        if params.eda.ensemble_covariance_from_members and covariance_needs_ensemble(berr):
+        if params.eda.ensemble_covariance_from_members and covariance_uses_members(berr):
             ensemble = {v: np.asarray(members[v]) for v in variables}
         setup = EDASetup(params.model_plugin, dict(raw["cost function"]), dict(raw["variational"]), backgrounds,
                          None, ensemble, params.eda.seed, (), params.eda.perturb_observations,
@@ -177,6 +181,8 @@ class EDAApplication(Application):
         outputs: list[str] = []
         if archive is not None:
             outputs.append(self._write_archive(archive.filename, result, labels, bool(params.eda.control_member), n))
+        if params.output_member_archive is not None:
+            outputs.append(self._write_member_archive(params.output_member_archive.filename, members, n, times[0]))
         mem_labels = member_labels(params.members, n)
         analyses_t = []
         for t, time in enumerate(times):
@@ -230,6 +236,18 @@ class EDAApplication(Application):
                                      application="eda", method=cost.cost_type, resumable=False,
                                      regions=self._regions) as writer:
             writer.append_cycle(0, result.times[-1], **select(record, used))
+        return filename
+
+    def _write_member_archive(self, filename: str, members: FieldSet, n: int, time: Any) -> str:
+        """The member archive of this EDA: one cycle (0), the members' backgrounds at the background date."""
+        from pyoops.ensemble.member_archive import MemberArchiveWriter
+
+        cost = self._cost
+        first = self._cost.cost_type == "4D-Ens-Var"  # members (N, T, *grid): the first sub-window time
+        with MemberArchiveWriter(filename, cost.geometry, list(cost.variables), n, application="eda",
+                                 method=cost.cost_type, resumable=False) as writer:
+            writer.append_cycle(0, time, {v: np.asarray(members[v])[:, 0] if first else np.asarray(members[v])
+                                          for v in cost.variables})
         return filename
 
     def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:

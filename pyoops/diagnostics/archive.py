@@ -33,6 +33,10 @@ Several observers in one cycle: concatenate their arrays and pass per-observatio
 
 Design and guarantees
 ---------------------
+The log's header, checkpoint state, resume and truncation are those of
+:class:`pyoops.util.appendlog.AppendLog` (shared with the member archive of
+:mod:`pyoops.ensemble.member_archive`); the chunk layout below is this archive's.
+
 * **Append-only log.**  Each :meth:`~InnovationArchiveWriter.append_cycle` appends one
   *cycle chunk* to ``<archive>.log`` next to the archive (48-byte chunk header, the names
   first used in this cycle as JSON, then one fixed-layout little-endian record per
@@ -107,7 +111,6 @@ Archives are concatenated in cycle order.  Any problem raises
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -119,7 +122,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pyoops.util.atomic import atomic_output, current_session
+from pyoops.util.appendlog import AppendLog, encode_log_header, log_path, parse_log_header
+from pyoops.util.atomic import atomic_output
 from pyoops.util.errors import InputFileError
 
 if TYPE_CHECKING:
@@ -157,8 +161,7 @@ RESERVED_METADATA = ("dateTime", "cycle", "variableName", "obsGroup", "region")
 _NAME_KINDS = ("variable", "obs group", "region")
 _NAME_METADATA = {"variable": "variableName", "obs group": "obsGroup", "region": "region"}
 
-# Log format ---------------------------------------------------------------------------------------
-LOG_SUFFIX = ".log"
+# Log format (the framing is :mod:`pyoops.util.appendlog`'s) -------------------------------------------
 _LOG_MAGIC = b"PYOOPS-INNOVLOG\n"  # 16 bytes
 _LOG_FORMAT = "pyoops innovation log"
 _LOG_VERSION = 1
@@ -166,11 +169,6 @@ _CHUNK_TAG = b"CYC1"
 _CHUNK = np.dtype([("tag", "S4"), ("names_nbytes", "<u4"), ("cycle", "<i8"), ("analysis_time", "<i8"),
                    ("nobs", "<i8"), ("cost", "<f8"), ("crc", "<u4"), ("pad", "<u4")])
 assert _CHUNK.itemsize == 48
-
-
-def log_path(filename: "str | os.PathLike[str]") -> Path:
-    """The append-only log of the archive ``filename`` (``<filename>.log``)."""
-    return Path(f"{os.fspath(filename)}{LOG_SUFFIX}")
 
 
 def _record_dtype(coordinates: Sequence[str], members: int) -> np.dtype:
@@ -214,11 +212,6 @@ def _header(coordinates: Sequence[str], members: int, attributes: Mapping[str, A
             "members": int(members), "attributes": dict(attributes)}
 
 
-def _encode_header(header: Mapping[str, Any]) -> bytes:
-    text = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
-    return _LOG_MAGIC + np.array([len(text)], dtype="<u4").tobytes() + text
-
-
 @dataclass
 class _LogContent:
     """A parsed log: header, name tables and the concatenated records of every cycle."""
@@ -232,22 +225,14 @@ class _LogContent:
 
 def _parse_log(data: bytes, name: str) -> _LogContent:
     """Parse a whole log (``name`` for messages); raises InputFileError on any inconsistency."""
-    if data[:len(_LOG_MAGIC)] != _LOG_MAGIC:
-        raise InputFileError(name, "is not a pyoops innovation log (wrong magic bytes)")
-    pos = len(_LOG_MAGIC)
-    if len(data) < pos + 4:
-        raise InputFileError(name, "innovation log ends inside its header")
-    size = int(np.frombuffer(data, "<u4", 1, pos)[0])
-    pos += 4
+    header, pos = parse_log_header(data, _LOG_MAGIC, name, "pyoops innovation log")
     try:
-        header = json.loads(data[pos:pos + size].decode("utf-8"))
         coordinates, members = list(header["coordinates"]), int(header["members"])
     except (ValueError, KeyError, TypeError):
         raise InputFileError(name, "innovation log has an unreadable header") from None
     if header.get("format") != _LOG_FORMAT or header.get("version") != _LOG_VERSION:
         raise InputFileError(name, f"innovation log format {header.get('format')!r} version "
                                    f"{header.get('version')!r}, expected {_LOG_FORMAT!r} version {_LOG_VERSION}")
-    pos += size
     rec = _record_dtype(coordinates, members)
     names: dict[str, list[str]] = {k: [] for k in _NAME_KINDS}
     chunks, parts, ends = [], [], []
@@ -330,49 +315,25 @@ class InnovationArchiveWriter:
         self._record = _record_dtype(self.coordinates, self.members)
         self.resumable = bool(resumable)
         self._names: dict[str, dict[str, int]] = {k: {} for k in _NAME_KINDS}
-        self._fh: Any = None
-        self._nbytes = 0
-        self._crc = 0
         self._ncycles = 0
         self._last_cycle: int | None = None
-        self._started = False
-        self._closed = False
-        session = current_session()
-        if session is not None:
-            session.check_not_input(self.filename)
-            session.lock(self.filename)
-            if self.resumable:
-                session.lock(self.log)
+        self._log = AppendLog(self.filename, encode_log_header(_LOG_MAGIC, self._header), _LOG_FORMAT, _LOG_VERSION,
+                              resumable=self.resumable)
 
     # Context management -------------------------------------------------------------------
     def __enter__(self) -> "InnovationArchiveWriter":
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None and not self._closed:
+        if exc_type is None and not self._log.closed:
             self.close()
         else:
-            self._release()
-
-    # Starting ----------------------------------------------------------------------------------
-    def _start_fresh(self) -> None:
-        header = _encode_header(self._header)
-        if self.resumable:
-            with atomic_output(self.log, LOG_SUFFIX, commit="now") as tmp:
-                tmp.write_bytes(header)
-            self._fh = open(self.log, "ab")  # noqa: SIM115 - held until close()
-        else:
-            self._fh = io.BytesIO()
-            self._fh.write(header)
-        self._nbytes = len(header)
-        self._crc = zlib.crc32(header)
-        self._started = True
+            self._log.release()
 
     def _ensure_started(self) -> None:
-        if self._closed:
+        if self._log.closed:
             raise RuntimeError(f"the innovation archive writer of {self.filename} is closed")
-        if not self._started:
-            self._start_fresh()
+        self._log.start()
 
     def resume(self, state: Mapping[str, Any]) -> None:
         """Continue the log from a :meth:`checkpoint_state` saved by an earlier (killed) run.
@@ -388,49 +349,26 @@ class InnovationArchiveWriter:
             The log is missing, shorter than the checkpoint, or not the one the
             checkpoint describes.
         """
-        if self._started or self._closed:
+        if self._log.started or self._log.closed:
             raise RuntimeError("resume() must be called before any append_cycle()")
         if not self.resumable:
             raise RuntimeError("a writer with resumable=False cannot resume")
-        try:
-            nbytes, crc = int(state["bytes"]), int(state["crc32"])
-            ok = state.get("format") == _LOG_FORMAT and state.get("version") == _LOG_VERSION
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise InputFileError(str(self.log), f"the checkpoint's innovation-log state {dict(state)!r} is not one "
-                                                "written by this pyoops version")
-        name = str(self.log)
-        try:
-            with open(self.log, "rb") as fh:
-                data = fh.read(nbytes)
-        except FileNotFoundError:
-            raise InputFileError(name, f"innovation log to resume from is missing (the checkpoint expects "
-                                       f"{nbytes} bytes); restart the experiment without resuming") from None
-        except OSError as exc:
-            raise InputFileError(name, f"cannot be read ({exc.strerror or exc})") from None
-        if len(data) < nbytes:
-            raise InputFileError(name, f"innovation log holds {len(data)} bytes, fewer than the {nbytes} the "
-                                       "checkpoint records: it is not the log of this experiment")
-        if zlib.crc32(data) != crc:
-            raise InputFileError(name, "innovation log does not match the checkpoint (checksum of its first "
-                                       f"{nbytes} bytes differs): it is not the log of this experiment")
-        content = _parse_log(data, name)
-        if content.header != self._header:
-            raise InputFileError(name, "innovation log was written with other coordinates, members or "
-                                       f"attributes ({json.dumps(content.header, sort_keys=True)[:300]}) "
-                                       "than this run's")
-        try:
-            os.truncate(self.log, nbytes)  # drop what a killed run appended after the checkpoint
-        except OSError as exc:
-            raise InputFileError(name, f"cannot be truncated for resuming ({exc.strerror or exc})") from None
+        parsed: list[_LogContent] = []
+
+        def check(data: bytes) -> None:
+            content = _parse_log(data, str(self.log))
+            if content.header != self._header:
+                raise InputFileError(str(self.log), "innovation log was written with other coordinates, members or "
+                                                    f"attributes ({json.dumps(content.header, sort_keys=True)[:300]}) "
+                                                    "than this run's")
+            parsed.append(content)
+
+        self._log.resume(state, check)
+        content = parsed[0]
         for kind in _NAME_KINDS:
             self._names[kind] = {n: i for i, n in enumerate(content.names[kind])}
         self._ncycles = int(content.cycles.size)
         self._last_cycle = int(content.cycles["cycle"][-1]) if content.cycles.size else None
-        self._nbytes, self._crc = nbytes, crc
-        self._fh = open(self.log, "ab")  # noqa: SIM115 - held until close()
-        self._started = True
 
     # Appending ----------------------------------------------------------------------------------
     def append_cycle(self, cycle: int, analysis_time: Any, *, obs_value: Any, obs_error: Any,
@@ -534,16 +472,12 @@ class InnovationArchiveWriter:
         head["tag"], head["names_nbytes"], head["cycle"] = _CHUNK_TAG, len(names_blob), cycle
         head["analysis_time"] = _seconds(analysis_time, "analysis_time")
         head["nobs"], head["cost"], head["crc"] = nobs, cost, zlib.crc32(payload)
-        chunk = head.tobytes() + payload
-        self._fh.write(chunk)
-        self._fh.flush()
+        self._log.append(head.tobytes() + payload)
         # Only now is the cycle part of the writer's state (a failed write leaves it out).
         for kind, added in new_names.items():
             table = self._names[kind]
             for n in added:
                 table[n] = len(table)
-        self._nbytes += len(chunk)
-        self._crc = zlib.crc32(chunk, self._crc)
         self._ncycles += 1
         self._last_cycle = cycle
 
@@ -581,8 +515,7 @@ class InnovationArchiveWriter:
         if not self.resumable:
             raise RuntimeError("a writer with resumable=False has no checkpoint state")
         self._ensure_started()
-        return {"format": _LOG_FORMAT, "version": _LOG_VERSION, "bytes": self._nbytes, "crc32": self._crc,
-                "cycles": self._ncycles, "last cycle": self._last_cycle}
+        return {**self._log.checkpoint_state(), "cycles": self._ncycles, "last cycle": self._last_cycle}
 
     @property
     def ncycles(self) -> int:
@@ -597,25 +530,13 @@ class InnovationArchiveWriter:
     # Closing ----------------------------------------------------------------------------------
     def close(self) -> Path:
         """Assemble the netCDF archive from the log (atomically) and release the log; returns its path."""
-        if self._closed:
+        if self._log.closed:
             return self.filename
         self._ensure_started()
-        self._fh.flush()
-        if self.resumable:
-            with open(self.log, "rb") as fh:
-                data = fh.read(self._nbytes)
-        else:
-            data = self._fh.getvalue()
-        content = _parse_log(data, str(self.log))
+        content = _parse_log(self._log.contents(), str(self.log))
         _write_archive(self.filename, content)
-        self._release()
+        self._log.release()
         return self.filename
-
-    def _release(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        self._closed = True
 
 
 # Assembly ---------------------------------------------------------------------------------------------

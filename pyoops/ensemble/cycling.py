@@ -66,6 +66,11 @@ Innovation archive (``output.archive``): each cycle's observations, :math:`H(x_b
 :class:`~pyoops.diagnostics.archive.InnovationArchiveWriter` whose
 :meth:`~pyoops.diagnostics.archive.InnovationArchiveWriter.checkpoint_state` is saved in
 the checkpoint, so that the archive of a resumed run is bitwise that of an uninterrupted one.
+
+Member archive (``output.member archive``, ensemble methods): every cycle's member backgrounds
+(valid at the cycle's background time, as the analysis's B sees them), their mean and
+standard deviation, in ``members.nc`` (:mod:`pyoops.ensemble.member_archive`), restart-safe in
+the same way.
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
     covariance_needs_ensemble,
+    covariance_uses_members,
     eda_stream,
     inflate_perturbations,
     perturbed_obs_enkf_analysis,
@@ -131,6 +137,8 @@ logger = logging.getLogger("pyoops")
 
 #: The innovation archive in the output directory (``output.archive``).
 ARCHIVE_NAME = "innovations.nc"
+#: The member archive in the output directory (``output.member archive``).
+MEMBER_ARCHIVE_NAME = "members.nc"
 METHODS = ("3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
 ENSEMBLE_METHODS = ("3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
 FOUR_D_COST_TYPES = ("4D-Var", "3D-FGAT", "4D-FGAT", "4D-Ens-Var")
@@ -408,9 +416,12 @@ class CycleExperiment:
 
         self.document = document or {}
         self.archive = bool(getattr(params.output, "archive", False))
+        self.member_archive = bool(getattr(params.output, "member_archive", False))
         self.last_innovations: dict[str, Any] | None = None
         self._check_sizes()
         self._setup_method()
+        if self.member_archive and not self.nmembers:
+            raise ConfigError(f"method {self.method} has no ensemble members to archive", "output.member archive")
         if self.cycling.initial_ensemble is not None and not self.nmembers:
             raise ConfigError(f"method {self.method} has no ensemble members", "cycling.initial ensemble")
         if self.cycling.initial_background is not None and not self.control_member:
@@ -510,6 +521,11 @@ class CycleExperiment:
         self.cost_template = cf
         berr = cf.get("background error")
         self.needs_ensemble = covariance_needs_ensemble(berr)
+        #: B uses the members (Ensemble blocks, StdDev calibrated or emulated from them).
+        self.uses_members = covariance_uses_members(berr)
+        if self.uses_members and not self.needs_ensemble and method in ("3D-Var", "4D-Var"):
+            raise ConfigError(f"a StdDev block takes σ from the members (calibration or emulated stddev) but method "
+                              f"{method} has no ensemble; use EDA", "cost function.background error")
         if method in ("3D-Var", "4D-Var") and self.needs_ensemble:
             raise ConfigError(f"the background error has an Ensemble block but method {method} has no ensemble; "
                               "use 3D-EnVar, 4D-EnVar, hybrid or EDA", "cost function.background error")
@@ -796,9 +812,17 @@ class CycleExperiment:
             raise ConfigError(f"the checkpoint {ckpt} was written without the innovation archive, which cannot be "
                               "made for the cycles already done; set 'resume: false' or another output directory",
                               "output.archive")
+        elif self.member_archive and state["cycle"] and state.get("member archive") is None:
+            raise ConfigError(f"the checkpoint {ckpt} was written without the member archive, which cannot be made "
+                              "for the cycles already done; set 'resume: false' or another output directory",
+                              "output.member archive")
         if not self.archive:
             state["innovations"] = None   # cycles run without the archive: it cannot be continued later
+        if not self.member_archive:
+            state["member archive"] = None
         archive = _Archive(self, directory / ARCHIVE_NAME, state) if self.archive else None
+        members_archive = _MemberArchive(self, directory / MEMBER_ARCHIVE_NAME, state) \
+            if self.member_archive else None
         own_executor = executor is None
         executor = executor or MemberExecutor(self.params.parallel)
         truth = None if state["truth"] is None else self.plugin.state(self.geometry, FieldSet(state["truth"]),
@@ -810,6 +834,7 @@ class CycleExperiment:
         try:
             for k in bar:
                 started = _time.perf_counter()
+                backgrounds = state["members"]  # valid at the background time; the cycle replaces, never edits, it
                 stats = self.run_cycle(k, truth, state, executor)
                 for name in STATISTICS:
                     state["stats"][name].append(stats.get(name, float("nan")))
@@ -819,19 +844,23 @@ class CycleExperiment:
                     state["truth"], state["truth time"] = _copy(truth.fields), str(truth.time)
                 if archive is not None:
                     archive.append(k, self.last_innovations, state)
+                if members_archive is not None:
+                    members_archive.append(k, backgrounds, state)
                 if (k + 1) % self.cycling.checkpoint_every == 0 or k + 1 == last:
                     save_checkpoint(ckpt, state, digest)
                 if hasattr(bar, "set_postfix") and (k % 10 == 0 or k + 1 == last):
                     bar.set_postfix({"rmse a": f"{stats['analysis rmse']:.3f}"})
         except BaseException:
-            if archive is not None:
-                archive.abandon()
+            for a in (archive, members_archive):
+                if a is not None:
+                    a.abandon()
             raise
         finally:
             if own_executor:
                 executor.close()
-        if archive is not None:
-            archive.close()
+        for a in (archive, members_archive):
+            if a is not None:
+                a.close()
         return state
 
     def run_cycle(self, k: int, truth: Any, state: dict[str, Any], executor: MemberExecutor) -> dict[str, float]:
@@ -957,7 +986,7 @@ class CycleExperiment:
             else:
                 backgrounds[m] = {v: stack[v][i] for v in self.variables}
         ensemble = None
-        if self.needs_ensemble and n:
+        if self.uses_members and n:
             ensemble = {v: np.stack([backgrounds[m][v] for m in range(1, n + 1)]) for v in self.variables}
         setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), backgrounds,
                          [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
@@ -1052,6 +1081,30 @@ class _Archive:
             self.writer.__exit__(RuntimeError, None, None)
 
 
+class _MemberArchive:
+    """The member archive of a run: a :class:`~pyoops.ensemble.member_archive.MemberArchiveWriter` of the
+    members' backgrounds at each cycle's background time, resumed from ``state["member archive"]``."""
+
+    def __init__(self, experiment: "CycleExperiment", filename: Path, state: dict[str, Any]) -> None:
+        from pyoops.ensemble.member_archive import MemberArchiveWriter
+
+        self.experiment = experiment
+        self.writer = MemberArchiveWriter(filename, experiment.geometry, experiment.variables, experiment.nmembers,
+                                          application="cycle", method=experiment.method)
+        if state.get("member archive") is not None:
+            self.writer.resume(state["member archive"])
+
+    def append(self, k: int, members: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        self.writer.append_cycle(k, self.experiment.background_time(k), members)
+        state["member archive"] = self.writer.checkpoint_state()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abandon(self) -> None:
+        self.writer.__exit__(RuntimeError, None, None)
+
+
 def _time_label(t: DateTime) -> "int | str":
     """The random-stream label of an observation time: its seconds since 1970 (a string before 1970,
     since stream labels must not be negative)."""
@@ -1069,7 +1122,7 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
     arrays: dict[str, np.ndarray] = {}
     meta = {"version": CHECKPOINT_VERSION, "digest": digest, "cycle": int(state["cycle"]),
             "truth time": state["truth time"], "statistics": list(STATISTICS),
-            "innovations": state.get("innovations")}
+            "innovations": state.get("innovations"), "member archive": state.get("member archive")}
     for group in ("truth", "control", "members"):
         fields = state.get(group)
         meta[group] = None if fields is None else list(fields)
@@ -1100,7 +1153,7 @@ def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[s
         raise ConfigError(f"the checkpoint {filename} was written by a different configuration; delete it, "
                           "use another output directory, or set 'resume: false'", "output.directory")
     state: dict[str, Any] = {"cycle": meta["cycle"], "truth time": meta["truth time"],
-                             "innovations": meta.get("innovations")}
+                             "innovations": meta.get("innovations"), "member archive": meta.get("member archive")}
     for group in ("truth", "control", "members"):
         names = meta.get(group)
         state[group] = None if names is None else {v: arrays[f"{group}/{v}"] for v in names}

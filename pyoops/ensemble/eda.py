@@ -13,6 +13,8 @@ An EDA runs :math:`N` variational analyses (any cost type: 3D-Var, 3D/4D-FGAT, 4
 * uses the same :math:`\mathbf{B}`.  When :math:`\mathbf{B}` contains an ``Ensemble``
   block (alone, or in a ``Hybrid``) that reads no file, its ensemble is the members'
   own backgrounds: the EDA feeds its flow-dependent covariance (ECMWF's EDA-hybrid).
+  So does a ``StdDev`` block with ``calibration`` (σ_b the members' standard deviation)
+  or ``emulated stddev`` (σ_b emulated from the first members).
 
 An optional *control* member (number 0) runs the unperturbed analysis from the
 control background; members :math:`1..N` are the perturbed ones.  The members'
@@ -46,6 +48,7 @@ __all__ = [
     "EDASetup",
     "analyse_members",
     "covariance_needs_ensemble",
+    "covariance_uses_members",
     "eda_stream",
     "inflate_perturbations",
     "perturb_observers",
@@ -105,6 +108,27 @@ def covariance_needs_ensemble(config: Any) -> bool:
     if isinstance(config, list):
         return any(covariance_needs_ensemble(v) for v in config)
     return False
+
+
+def covariance_uses_members(config: Any) -> bool:
+    """True when a covariance section reads no ensemble file but has a block that uses the members: an Ensemble
+    block, or a StdDev with ``calibration`` (σ̂ of the members) or ``emulated stddev`` (σ emulated from them)."""
+    if covariance_needs_ensemble(config):
+        return True
+
+    def stddev_from_members(c: Any) -> bool:
+        if isinstance(c, dict):
+            if c.get("ensemble") is not None or c.get("ensemble pert") is not None:
+                return False
+            if c.get("saber block name") == "StdDev" and (c.get("calibration") is not None
+                                                         or c.get("emulated stddev") is not None):
+                return True
+            return any(stddev_from_members(v) for k, v in c.items() if k != "localization")
+        if isinstance(c, list):
+            return any(stddev_from_members(v) for v in c)
+        return False
+
+    return stddev_from_members(config)
 
 
 @dataclass

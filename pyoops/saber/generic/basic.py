@@ -81,21 +81,83 @@ class StdDevCalibration(Parameters):
     output: str | None = Field(None, description="File to write the calibrated σ to (readable by read.filename).")
 
 
+class EmulatedStdDevParameters(Parameters):
+    """``emulated stddev:`` of StdDev: σ from an emulator of the N-member EDA stddev (``pyoops train-emulator``)."""
+
+    model: str = Field(description="The emulator (its .pt or .yaml file).")
+    members: int = Field(ge=2, description="Members given to the emulator: the first of the ensemble; must be the "
+                                           "emulator's M.")
+    statistic: Literal["median", "mean"] = Field(
+        "median", description="σ = exp(μ) (median of the log-normal predictive distribution) or exp(μ + s²/2).")
+
+
 class StdDevParameters(SaberBlockParameters):
     saber_block_name: Literal["StdDev"]
     read: StdDevRead | None = Field(None, description="{value: σ} (one for all, or one per variable) or {filename}.")
+    emulated_stddev: EmulatedStdDevParameters | None = Field(
+        None, description="σ emulated from the first 'members' members of the ensemble (needs pyoops[ml]).")
 
     @model_validator(mode="after")
     def _source(self) -> "StdDevParameters":
-        if self.read is None and self.calibration is None:
-            raise ValueError("StdDev needs 'read' (value or filename) or 'calibration'")
+        given = [k for k, v in (("read", self.read), ("calibration", self.calibration),
+                                ("emulated stddev", self.emulated_stddev)) if v is not None]
+        if len(given) != 1:
+            raise ValueError("StdDev needs 'read' (value or filename), 'calibration' or 'emulated stddev', exactly "
+                             f"one{f'; got {given}' if given else ''}")
         return self
 
 
 class StdDev(SaberOuterBlock):
-    """``StdDev``: :math:`\\mathbf{U} = \\mathrm{diag}(\\sigma)`, left inverse :math:`\\mathrm{diag}(1/\\sigma)`."""
+    r"""``StdDev``: :math:`\mathbf{U} = \mathrm{diag}(\sigma)`, left inverse :math:`\mathrm{diag}(1/\sigma)`.
+
+    σ is read (``read``), the ensemble's standard deviation (``calibration``), or emulated
+    (``emulated stddev: {model: FILE, members: M}``): the emulator of
+    :mod:`pyoops.emulators` maps the first :math:`M` members of the ensemble to a
+    log-normal predictive distribution of the :math:`N`-member EDA standard deviation
+    :math:`\hat\sigma_N` at every point, and σ is its median :math:`e^\mu` (or mean
+    :math:`e^{\mu + s^2/2}`).
+    """
 
     Parameters = StdDevParameters
+
+    def __init__(self, params: Any, context: BlockContext):
+        super().__init__(params, context)
+        if params.emulated_stddev is not None:
+            self._emulate(params.emulated_stddev)
+
+    def _emulate(self, params: EmulatedStdDevParameters) -> None:
+        from pyoops.emulators import require_torch
+
+        path = join_path(self.context.path, "emulated stddev")
+        require_torch(f"{path}")
+        from pyoops.emulators.model import cached_emulator
+
+        emulator = cached_emulator(params.model)
+        if params.members != emulator.members:
+            raise ConfigError(f"the emulator {params.model} takes {emulator.members} members, not {params.members}",
+                              join_path(path, "members"))
+        missing = [v for v in emulator.layout.variables if v not in self.variables]
+        if missing or tuple(self.geometry.field_shape(self.variables[0])) != emulator.layout.shape:
+            raise ConfigError(f"the emulator {params.model} is for variables {list(emulator.layout.variables)} on "
+                              f"fields of shape {emulator.layout.shape}; this block has {list(self.variables)} of "
+                              f"shape {self.geometry.field_shape(self.variables[0])}", join_path(path, "model"))
+        extra = [v for v in self.variables if v not in emulator.layout.variables]
+        if extra:
+            raise ConfigError(f"the emulator {params.model} gives no σ for {extra}", join_path(path, "model"))
+        ensemble = self.context.ensemble
+        if ensemble is None:
+            raise ConfigError("needs an ensemble (its first members are the emulator's input): give 'ensemble' in "
+                              "the covariance section, or run inside an EDA", path)
+        if self.context.ensemble_is_perturbations and emulator.features:
+            raise ConfigError(f"the emulator uses the members' {', '.join(emulator.features)}, which perturbations "
+                              "('ensemble pert') do not carry", path)
+        n = next(iter(ensemble.values())).shape[0]
+        if n < params.members:
+            raise ConfigError(f"the ensemble has {n} members, fewer than {params.members}", join_path(path, "members"))
+        sigma = emulator.stddev({v: np.asarray(ensemble[v])[: params.members] for v in self.variables},
+                                params.statistic)
+        self.sigma = FieldSet({v: sigma[v] for v in self.variables}, copy=False)
+        self._check(path)
 
     def read(self, config: dict[str, Any]) -> None:
         path = join_path(self.context.path, "read")

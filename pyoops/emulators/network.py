@@ -1,0 +1,122 @@
+r"""The emulator network: residual convolutions that respect the grid (PyTorch).
+
+One architecture for every structured grid, parameterised by the horizontal axes of the
+:class:`~pyoops.emulators.features.GridLayout`: 1-D convolutions for a 1-D
+grid (Lorenz-96), 2-D for a 2-D one (QG, shallow water).  Before every convolution of
+kernel :math:`k` the fields are padded by :math:`(k-1)/2` points on each side of each
+horizontal axis, *circularly* on a periodic axis and by repeating the edge value on a
+bounded one (QG's channel walls), so that the network is equivariant to translations
+along periodic axes and never sees a fictitious boundary.
+
+With input predictors :math:`u` (normalised, ``P*C`` channels) and the raw
+:math:`b = \log\hat\sigma_M` (``C`` channels),
+
+.. math::
+
+    h_0 &= \mathrm{GELU}(W_\mathrm{in} u), \qquad
+    h_{l} = h_{l-1} + W_{l,2} * \mathrm{GELU}(W_{l,1} * h_{l-1}) \quad (l = 1..L),\\
+    h &= h_L + W_\mathrm{ctx}\,\langle h_L\rangle \quad (\text{optional domain-mean context}),\\
+    \mu &= b + \beta + (W_\mu h), \qquad \log s = \gamma + (W_s h),
+
+with :math:`*` the padded convolutions, :math:`W_\mathrm{in}, W_\mu, W_s, W_\mathrm{ctx}`
+pointwise (kernel 1), :math:`\beta, \gamma` per-channel constants.  The heads
+:math:`W_\mu, W_s` start at zero: before training the network is the naive estimate
+:math:`\log\hat\sigma_M + \beta` with a constant spread.  The predictive distribution of
+:math:`\log\hat\sigma_N` at every point is :math:`\mathcal N(\mu, s^2)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GridConvNet", "GridPad", "parameter_count"]
+
+
+class GridPad(nn.Module):
+    """Pad the horizontal axes by ``width`` points: circular where periodic, edge values elsewhere."""
+
+    def __init__(self, periodic: Sequence[bool], width: int) -> None:
+        super().__init__()
+        self.periodic = tuple(bool(p) for p in periodic)
+        self.width = int(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.width == 0:
+            return x
+        ndim = len(self.periodic)
+        for axis, periodic in enumerate(self.periodic):
+            pad = [0, 0] * ndim
+            slot = ndim - 1 - axis          # F.pad lists the last axis first
+            pad[2 * slot] = pad[2 * slot + 1] = self.width
+            x = F.pad(x, pad, mode="circular" if periodic else "replicate")
+        return x
+
+
+class _Residual(nn.Module):
+    def __init__(self, conv: type, width: int, kernel: int, periodic: Sequence[bool]) -> None:
+        super().__init__()
+        self.pad = GridPad(periodic, (kernel - 1) // 2)
+        self.conv1 = conv(width, width, kernel)
+        self.conv2 = conv(width, width, kernel)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.conv2(self.pad(F.gelu(self.conv1(self.pad(h)))))
+
+
+class GridConvNet(nn.Module):
+    """The emulator network (see the module docstring).
+
+    Parameters
+    ----------
+    in_channels:
+        Predictor channels ``P*C``.
+    channels:
+        Target channels ``C`` (variables times levels).
+    periodic:
+        Periodicity of each horizontal axis (1 or 2 axes).
+    width, depth, kernel:
+        Hidden channels, residual blocks (two convolutions each), odd kernel size.
+    global_context:
+        Add the domain mean of the hidden features back at every point.
+    """
+
+    def __init__(self, in_channels: int, channels: int, periodic: Sequence[bool], width: int = 32, depth: int = 3,
+                 kernel: int = 5, global_context: bool = True) -> None:
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"the kernel size must be odd, got {kernel}")
+        ndim = len(periodic)
+        if ndim not in (1, 2):
+            raise ValueError(f"1 or 2 horizontal axes, got {ndim}")
+        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
+        self.ndim = ndim
+        self.channels = int(channels)
+        self.inp = conv(in_channels, width, 1)
+        self.blocks = nn.ModuleList(_Residual(conv, width, kernel, periodic) for _ in range(depth))
+        self.context = conv(width, width, 1) if global_context else None
+        self.head = conv(width, 2 * channels, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.beta = nn.Parameter(torch.zeros(channels))
+        self.gamma = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, predictors: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, log_s)`` of :math:`\\log\\hat\\sigma_N`, each ``(B, C, *horizontal)``."""
+        h = F.gelu(self.inp(predictors))
+        for block in self.blocks:
+            h = block(h)
+        if self.context is not None:
+            h = h + self.context(h.mean(dim=tuple(range(2, 2 + self.ndim)), keepdim=True))
+        out = self.head(h)
+        shape = (1, self.channels) + (1,) * self.ndim
+        mu = base + self.beta.view(shape) + out[:, : self.channels]
+        log_s = self.gamma.view(shape) + out[:, self.channels:]
+        return mu, log_s
+
+
+def parameter_count(net: nn.Module) -> int:
+    return int(sum(p.numel() for p in net.parameters()))
