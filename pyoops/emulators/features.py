@@ -104,7 +104,7 @@ class GridLayout:
 
     @property
     def channels(self) -> int:
-        """Channels per predictor: variables times levels."""
+        """The number of channels per predictor (variables times levels)."""
         return len(self.variables) * math.prod(self.shape[i] for i in self.levels)
 
     def to_channels(self, fields: Mapping[str, np.ndarray]) -> np.ndarray:

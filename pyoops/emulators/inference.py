@@ -60,7 +60,8 @@ class NumpyGridConvNet:
         self.depth = int(depth)
         self.global_context = bool(global_context)
         self.channels = w["beta"].size
-        #: Pointwise layers: (out, in) matrices and (out, 1) biases; convolutions: (in k^d, out) matrices.
+        #: The pointwise layers as (out, in) matrices with (out, 1) biases, and the convolutions as (in k^d, out)
+        #: matrices.
         self.point = {name: (w[f"{name}.weight"].reshape(w[f"{name}.weight"].shape[:2]), w[f"{name}.bias"][:, None])
                       for name in ("inp", "head") + (("context",) if global_context else ())}
         self.conv = {}

@@ -45,6 +45,7 @@ class GridPad(nn.Module):
         self.width = int(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad ``x`` by ``width`` on every spatial axis: periodic wrap or zeros (channel walls)."""
         if self.width == 0:
             return x
         ndim = len(self.periodic)
@@ -64,6 +65,7 @@ class _Residual(nn.Module):
         self.conv2 = conv(width, width, kernel)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The residual block: :math:`h + W_2 * \mathrm{gelu}(W_1 * h)` (padded convolutions)."""
         return h + self.conv2(self.pad(F.gelu(self.conv1(self.pad(h)))))
 
 

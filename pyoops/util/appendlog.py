@@ -202,7 +202,7 @@ class AppendLog:
             return fh.read(self.nbytes)
 
     def reader(self) -> Any:
-        """A binary file object over the log from its first byte (read at most :attr:`nbytes`); close it."""
+        """A binary file object over the log from its first byte (read at most ``nbytes`` bytes); close it."""
         self.start()
         self._fh.flush()
         if not self.resumable:
