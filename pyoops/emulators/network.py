@@ -65,7 +65,7 @@ class _Residual(nn.Module):
         self.conv2 = conv(width, width, kernel)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """The residual block: :math:`h + W_2 * \mathrm{gelu}(W_1 * h)` (padded convolutions)."""
+        r"""The residual block: :math:`h + W_2 * \mathrm{gelu}(W_1 * h)` (padded convolutions)."""
         return h + self.conv2(self.pad(F.gelu(self.conv1(self.pad(h)))))
 
 
