@@ -20,9 +20,10 @@ for the moment and Desroziers estimating equations):
 
 Verdict per parameter (thresholds are module constants):
 
-* ``not identifiable`` — :math:`s_i >` :data:`NOT_IDENTIFIABLE_SD` (= 3 on the log/logit scale:
-  a 95 % interval wider than a factor :math:`e^{2\cdot1.96\cdot3}\approx 10^5`, or :math:`\beta`
-  from 0.003 to 0.997 around 0.5), or a profile interval open at both ends.  The directions
+* ``not identifiable`` — without profile: :math:`s_i >` :data:`NOT_IDENTIFIABLE_SD` (= 3 on the
+  log/logit scale: a 95 % interval wider than a factor :math:`e^{2\cdot1.96\cdot3}\approx 10^5`,
+  or :math:`\beta` from 0.003 to 0.997 around 0.5); with a profile (global, so it takes
+  precedence over the local curvature): an interval open at both ends.  The directions
   along which the information is that small are reported, with the structural reason when
   one is recognised (:func:`explain`);
 * ``weakly identified`` — the interval (profile if computed, else Wald) spans more than a
@@ -61,6 +62,7 @@ WEAK_SCALE_FACTOR = 2.0
 WEAK_BETA_WIDTH = 0.5
 """Width of a β interval above which it is weakly identified."""
 _EIGEN_FLOOR = 1e-12
+_ABSOLUTE_FLOOR = 1e-200
 
 _SYMBOL = {"beta": "logit β", "inflation": "log λ", "length": "log ℓ", "a_s": "log a_s", "a_e": "log a_e",
            "a_o": "log a_o", "w_s": "log w_s", "w_e": "log w_e"}
@@ -101,8 +103,8 @@ def covariance_from_information(information: np.ndarray) -> tuple[np.ndarray, np
     ascending, floored at :math:`10^{-12}\mu_\max` for the inverse)."""
     info = 0.5 * (information + information.T)
     mu, v = np.linalg.eigh(info)
-    top = max(float(mu[-1]) if mu.size else 0.0, 1e-300)
-    floored = np.maximum(mu, _EIGEN_FLOOR * top)
+    top = float(mu[-1]) if mu.size else 0.0
+    floored = np.maximum(mu, max(_EIGEN_FLOOR * top, _ABSOLUTE_FLOOR))
     cov = (v / floored) @ v.T
     return cov, mu, v
 
@@ -176,14 +178,19 @@ def profile_interval(objective: Callable[[np.ndarray], tuple[float, np.ndarray]]
     return ends[0], ends[1], opens[0], opens[1]
 
 
-def _verdict(name: str, sd: float, interval: tuple[float, float], opens: tuple[bool, bool]) -> tuple[str, str]:
+def _verdict(name: str, sd: float, interval: tuple[float, float], opens: tuple[bool, bool],
+             profiled: bool) -> tuple[str, str]:
     lo, hi = interval
-    if sd > NOT_IDENTIFIABLE_SD:
+    if profiled:
+        # the profile is global: it overrides the local curvature (a likelihood flat at the estimate
+        # may still exclude part of the range)
+        if all(opens):
+            return "not identifiable", "the profile likelihood stays within the threshold over the whole range"
+    elif sd > NOT_IDENTIFIABLE_SD:
         return "not identifiable", f"sd of {symbol(name)} {sd:.3g} > {NOT_IDENTIFIABLE_SD:g}"
-    if all(opens):
-        return "not identifiable", "the profile likelihood stays within the threshold over the whole range"
     if any(opens):
-        return "weakly identified", "the interval reaches a bound of the parameter's range"
+        side = "lower" if opens[0] else "upper"
+        return "weakly identified", f"the interval reaches the {side} bound of the parameter's range"
     if transform_of(name) == "logit":
         if hi - lo > WEAK_BETA_WIDTH:
             return "weakly identified", f"interval width {hi - lo:.3g} > {WEAK_BETA_WIDTH:g}"
@@ -214,7 +221,7 @@ def parameter_estimates(free: Sequence[str], phi_hat: np.ndarray, covariance: np
             pl, ph, ol, oh = profiles[name]
             prof = (to_natural(name, pl), to_natural(name, ph))
             interval, opens = prof, (ol, oh)
-        verdict, reason = _verdict(name, sd, interval, opens)
+        verdict, reason = _verdict(name, sd, interval, opens, prof is not None)
         se = natural_derivative(name, value) * sd
         out[name] = ParameterEstimate(name, value, se, sd, wald, prof, interval, verdict, reason)
     return out
@@ -234,12 +241,12 @@ def explain(free: Sequence[str], values: Mapping[str, float], eigenvalues: np.nd
     notes: list[str] = []
     top = float(eigenvalues[-1]) if eigenvalues.size else 0.0
     for mu, vec in zip(eigenvalues, eigenvectors.T):
-        sd = 1.0 / math.sqrt(max(float(mu), _EIGEN_FLOOR * max(top, 1e-300)))
+        sd = 1.0 / math.sqrt(max(float(mu), _EIGEN_FLOOR * top, _ABSOLUTE_FLOOR))
         if sd > NOT_IDENTIFIABLE_SD:
             notes.append(f"unconstrained direction (sd {sd:.3g} on the internal scale): {_combination(free, vec)}")
     if eigenvalues.size:
         v = eigenvectors[:, -1]
-        notes.append(f"best-determined combination (sd {1 / math.sqrt(max(top, 1e-300)):.3g}): "
+        notes.append(f"best-determined combination (sd {1 / math.sqrt(max(top, _ABSOLUTE_FLOOR)):.3g}): "
                      f"{_combination(free, v)}")
     bad = {n for n, e in estimates.items() if e.verdict == "not identifiable"}
     amp = [n for n in free if n in ("inflation", "beta", "a_s", "a_e", "w_s", "w_e")]
