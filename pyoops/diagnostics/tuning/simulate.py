@@ -29,7 +29,8 @@ from pyoops.diagnostics.tuning.localization import periodic_distance
 from pyoops.diagnostics.tuning.model import HybridCovarianceModel
 from pyoops.diagnostics.tuning.parameters import Parametrization
 
-__all__ = ["correlation", "ensemble_perturbations", "ring_network", "simulate_innovations", "symmetric_factor"]
+__all__ = ["correlation", "ensemble_perturbations", "ring_network", "simulate_innovations", "simulate_regions",
+           "symmetric_factor"]
 
 
 def correlation(distance: np.ndarray, length: float, kind: str = "gaussian") -> np.ndarray:
@@ -115,4 +116,22 @@ def simulate_innovations(data: TuningData, values: Mapping[str, float], rng: np.
     model = HybridCovarianceModel(data, par)
     covs = model.covariances(par.natural(np.zeros(0)))
     draws = [np.linalg.cholesky(s) @ rng.standard_normal(s.shape[0]) for s in covs]
+    return data.with_innovations(draws)
+
+
+def simulate_regions(data: TuningData, values: Mapping[str, Mapping[str, float]], rng: np.random.Generator,
+                     form: str = "hybrid") -> TuningData:
+    r"""Innovations drawn region by region: the observations of region :math:`r` from
+    :math:`N(0, \mathbf S_{k,r}(\theta^*_r))` with ``values[r]``, independently between regions (no
+    cross-region covariance), so regional parameters are the right model."""
+    draws = []
+    for c in data.cycles:
+        d = np.zeros(c.nobs)
+        for region in np.unique(c.region):
+            mask = c.region == region
+            if str(region) not in values:
+                raise ValueError(f"no parameter values for region {region!r}")
+            one = simulate_innovations(TuningData((c.subset(mask),), data.distance), values[str(region)], rng, form)
+            d[mask] = one.cycles[0].innovations
+        draws.append(d)
     return data.with_innovations(draws)

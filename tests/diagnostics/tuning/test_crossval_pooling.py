@@ -9,7 +9,7 @@ from scipy.stats import multivariate_normal
 from pyoops.diagnostics.tuning import estimate, negative_log_likelihood
 from pyoops.diagnostics.tuning.crossval import cross_validate, learning_curve
 from pyoops.diagnostics.tuning.pooling import dersimonian_laird, pool, shrink
-from pyoops.diagnostics.tuning.simulate import ring_network, simulate_innovations
+from pyoops.diagnostics.tuning.simulate import ring_network, simulate_innovations, simulate_regions
 
 THETA = {"beta": 0.5, "inflation": 1.2, "a_o": 1.0, "length": 0.15}
 
@@ -87,29 +87,18 @@ def test_dersimonian_laird_recovers_the_between_group_variance():
 
 
 def _sparse_network(seed, cycles):
-    """8 regions of the ring, 5 observations per region per cycle (p = 40, random locations), regional
-    lambda*_r and a_o*_r drawn log-normally around 1.2 and 1.0 (sd of the log 0.25), beta = 0.5,
-    l = 0.15; returns (train data, independent test data, truth per region)."""
+    """8 regions of the ring, 5 observations per region per cycle (p = 40), regional lambda*_r and
+    a_o*_r drawn log-normally around 1.2 and 1.0 (sd of the log 0.25), beta = 0.5, l = 0.15;
+    returns (train data, independent test data of 20 cycles, truth per region)."""
     rng = np.random.default_rng(seed)
     regions = {f"r{i}": (i / 8, (i + 1) / 8) for i in range(8)}
     lam = np.exp(np.log(1.2) + 0.25 * rng.standard_normal(8))
     a_o = np.exp(0.25 * rng.standard_normal(8))
     truth = {f"r{i}": {"inflation": lam[i], "a_o": a_o[i]} for i in range(8)}
-    out = []
-    for ncyc in (cycles, 20):
-        net = ring_network(rng, ncyc, members=10, regions=regions)
-        draws = []
-        for c in net.cycles:
-            parts = np.zeros(c.nobs)
-            for r in regions:
-                m = c.region == r
-                sub = c.subset(m)
-                from pyoops.diagnostics.tuning.data import TuningData
-                one = simulate_innovations(TuningData((sub,), net.distance), {**THETA, **truth[r]}, rng)
-                parts[m] = one.cycles[0].innovations
-            draws.append(parts)
-        out.append(net.with_innovations(draws))
-    return out[0], out[1], truth
+    values = {r: {**THETA, **truth[r]} for r in truth}
+    train = simulate_regions(ring_network(rng, cycles, members=10, regions=regions), values, rng)
+    test = simulate_regions(ring_network(rng, 20, members=10, regions=regions), values, rng)
+    return train, test, truth
 
 
 def test_hierarchical_pooling_beats_independent_and_global_on_a_sparse_network():
