@@ -41,7 +41,11 @@ import numpy as np
 
 from pyoops.diagnostics.tuning import estimate, negative_log_likelihood
 from pyoops.diagnostics.tuning.pooling import pool
-from pyoops.diagnostics.tuning.simulate import ring_network, simulate_innovations, simulate_regions
+from pyoops.diagnostics.tuning.simulate import (
+    ring_network,
+    simulate_innovations,
+    simulate_regions,
+)
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "output" / "tuning_coverage"
@@ -72,7 +76,7 @@ def coverage(args: argparse.Namespace) -> list[dict]:
         for rep in range(args.replicates):
             rng = np.random.default_rng([args.seed, k, rep])
             data = simulate_innovations(ring_network(rng, args.cycles, members=args.members), theta, rng)
-            for method in ("ml", "map"):
+            for method in args.methods:
                 prof = method == "ml" and rep < args.profile_replicates
                 t0 = time.perf_counter()
                 res = estimate(data, method, FREE, profile=prof)
@@ -98,13 +102,14 @@ def coverage(args: argparse.Namespace) -> list[dict]:
                           "count": counts[m], "wilson 95 %": binomial_interval(hits[m][n], counts[m])}
                       for n in FREE}
         rows.append(row)
-        cov = "  ".join(f"{n} {100 * row['ml wald'][n]['coverage']:5.1f}" for n in FREE)
-        covm = "  ".join(f"{n} {100 * row['map wald'][n]['coverage']:5.1f}" for n in FREE)
-        covp = "  ".join(f"{n} {100 * row['ml profile'][n]['coverage']:5.1f}" for n in FREE) \
-            if counts["ml profile"] else "—"
+        def pct(m: str, row: dict = row, counts: dict = counts) -> str:
+            return "  ".join(f"{n} {100 * row[m][n]['coverage']:5.1f}" for n in FREE) if counts[m] else "—"
+
+        cov, covm = pct("ml wald"), pct("map wald")
+        covp = pct("ml profile")
         print(f"beta*={beta} lambda*={lam} a_o*={a_o}: ML Wald % [{cov}] | MAP Wald % [{covm}] | "
               f"ML profile ({counts['ml profile']}) % [{covp}] | s/fit ML {row['seconds per fit']['ml']:.2f} "
-              f"MAP {row['seconds per fit']['map']:.2f} profile {row['seconds per fit']['ml profile'] or 0:.1f}",
+              f"MAP {row['seconds per fit']['map'] or 0:.2f} profile {row['seconds per fit']['ml profile'] or 0:.1f}",
               flush=True)
     return rows
 
@@ -160,17 +165,21 @@ def main() -> None:
     parser.add_argument("--pool-seeds", type=int, default=20)
     parser.add_argument("--pool-cycles", type=int, default=6)
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--methods", nargs="+", default=["ml", "map"], choices=["ml", "map"])
     parser.add_argument("--skip-coverage", action="store_true")
+    parser.add_argument("--skip-pooling", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name (results_<tag>.json)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = [] if args.skip_coverage else coverage(args)
-    pooled = pooling(args)
+    pooled = None if args.skip_pooling else pooling(args)
     result = {"settings": vars(args), "coverage": rows, "pooling": pooled, "seconds": time.perf_counter() - t0,
               "platform": platform.platform(), "python": platform.python_version(),
               "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}
-    (OUT / "results.json").write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {OUT / 'results.json'} ({result['seconds']:.0f} s)")
+    path = OUT / (f"results_{args.tag}.json" if args.tag else "results.json")
+    path.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {path} ({result['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -17,16 +17,31 @@ See :doc:`/tuning` for the mathematics and the measured coverage.
 """
 
 from pyoops.diagnostics.tuning.data import TuningCycle, TuningData
-from pyoops.diagnostics.tuning.estimators import METHODS, TuningResult, estimate, negative_log_likelihood
-from pyoops.diagnostics.tuning.localization import euclidean_distance, gaspari_cohn, periodic_distance
-from pyoops.diagnostics.tuning.priors import BetaPrior, HalfNormalLog, LogNormal, NormalInternal, default_priors
+from pyoops.diagnostics.tuning.estimators import (
+    METHODS,
+    TuningResult,
+    estimate,
+    negative_log_likelihood,
+)
+from pyoops.diagnostics.tuning.localization import (
+    euclidean_distance,
+    gaspari_cohn,
+    periodic_distance,
+)
+from pyoops.diagnostics.tuning.priors import (
+    BetaPrior,
+    HalfNormalLog,
+    LogNormal,
+    NormalInternal,
+    default_priors,
+)
 from pyoops.diagnostics.tuning.uncertainty import ParameterEstimate
 
 __all__ = [
+    "METHODS",
     "BetaPrior",
     "HalfNormalLog",
     "LogNormal",
-    "METHODS",
     "NormalInternal",
     "ParameterEstimate",
     "TuningCycle",

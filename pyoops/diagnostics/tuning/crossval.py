@@ -28,7 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyoops.diagnostics.tuning.data import TuningData
-from pyoops.diagnostics.tuning.estimators import TuningResult, estimate, negative_log_likelihood
+from pyoops.diagnostics.tuning.estimators import (
+    TuningResult,
+    estimate,
+    negative_log_likelihood,
+)
 
 __all__ = ["CrossValidation", "FoldScore", "LearningPoint", "cross_validate", "learning_curve"]
 

@@ -121,7 +121,7 @@ class TuningCycle:
             return np.zeros((self.nobs, self.nobs))
         return (y @ y.T) / (y.shape[1] - 1)
 
-    def subset(self, mask: np.ndarray) -> "TuningCycle":
+    def subset(self, mask: np.ndarray) -> TuningCycle:
         """The cycle restricted to the observations where ``mask`` (boolean ``(p,)`` or indices) selects."""
         idx = np.arange(self.nobs)[np.asarray(mask)]
         y = None if self.ensemble_perturbations is None else self.ensemble_perturbations[idx]
@@ -130,7 +130,7 @@ class TuningCycle:
                        coordinates={k: v[idx] for k, v in self.coordinates.items()},
                        region=self.region[idx], obs_group=self.obs_group[idx])
 
-    def with_innovations(self, innovations: np.ndarray) -> "TuningCycle":
+    def with_innovations(self, innovations: np.ndarray) -> TuningCycle:
         """The same cycle with other innovations (simulation)."""
         return replace(self, innovations=innovations)
 
@@ -175,16 +175,16 @@ class TuningData:
         """Sorted region labels present."""
         return sorted({str(r) for c in self.cycles for r in c.region})
 
-    def take(self, indices: Iterable[int]) -> "TuningData":
+    def take(self, indices: Iterable[int]) -> TuningData:
         """The cycles at ``indices`` (in that order)."""
         return TuningData(tuple(self.cycles[i] for i in indices), self.distance)
 
-    def head(self, ncycles: int) -> "TuningData":
+    def head(self, ncycles: int) -> TuningData:
         """The first ``ncycles`` cycles."""
         return self.take(range(min(ncycles, len(self.cycles))))
 
     def select(self, region: str | Sequence[str] | None = None,
-               obs_group: str | Sequence[str] | None = None) -> "TuningData":
+               obs_group: str | Sequence[str] | None = None) -> TuningData:
         """The observations with the given region(s) and obs group(s); cycles left empty are dropped."""
         regions = None if region is None else ({region} if isinstance(region, str) else set(region))
         groups = None if obs_group is None else ({obs_group} if isinstance(obs_group, str) else set(obs_group))
@@ -201,7 +201,7 @@ class TuningData:
             raise ValueError(f"no observations with region={region!r}, obs_group={obs_group!r}")
         return TuningData(tuple(out), self.distance)
 
-    def subset_observations(self, masks: Sequence[np.ndarray]) -> "TuningData":
+    def subset_observations(self, masks: Sequence[np.ndarray]) -> TuningData:
         """Per-cycle observation masks (one per cycle); cycles left empty are dropped."""
         if len(masks) != len(self.cycles):
             raise ValueError(f"{len(masks)} masks for {len(self.cycles)} cycles")
@@ -210,7 +210,7 @@ class TuningData:
             raise ValueError("the masks select no observation")
         return TuningData(tuple(out), self.distance)
 
-    def with_innovations(self, innovations: Sequence[np.ndarray]) -> "TuningData":
+    def with_innovations(self, innovations: Sequence[np.ndarray]) -> TuningData:
         """The same cycles with other innovations (one array per cycle)."""
         if len(innovations) != len(self.cycles):
             raise ValueError(f"{len(innovations)} innovation arrays for {len(self.cycles)} cycles")

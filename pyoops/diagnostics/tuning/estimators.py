@@ -141,9 +141,10 @@ class TuningResult:
 
     def summary(self) -> str:
         """A printable table, one line per free parameter, then the notes."""
-        lines = [f"{self.method} ({self.form} form): {self.nobs} observations in {self.ncycles} cycles, "
-                 f"{100 * self.level:g} % intervals ({self.information_kind}); -log L = {self.nll:.6g}; "
-                 f"{'converged' if self.converged else 'NOT converged'} in {self.iterations} iterations"]
+        head = (f"{self.method} ({self.form} form): {self.nobs} observations in {self.ncycles} cycles, "
+                f"{100 * self.level:g} % intervals ({self.information_kind}); -log L = {self.nll:.6g}; "
+                f"{'converged' if self.converged else 'NOT converged'} in {self.iterations} iterations")
+        lines = [head]
         for name, e in self.estimates.items():
             lo, hi = e.interval
             kind = "profile" if e.profile_interval is not None else "Wald"
@@ -183,7 +184,7 @@ def negative_log_likelihood(data: TuningData, values: Mapping[str, float], form:
     """:math:`-\\log L` of ``data`` at natural ``values`` (every other parameter at its default)."""
     groups = data.obs_groups()
     vals = {k: v for k, v in values.items() if not is_group_amplitude(k) or k[4:-1] in groups}
-    model, par = build_model(data, (), vals, form=form)
+    model, _ = build_model(data, (), vals, form=form)
     return model.evaluate(np.zeros(0), gradient=False).nll
 
 
@@ -415,7 +416,7 @@ def _moments(model: HybridCovarianceModel, par: Parametrization, phi0: np.ndarra
                                   method="L-BFGS-B", bounds=ibounds, options={"maxiter": 500, "ftol": 1e-14,
                                                                               "gtol": 1e-10})
     phi_hat = res.x
-    c, jac = coefs(phi_hat)
+    _, jac = coefs(phi_hat)
     # sandwich with the plug-in S(theta_hat)
     values = par.natural(phi_hat)
     states_hat = model.states(values)

@@ -40,10 +40,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyoops.diagnostics.tuning.data import TuningData
-from pyoops.diagnostics.tuning.localization import localization, localization_log_length_derivative
+from pyoops.diagnostics.tuning.localization import (
+    localization,
+    localization_log_length_derivative,
+)
 from pyoops.diagnostics.tuning.parameters import Parametrization, is_group_amplitude
 
-__all__ = ["Evaluation", "HybridCovarianceModel", "Block"]
+__all__ = ["Block", "Evaluation", "HybridCovarianceModel"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 _CS, _CE, _DL = 0, 1, 2  # basis indices; obs-group diagonals follow from 3 on
@@ -175,7 +178,7 @@ class HybridCovarianceModel:
                     dcel = np.zeros_like(blk.ce) if derivative else None
                 s = s + c_e * cel
             diag = r[blk.gcode] * blk.sig2
-            k, p = blk.d.shape
+            p = blk.d.shape[1]
             s[:, np.arange(p), np.arange(p)] += diag
             try:
                 chol = np.linalg.cholesky(s)

@@ -99,7 +99,7 @@ class Parametrization:
     @classmethod
     def create(cls, free: Sequence[str], fixed: Mapping[str, float] | None, *, form: str, groups: Sequence[str],
                has_ensemble: bool, bounds: Mapping[str, tuple[float, float]] | None = None,
-               length_bounds: tuple[float, float] = (1e-3, 1e3)) -> "Parametrization":
+               length_bounds: tuple[float, float] = (1e-3, 1e3)) -> Parametrization:
         """Check the names and fill defaults (see the module table)."""
         if form not in ("hybrid", "weights"):
             raise ValueError(f"form must be 'hybrid' or 'weights', got {form!r}")

@@ -42,7 +42,12 @@ import numpy as np
 import scipy.optimize
 from scipy.stats import chi2, norm
 
-from pyoops.diagnostics.tuning.parameters import natural_derivative, to_internal, to_natural, transform_of
+from pyoops.diagnostics.tuning.parameters import (
+    natural_derivative,
+    to_internal,
+    to_natural,
+    transform_of,
+)
 
 __all__ = [
     "NOT_IDENTIFIABLE_SD",
@@ -172,7 +177,7 @@ def profile_interval(objective: Callable[[np.ndarray], tuple[float, np.ndarray]]
             opens.append(True)
             continue
         lo, hi = (t, inside) if side < 0 else (inside, t)
-        root = scipy.optimize.brentq(lambda x: excess(x, side), lo, hi, xtol=1e-3)
+        root = scipy.optimize.brentq(lambda x, s=side: excess(x, s), lo, hi, xtol=1e-3)
         ends.append(root)
         opens.append(False)
     return ends[0], ends[1], opens[0], opens[1]

@@ -9,7 +9,11 @@ from scipy.stats import multivariate_normal
 from pyoops.diagnostics.tuning import estimate, negative_log_likelihood
 from pyoops.diagnostics.tuning.crossval import cross_validate, learning_curve
 from pyoops.diagnostics.tuning.pooling import dersimonian_laird, pool, shrink
-from pyoops.diagnostics.tuning.simulate import ring_network, simulate_innovations, simulate_regions
+from pyoops.diagnostics.tuning.simulate import (
+    ring_network,
+    simulate_innovations,
+    simulate_regions,
+)
 
 THETA = {"beta": 0.5, "inflation": 1.2, "a_o": 1.0, "length": 0.15}
 
@@ -36,7 +40,7 @@ def test_conditional_heldout_score_is_the_conditional_gaussian():
 
 def test_cross_validation_folds_partition_the_data():
     data = _data(1, 12, members=10)
-    kw = dict(method="ml", parameters=("beta", "inflation", "a_o"), fixed={"length": 0.15})
+    kw = {"method": "ml", "parameters": ("beta", "inflation", "a_o"), "fixed": {"length": 0.15}}
     cv = cross_validate(data, 4, "time", **kw)
     assert sum(f.test_nobs for f in cv.folds) == data.nobs
     assert all(f.train_nobs + f.test_nobs == data.nobs for f in cv.folds)
@@ -77,7 +81,7 @@ def test_dersimonian_laird_recovers_the_between_group_variance():
     rng = np.random.default_rng(5)
     v = rng.uniform(0.01, 0.2, 2000)
     x = 0.4 + rng.normal(0, 0.3, 2000) + rng.normal(0, np.sqrt(v))
-    tau2, mu, q = dersimonian_laird(x, v)
+    tau2, mu, _ = dersimonian_laird(x, v)
     assert tau2 == pytest.approx(0.09, rel=0.15) and mu == pytest.approx(0.4, abs=0.03)
     same = dersimonian_laird(np.full(5, 0.2), np.full(5, 0.1))
     assert same[0] == 0.0 and same[1] == pytest.approx(0.2) and same[2] == pytest.approx(0.0)

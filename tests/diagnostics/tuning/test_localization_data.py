@@ -54,7 +54,7 @@ def test_periodic_distance():
 
 
 def _cycle(p=4, **kw):
-    args = dict(innovations=np.ones(p), obs_error=np.ones(p), static_factor=np.eye(p))
+    args = {"innovations": np.ones(p), "obs_error": np.ones(p), "static_factor": np.eye(p)}
     args.update(kw)
     return TuningCycle(**args)
 
