@@ -105,7 +105,8 @@ def cross_validate(data: TuningData, k: int = 5, scheme: str = "time", *, heldou
             raise ValueError(f"{k} time folds need at least {k} cycles, got {len(data.cycles)}")
         blocks = _time_folds(len(data.cycles), k)
         for f, test_idx in enumerate(blocks):
-            train = data.take([i for i in range(len(data.cycles)) if i not in set(test_idx.tolist())])
+            held = set(test_idx.tolist())
+            train = data.take([i for i in range(len(data.cycles)) if i not in held])
             test = data.take(test_idx)
             res = estimate(train, **estimate_kwargs)
             folds.append(FoldScore(f, train.nobs, test.nobs, res.nll / train.nobs,

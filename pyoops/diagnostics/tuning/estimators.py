@@ -119,6 +119,20 @@ class TuningResult:
 
         return np.array([to_internal(n, self.values[n]) for n in self.free])
 
+    def natural_covariance(self) -> np.ndarray:
+        r"""Covariance of the free parameters on the natural scale (delta method,
+        :math:`\mathbf D\mathcal I^{-1}\mathbf D`, :math:`\mathbf D = \mathrm{diag}(d\theta/d\phi)`)."""
+        from pyoops.diagnostics.tuning.uncertainty import transform_covariance
+
+        return transform_covariance(self.free, self.internal, covariance_from_information(self.information)[0])
+
+    def natural_information(self) -> np.ndarray:
+        r"""Information of the natural parameters, :math:`\mathbf D^{-1}\mathcal I\mathbf D^{-1}`."""
+        from pyoops.diagnostics.tuning.parameters import natural_derivative
+
+        d = np.array([natural_derivative(n, self.values[n]) for n in self.free])
+        return self.information / d[:, None] / d[None, :]
+
     def verdict(self, name: str) -> str:
         """The verdict of a free parameter."""
         return self.estimates[name].verdict
@@ -220,6 +234,8 @@ def estimate(data: TuningData, method: str = "ml", parameters: Sequence[str] = (
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if profile and method not in ("ml", "map"):
+        raise ValueError(f"profile intervals need a likelihood (method 'ml' or 'map'), not {method!r}")
     t0 = time.perf_counter()
     parameters = tuple(parameters)
     model, par = build_model(data, parameters, fixed, form=form, bounds=bounds)

@@ -102,3 +102,21 @@ def test_fisher_information_is_the_covariance_of_the_score():
     # quadratic forms, heavier-tailed, which is why the band is 5 SE
     se = np.sqrt((fisher ** 2 + np.outer(np.diag(fisher), np.diag(fisher))) / n)
     assert np.all(np.abs(cov - fisher) < 5 * se)
+
+
+def test_result_transforms_the_information_to_the_natural_scale():
+    """S = lambda rho I + I: the natural-scale information of lambda from an ML result is the
+    CRB formula's inverse at the estimate (exact), and the natural covariance its inverse."""
+    from pyoops.diagnostics.tuning import estimate
+
+    p, rho, cycles = 40, 1.0, 5
+    rng = np.random.default_rng(9)
+    data = TuningData(tuple(TuningCycle(np.sqrt(2.0) * rng.standard_normal(p), np.ones(p), np.sqrt(rho) * np.eye(p))
+                            for _ in range(cycles)))
+    res = estimate(data, "ml", ("inflation",), {"beta": 0.0})
+    lam = res.values["inflation"]
+    expected = cycles * p / (2 * (lam + 1 / rho) ** 2)
+    assert res.natural_information()[0, 0] == pytest.approx(expected, rel=1e-10)
+    assert res.natural_covariance()[0, 0] == pytest.approx(1 / expected, rel=1e-10)
+    with pytest.raises(ValueError, match="need a likelihood"):
+        estimate(data, "desroziers", ("inflation",), {"beta": 0.0}, profile=True)
