@@ -81,6 +81,7 @@ import logging
 import math
 import os
 import time as _time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -369,6 +370,8 @@ class CycleExperiment:
 
     def __init__(self, params: Any, registry: Any, plugin: Any, document: dict[str, Any] | None = None):
         self.params = params
+        #: Scopes the EDA's cache of configuration-only B matrices to this experiment.
+        self.run_token = uuid.uuid4().hex
         self.registry = registry
         self.plugin = plugin
         self.cycling: CyclingParameters = params.cycling
@@ -992,7 +995,7 @@ class CycleExperiment:
                          [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
                          ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
                          record_hofx=self.archive, hbht=self.params.output.background_error_variance
-                         if self.archive else None, hbht_member=labels[0])
+                         if self.archive else None, hbht_member=labels[0], run_token=self.run_token)
         result = run_eda(setup, labels, executor)
         innovations = variational_innovations(result.diagnostics, labels, control is not None) \
             if self.archive else None

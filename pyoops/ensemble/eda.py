@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +181,10 @@ class EDASetup:
     hbht: Any = None
     hbht_member: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Identifies the application run: a B built from configuration alone is reused by the
+    #: analyses of the same run (every cycle, every worker process), never by another run,
+    #: whose files (a matrix, a standard-deviation field) may have changed on disk.
+    run_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
@@ -220,9 +225,11 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
     section = validate(VariationalSection, setup.variational, "variational")
     ensemble = FieldSet(setup.ensemble, copy=False) if setup.ensemble is not None else None
     covariances: list[tuple[Any, Any]] = []
-    # A B without in-memory ensemble depends only on its configuration: built once per process.
+    # A B without in-memory ensemble depends only on its configuration and the files it reads: built
+    # once per run and process (the run token: another run may read changed files).
     static_key = None if ensemble is not None else json.dumps(
-        [setup.model_plugin, setup.cost_function.get("background error"), setup.cost_function.get("geometry"),
+        [setup.run_token, setup.model_plugin, setup.cost_function.get("background error"),
+         setup.cost_function.get("geometry"),
          setup.cost_function.get("analysis variables"), setup.cost_function.get("cost type")],
         sort_keys=True, default=str)
 

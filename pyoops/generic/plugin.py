@@ -72,6 +72,9 @@ def pyoops_register(registry: Registry) -> None:
     registry.application.register("eda", EDAApplication)
     registry.saber_block.register("explicit covariance", ExplicitCovariance)
     registry.application.register("obs-diagnostics", ObsDiagnosticsApplication)
+    from pyoops.apps.tune import TuneApplication
+
+    registry.application.register("tune", TuneApplication)
 
     from pyoops.apps.train_emulator import TrainEmulatorApplication  # imports PyTorch only when run
 

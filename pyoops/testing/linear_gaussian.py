@@ -336,7 +336,8 @@ def desroziers_experiment(method: str, directory: "str | os.PathLike[str]", *, m
                           geometry_config: dict[str, Any], cycles: int, misspecified: bool = False,
                           members: int | None = None, hybrid_weight: float = 0.5, seed: int = 1,
                           correlated_noise: float = 0.25, correlation_length: float = 3.0,
-                          white_noise: float = 0.1, obs_error: float = 1.0) -> tuple[dict[str, Any], dict[str, float]]:
+                          white_noise: float = 0.1, obs_error: float = 1.0, b_scale: float | None = None,
+                          r_scale: float | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     r"""Write a linear-Gaussian twin under ``directory``; return the ``pyoops cycle`` configuration and
     the exact expectations of its innovation statistics (:meth:`LinearGaussianTwin.expected_statistics`;
     for EDA-hybrid those of a system whose hybrid :math:`\mathbf{B}` is exactly its static part,
@@ -359,7 +360,8 @@ def desroziers_experiment(method: str, directory: "str | os.PathLike[str]", *, m
     static matrix halved; for the ensembles, the inflation
     :math:`\lambda' = 1 + b/r'` and an initial ensemble that keep the ensemble variance at
     :math:`b = p_f/2` with the assumed :math:`r' = 2\sigma_o^2` (the stationary point of
-    :math:`b = \lambda' \, b r'/(b + r')`).
+    :math:`b = \lambda' \, b r'/(b + r')`).  ``b_scale``, ``r_scale``: any other factors on
+    :math:`\mathbf B` and :math:`\mathbf R` (they override ``misspecified``).
     """
     from pyoops.registry import get_registry
 
@@ -379,8 +381,11 @@ def desroziers_experiment(method: str, directory: "str | os.PathLike[str]", *, m
     twin = LinearGaussianTwin(geometry, DateTime("2010-01-01T00:00:00Z"), window, cycles, q, obs_error,
                               offsets, seed=seed)
     pf, pa = twin.covariances()
-    r_assumed = obs_error ** 2 * (2.0 if misspecified else 1.0)
-    b_scale = 0.5 if misspecified else 1.0
+    if r_scale is None:
+        r_scale = 2.0 if misspecified else 1.0
+    if b_scale is None:
+        b_scale = 0.5 if misspecified else 1.0
+    r_assumed = obs_error ** 2 * r_scale
     out = Path(directory)
     nmembers = None
     ens_cov = None

@@ -25,7 +25,11 @@ import pytest
 import pyoops
 from pyoops.diagnostics.archive import read_archive
 from pyoops.diagnostics.report import DiagnosticsSettings, diagnose
-from pyoops.testing.linear_gaussian import desroziers_experiment, steady_state_covariances
+from pyoops.testing.linear_gaussian import (
+    desroziers_experiment,
+    periodic_gaussian_correlation,
+    steady_state_covariances,
+)
 
 LEVEL = 0.99
 CYCLES = {"3D-Var": 300, "4D-Var": 200, "LETKF": 300, "EDA-hybrid": 100}
@@ -101,3 +105,18 @@ def test_r_doubled_and_b_halved_are_detected(tmp_path: Path, method: str) -> Non
         assert hb_hi < 1, f"{method}: HBH^T ratio {hb:.3f} [{hb_lo:.3f}, {hb_hi:.3f}]"
         # White B and white R: the two single-pass ratios are one number (the innovation variance ratio).
         assert hb == pytest.approx(so, rel=0.03)
+
+
+def test_a_second_run_in_the_same_process_reads_the_changed_b_file(tmp_path: Path) -> None:
+    """The EDA/variational B built from configuration is cached per run, not per process: a run after
+    the B file changed on disk (what a tuning loop does) uses the new matrix (was: the old one)."""
+    import xarray as xr
+
+    for b_scale in (0.5, 0.8):
+        cfg, _ = desroziers_experiment("3D-Var", tmp_path, model_plugin="lorenz96", geometry_config={"resol": 40},
+                                       cycles=2, b_scale=b_scale)
+        pyoops.run("cycle", cfg)
+        pf = steady_state_covariances(0.25 * periodic_gaussian_correlation(40, 3.0) + 1e-3 * np.eye(40),
+                                      np.eye(40))[0]
+        var = xr.open_dataset(tmp_path / "run" / "innovations.nc", group="BackgroundErrorVariance")["value"].values
+        np.testing.assert_allclose(var, b_scale * pf[0, 0], rtol=1e-9)
