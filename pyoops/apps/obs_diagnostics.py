@@ -36,6 +36,15 @@ from pyoops.util.errors import ConfigError
 __all__ = ["ObsDiagnosticsApplication", "ObsDiagnosticsParameters"]
 
 
+def archive_list(value: Any) -> Any:
+    """``archives``: one name, a list of names, or a list of ``{filename: ...}`` -> a list of mappings."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        return [{"filename": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 class ArchiveFileParameters(Parameters):
     filename: str = Field(description="Innovation archive (netCDF) written by an assimilating application.")
 
@@ -97,11 +106,7 @@ class ObsDiagnosticsParameters(ApplicationParameters):
     @field_validator("archives", mode="before")
     @classmethod
     def _names_or_mappings(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            return [{"filename": v} if isinstance(v, str) else v for v in value]
-        return value
+        return archive_list(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ObsDiagnosticsParameters":

@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from pyoops.apps.base import Application, ApplicationParameters
+from pyoops.apps.obs_diagnostics import ArchiveFileParameters, archive_list
 from pyoops.config.parameters import Parameters
 from pyoops.util.atomic import atomic_output
 from pyoops.util.errors import ConfigError
@@ -86,7 +87,7 @@ class TuneParameters(ApplicationParameters):
     """``pyoops tune`` configuration."""
 
     geometry: dict[str, Any] = Field(description="Geometry of the archives' observations (the model plugin's).")
-    archives: list[_File] = Field(min_length=1, description="Innovation archives (file names or {filename}).")
+    archives: list[ArchiveFileParameters] = Field(min_length=1, description="Innovation archives (file names or {filename}).")
     skip_cycles: int = Field(0, ge=0, description="Leave out the first cycles (spin-up).")
     static_covariance: dict[str, Any] | None = Field(
         None, description="The static B_s as the run assumed it (a SABER covariance section); none: no static part.")
@@ -99,11 +100,7 @@ class TuneParameters(ApplicationParameters):
     @field_validator("archives", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            return [{"filename": v} if isinstance(v, str) else v for v in value]
-        return value
+        return archive_list(value)
 
 
 class TuneApplication(Application):
