@@ -77,7 +77,8 @@ def cycled_fixed_point(run: Callable[[np.ndarray], np.ndarray], start: Sequence[
     x = np.log(np.asarray(start, dtype=np.float64))
     out = CycledFixedPoint()
     jac = -np.eye(x.size)
-    f = None
+    f: np.ndarray | None = None
+    x_prev = x
     for _ in range(max_runs):
         ratios = np.asarray(run(np.exp(x)), dtype=np.float64)
         if ratios.shape != x.shape or not np.all(np.isfinite(ratios) & (ratios > 0)):
