@@ -181,7 +181,7 @@ class EDASetup:
     hbht: Any = None
     hbht_member: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-    #: Identifies the application run: a B built from configuration alone is reused by the
+    #: The application run this belongs to. A B built from configuration alone is reused by the
     #: analyses of the same run (every cycle, every worker process), never by another run,
     #: whose files (a matrix, a standard-deviation field) may have changed on disk.
     run_token: str = field(default_factory=lambda: uuid.uuid4().hex)

@@ -17,7 +17,7 @@ name           meaning                         internal scale  default (fixed)  
 ============== =============================== =============== ==================== =========================
 ``beta``       hybrid weight :math:`\beta`     logit           0.5 (0 without ens.) :math:`[10^{-4}, 1-10^{-4}]`
 ``inflation``  multiplicative :math:`\lambda`  log             1                    :math:`[10^{-3}, 10^3]`
-``length``     GC half-width :math:`\ell`      log             :math:`\infty`       see :func:`default_bounds`
+``length``     GC half-width :math:`\ell`      log             :math:`\infty`       from the data
 ``a_s``        static amplitude                log             1                    :math:`[10^{-3}, 10^3]`
 ``a_e``        ensemble amplitude              log             1                    :math:`[10^{-3}, 10^3]`
 ``a_o``        :math:`\mathbf R` amplitude     log             1                    :math:`[10^{-3}, 10^3]`

@@ -83,7 +83,7 @@ def shrink(estimates: np.ndarray, variances: np.ndarray, mu: float, tau2: float)
 class PoolingResult:
     """Independent, global and hierarchical estimates per group label (natural values).
 
-    ``independent[label]`` and ``global_result`` are full :class:`TuningResult`; ``hierarchical[label]``
+    ``independent[label]`` and ``global_result`` are full :class:`~pyoops.diagnostics.tuning.estimators.TuningResult`; ``hierarchical[label]``
     maps each free parameter to its shrunk natural value and ``hierarchical_intervals`` to its
     interval; ``tau2``/``mean`` are the hyperparameters per parameter (internal scale),
     ``weights[name][r]`` the weight :math:`\\hat\\tau^2/(v_r + \\hat\\tau^2)` kept on the region's own estimate.
