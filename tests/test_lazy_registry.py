@@ -242,6 +242,16 @@ def test_unknown_model_in_a_run_is_one_line_and_imports_no_other_maker(tmp_path)
     assert "pyoops.apps.variational" not in modules
 
 
+def test_a_one_step_forecast_imports_no_scipy_and_no_other_application(tmp_path):
+    report = _probe("forecast", _write(tmp_path, "Lorenz96"), "--quiet")
+    assert report["code"] == 0
+    modules = set(report["modules"])
+    assert "numpy" in modules and "pyoops.apps.forecast" in modules  # the probe saw a real run
+    assert "scipy" not in modules and "torch" not in modules
+    assert [m for m in modules if m.startswith("pyoops.apps.") and m not in
+            ("pyoops.apps.forecast", "pyoops.apps.base", "pyoops.apps.files")] == []
+
+
 def test_plugin_packages_export_their_classes_lazily():
     import pyoops_lorenz96
     from pyoops_lorenz96.model import Lorenz96Model
