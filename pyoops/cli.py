@@ -14,8 +14,6 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from pyoops.config.yaml_io import load_config
-from pyoops.util.atomic import atomic_output
 from pyoops.util.errors import ConfigError, PluginError, PyoopsError
 from pyoops.util.logging import configure
 
@@ -94,12 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         registry = get_registry()
         apps = registry.application
-        summaries = {e.name: getattr(e.maker, "summary", "") for e in apps.entries()}
+        # Names and summaries are known without importing the applications (lazy registration):
+        # --help, APP --help and plugins import neither the makers nor numpy.
+        summaries = {e.name: e.summary for e in apps.entries()}
         args = _parser(apps.names(), summaries).parse_args(argv)
         configure(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
         if args.command == "plugins":
             _print_plugins(registry)
             return 0
+        from pyoops.config.yaml_io import load_config
+        from pyoops.util.atomic import atomic_output
+
         application = apps.get(args.command)(registry)
         if args.output_json_schema:
             plugin = None
@@ -207,13 +210,12 @@ def _culprit(exc: BaseException) -> str:
         makers: list[tuple[type, str, str, str]] = []
         for kind, factory in registry.factories.items():
             for entry in factory.entries():
-                module = getattr(entry.maker, "__module__", "") or ""
-                packages.setdefault(module.split(".")[0], entry.plugin or "generic")
-                if isinstance(entry.maker, type):
-                    makers.append((entry.maker, kind, entry.name, entry.plugin or "generic"))
+                packages.setdefault(entry.module.split(".")[0], entry.plugin or "generic")
+                maker = entry.loaded_maker()  # a maker never imported cannot be in the traceback
+                if isinstance(maker, type):
+                    makers.append((maker, kind, entry.name, entry.plugin or "generic"))
         for model in registry.model_plugins.values():
-            module = getattr(model.geometry, "__module__", "") or ""
-            packages.setdefault(module.split(".")[0], model.plugin or model.name)
+            packages.setdefault(model.geometry_module.split(".")[0], model.plugin or model.name)
         packages["pyoops"] = "generic"
         frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
         owners = [packages.get(f.f_globals.get("__name__", "").split(".")[0]) for f in frames]

@@ -24,10 +24,9 @@ CONCEPTS = ROOT / "docs" / "concepts.rst"
 TOP_LEVEL = {"pyoops": "pyoops.apps", "pyoops.cli": "pyoops.apps", "pyoops.__main__": "pyoops.apps"}
 
 #: Registration, the documented exception: (importing module, imported module prefix).
+#: The built-in makers are registered by import path (strings, no import), so only the
+#: registry's fall-back on the ``generic`` plugin of an uninstalled source tree remains.
 REGISTRATION = {
-    ("pyoops.generic.plugin", "pyoops.apps"),
-    ("pyoops.generic.plugin", "pyoops.saber"),
-    ("pyoops.registry", "pyoops.generic.state"),
     ("pyoops.registry", "pyoops.generic"),
 }
 

@@ -23,10 +23,12 @@ import math
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # imported where used: a forecast never needs scipy (start-up, issue 11)
+    import scipy.sparse as sp
 
 from pyoops.fields.fieldset import FieldSet
 from pyoops.interface.geometry import Geometry, GetValues, Locations
@@ -297,6 +299,8 @@ class StructuredGrid(Geometry):
             pairs = axis.weights(locations.coords[axis.name])
             idx_list = [i * axis.n + j for i in idx_list for j, _ in pairs]
             w_list = [wi * wj for wi in w_list for _, wj in pairs]
+        import scipy.sparse as sp
+
         data = np.concatenate(w_list)
         cols = np.concatenate(idx_list)
         return sp.csr_matrix((data, (np.tile(rows, len(w_list)), cols)), shape=(n, int(np.prod(self.shape))))

@@ -5,32 +5,37 @@ Plugins are Python distributions that declare an entry point in the group
 implementations.  pyoops's own generic makers are registered the same way,
 through the ``generic`` entry point of the ``pyoops`` distribution.
 
-A plugin module looks like::
+A maker is registered either as the object itself or, lazily, by its import path
+``"module:Class"``: the module is imported the first time the maker is used, so that
+commands that only need the names (``pyoops --help``, ``pyoops plugins``) import
+neither the makers nor numpy and scipy.  A plugin module looks like::
 
     from pyoops.registry import hookimpl
 
     @hookimpl
     def pyoops_register(registry):
-        registry.add_model_plugin("lorenz96", geometry=Lorenz96Geometry, state=Lorenz96State)
-        registry.model.register("Lorenz96", Lorenz96Model)
-        registry.linear_model.register("Lorenz96TLM", Lorenz96TLM)
+        registry.add_model_plugin("lorenz96", geometry="pyoops_lorenz96.geometry:Lorenz96Geometry",
+                                  state="pyoops_lorenz96.state:Lorenz96State")
+        registry.model.register("Lorenz96", "pyoops_lorenz96.model:Lorenz96Model")
+        registry.linear_model.register("Lorenz96TLM", Lorenz96TLM)  # the class itself works too
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.metadata
-from dataclasses import dataclass, field
+import re
+import sys
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel
 
-from pyoops.config.parameters import validate
 from pyoops.util.errors import ConfigError, PluginError, UnknownNameError, join_path
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Entry",
     "Factory",
     "ModelPlugin",
     "Registry",
@@ -71,19 +76,99 @@ KINDS: dict[str, str] = {
 }
 
 
-@dataclass
+#: ``"package.module:Class"`` or ``"package.module:Outer.Inner"``: a maker's import path.
+_TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_UNLOADED = object()
+
+
+def import_path(obj: Any) -> str | None:
+    """``"module:QualName"`` of a class or function (None for objects without a stable one)."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or "<locals>" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
 class Entry:
-    name: str
-    maker: Any
-    plugin: str
+    """One registered maker: its name, the plugin that registered it and the maker itself.
+
+    ``maker`` may be given as the object or as its import path ``"module:Class"``; in the
+    second case the module is imported the first time :attr:`maker` is read (a module or
+    attribute that cannot be imported is a :class:`~pyoops.util.errors.PluginError`).
+    Reading ``name``, ``plugin``, ``kind``, ``target`` (the import path, None for an object
+    without a stable one) and ``summary`` (one line, for an application's help) never
+    imports anything.
+    """
+
+    def __init__(self, name: str, maker: Any, plugin: str, summary: str | None = None, kind: str = ""):
+        self.name = name
+        self.plugin = plugin
+        self.kind = kind
+        if isinstance(maker, str):
+            if not _TARGET.match(maker):
+                raise PluginError(plugin, kind, name, maker, "is not an import path of the form 'package.module:Class'")
+            self.target: str | None = maker
+            self._maker: Any = _UNLOADED
+        else:
+            self.target = import_path(maker)
+            self._maker = maker
+        if summary is None:
+            summary = "" if self._maker is _UNLOADED else str(getattr(self._maker, "summary", "") or "")
+        self.summary = summary
+
+    @property
+    def module(self) -> str:
+        """The name of the module that defines the maker (known without importing it)."""
+        return (self.target or "").partition(":")[0]
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the maker has been imported already."""
+        return self._maker is not _UNLOADED
+
+    @property
+    def maker(self) -> Any:
+        """The maker (class or callable), imported on first use if registered by import path."""
+        if self._maker is _UNLOADED:
+            module_name, _, attribute = (self.target or "").partition(":")
+            try:
+                obj: Any = importlib.import_module(module_name)
+                for part in attribute.split("."):
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError) as exc:
+                raise PluginError(self.plugin, self.kind, self.name, self.target,
+                                  f"cannot be imported ({type(exc).__name__}: {exc})") from exc
+            self._maker = obj
+        return self._maker
+
+    def loaded_maker(self) -> Any:
+        """The maker if it is loaded or its module already imported, else None (never imports)."""
+        if self._maker is _UNLOADED and self.module not in sys.modules:
+            return None
+        try:
+            return self.maker
+        except PluginError:
+            return None
+
+    def same_maker(self, other: Entry) -> bool:
+        """Whether ``other`` registers the same maker (compared by import path, without importing)."""
+        if self.target is not None and other.target is not None:
+            return self.target == other.target
+        return self.loaded and other.loaded and self._maker is other._maker
+
+    def __repr__(self) -> str:
+        what = self.target if self.target is not None else repr(self._maker)
+        return f"Entry({self.name!r}, {what}, plugin={self.plugin!r}{'' if self.loaded else ', not loaded'})"
 
 
 class Factory:
     """Named makers of one kind (``model``, ``obs operator``, ...).
 
-    ``factory.get(name, path)`` returns the registered class or raises a
-    ConfigError that lists every known name, like OOPS's
-    "X does not exist in the model factory".
+    ``factory.get(name, path)`` returns the registered class (importing it if it was
+    registered by import path) or raises a ConfigError that lists every known name, like
+    OOPS's "X does not exist in the model factory".  :meth:`names` and :meth:`entries`
+    import nothing.
     """
 
     def __init__(self, kind: str, name_key: str = "", current_plugin: Any = None):
@@ -92,20 +177,29 @@ class Factory:
         self._entries: dict[str, Entry] = {}
         self._current_plugin = current_plugin or (lambda: "")
 
-    def register(self, name: str, maker: Any, *, plugin: str = "", replace: bool = False) -> None:
-        """Register ``maker`` under ``name``; a clash between plugins is an error."""
+    def register(self, name: str, maker: Any, *, plugin: str = "", replace: bool = False,
+                 summary: str | None = None) -> None:
+        """Register ``maker`` under ``name``; a clash between plugins is an error.
+
+        ``maker`` is the class (or callable) or its import path ``"module:Class"``, imported
+        on first use.  ``summary`` is a one-line description (the help of an application);
+        by default the maker's ``summary`` attribute if it is given as an object.
+        """
         plugin = plugin or self._current_plugin()
-        if name in self._entries and not replace and self._entries[name].maker is not maker:
+        entry = Entry(name, maker, plugin, summary, self.kind)
+        if name in self._entries and not replace and not self._entries[name].same_maker(entry):
             other = self._entries[name].plugin
             raise ConfigError(
                 f"{self.kind} '{name}' is registered twice (by plugin '{other}' and by '{plugin or '?'}')"
             )
-        self._entries[name] = Entry(name, maker, plugin)
+        self._entries[name] = entry
 
     def names(self) -> list[str]:
+        """The registered names, sorted (imports nothing)."""
         return sorted(self._entries)
 
     def entries(self) -> list[Entry]:
+        """The entries, sorted by name (imports nothing; reading ``entry.maker`` does)."""
         return [self._entries[n] for n in self.names()]
 
     def __contains__(self, name: object) -> bool:
@@ -148,11 +242,15 @@ class Factory:
             self.get(name, join_path(path, self.name_key))
         else:
             self.get(name, path)
+        from pyoops.config.parameters import validate
+
         params_cls = self.parameters_class(name)
         return validate(params_cls, config, path)
 
     def parameters_class(self, name: str) -> Any:
         """The Parameters class of the maker registered as ``name``, checked (see :meth:`parameters`)."""
+        from pydantic import BaseModel
+
         entry = self._entries[name]
         params_cls = getattr(entry.maker, "Parameters", None)
         if not (isinstance(params_cls, type) and issubclass(params_cls, BaseModel)):
@@ -167,31 +265,71 @@ class Factory:
         return params_cls
 
 
-@dataclass
 class ModelPlugin:
     """What a model plugin provides (OOPS's MODEL traits).
+
+    The properties :attr:`geometry`, :attr:`state` and :attr:`increment` are the classes;
+    each may be given as the class or as its import path ``"module:Class"``, imported on
+    first use.
 
     Attributes
     ----------
     name:
         The value of the top-level ``model plugin:`` key.
-    geometry:
-        The Geometry class; also registered in the ``geometry`` factory under ``name``.
-    state:
-        State class (pyoops's generic FieldSet-backed one by default).
-    increment:
-        Increment class (pyoops's generic FieldSet-backed one by default).
     description:
         One line for ``pyoops plugins``.
+    plugin:
+        The plugin (entry point) that declared it.
+    extras:
+        Further plugin-specific objects, keyword arguments of :meth:`Registry.add_model_plugin`.
     """
 
-    name: str
-    geometry: Any
-    state: Any = None
-    increment: Any = None
-    description: str = ""
-    plugin: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, name: str, geometry: Any, state: Any = None, increment: Any = None,
+                 description: str = "", plugin: str = "", extras: dict[str, Any] | None = None):
+        self.name = name
+        self.description = description
+        self.plugin = plugin
+        self.extras = dict(extras or {})
+        self._geometry = Entry(name, geometry, plugin, "", "geometry")
+        self._state = Entry(name, state or "pyoops.generic.state:GenericState", plugin, "", "state")
+        self._increment = Entry(name, increment or "pyoops.generic.state:GenericIncrement", plugin, "",
+                                "increment")
+
+    @property
+    def geometry(self) -> Any:
+        """The Geometry class (imported on first use); also registered in the ``geometry`` factory."""
+        return self._geometry.maker
+
+    @geometry.setter
+    def geometry(self, value: Any) -> None:
+        self._geometry = Entry(self.name, value, self.plugin, "", "geometry")
+
+    @property
+    def state(self) -> Any:
+        """The State class (imported on first use); pyoops's generic FieldSet-backed one by default."""
+        return self._state.maker
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._state = Entry(self.name, value, self.plugin, "", "state")
+
+    @property
+    def increment(self) -> Any:
+        """The Increment class (imported on first use); the generic FieldSet-backed one by default."""
+        return self._increment.maker
+
+    @increment.setter
+    def increment(self, value: Any) -> None:
+        self._increment = Entry(self.name, value, self.plugin, "", "increment")
+
+    @property
+    def geometry_module(self) -> str:
+        """The module that defines the geometry class (known without importing it)."""
+        return self._geometry.module
+
+    def __repr__(self) -> str:
+        return (f"ModelPlugin({self.name!r}, geometry={self._geometry.target or self._geometry.maker!r}, "
+                f"plugin={self.plugin!r})")
 
     def make_geometry(self, config: Any, path: str = "geometry") -> Any:
         """The plugin's geometry from the YAML mapping at ``path``.
@@ -199,6 +337,8 @@ class ModelPlugin:
         A check made while building the grid without a key of its own (its size against
         memory, say) is reported at ``path``.
         """
+        from pyoops.config.parameters import validate
+
         params = validate(self.geometry.Parameters, config, path)
         try:
             return self.geometry(params)
@@ -269,12 +409,13 @@ class Registry:
 
     def add_model_plugin(self, name: str, geometry: Any, state: Any = None, increment: Any = None,
                          description: str = "", **extras: Any) -> ModelPlugin:
-        """Declare a model plugin (the ``model plugin:`` value) and register its geometry."""
-        from pyoops.generic.state import GenericIncrement, GenericState
+        """Declare a model plugin (the ``model plugin:`` value) and register its geometry.
 
-        entry = ModelPlugin(name, geometry, state or GenericState, increment or GenericIncrement,
-                            description, self._current_plugin, dict(extras))
-        if name in self.model_plugins and self.model_plugins[name].geometry is not geometry:
+        ``geometry``, ``state`` and ``increment`` are classes or import paths ``"module:Class"``
+        (imported on first use); ``state`` and ``increment`` default to pyoops's generic ones.
+        """
+        entry = ModelPlugin(name, geometry, state, increment, description, self._current_plugin, dict(extras))
+        if name in self.model_plugins and not self.model_plugins[name]._geometry.same_maker(entry._geometry):
             raise ConfigError(f"model plugin '{name}' is registered twice")
         self.model_plugins[name] = entry
         self.geometry.register(name, geometry, plugin=self._current_plugin)

@@ -57,7 +57,7 @@ class PluginError(Exception):
     kind, name:
         The factory kind (``saber block``, ``model`` ...) and the registered name.
     maker:
-        The registered class (or callable).
+        The registered class (or callable), or its import path ``"module:Class"``.
     message:
         What is wrong with it and what the plugin must provide.
     """
@@ -68,7 +68,10 @@ class PluginError(Exception):
         self.name = name
         self.maker = maker
         self.message = message
-        where = getattr(maker, "__module__", "?") + "." + getattr(maker, "__qualname__", repr(maker))
+        if isinstance(maker, str):  # registered by import path, "module:Class"
+            where = maker
+        else:
+            where = getattr(maker, "__module__", "?") + "." + getattr(maker, "__qualname__", repr(maker))
         super().__init__(f"{kind} '{name}' ({where}) {message}")
 
 

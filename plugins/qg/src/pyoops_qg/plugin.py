@@ -1,14 +1,12 @@
-"""Registration of the QG plugin (entry point ``qg`` in the group ``pyoops``)."""
+"""Registration of the QG plugin (entry point ``qg`` in the group ``pyoops``).
+
+Every class is registered by its import path and imported on first use, so that
+registering (``pyoops --help``, ``pyoops plugins``) imports neither the classes nor numpy.
+"""
 
 from __future__ import annotations
 
 from pyoops.registry import Registry, hookimpl
-
-from pyoops_qg.blocks import QgBalance, QgVerticalCorrelation, QgWalls
-from pyoops_qg.geometry import QgGeometry
-from pyoops_qg.model import QgModel, QgTLM
-from pyoops_qg.state import QgState
-from pyoops_qg.variable_changes import QgLinearVariableChange, QgVariableChange
 
 
 @hookimpl
@@ -17,14 +15,14 @@ def pyoops_register(registry: Registry) -> None:
     changes ``QG`` and the SABER blocks ``QG balance``, ``QG walls`` and ``QG vertical correlation``."""
     registry.add_model_plugin(
         "qg",
-        geometry=QgGeometry,
-        state=QgState,
+        geometry="pyoops_qg.geometry:QgGeometry",
+        state="pyoops_qg.state:QgState",
         description="two-layer quasi-geostrophic channel (OOPS QG): semi-Lagrangian PV advection, TL/AD",
     )
-    registry.model.register("QG", QgModel)
-    registry.linear_model.register("QgTLM", QgTLM)
-    registry.variable_change.register("QG", QgVariableChange)
-    registry.linear_variable_change.register("QG", QgLinearVariableChange)
-    registry.saber_block.register("QG balance", QgBalance)
-    registry.saber_block.register("QG walls", QgWalls)
-    registry.saber_block.register("QG vertical correlation", QgVerticalCorrelation)
+    registry.model.register("QG", "pyoops_qg.model:QgModel")
+    registry.linear_model.register("QgTLM", "pyoops_qg.model:QgTLM")
+    registry.variable_change.register("QG", "pyoops_qg.variable_changes:QgVariableChange")
+    registry.linear_variable_change.register("QG", "pyoops_qg.variable_changes:QgLinearVariableChange")
+    registry.saber_block.register("QG balance", "pyoops_qg.blocks:QgBalance")
+    registry.saber_block.register("QG walls", "pyoops_qg.blocks:QgWalls")
+    registry.saber_block.register("QG vertical correlation", "pyoops_qg.blocks:QgVerticalCorrelation")

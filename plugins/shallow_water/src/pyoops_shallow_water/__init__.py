@@ -5,17 +5,45 @@ the geometry ``{nx, ny, dx, dy}`` (doubly periodic f-plane, collocated grid), th
 model ``ShallowWater``, the linear model ``ShallowWaterTLM``, analytic initial states
 (``vortex``, ``jet``, ``turbulence``, ``gravity wave pulse``, ``rest``) and the SABER
 outer block ``geostrophic balance``.
+
+The classes are imported on first access (``from pyoops_shallow_water import ...`` works as
+usual), so that importing the package for its registration imports neither them nor numpy.
 """
 
-from pyoops_shallow_water.balance import GeostrophicBalance, GeostrophicBalanceParameters
-from pyoops_shallow_water.geometry import ShallowWaterGeometry, ShallowWaterGeometryParameters
-from pyoops_shallow_water.model import (
-    ShallowWaterModel,
-    ShallowWaterParameters,
-    ShallowWaterTLM,
-    ShallowWaterTLMParameters,
-)
-from pyoops_shallow_water.state import ShallowWaterState
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyoops_shallow_water.balance import (
+        GeostrophicBalance,
+        GeostrophicBalanceParameters,
+    )
+    from pyoops_shallow_water.geometry import (
+        ShallowWaterGeometry,
+        ShallowWaterGeometryParameters,
+    )
+    from pyoops_shallow_water.model import (
+        ShallowWaterModel,
+        ShallowWaterParameters,
+        ShallowWaterTLM,
+        ShallowWaterTLMParameters,
+    )
+    from pyoops_shallow_water.state import ShallowWaterState
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "GeostrophicBalance": "pyoops_shallow_water.balance",
+    "GeostrophicBalanceParameters": "pyoops_shallow_water.balance",
+    "ShallowWaterGeometry": "pyoops_shallow_water.geometry",
+    "ShallowWaterGeometryParameters": "pyoops_shallow_water.geometry",
+    "ShallowWaterModel": "pyoops_shallow_water.model",
+    "ShallowWaterParameters": "pyoops_shallow_water.model",
+    "ShallowWaterState": "pyoops_shallow_water.state",
+    "ShallowWaterTLM": "pyoops_shallow_water.model",
+    "ShallowWaterTLMParameters": "pyoops_shallow_water.model",
+}
 
 __all__ = [
     "GeostrophicBalance",
@@ -29,3 +57,18 @@ __all__ = [
     "ShallowWaterTLMParameters",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public class from its module on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily imported classes included."""
+    return sorted({*globals(), *_EXPORTS})
