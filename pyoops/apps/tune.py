@@ -23,6 +23,23 @@ hybrid weights (``Hybrid`` block components) to paste into a ``cost function``::
     output:
       json: {filename: tune.json}
       yaml: {filename: tuned.yaml}
+      plots: {directory: tune-plots}
+
+``output: plots: {directory: DIR}`` writes the plots that apply
+(:mod:`pyoops.diagnostics.tuning.plots`) into ``DIR``:
+
+* ``likelihood_surface.png`` — :math:`-\log L` over the first two free parameters around the
+  estimate, with the 68 % and 95 % joint contours (two or more free parameters);
+* ``profiles.png`` — :math:`-\log L` along each free parameter: a slice (the others at the
+  estimate), or a true profile (the others re-minimised) when ``estimator: profile: true``;
+* ``learning_curve.png`` — the estimates against the number of cycles fitted (with
+  ``learning curve: {sizes: [...]}``, or ``cross validation`` — then at 1/8, 1/4, 1/2 and all of
+  the cycles);
+* ``shrinkage.png`` — independent, hierarchical and global estimates per region or obs group
+  (with ``pooling``).
+
+``learning curve: {sizes: [n1, n2, ...]}`` also puts the estimates from the first ``n`` cycles
+in the JSON report.
 """
 
 from __future__ import annotations
@@ -71,8 +88,25 @@ class CrossValidationParameters(Parameters):
                                                                         "observations.")
 
 
+class LearningCurveParameters(Parameters):
+    """``learning curve``: estimates from the first cycles of the record."""
+
+    sizes: list[int] = Field(min_length=1, description="Numbers of (leading) cycles to fit.")
+
+    @field_validator("sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            raise ValueError("learning-curve sizes must be at least 1")
+        return sorted(set(value))
+
+
 class _File(Parameters):
     filename: str = Field(description="Output file.")
+
+
+class _Directory(Parameters):
+    directory: str = Field(description="Output directory (created if missing).")
 
 
 class TuneOutputParameters(Parameters):
@@ -80,6 +114,8 @@ class TuneOutputParameters(Parameters):
 
     json_file: _File | None = Field(None, alias="json", description="Every estimate, interval and verdict.")
     yaml: _File | None = Field(None, description="Tuned Hybrid weights as a covariance fragment.")
+    plots: _Directory | None = Field(None, description="PNG plots: likelihood surface, profiles, learning curve, "
+                                                       "shrinkage (those that apply).")
     table: bool = Field(True, description="Print the estimates.")
 
 
@@ -95,6 +131,7 @@ class TuneParameters(ApplicationParameters):
     estimator: EstimatorParameters = Field(default_factory=EstimatorParameters, description="The estimation.")
     pooling: PoolingParameters | None = Field(None, description="Partial pooling across regions or obs groups.")
     cross_validation: CrossValidationParameters | None = Field(None, description="Out-of-sample check.")
+    learning_curve: LearningCurveParameters | None = Field(None, description="Estimates from the first cycles.")
     output: TuneOutputParameters = Field(default_factory=TuneOutputParameters, description="Outputs.")
 
     @field_validator("archives", mode="before")
@@ -126,9 +163,13 @@ class TuneApplication(Application):
     def run(self, params: TuneParameters) -> dict[str, Any]:
         from pyoops.diagnostics.archive import read_archive
         from pyoops.diagnostics.tuning import estimate
-        from pyoops.diagnostics.tuning.crossval import cross_validate
+        from pyoops.diagnostics.tuning.crossval import cross_validate, learning_curve
+        from pyoops.diagnostics.tuning.from_archive import (
+            StaticFactor,
+            geometry_distance,
+            tuning_data,
+        )
         from pyoops.diagnostics.tuning.pooling import pool
-        from pyoops.diagnostics.tuning.from_archive import StaticFactor, geometry_distance, tuning_data
 
         data = read_archive([a.filename for a in params.archives])
         if params.skip_cycles >= data.ncycles:
@@ -150,16 +191,33 @@ class TuneApplication(Application):
                                   "cycles": len(tdata), "observations": tdata.nobs,
                                   "static factor columns": 0 if static is None else static.size,
                                   "estimate": result.to_dict()}
+        pooled = None
         if params.pooling is not None:
-            pooled = pool(tdata, params.pooling.parameters or est.parameters, by=params.pooling.by,
+            pooled = pool(tdata, params.pooling.parameters or est.parameters, by=params.pooling.by.replace(" ", "_"),
                           method="ml" if est.method in ("ml", "map") else est.method, fixed=est.fixed)
             report["pooling"] = pooled.to_dict()
         if params.cross_validation is not None:
             cv = cross_validate(tdata, params.cross_validation.folds, params.cross_validation.scheme,
                                 method=est.method, parameters=est.parameters, fixed=est.fixed)
             report["cross validation"] = cv.to_dict()
-        outputs: list[str] = []
         out = params.output
+        curve = None
+        sizes = None
+        if params.learning_curve is not None:
+            sizes = params.learning_curve.sizes
+        elif params.cross_validation is not None and out.plots is not None:
+            n = len(tdata)
+            sizes = sorted({max(1, round(n * f)) for f in (0.125, 0.25, 0.5)} | {n})
+        if sizes is not None:
+            try:
+                curve = learning_curve(tdata, sizes, method=est.method, parameters=est.parameters, fixed=est.fixed,
+                                       form=est.form, level=est.confidence_level)
+            except ValueError as exc:
+                raise ConfigError(str(exc), "learning curve.sizes") from None
+            report["learning curve"] = [{"cycles": p.ncycles, "observations": p.nobs,
+                                         "estimates": {k: e.to_dict() for k, e in p.result.estimates.items()}}
+                                        for p in curve]
+        outputs: list[str] = []
         if out.json_file is not None:
             with atomic_output(out.json_file.filename, ".json") as tmp:
                 tmp.write_text(json.dumps(report, indent=1, allow_nan=False, default=_plain) + "\n",
@@ -169,6 +227,9 @@ class TuneApplication(Application):
             with atomic_output(out.yaml.filename, ".yaml") as tmp:
                 tmp.write_text(hybrid_fragment(result, params.static_covariance), encoding="utf-8")
             outputs.append(out.yaml.filename)
+        if out.plots is not None:
+            outputs += write_plots(out.plots.directory, tdata, result, pooled, curve,
+                                   "profile" if est.profile else "slice")
         if out.table:
             print(result.summary(), flush=True)
         summary: dict[str, Any] = {"cycles": len(tdata), "observations": tdata.nobs}
@@ -177,6 +238,29 @@ class TuneApplication(Application):
                 summary[name] = value
         summary["outputs"] = outputs
         return summary
+
+
+def write_plots(directory: str, data: Any, result: Any, pooled: Any = None, curve: Any = None,
+                kind: str = "slice") -> list[str]:
+    """The plots of :mod:`pyoops.diagnostics.tuning.plots` that apply, written into ``directory``
+    (likelihood surface with two or more free parameters, profiles with one or more, the learning
+    curve if ``curve`` is given, shrinkage if ``pooled`` is given); their paths."""
+    from pathlib import Path
+
+    from pyoops.diagnostics.tuning import plots
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    if len(result.free) >= 2:
+        written.append(plots.likelihood_surface(data, result, root / "likelihood_surface.png"))
+    if result.free:
+        written.append(plots.profile_plots(data, result, root / "profiles.png", kind=kind))
+    if curve:
+        written.append(plots.learning_curve_plot(curve, root / "learning_curve.png"))
+    if pooled is not None:
+        written.append(plots.shrinkage_plot(pooled, root / "shrinkage.png"))
+    return written
 
 
 def _plain(value: Any) -> Any:
