@@ -11,6 +11,14 @@ coverage of the nominal 95 % Wald intervals (Fisher information, internal log/lo
 and of the profile-likelihood intervals on the first ``--profile-replicates`` replicates;
 MAP (default priors) Wald coverage too.  Time per fit.
 
+With ``--network qg`` the network is instead ``--obs`` (default 80) fixed random locations
+on the two-layer QG channel of the QG plugin (40 x 20 grid, 12,000 km x 6,300 km, periodic
+in x, walls in y; upper layer), distances from the geometry (periodic in x), C_s Gaussian
+(length 2 grid spacings, 632 km), the ensemble SOAR (4 spacings, 1263 km), sigma_o = 1 and
+l* = 1800 km (0.15 of the channel length, as on the ring); see
+pyoops.diagnostics.tuning.simulate.geometry_network.  ``--beta`` restricts the beta* values
+(to split the runs between processes).
+
 Part 2 — pooling.  8 regions of the ring, 5 observations per region per cycle, ``--pool-cycles``
 cycles (short record), regional lambda*_r and a_o*_r log-normal around 1.2 and 1.0 (sd of log
 0.25), beta = 0.5 and l = 0.15 known; regions independent.  Independent ML per region, one
@@ -24,6 +32,7 @@ tests in tests/diagnostics/tuning check the same things on fewer replicates.
 Usage::
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/tuning_coverage.py [--replicates 100] [--cycles 40]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/tuning_coverage.py --network qg --cycles 20 --skip-pooling
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import numpy as np
 from pyoops.diagnostics.tuning import estimate, negative_log_likelihood
 from pyoops.diagnostics.tuning.pooling import pool
 from pyoops.diagnostics.tuning.simulate import (
+    geometry_network,
     ring_network,
     simulate_innovations,
     simulate_regions,
@@ -51,6 +61,14 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "output" / "tuning_coverage"
 FREE = ("beta", "inflation", "a_o", "length")
 LENGTH = 0.15
+QG_GEOMETRY = {"nx": 40, "ny": 20, "depths": [4500.0, 5500.0]}
+
+
+def qg_geometry():
+    """The QG plugin's channel (the plugin is imported here, not by the tuning core)."""
+    from pyoops.registry import get_registry
+
+    return get_registry().model_plugin("qg").make_geometry(QG_GEOMETRY)
 
 
 def binomial_interval(k: int, n: int) -> tuple[float, float]:
@@ -66,8 +84,12 @@ def binomial_interval(k: int, n: int) -> tuple[float, float]:
 
 def coverage(args: argparse.Namespace) -> list[dict]:
     rows = []
+    geometry = qg_geometry() if args.network == "qg" else None
+    length = LENGTH * geometry.lx if geometry is not None else LENGTH
     for k, (beta, lam, a_o) in enumerate(itertools.product((0.3, 0.7), (1.0, 1.3), (0.8, 1.5))):
-        theta = {"beta": beta, "inflation": lam, "a_o": a_o, "length": LENGTH}
+        if beta not in args.beta:
+            continue
+        theta = {"beta": beta, "inflation": lam, "a_o": a_o, "length": length}
         hits = {m: {n: 0 for n in FREE} for m in ("ml wald", "map wald", "ml profile")}
         counts = {"ml wald": 0, "map wald": 0, "ml profile": 0}
         seconds = {"ml": [], "map": [], "ml profile": []}
@@ -75,7 +97,11 @@ def coverage(args: argparse.Namespace) -> list[dict]:
         converged = 0
         for rep in range(args.replicates):
             rng = np.random.default_rng([args.seed, k, rep])
-            data = simulate_innovations(ring_network(rng, args.cycles, members=args.members), theta, rng)
+            if geometry is not None:
+                net = geometry_network(geometry, rng, args.cycles, p=args.obs, members=args.members)
+            else:
+                net = ring_network(rng, args.cycles, members=args.members)
+            data = simulate_innovations(net, theta, rng)
             for method in args.methods:
                 prof = method == "ml" and rep < args.profile_replicates
                 t0 = time.perf_counter()
@@ -94,7 +120,7 @@ def coverage(args: argparse.Namespace) -> list[dict]:
                         hits["ml profile"][n] += e.profile_interval[0] <= theta[n] <= e.profile_interval[1]
                 if prof:
                     counts["ml profile"] += 1
-        row = {"theta": theta, "replicates": args.replicates, "cycles": args.cycles, "members": args.members,
+        row = {"network": args.network, "theta": theta, "replicates": args.replicates, "cycles": args.cycles, "members": args.members,
                "ml converged": converged, "verdicts (ml)": verdicts,
                "seconds per fit": {m: (float(np.mean(v)) if v else None) for m, v in seconds.items()}}
         for m in hits:
@@ -162,6 +188,9 @@ def main() -> None:
     parser.add_argument("--profile-replicates", type=int, default=5)
     parser.add_argument("--cycles", type=int, default=40)
     parser.add_argument("--members", type=int, default=15)
+    parser.add_argument("--network", choices=["ring", "qg"], default="ring")
+    parser.add_argument("--obs", type=int, default=80, help="observations per cycle on the QG network")
+    parser.add_argument("--beta", type=float, nargs="+", default=[0.3, 0.7], help="beta* values to run")
     parser.add_argument("--pool-seeds", type=int, default=20)
     parser.add_argument("--pool-cycles", type=int, default=6)
     parser.add_argument("--seed", type=int, default=2024)

@@ -10,6 +10,9 @@ r"""Simulation helpers: observation networks and innovations drawn from known pa
 * :func:`ring_network` — a Lorenz-96-like network: ``p`` observations on a periodic domain
   :math:`[0, 1)` with ``n`` grid points, static covariance from one correlation model, the
   ensemble drawn from another (so that :math:`\beta` is identifiable), fresh members every cycle;
+* :func:`geometry_network` — the same on a model geometry's horizontal plane (e.g. the two-layer
+  QG channel, periodic in :math:`x`, walls in :math:`y`): ``p`` fixed random locations, the
+  correlations of the geometry's own ``distance``;
 * :func:`simulate_innovations` — :math:`d_k = \mathbf L_k z_k`, :math:`\mathbf S_k(\theta^*) =
   \mathbf L_k\mathbf L_k^\mathrm{T}`, :math:`z_k \sim N(0, \mathbf I)` from a seeded generator.
 
@@ -21,15 +24,17 @@ hybrid covariance.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from pyoops.diagnostics.tuning.data import TuningCycle, TuningData
+from pyoops.diagnostics.tuning.from_archive import geometry_distance
 from pyoops.diagnostics.tuning.localization import periodic_distance
 from pyoops.diagnostics.tuning.model import HybridCovarianceModel
 from pyoops.diagnostics.tuning.parameters import Parametrization
 
-__all__ = ["correlation", "ensemble_perturbations", "ring_network", "simulate_innovations", "simulate_regions",
+__all__ = ["correlation", "ensemble_perturbations", "geometry_network", "ring_network", "simulate_innovations", "simulate_regions",
            "symmetric_factor"]
 
 
@@ -104,6 +109,55 @@ def ring_network(rng: np.random.Generator, cycles: int, *, n: int = 40, p: int =
             groups = np.array([obs_groups[i % len(obs_groups)] for i in range(x.size)], dtype=object)
         out.append(TuningCycle(np.zeros(x.size), np.full(x.size, obs_error), fixed_cache["g"], 1.0, y,
                                {"x": x}, region, groups, cycle=k))
+    return TuningData(tuple(out), dist_fn)
+
+
+def geometry_network(geometry: Any, rng: np.random.Generator, cycles: int, *, p: int = 80,
+                     members: int | None = 15, static_kind: str = "gaussian", static_length: float | None = None,
+                     ensemble_kind: str = "soar", ensemble_length: float | None = None,
+                     ensemble_amplitude: Sequence[float] | float = 1.0, obs_error: float = 1.0,
+                     static_variance: float = 1.0, level: int = -1) -> TuningData:
+    r"""An observation network on a model geometry (zero innovations; fill them with
+    :func:`simulate_innovations`).
+
+    ``p`` locations drawn once, uniformly over the horizontal axes of ``geometry`` (a
+    :class:`~pyoops.generic.grid.StructuredGrid`: each horizontal axis from its ``lower`` to
+    its ``upper`` bound, periodic ones half-open), at the height of level ``level`` if the
+    geometry has a vertical axis, and kept for every cycle (a fixed network).  Distances:
+    :func:`~pyoops.diagnostics.tuning.from_archive.geometry_distance` (the geometry's
+    horizontal distance, periodic where its grid is), which is also the ``distance`` of the
+    returned :class:`~pyoops.diagnostics.tuning.data.TuningData` (used by localization).
+    :math:`\mathbf C_s` =
+    ``static_variance`` × the ``static_kind`` correlation with ``static_length`` (default two
+    grid spacings, the mean of the horizontal axes' spacings); the ensemble: ``members`` fresh draws per
+    cycle from ``ensemble_amplitude`` × the ``ensemble_kind`` correlation with
+    ``ensemble_length`` (default four spacings), a different covariance so that
+    :math:`\beta` is identifiable; :math:`\sigma_o` = ``obs_error``.  The geometry is passed
+    in: the core imports no model plugin.
+    """
+    horizontal = list(geometry.horizontal_axes)
+    if not horizontal:
+        raise ValueError("the geometry has no horizontal axis to place observations on")
+    spacing = float(np.mean([axis.spacing for axis in horizontal]))
+    static_length = 2.0 * spacing if static_length is None else float(static_length)
+    ensemble_length = 4.0 * spacing if ensemble_length is None else float(ensemble_length)
+    coords: dict[str, np.ndarray] = {}
+    for axis in horizontal:
+        lo, hi = float(axis.lower), float(axis.upper)
+        coords[axis.name] = lo + (hi - lo) * rng.random(p)
+    for name in geometry.location_names:
+        if name not in coords:
+            axis = geometry.axis(name)
+            coords[name] = np.full(p, float(axis.points[level]))
+    dist_fn = geometry_distance(geometry)
+    r = dist_fn(coords, coords)
+    g = symmetric_factor(static_variance * correlation(r, static_length, static_kind))
+    e = symmetric_factor(correlation(r, ensemble_length, ensemble_kind))
+    amps = np.broadcast_to(np.asarray(ensemble_amplitude, dtype=np.float64), (cycles,))
+    out = []
+    for k in range(cycles):
+        y = np.sqrt(amps[k]) * ensemble_perturbations(e, members, rng) if members else None
+        out.append(TuningCycle(np.zeros(p), np.full(p, obs_error), g, 1.0, y, dict(coords), None, None, cycle=k))
     return TuningData(tuple(out), dist_fn)
 
 
