@@ -10,8 +10,9 @@ usual), so that importing the package for its registration imports neither them 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pyoops.util.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from pyoops_lorenz96.geometry import Lorenz96Geometry, Lorenz96GeometryParameters
@@ -34,28 +35,5 @@ _EXPORTS = {
     "Lorenz96TLMParameters": "pyoops_lorenz96.model",
 }
 
-__all__ = [
-    "Lorenz96Geometry",
-    "Lorenz96GeometryParameters",
-    "Lorenz96Model",
-    "Lorenz96Parameters",
-    "Lorenz96State",
-    "Lorenz96TLM",
-    "Lorenz96TLMParameters",
-]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public class from its module on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's names, the lazily imported classes included."""
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

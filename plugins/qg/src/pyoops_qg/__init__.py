@@ -10,8 +10,9 @@ usual), so that importing the package for its registration imports neither them 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pyoops.util.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from pyoops_qg.geometry import QgGeometry, QgGeometryParameters
@@ -29,28 +30,5 @@ _EXPORTS = {
     "QgTLMParameters": "pyoops_qg.model",
 }
 
-__all__ = [
-    "QgGeometry",
-    "QgGeometryParameters",
-    "QgModel",
-    "QgModelParameters",
-    "QgState",
-    "QgTLM",
-    "QgTLMParameters",
-]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public class from its module on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's names, the lazily imported classes included."""
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

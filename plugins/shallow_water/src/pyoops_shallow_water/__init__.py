@@ -12,8 +12,9 @@ usual), so that importing the package for its registration imports neither them 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pyoops.util.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from pyoops_shallow_water.balance import (
@@ -45,30 +46,5 @@ _EXPORTS = {
     "ShallowWaterTLMParameters": "pyoops_shallow_water.model",
 }
 
-__all__ = [
-    "GeostrophicBalance",
-    "GeostrophicBalanceParameters",
-    "ShallowWaterGeometry",
-    "ShallowWaterGeometryParameters",
-    "ShallowWaterModel",
-    "ShallowWaterParameters",
-    "ShallowWaterState",
-    "ShallowWaterTLM",
-    "ShallowWaterTLMParameters",
-]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public class from its module on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's names, the lazily imported classes included."""
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
