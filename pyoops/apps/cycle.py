@@ -25,7 +25,7 @@ from pyoops.apps.base import Application, ApplicationParameters, specialise, uni
 from pyoops.assimilation.letkf import LocalEnsembleDAParameters
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
-from pyoops.diagnostics.regions import RegionParameters
+from pyoops.diagnostics.regions import ArchiveRegions
 from pyoops.ensemble.cycling import (
     MEMBER_ARCHIVE_NAME,
     CycleExperiment,
@@ -58,9 +58,7 @@ class CycleOutputParameters(Parameters):
     background_error_variance: BackgroundVarianceParameters = Field(
         default_factory=BackgroundVarianceParameters, alias="background error variance",
         description="Archive of variational methods: how diag(HBH^T) is computed (exact or randomized).")
-    regions: list[RegionParameters] = Field(
-        default_factory=list, description="Archive: region labels of the observations: [{name, bounds: {coordinate: "
-                                          "[lower, upper)}}], the first match wins (MetaData/region).")
+    regions: ArchiveRegions
 
 
 class CycleParameters(ApplicationParameters):

@@ -58,7 +58,7 @@ from pyoops.assimilation.letkf import (
 )
 from pyoops.config.parameters import DateTimeField, Parameters, TimeWindowParameters, VariableName, validate
 from pyoops.config.yaml_io import require_mapping
-from pyoops.diagnostics.regions import RegionParameters, archive_regions
+from pyoops.diagnostics.regions import ArchiveRegions, archive_regions
 from pyoops.util.sizes import check_generated_observations, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.ensemble import EnsembleSourceParameters
@@ -105,9 +105,7 @@ class _File(Parameters):
 
 class _ArchiveFile(Parameters):
     filename: str = Field(description="The innovation archive (netCDF, see the diagnostics page).")
-    regions: list[RegionParameters] = Field(
-        default_factory=list, description="Region labels of the observations: [{name, bounds: {coordinate: "
-                                          "[lower, upper)}}], the first match wins (MetaData/region).")
+    regions: ArchiveRegions
 
 
 class LocalEnsembleDAAppParameters(ApplicationParameters):

@@ -22,7 +22,7 @@ from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameter
 from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory, run_incremental
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
-from pyoops.diagnostics.regions import RegionParameters, Regions, archive_regions
+from pyoops.diagnostics.regions import ArchiveRegions, Regions, archive_regions
 from pyoops.util.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
@@ -46,9 +46,7 @@ class ArchiveOutputParameters(Parameters):
     background_error_variance: BackgroundVarianceParameters = Field(
         default_factory=BackgroundVarianceParameters, alias="background error variance",
         description="How diag(HBH^T) is computed (exact or randomized).")
-    regions: list[RegionParameters] = Field(
-        default_factory=list, description="Region labels of the observations: [{name, bounds: {coordinate: "
-                                          "[lower, upper)}}], the first match wins (MetaData/region).")
+    regions: ArchiveRegions
 
 
 class VariationalParameters(ApplicationParameters):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from pyoops.config.parameters import Parameters
 from pyoops.util.errors import ConfigError
 
-__all__ = ["RegionParameters", "Regions", "archive_regions"]
+__all__ = ["ArchiveRegions", "RegionParameters", "Regions", "archive_regions"]
 
 
 class RegionParameters(Parameters):
@@ -43,6 +43,12 @@ class RegionParameters(Parameters):
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
                 raise ValueError(f"bounds of {coord!r} must be finite with lower < upper, got [{lo}, {hi}]")
         return value
+
+
+#: The ``regions`` key of an innovation-archive output (empty: no labels).
+ArchiveRegions = Annotated[list[RegionParameters], Field(
+    default_factory=list, description="Region labels of the archived observations: [{name, bounds: {coordinate: "
+                                      "[lower, upper)}}], the first match wins (MetaData/region).")]
 
 
 class Regions:
