@@ -57,7 +57,7 @@ The log's header, checkpoint state, resume and truncation are those of
   the cycles it recomputes are bitwise the same (pyoops's cycling is).  Like the cycle
   checkpoint, the log is protected against the death of the process, not against the
   loss of the operating system's page cache (no ``fsync``).
-* **Assembly.**  :meth:`~InnovationArchiveWriter.close` reads the log and writes the
+* **Assembly.**  :meth:`~pyoops.util.appendlog.LogArchiveWriter.close` reads the log and writes the
   netCDF archive through :func:`~pyoops.util.atomic.atomic_output` (inside an
   application run: renamed into place when the run succeeds).  The file's bytes depend
   only on the records and attributes (no creation time is stored).  The log is kept:
@@ -122,7 +122,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pyoops.util.appendlog import AppendLog, encode_log_header, log_path, parse_log_header
+from pyoops.util.appendlog import AppendLog, LogArchiveWriter, encode_log_header, log_path, parse_log_header
 from pyoops.util.atomic import atomic_output
 from pyoops.util.errors import InputFileError
 
@@ -259,13 +259,13 @@ def _parse_log(data: bytes, name: str) -> _LogContent:
     return _LogContent(header, names, np.array(chunks, dtype=_CHUNK), records, ends)
 
 
-class InnovationArchiveWriter:
+class InnovationArchiveWriter(LogArchiveWriter):
     r"""Write an innovation archive cycle by cycle, resumably (see the module docstring).
 
     Parameters
     ----------
     filename:
-        The netCDF archive to write at :meth:`close`; the log is ``<filename>.log``.
+        The netCDF archive to write at :meth:`~pyoops.util.appendlog.LogArchiveWriter.close`; the log is ``<filename>.log``.
     coordinates:
         Names of the location coordinates, e.g. ``["x"]`` or ``["x", "y", "z"]``.
     members:
@@ -280,7 +280,7 @@ class InnovationArchiveWriter:
         Extra global attributes (strings or numbers), stored in the archive.
     resumable:
         ``True``: append to ``<filename>.log`` (needed for :meth:`resume`); ``False``: keep
-        the records in memory until :meth:`close`.
+        the records in memory until :meth:`~pyoops.util.appendlog.LogArchiveWriter.close`.
     regions:
         :class:`~pyoops.diagnostics.regions.Regions` labelling the observations of every
         cycle appended without an explicit ``region`` (stored as the ``regions`` attribute).
@@ -320,16 +320,7 @@ class InnovationArchiveWriter:
         self._log = AppendLog(self.filename, encode_log_header(_LOG_MAGIC, self._header), _LOG_FORMAT, _LOG_VERSION,
                               resumable=self.resumable)
 
-    # Context management -------------------------------------------------------------------
-    def __enter__(self) -> "InnovationArchiveWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None and not self._log.closed:
-            self.close()
-        else:
-            self._log.release()
-
+    # State -----------------------------------------------------------------------------------------
     def _ensure_started(self) -> None:
         if self._log.closed:
             raise RuntimeError(f"the innovation archive writer of {self.filename} is closed")
@@ -528,15 +519,10 @@ class InnovationArchiveWriter:
         return self._last_cycle
 
     # Closing ----------------------------------------------------------------------------------
-    def close(self) -> Path:
-        """Assemble the netCDF archive from the log (atomically) and release the log; returns its path."""
-        if self._log.closed:
-            return self.filename
+    def _assemble(self) -> None:
+        """Write the netCDF archive from the parsed log (atomically)."""
         self._ensure_started()
-        content = _parse_log(self._log.contents(), str(self.log))
-        _write_archive(self.filename, content)
-        self._log.release()
-        return self.filename
+        _write_archive(self.filename, _parse_log(self._log.contents(), str(self.log)))
 
 
 # Assembly ---------------------------------------------------------------------------------------------

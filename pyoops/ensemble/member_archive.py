@@ -21,7 +21,7 @@ Writing (:class:`MemberArchiveWriter`) follows the innovation archive
 every variable's ``(N, *grid)`` float64 values, little-endian, C order), the writer's
 :meth:`~MemberArchiveWriter.checkpoint_state` goes into the cycle checkpoint, and a
 killed run resumed from its checkpoint writes a log and an archive bitwise equal to an
-uninterrupted run's.  :meth:`~MemberArchiveWriter.close` assembles the netCDF file cycle by
+uninterrupted run's.  :meth:`~pyoops.util.appendlog.LogArchiveWriter.close` assembles the netCDF file cycle by
 cycle (one netCDF chunk per cycle), through :func:`~pyoops.util.atomic.atomic_output`.
 
 Layout (netCDF4, CF-style, read with ``xarray.open_dataset(path)``)
@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from pyoops.util.appendlog import AppendLog, encode_log_header, log_path, parse_log_header
+from pyoops.util.appendlog import AppendLog, LogArchiveWriter, encode_log_header, log_path, parse_log_header
 from pyoops.util.atomic import atomic_output
 from pyoops.util.errors import InputFileError
 
@@ -95,13 +95,13 @@ def _geometry_description(geometry: Any) -> Any:
     return json.loads(json.dumps(geometry, sort_keys=True))
 
 
-class MemberArchiveWriter:
+class MemberArchiveWriter(LogArchiveWriter):
     r"""Write a member archive cycle by cycle, resumably (see the module docstring).
 
     Parameters
     ----------
     filename:
-        The netCDF archive written at :meth:`close`; the log is ``<filename>.log``.
+        The netCDF archive written at :meth:`~pyoops.util.appendlog.LogArchiveWriter.close`; the log is ``<filename>.log``.
     geometry:
         The members' geometry (grid dimensions, coordinates and ``describe()``).
     variables:
@@ -136,15 +136,6 @@ class MemberArchiveWriter:
                               _LOG_VERSION, resumable=resumable)
         self._ncycles = 0
         self._last_cycle: int | None = None
-
-    def __enter__(self) -> "MemberArchiveWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None and not self._log.closed:
-            self.close()
-        else:
-            self._log.release()
 
     @property
     def ncycles(self) -> int:
@@ -199,14 +190,10 @@ class MemberArchiveWriter:
         self._log.resume(state, check)
         self._ncycles, self._last_cycle = found[0]
 
-    def close(self) -> Path:
-        """Assemble the netCDF archive from the log (atomically); returns its path."""
-        if self._log.closed:
-            return self.filename
+    def _assemble(self) -> None:
+        """Write the netCDF archive from the log (atomically), one cycle's chunk at a time."""
         with self._log.reader() as fh:
             _assemble(self.filename, fh, self._log.nbytes, self._header, str(self.log), self.payload_bytes)
-        self._log.release()
-        return self.filename
 
 
 def _parse(data: bytes, name: str, payload: int) -> tuple[dict[str, Any], list[tuple[Any, int]]]:

@@ -42,7 +42,7 @@ import numpy as np
 from pyoops.util.atomic import atomic_output, current_session
 from pyoops.util.errors import InputFileError
 
-__all__ = ["LOG_SUFFIX", "AppendLog", "encode_log_header", "log_path", "parse_log_header"]
+__all__ = ["LOG_SUFFIX", "AppendLog", "LogArchiveWriter", "encode_log_header", "log_path", "parse_log_header"]
 
 LOG_SUFFIX = ".log"
 
@@ -215,3 +215,37 @@ class AppendLog:
             self._fh.close()
             self._fh = None
         self.closed = True
+
+
+class LogArchiveWriter:
+    """Base of the writers that keep an :class:`AppendLog` (``self._log``) and assemble their archive
+    (``self.filename``) from it when closed.
+
+    As a context manager: a clean exit closes (assembles the archive), an exception only
+    releases the log, which stays on disk for a resumed run.  Subclasses implement
+    ``_assemble()``.
+    """
+
+    filename: Path
+    _log: AppendLog
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None and not self._log.closed:
+            self.close()
+        else:
+            self._log.release()
+
+    def _assemble(self) -> None:
+        """Write the archive from the log (atomically)."""
+        raise NotImplementedError
+
+    def close(self) -> Path:
+        """Assemble the archive from the log and release the log; returns the archive's path."""
+        if self._log.closed:
+            return self.filename
+        self._assemble()
+        self._log.release()
+        return self.filename
