@@ -351,8 +351,8 @@ class TwinObservations:
     times: np.ndarray               # (nlocs,) seconds since the epoch
     locations: Any                  # Locations
     window: TimeWindow
-    #: The Observer built for these observations (reused by the analysis instead of a second build).
-    built_observer: Any = None
+    #: The Observer built for these observations (the analysis reuses it).
+    built_observer: Any
 
 
 class CycleExperiment:
@@ -910,14 +910,9 @@ class CycleExperiment:
     # LETKF ----------------------------------------------------------------------------------------
     def _cycle_letkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
                      executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
-        from pyoops.generic.observers import Observer, ObserverParameters
-
         a_k = self.analysis_time(k)
         xb = state["members"]
         ob = twin.built_observer
-        if ob is None:
-            ob = Observer(validate(ObserverParameters, twin.observer, "observations"), twin.window, self.geometry,
-                          self.registry, "observations")
         if getattr(self, "_selection_key", None) != _locations_key(twin.locations):
             nv = len(self.obs_variables)
             from pyoops.interface.geometry import Locations
@@ -941,14 +936,9 @@ class CycleExperiment:
     # Stochastic EnKF --------------------------------------------------------------------------------
     def _cycle_enkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
                     executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
-        from pyoops.generic.observers import Observer, ObserverParameters
-
         a_k = self.analysis_time(k)
         xb = state["members"]
         ob = twin.built_observer
-        if ob is None:
-            ob = Observer(validate(ObserverParameters, twin.observer, "observations"), twin.window, self.geometry,
-                          self.registry, "observations")
         hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
         perturbations = np.stack([self.eda.obs_error_inflation * twin.error * eda_stream(
             self.eda.seed, m, "cycle", k).standard_normal(twin.error.shape) for m in range(1, self.nmembers + 1)])
