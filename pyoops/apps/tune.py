@@ -292,8 +292,8 @@ def hybrid_fragment(result: Any, static: dict[str, Any] | None) -> str:
              "weight": {"value": float(w_static)}},
             {"covariance": {"saber central block": {"saber block name": "Ensemble"}},
              "weight": {"value": float(w_ens)}}]}}}
-    lines = [f"# pyoops tune: {result.method} ({result.form} form), {result.nobs} observations in "
-             f"{result.ncycles} cycles, {100 * result.level:g} % intervals"]
+    lines = [(f"# pyoops tune: {result.method} ({result.form} form), {result.nobs} observations in "
+              f"{result.ncycles} cycles, {100 * result.level:g} % intervals")]
     for name, e in result.estimates.items():
         lo, hi = e.interval
         lines.append(f"#   {name} = {e.value:.6g} [{lo:.6g}, {hi:.6g}]  {e.verdict}")
