@@ -36,6 +36,7 @@ from pyoops.ensemble.cycling import (
     time_means,
     write_statistics,
 )
+from pyoops.ensemble.adaptive import AdaptiveParameters, plot_adaptive, write_adaptive
 from pyoops.ensemble.eda import EDAParameters
 from pyoops.ensemble.executors import ParallelParameters
 from pyoops.registry import ModelPlugin
@@ -80,6 +81,8 @@ class CycleParameters(ApplicationParameters):
         None, alias="local ensemble DA", description="LETKF: solver options and inflation.")
     eda: EDAParameters | None = Field(None, description="Ensemble of variational analyses: seed, control member, "
                                                          "observation perturbations, inflation.")
+    adaptive: AdaptiveParameters | None = Field(
+        None, description="Online adaptive inflation and observation error (ensemble filters, EDA members).")
     parallel: ParallelParameters = Field(default_factory=ParallelParameters,
                                          description="How members are distributed (serial, processes, dask).")
     output: CycleOutputParameters = Field(description="Output directory.")
@@ -108,6 +111,13 @@ class CycleApplication(Application):
             outputs.append(str(directory / MEMBER_ARCHIVE_NAME))
         outputs += write_statistics(directory, experiment, state)
         skip = min(experiment.cycling.spin_up_cycles, state["cycle"])
+        if experiment.adaptation is not None:
+            times = [experiment.analysis_time(k) for k in range(state["cycle"])]
+            shape = experiment.geometry.field_shape(experiment.variables[0])
+            outputs.append(write_adaptive(directory, experiment.adaptation, times, skip, tuple(shape)))
+            if params.output.plots and state["cycle"]:
+                outputs += plot_adaptive(directory, experiment.adaptation, skip, f"{experiment.method}, "
+                                         f"{params.model_plugin}")
         if params.output.plots and state["cycle"]:
             times = [experiment.analysis_time(k) for k in range(state["cycle"])]
             outputs += plot_statistics(times, state, skip, directory, f"{experiment.method}, "

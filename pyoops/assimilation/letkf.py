@@ -562,27 +562,38 @@ def _obs_arrays(hofx: Any, y: Any, obs_variance: Any, nobs: int) -> tuple[np.nda
     return hx - mean, np.where(ok, y - mean, 0.0), rinv
 
 
-def letkf_weights(selection: LocalObsSelection, hofx: Any, y: Any, obs_variance: Any, mult: float = 1.0,
+def letkf_weights(selection: LocalObsSelection, hofx: Any, y: Any, obs_variance: Any,
+                  mult: "float | np.ndarray" = 1.0,
                   space: Literal["auto", "ensemble", "observation"] = "auto") -> EnsembleWeights:
     """LETKF weights of every selection row.
 
     ``hofx`` is ``(N, p)`` (:math:`\\mathcal{H}(x_k)` of each member), ``y`` and
     ``obs_variance`` ``(p,)``; observations with a non-finite value, H(x) or variance,
-    or a non-positive variance, are not used.
+    or a non-positive variance, are not used.  ``mult``: one prior inflation, or one per
+    grid point ``(npoints,)`` (a spatially varying, e.g. adaptive, inflation: rows are then
+    solved per point unless the inflation is uniform).
     """
     yp, d, rinv = _obs_arrays(hofx, y, obs_variance, selection.nobs)
     n = yp.shape[0]
-    idx, w = selection.index, selection.weight
+    idx, w, point_row = selection.index, selection.weight, selection.point_row
+    mult_arr = np.asarray(mult, dtype=np.float64)
+    if mult_arr.ndim:
+        if mult_arr.shape != (selection.npoints,):
+            raise ValueError(f"mult has shape {mult_arr.shape}, expected a scalar or ({selection.npoints},)")
+        if np.all(mult_arr == mult_arr[0]):
+            mult_arr = mult_arr[0]
+        else:
+            idx, w, point_row = idx[point_row], w[point_row], np.arange(selection.npoints)
     sw = np.sqrt(w * rinv[idx])                                  # (rows, m)
     active = (sw > 0).any(axis=1)
-    c = np.sqrt(mult / (n - 1))
-    s = yp.T[idx] * (c * sw)[..., None]                          # (rows, m, N)
+    c = np.sqrt(mult_arr / (n - 1))
+    s = yp.T[idx] * (np.reshape(c, (-1, 1)) * sw)[..., None]     # (rows, m, N)
     mean, pert = ensemble_transform(s, d[idx] * sw, space=space)
-    mean = mean * c
-    pert = pert * np.sqrt(mult)
+    mean = mean * np.reshape(c, (-1, 1))
+    pert = pert * np.reshape(np.sqrt(mult_arr), (-1, 1, 1))
     mean[~active] = 0.0
     pert[~active] = np.eye(n)
-    return EnsembleWeights("LETKF", mean, pert, np.ones(active.shape), active, selection.point_row, n)
+    return EnsembleWeights("LETKF", mean, pert, np.ones(active.shape), active, point_row, n)
 
 
 def getkf_weights(selection: LocalObsSelection, hofx: Any, hofx_modulated: Any, y: Any, obs_variance: Any,
@@ -718,7 +729,7 @@ def _apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | N
 
 
 def letkf_analysis(members: Any, hofx: Any, y: Any, obs_variance: Any, selection: LocalObsSelection,
-                   mult: float = 1.0, rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0) -> Any:
+                   mult: "float | np.ndarray" = 1.0, rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0) -> Any:
     """One LETKF analysis: weights from H(x) and the observations, applied to ``members``."""
     with _single_threaded_blas:
         return apply_weights(letkf_weights(selection, hofx, y, obs_variance, mult), members, rtpp=rtpp, rtps=rtps,

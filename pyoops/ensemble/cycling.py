@@ -423,6 +423,7 @@ class CycleExperiment:
         self.last_innovations: dict[str, Any] | None = None
         self._check_sizes()
         self._setup_method()
+        self._setup_adaptive()
         if self.member_archive and not self.nmembers:
             raise ConfigError(f"method {self.method} has no ensemble members to archive", "output.member archive")
         if self.cycling.initial_ensemble is not None and not self.nmembers:
@@ -543,6 +544,35 @@ class CycleExperiment:
                 raise ConfigError(f"'eda' does not apply to the deterministic method {method}", "eda")
         # Validate the cost function once, on the first window.
         self._validate_cost_function()
+
+    def _setup_adaptive(self) -> None:
+        """The ``adaptive`` section: which methods take which scheme (:mod:`pyoops.ensemble.adaptive`)."""
+        from pyoops.ensemble.adaptive import CycleAdaptation
+
+        self.adaptation = None
+        section = getattr(self.params, "adaptive", None)
+        if section is None:
+            return
+        if self.method not in ("LETKF", "EnKF", "EDA", "3D-EnVar", "hybrid", "EDA-hybrid"):
+            raise ConfigError(f"adaptive inflation and obs error need an ensemble filter or an EDA, not method "
+                              f"{self.method}", "adaptive")
+        if self.method not in ("LETKF", "EnKF"):
+            if section.obs_error is not None:
+                raise ConfigError("online R tuning is done by the LETKF and EnKF cycles (the EDA's observers "
+                                  "take R from their configuration)", "adaptive.obs error")
+            if self.four_d:
+                raise ConfigError(f"adaptive inflation of EDA members needs a 3-D cost type (the members' H(x) at "
+                                  f"the analysis time), not {self.cost_type}", "adaptive.inflation")
+        inflation = section.inflation
+        if inflation is not None and inflation.spatial == "local" and self.method != "LETKF" \
+                and not self.obs.obs_localizations:
+            raise ConfigError("local adaptive inflation needs 'observations.obs localizations' (the local "
+                              "observations of each grid point)", "adaptive.inflation.spatial")
+        if inflation is not None and inflation.scheme == "enkf-n" and self.method != "LETKF":
+            raise ConfigError("enkf-n is an ensemble transform (ETKF/LETKF); use another scheme with method "
+                              f"{self.method}", "adaptive.inflation.scheme")
+        npoints = self.geometry.grid_locations().nlocs
+        self.adaptation = CycleAdaptation(section, npoints, self.obs_variables)
 
     def _validate_cost_function(self) -> None:
         from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
@@ -819,6 +849,15 @@ class CycleExperiment:
             raise ConfigError(f"the checkpoint {ckpt} was written without the member archive, which cannot be made "
                               "for the cycles already done; set 'resume: false' or another output directory",
                               "output.member archive")
+        if self.adaptation is not None:
+            if state.get("adaptive") is not None:
+                self.adaptation.load_state(state["adaptive"])
+            elif state["cycle"]:
+                raise ConfigError(f"the checkpoint {ckpt} was written without the adaptive schemes; set 'resume: "
+                                  "false' or another output directory", "adaptive")
+            state["adaptive"] = self.adaptation.state_arrays()
+        else:
+            state["adaptive"] = None
         if not self.archive:
             state["innovations"] = None   # cycles run without the archive: it cannot be continued later
         if not self.member_archive:
@@ -845,6 +884,8 @@ class CycleExperiment:
                 state["cycle"] = k + 1
                 if truth is not None:
                     state["truth"], state["truth time"] = _copy(truth.fields), str(truth.time)
+                if self.adaptation is not None:
+                    state["adaptive"] = self.adaptation.state_arrays()
                 if archive is not None:
                     archive.append(k, self.last_innovations, state)
                 if members_archive is not None:
@@ -913,6 +954,30 @@ class CycleExperiment:
         a_k = self.analysis_time(k)
         xb = state["members"]
         ob = twin.built_observer
+        selection = self._local_selection(twin)
+        hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
+        n = hx.shape[0]
+        infl = self.letkf.inflation
+        mult: "float | np.ndarray" = infl.mult
+        variance = (twin.error ** 2).ravel()
+        if self.adaptation is not None:
+            lam, variance = self._adapt_before(twin, hx.reshape(n, -1), xb, selection)
+            mult = infl.mult * lam
+        xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(), variance, selection,
+                            mult, infl.rtpp, infl.rtps, infl.posterior_mult)
+        xa = _copy(xa)
+        hxa = self._ensemble_hofx(ob, xa) if self.archive or self._adapt_needs_hxa() else None
+        if self.adaptation is not None:
+            self._adapt_after(twin, hxa, xb, xa)
+        innovations = (ensemble_innovations(hx.reshape(n, -1), hxa, mult if np.ndim(mult) == 0 else
+                                            float(np.mean(mult))) if self.archive else None)
+        state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
+        return _filter_statistics(xb, xa, t_a), innovations
+
+    # Adaptive schemes -------------------------------------------------------------------------------
+    def _local_selection(self, twin: TwinObservations) -> Any:
+        """The local observations of every grid point (``observations.obs localizations``), cached while the
+        network does not move."""
         if getattr(self, "_selection_key", None) != _locations_key(twin.locations):
             nv = len(self.obs_variables)
             from pyoops.interface.geometry import Locations
@@ -921,17 +986,50 @@ class CycleExperiment:
                              np.tile(twin.locations.times, nv))
             self._selection = local_obs_selection(self.geometry, locs, list(self.obs.obs_localizations))
             self._selection_key = _locations_key(twin.locations)
-        hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
-        n = hx.shape[0]
-        infl = self.letkf.inflation
-        xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(),
-                            (twin.error ** 2).ravel(), self._selection, infl.mult, infl.rtpp, infl.rtps,
-                            infl.posterior_mult)
-        xa = _copy(xa)
-        innovations = (ensemble_innovations(hx.reshape(n, -1), self._ensemble_hofx(ob, xa), infl.mult)
-                       if self.archive else None)
-        state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
-        return _filter_statistics(xb, xa, t_a), innovations
+        return self._selection
+
+    def _group_of_obs(self, twin: TwinObservations) -> np.ndarray:
+        """Observation group (simulated variable) of every value of the flat observation vector."""
+        nv, nlocs = twin.values.shape
+        return np.repeat(np.arange(nv), nlocs)
+
+    def _adapt_before(self, twin: TwinObservations, hx: np.ndarray, xb: dict[str, np.ndarray],
+                      selection: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Inflation field ``(npoints,)`` and R variances ``(p,)`` for this cycle's analysis."""
+        a = self.adaptation
+        local = a.params.inflation is not None and a.params.inflation.spatial == "local"
+        sel = selection if (local or self.method == "LETKF") else None
+        if sel is None and local:
+            sel = self._local_selection(twin)
+        xp = None
+        if a.needs_state_perturbations():
+            n = hx.shape[0]
+            xp = np.stack([(xb[v] - xb[v].mean(axis=0)).reshape(n, -1) for v in self.variables], axis=-1)
+        return a.before_analysis(hx, twin.values.ravel(), twin.error.ravel(), self._group_of_obs(twin),
+                                 sel if local else None, xp)
+
+    def _adapt_needs_hxa(self) -> bool:
+        return self.adaptation is not None and self.adaptation.needs_analysis_hofx()
+
+    def _adapt_after(self, twin: TwinObservations, hxa: np.ndarray | None, xb: dict[str, np.ndarray],
+                     xa: dict[str, np.ndarray]) -> None:
+        a = self.adaptation
+        sf = sa = None
+        if a.params.inflation is not None and a.params.inflation.cap is not None:
+            n = next(iter(xb.values())).shape[0]
+            sf = np.sqrt(np.mean([xb[v].reshape(n, -1).var(axis=0, ddof=1) for v in self.variables], axis=0))
+            sa = np.sqrt(np.mean([xa[v].reshape(n, -1).var(axis=0, ddof=1) for v in self.variables], axis=0))
+        a.after_analysis(None if hxa is None else hxa.mean(axis=0), twin.values.ravel(), twin.error.ravel(),
+                         self._group_of_obs(twin), sf, sa)
+
+    def _inflate_members(self, members: dict[str, np.ndarray], lam: np.ndarray) -> dict[str, np.ndarray]:
+        """Prior inflation: perturbations about the mean times :math:`\\sqrt{\\lambda_g}` per grid point."""
+        out = {}
+        for v, a in members.items():
+            factor = np.sqrt(lam).reshape(a.shape[1:]) if lam.size == a[0].size else np.sqrt(lam.reshape(-1)[0])
+            mean = a.mean(axis=0)
+            out[v] = mean + factor * (a - mean)
+        return out
 
     # Stochastic EnKF --------------------------------------------------------------------------------
     def _cycle_enkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
@@ -940,10 +1038,20 @@ class CycleExperiment:
         xb = state["members"]
         ob = twin.built_observer
         hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
-        perturbations = np.stack([self.eda.obs_error_inflation * twin.error * eda_stream(
-            self.eda.seed, m, "cycle", k).standard_normal(twin.error.shape) for m in range(1, self.nmembers + 1)])
-        xa = perturbed_obs_enkf_analysis(xb, hx, twin.values, twin.error ** 2, perturbations)
-        xa = inflate_perturbations(xa, xb, self.eda.inflation)
+        error = twin.error
+        xf = xb
+        if self.adaptation is not None:
+            lam, variance = self._adapt_before(twin, hx.reshape(hx.shape[0], -1), xb, None)
+            error = np.sqrt(variance).reshape(twin.error.shape)
+            if self.adaptation.inflation is not None:
+                xf = self._inflate_members(xb, lam)
+                hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xf, copy=False))).values
+        perturbations = np.stack([self.eda.obs_error_inflation * error * eda_stream(
+            self.eda.seed, m, "cycle", k).standard_normal(error.shape) for m in range(1, self.nmembers + 1)])
+        xa = perturbed_obs_enkf_analysis(xf, hx, twin.values, error ** 2, perturbations)
+        xa = inflate_perturbations(xa, xf, self.eda.inflation)
+        if self.adaptation is not None:
+            self._adapt_after(twin, self._ensemble_hofx(ob, xa) if self._adapt_needs_hxa() else None, xf, xa)
         innovations = (ensemble_innovations(hx.reshape(hx.shape[0], -1), self._ensemble_hofx(ob, xa))
                        if self.archive else None)
         state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
@@ -960,6 +1068,14 @@ class CycleExperiment:
         cost_cfg = self.cost_config(k, twin.observer)
         control, members = state["control"], state["members"]
         n = self.nmembers
+        if self.adaptation is not None and members is not None:
+            # Prior inflation of the members' backgrounds (3-D: valid at a_k, where the observations are).
+            ob = twin.built_observer
+            hx = self._ensemble_hofx(ob, members)
+            lam, _ = self._adapt_before(twin, hx, members, None)
+            inflated = self._inflate_members(members, lam)
+            self._adapt_after(twin, None, members, inflated)
+            members = inflated
         # All backgrounds stacked: control first (if any), then the perturbed members.
         labels = ([0] if control is not None else []) + list(range(1, n + 1))
         stack = {}
@@ -1124,6 +1240,10 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
     for name in STATISTICS:
         arrays[f"stats/{name}"] = np.asarray(state["stats"][name], dtype=np.float64)
     arrays["seconds"] = np.asarray(state["seconds"], dtype=np.float64)
+    adaptive = state.get("adaptive")
+    meta["adaptive"] = None if adaptive is None else sorted(adaptive)
+    for key, a in (adaptive or {}).items():
+        arrays[f"adaptive/{key}"] = np.asarray(a, dtype=np.float64)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     # Committed at once, not at the end of the run: the checkpoint is what a killed run resumes from.
     with atomic_output(filename, ".npz", commit="now") as tmp:
@@ -1152,6 +1272,8 @@ def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[s
         state[group] = None if names is None else {v: arrays[f"{group}/{v}"] for v in names}
     state["stats"] = {name: list(arrays[f"stats/{name}"]) for name in STATISTICS}
     state["seconds"] = list(arrays["seconds"])
+    keys = meta.get("adaptive")
+    state["adaptive"] = None if keys is None else {key: arrays[f"adaptive/{key}"] for key in keys}
     return state
 
 

@@ -1,0 +1,271 @@
+r"""Adaptive inflation and observation error inside ``pyoops cycle`` (the ``adaptive`` section).
+
+.. code-block:: yaml
+
+    adaptive:
+      inflation: {scheme: likelihood, spatial: local, memory: 100}
+      obs error: {scheme: likelihood, memory: 200}
+
+:class:`CycleAdaptation` sits between a cycle's observation-space ensemble and its analysis:
+:meth:`CycleAdaptation.before_analysis` updates the schemes from the uninflated background
+ensemble's innovations and returns the inflation field and the observation-error variances
+the analysis must use; :meth:`CycleAdaptation.after_analysis` gives the schemes that need it
+the analysis (EnKF-C cap, Desroziers R).  Its state — the schemes' arrays, the per-cycle series
+and the running sum of the inflation field — is saved in the cycle checkpoint, so a resumed run
+continues bitwise.  At the end, ``adaptive.nc`` holds the series (inflation mean, minimum,
+maximum, :math:`a_o` per group), the last and the time-mean inflation fields, and
+``inflation.png`` plots them.
+
+Which methods take which part: the LETKF (and the ETKF, an LETKF without localization) uses the
+field as its per-point ``mult``; the EnKF and the EDA members have their background
+perturbations multiplied by :math:`\sqrt{\lambda_g}` before the analysis (prior inflation;
+``spatial: local`` needs ``observations.obs localizations`` to define the local observations);
+the observation-error amplitude scales :math:`\mathbf R` of the LETKF and EnKF analyses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from pyoops.assimilation.adaptive_inflation import (
+    AdaptiveInflation,
+    AdaptiveInflationParameters,
+    ObsSpaceEnsemble,
+)
+from pyoops.assimilation.adaptive_obs_error import AdaptiveObsError, AdaptiveObsErrorParameters
+from pyoops.config.parameters import Parameters
+from pyoops.util.atomic import atomic_output
+
+__all__ = ["AdaptiveParameters", "CycleAdaptation", "plot_adaptive", "write_adaptive"]
+
+#: Output file of the adaptive schemes in the cycle's output directory.
+ADAPTIVE_NAME = "adaptive.nc"
+
+
+class AdaptiveParameters(Parameters):
+    """The ``adaptive`` section of ``pyoops cycle``."""
+
+    inflation: AdaptiveInflationParameters | None = Field(None, description="Online adaptive multiplicative "
+                                                                            "inflation.")
+    obs_error: AdaptiveObsErrorParameters | None = Field(None, alias="obs error",
+                                                         description="Online R amplitude per observation group.")
+
+    @model_validator(mode="after")
+    def _something(self) -> "AdaptiveParameters":
+        if self.inflation is None and self.obs_error is None:
+            raise ValueError("give 'inflation' and/or 'obs error'")
+        return self
+
+
+class CycleAdaptation:
+    """The adaptive schemes of one experiment and their history.
+
+    Parameters
+    ----------
+    params:
+        The ``adaptive`` section.
+    npoints:
+        Grid points of the geometry (the inflation field's size).
+    groups:
+        Names of the observation groups (the simulated variables).
+    """
+
+    def __init__(self, params: AdaptiveParameters, npoints: int, groups: list[str]) -> None:
+        self.params = params
+        self.npoints = npoints
+        self.groups = list(groups)
+        self.inflation = AdaptiveInflation(params.inflation, npoints) if params.inflation is not None else None
+        self.obs_error = AdaptiveObsError(params.obs_error, groups) if params.obs_error is not None else None
+        self.series: dict[str, list[float]] = {name: [] for name in self.series_names()}
+        self.field_sum = np.zeros(npoints)
+        self.last_field = np.ones(npoints)
+        self._lam = np.ones(npoints)
+
+    def series_names(self) -> list[str]:
+        names = []
+        if self.inflation is not None:
+            names += ["inflation mean", "inflation min", "inflation max"]
+        if self.obs_error is not None:
+            names += [f"obs error amplitude {g}" for g in self.groups]
+        return names
+
+    # -- restart ------------------------------------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        out = {f"series/{k}": np.asarray(v, dtype=np.float64) for k, v in self.series.items()}
+        out["field sum"] = self.field_sum.copy()
+        out["last field"] = self.last_field.copy()
+        if self.inflation is not None:
+            out.update({f"inflation/{k}": v for k, v in self.inflation.state_arrays().items()})
+        if self.obs_error is not None:
+            out.update({f"obs error/{k}": v for k, v in self.obs_error.state_arrays().items()})
+        return out
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.series = {k: list(np.asarray(arrays[f"series/{k}"], dtype=np.float64)) for k in self.series_names()}
+        self.field_sum = np.array(arrays["field sum"], dtype=np.float64)
+        self.last_field = np.array(arrays["last field"], dtype=np.float64)
+        if self.inflation is not None:
+            self.inflation.load_state({k.split("/", 1)[1]: v for k, v in arrays.items()
+                                       if k.startswith("inflation/")})
+        if self.obs_error is not None:
+            self.obs_error.load_state({k.split("/", 1)[1]: v for k, v in arrays.items()
+                                       if k.startswith("obs error/")})
+
+    # -- one cycle ----------------------------------------------------------------------------------
+    def before_analysis(self, hofx: np.ndarray, y: np.ndarray, sigma: np.ndarray, group_of_obs: np.ndarray,
+                        selection: Any = None, state_perturbations: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        r"""Update from the background ensemble; returns the inflation field ``(npoints,)`` and the
+        observation-error variances ``(p,)`` (:math:`a_o\sigma_o^2`) the analysis uses.
+
+        ``hofx`` ``(N, p)`` of the uninflated members, ``y``/``sigma`` ``(p,)``; ``selection`` the
+        :class:`~pyoops.assimilation.letkf.LocalObsSelection` (needed by ``spatial: local``).
+        """
+        hx = np.asarray(hofx, dtype=np.float64)
+        mean = hx.mean(axis=0)
+        yp = hx - mean
+        d = np.asarray(y, dtype=np.float64) - mean
+        var = np.asarray(sigma, dtype=np.float64) ** 2
+        ok = np.isfinite(d) & np.isfinite(var) & (var > 0) & np.isfinite(yp).all(axis=0)
+        rinv = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
+        d = np.where(ok, d, 0.0)
+        yp = np.where(ok, yp, 0.0)
+        groups = np.asarray(group_of_obs)
+        ao_obs = self.obs_error.per_observation(groups) if self.obs_error is not None else np.ones_like(var)
+        lam = np.ones(self.npoints)
+        if self.inflation is not None:
+            if selection is None:
+                if self.inflation.params.spatial == "local":
+                    raise ValueError("local adaptive inflation needs a local observation selection")
+                index, weight, point_row = (np.arange(d.size)[None, :], np.ones((1, d.size)),
+                                            np.zeros(self.npoints, dtype=np.intp))
+            else:
+                index, weight, point_row = selection.index, selection.weight, selection.point_row
+            # The schemes see R as the analysis will use it: a_o sigma^2 per observation.
+            ens = ObsSpaceEnsemble(yp, d, rinv / ao_obs, index, weight, point_row, state_perturbations)
+            lam = self.inflation.update(ens)
+        if self.obs_error is not None:
+            self.obs_error.update_from_innovations(yp, d, rinv, groups, float(np.mean(lam)))
+            ao_obs = self.obs_error.per_observation(groups)
+        self._lam = lam
+        self._departures = d
+        return lam, np.where(ok, ao_obs * var, np.inf)
+
+    def after_analysis(self, analysis_hofx_mean: np.ndarray | None, y: np.ndarray, sigma: np.ndarray,
+                       group_of_obs: np.ndarray, forecast_spread: np.ndarray | None = None,
+                       analysis_spread: np.ndarray | None = None) -> None:
+        """Record the cycle; Desroziers R from O-A (``analysis_hofx_mean``), spread ratio for the EnKF-C cap."""
+        if self.obs_error is not None and analysis_hofx_mean is not None:
+            var = np.asarray(sigma, dtype=np.float64) ** 2
+            da = np.asarray(y, dtype=np.float64) - np.asarray(analysis_hofx_mean, dtype=np.float64)
+            ok = np.isfinite(da) & np.isfinite(var) & (var > 0)
+            self.obs_error.update_from_residuals(self._departures, np.where(ok, da, 0.0), np.where(ok, var, np.inf),
+                                                 np.asarray(group_of_obs))
+        if self.inflation is not None and forecast_spread is not None and analysis_spread is not None:
+            self.inflation.record_spread_ratio(forecast_spread, analysis_spread)
+        lam = self._lam
+        if self.inflation is not None:
+            self.series["inflation mean"].append(float(lam.mean()))
+            self.series["inflation min"].append(float(lam.min()))
+            self.series["inflation max"].append(float(lam.max()))
+        if self.obs_error is not None:
+            for g, a in zip(self.groups, self.obs_error.amplitude):
+                self.series[f"obs error amplitude {g}"].append(float(a))
+        self.field_sum = self.field_sum + lam
+        self.last_field = lam.copy()
+
+    def needs_analysis_hofx(self) -> bool:
+        return self.obs_error is not None and self.obs_error.params.scheme == "desroziers"
+
+    def needs_state_perturbations(self) -> bool:
+        p = self.params.inflation
+        return p is not None and p.spatial == "local" and p.scheme in ("anderson", "el gharamti")
+
+
+def write_adaptive(directory: Path, adaptation: CycleAdaptation, times: list[Any], skip: int,
+                   field_shape: tuple[int, ...]) -> str:
+    """``adaptive.nc``: per-cycle series, the last and time-mean inflation fields (grid shape ``field_shape``)."""
+    import netCDF4
+
+    name = directory / ADAPTIVE_NAME
+    ncycles = len(times)
+    with atomic_output(name, ".nc") as tmp:
+        with netCDF4.Dataset(os.path.abspath(tmp), "w") as ds:
+            ds.createDimension("cycle", ncycles)
+            t = ds.createVariable("time", "i8", ("cycle",))
+            t.units = "seconds since 1970-01-01T00:00:00Z"
+            t[:] = np.array([round(x.seconds_since_epoch()) for x in times], dtype=np.int64)
+            for key, values in adaptation.series.items():
+                var = ds.createVariable(key.replace(" ", "_"), "f8", ("cycle",))
+                var.long_name = key
+                var[:] = np.asarray(values, dtype=np.float64)
+            if adaptation.inflation is not None:
+                dims = tuple(f"grid_{i}" for i in range(len(field_shape)))
+                for i, size in enumerate(field_shape):
+                    ds.createDimension(dims[i], size)
+                last = ds.createVariable("inflation_last", "f8", dims)
+                last.long_name = "inflation field used by the last cycle"
+                last[:] = adaptation.last_field.reshape(field_shape)
+                mean = ds.createVariable("inflation_time_mean", "f8", dims)
+                mean.long_name = "time mean of the inflation field over every cycle"
+                mean[:] = (adaptation.field_sum / max(ncycles, 1)).reshape(field_shape)
+                ds.scheme = adaptation.params.inflation.scheme
+                ds.spatial = adaptation.params.inflation.spatial
+            if adaptation.obs_error is not None:
+                ds.obs_error_scheme = adaptation.params.obs_error.scheme
+            ds.spin_up_cycles = skip
+    return str(name)
+
+
+def plot_adaptive(directory: Path, adaptation: CycleAdaptation, skip: int, title: str) -> list[str]:
+    """``inflation.png`` (series and fields) and/or ``obs_error.png`` (a_o series)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    s = {k: np.asarray(v) for k, v in adaptation.series.items()}
+    if adaptation.inflation is not None and len(s["inflation mean"]):
+        x = np.arange(1, len(s["inflation mean"]) + 1)
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+        ax1.fill_between(x, s["inflation min"], s["inflation max"], color="C0", alpha=0.25, label="min-max")
+        ax1.plot(x, s["inflation mean"], "C0-", lw=0.8, label="domain mean")
+        if skip:
+            ax1.axvspan(0.5, skip + 0.5, color="0.9", label="spin-up cycles")
+        ax1.set_xlabel("cycle")
+        ax1.set_ylabel("inflation λ")
+        ax1.set_title(f"adaptive inflation ({adaptation.params.inflation.scheme}), {title}")
+        ax1.legend(fontsize="small")
+        n = len(x)
+        ax2.plot(adaptation.field_sum / max(n, 1), "C1-", lw=1, label="time mean")
+        ax2.plot(adaptation.last_field, "C2--", lw=1, label="last cycle")
+        ax2.set_xlabel("grid point (flat index)")
+        ax2.set_ylabel("inflation λ")
+        ax2.set_title("inflation field")
+        ax2.legend(fontsize="small")
+        name = directory / "inflation.png"
+        with atomic_output(name, ".png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+        out.append(str(name))
+    if adaptation.obs_error is not None:
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        for g in adaptation.groups:
+            v = s[f"obs error amplitude {g}"]
+            ax.plot(np.arange(1, v.size + 1), np.sqrt(v), lw=0.8, label=f"{g}")
+        ax.set_xlabel("cycle")
+        ax.set_ylabel("σ_o factor √a_o")
+        ax.set_title(f"adaptive obs error ({adaptation.params.obs_error.scheme})")
+        ax.legend(fontsize="small")
+        name = directory / "obs_error.png"
+        with atomic_output(name, ".png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+        out.append(str(name))
+    return out
