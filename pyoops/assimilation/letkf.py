@@ -128,6 +128,7 @@ __all__ = [
     "letkf_analysis",
     "letkf_weights",
     "local_obs_selection",
+    "localization_cutoff",
     "localization_function",
     "modulate",
     "modulate_obs",
@@ -324,6 +325,19 @@ def localization_function(distance: Any, method: str, lengthscale: float) -> np.
     raise ConfigError(f"unknown localization method {method!r} (known: Gaspari-Cohn, Box Car)")
 
 
+def localization_cutoff(method: str, lengthscale: float) -> float:
+    """Distance beyond which :func:`localization_function` is zero (its support is ``[0, cutoff]``).
+
+    Gaspari–Cohn with :math:`c = \\text{lengthscale}/2` vanishes for :math:`r \\ge 2c`
+    (:func:`~pyoops.saber.generic.ensemble.gaspari_cohn`), Box Car for :math:`r >
+    \\text{lengthscale}`: both cut off at ``lengthscale`` (Gaspari–Cohn is already 0 there,
+    Box Car still 1).
+    """
+    if method in _GC or method in _BOX:
+        return float(lengthscale)
+    raise ConfigError(f"unknown localization method {method!r} (known: Gaspari-Cohn, Box Car)")
+
+
 def _localization_product(distance: np.ndarray, localizations: Sequence[Any]) -> np.ndarray:
     w = np.ones_like(distance)
     for loc in localizations:
@@ -338,8 +352,12 @@ class LocalObsSelection:
 
     Rows are the distinct selections; ``point_row[q]`` is the row of grid point ``q``
     (flat C-order index of the geometry's grid).  ``index[r, :]`` holds the
-    observation indices of row ``r`` padded with 0, ``weight[r, :]`` their
-    localization weights padded with 0 (a padded entry has no effect).
+    observation indices of row ``r`` in increasing order, padded with 0,
+    ``weight[r, :]`` their localization weights padded with 0 (a padded entry has no
+    effect).  When the widest row holds every observation, rows are not compacted
+    instead: ``index[r] = 0, 1, ..., nobs - 1`` and ``weight[r, o]`` is the weight of
+    observation ``o`` (0 where unused).  The rows are in increasing lexicographic
+    order of (index, weight) (``numpy.unique``).
     """
 
     index: np.ndarray
@@ -369,15 +387,46 @@ def _as_location_list(obs_locations: "Locations | Sequence[Locations]") -> list[
     return [obs_locations] if isinstance(obs_locations, Locations) else list(obs_locations)
 
 
+#: Relative margin of the KD-tree search radius.  The tree's distance and ``geometry.distance``
+#: differ by the rounding of a few operations on the coordinates (a few ulp of their
+#: magnitude, ~1e-15 relative); a margin a million times larger cannot miss a pair, and
+#: the surplus pairs get their exact weight (0) from ``geometry.distance``.
+_SEARCH_MARGIN = 1e-9
+
+SearchMethod = Literal["auto", "kdtree", "brute"]
+
+
 def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Locations]",
                         localizations: Any = None, points: Locations | None = None,
-                        chunk: int = 1 << 21) -> LocalObsSelection:
-    """Precompute the local observations of every grid point (reusable while the network is fixed).
+                        chunk: int = 1 << 21, search: SearchMethod = "auto") -> LocalObsSelection:
+    r"""Precompute the local observations of every grid point (reusable while the network is fixed).
+
+    Point :math:`q` uses observation :math:`o` of group :math:`g` with the weight
+    :math:`\rho_{qo} = \prod_{\ell \in g} \ell\big(\text{distance}(q, o)\big)` of the
+    group's localizations (1 without localization) when :math:`\rho_{qo} > 10^{-12}`
+    (a weight below that, e.g. a point at the cutoff up to rounding, counts as 0 so
+    that the selection stays symmetric).  The product vanishes beyond the smallest
+    :func:`localization_cutoff` :math:`r_g` of the group, so only the pairs with
+    :math:`\text{distance} \le r_g` need a weight.
+
+    Search: with ``geometry.search_coordinates``
+    (:meth:`~pyoops.interface.geometry.Geometry.search_coordinates`) the candidate
+    pairs of each localized group come from two :class:`scipy.spatial.cKDTree`
+    (grid points and observations, radius :math:`r_g(1 + 10^{-9})` plus
+    :math:`10^{-9}` of the coordinate magnitude, see ``_SEARCH_MARGIN``), in
+    :math:`O((n + p)\log(n + p) + P)` time and :math:`O(P)` memory for :math:`P`
+    pairs within the cutoff; otherwise (``brute``) ``distance`` is evaluated between
+    all point–observation pairs, ``chunk`` at a time, keeping only the used pairs.
+    Either way the weight of a pair is computed by the same elementwise operations
+    on the same coordinates (``geometry.distance`` and :func:`localization_function`),
+    so both searches give the same selection, weights bit for bit.  A group without
+    localization contributes every observation to every row; it is added to the
+    distinct rows of the localized groups, never to every point.
 
     Parameters
     ----------
     geometry:
-        Provides ``distance`` and ``grid_locations``.
+        Provides ``distance`` and ``grid_locations`` (and optionally ``search_coordinates``).
     obs_locations:
         Locations of the observation values in the order of the observation vector,
         or one :class:`~pyoops.interface.geometry.Locations` per group (observer) of consecutive values.
@@ -389,7 +438,10 @@ def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Loca
     points:
         The analysed points (default: every grid point, ``geometry.grid_locations()``).
     chunk:
-        Number of point–observation pairs processed at once (memory bound).
+        Brute-force search: number of point–observation distances evaluated at once (memory bound).
+    search:
+        ``auto`` (KD-tree where the geometry provides search coordinates, else brute
+        force), ``kdtree`` (an error if it does not) or ``brute``.
     """
     groups = _as_location_list(obs_locations)
     if localizations is None:
@@ -400,47 +452,135 @@ def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Loca
             raise ValueError(f"{len(per_group)} localization lists for {len(groups)} observation groups")
     else:
         per_group = [list(localizations)] * len(groups)
+    if search not in ("auto", "kdtree", "brute"):
+        raise ValueError(f"search must be 'auto', 'kdtree' or 'brute', got {search!r}")
     points = geometry.grid_locations() if points is None else points
     npts = points.nlocs
-    nobs = sum(g.nlocs for g in groups)
-    weights_parts: list[np.ndarray] = []
-    for locs, locz in zip(groups, per_group):
+    offsets = np.cumsum([0] + [g.nlocs for g in groups])
+    nobs = int(offsets[-1])
+    point_tree = None
+    if search != "brute" and any(per_group):
+        point_coords = geometry.search_coordinates(points)
+        if point_coords is None and search == "kdtree":
+            raise ValueError(f"{type(geometry).__name__} provides no search coordinates for a KD-tree search")
+        if point_coords is not None and npts:
+            from scipy.spatial import cKDTree
+
+            point_tree = cKDTree(point_coords.points, boxsize=np.asarray(point_coords.boxsize, dtype=np.float64))
+    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    unlocalized: list[np.ndarray] = []
+    for locs, locz, offset in zip(groups, per_group, offsets[:-1]):
         if not locz:
-            weights_parts.append(np.ones((npts, locs.nlocs)))
+            unlocalized.append(np.arange(offset, offset + locs.nlocs))
             continue
-        out = np.empty((npts, locs.nlocs))
-        step = max(1, chunk // max(locs.nlocs, 1))
-        for start in range(0, npts, step):
-            stop = min(npts, start + step)
-            a = {k: v[start:stop, None] for k, v in points.coords.items()}
-            b = {k: v[None, :] for k, v in locs.coords.items()}
-            out[start:stop] = _localization_product(np.asarray(geometry.distance(a, b), dtype=float), locz)
-        weights_parts.append(out)
-    weight = np.concatenate(weights_parts, axis=1) if weights_parts else np.zeros((npts, 0))
-    return _padded_selection(weight, nobs)
-
-
-def _padded_selection(weight: np.ndarray, nobs: int) -> LocalObsSelection:
-    """Padded (index, weight) rows from a dense ``(npoints, nobs)`` weight matrix, duplicates merged."""
-    npts = weight.shape[0]
-    # Weights below 1e-12 (a point at the cutoff up to rounding) count as zero: the selection stays symmetric.
-    weight = np.where(weight > _NEGLIGIBLE, weight, 0.0)
-    used = weight > 0
-    width = int(used.sum(axis=1).max()) if npts and nobs else 0
-    if width == nobs:
-        index = np.broadcast_to(np.arange(nobs), (npts, nobs)).copy()
-        w = weight.copy()
+        cutoff = min(localization_cutoff(loc.localization_method, loc.lengthscale) for loc in locz)
+        if point_tree is not None:
+            p, j, w = _tree_pairs(geometry, points, point_tree, locs, locz, cutoff)
+        else:
+            p, j, w = _brute_pairs(geometry, points, locs, locz, chunk)
+        pairs.append((p, j + offset, w))
+    if pairs:
+        p, o, w = (np.concatenate(parts) for parts in zip(*pairs))
     else:
-        # Stable sort puts the used observations first, in their original order.
-        order = np.argsort(~used, axis=1, kind="stable")[:, :width]
-        w = np.take_along_axis(weight, order, axis=1)
-        index = np.where(w > 0, order, 0)
-        w = np.where(w > 0, w, 0.0)
-    if npts == 0:
-        return LocalObsSelection(index, w, np.zeros(0, dtype=int), nobs)
-    key = np.concatenate([index.astype(np.float64), w], axis=1)
+        p, o, w = np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
+    index, weight = _padded_rows(p, o, w, npts, nobs)
+    if not unlocalized:
+        return _merged_selection(index, weight, np.arange(npts), nobs)
+    # Distinct rows of the localized groups first, then every unlocalized observation added to each.
+    local = _merged_selection(index, weight, np.arange(npts), nobs)
+    rows, col = np.nonzero(local.weight)
+    every = np.concatenate(unlocalized)
+    nrows = local.nrows
+    p = np.concatenate([rows, np.repeat(np.arange(nrows), every.size)])
+    o = np.concatenate([local.index[rows, col], np.tile(every, nrows)])
+    w = np.concatenate([local.weight[rows, col], np.ones(nrows * every.size)])
+    index, weight = _padded_rows(p, o, w, nrows, nobs)
+    return _merged_selection(index, weight, local.point_row, nobs)
+
+
+def _pair_weights(geometry: Any, points: Locations, locs: Locations, p: np.ndarray, j: np.ndarray,
+                  localizations: Sequence[Any]) -> np.ndarray:
+    """Localization weights of the pairs (point ``p[i]``, observation ``j[i]``)."""
+    a = {k: v[p] for k, v in points.coords.items()}
+    b = {k: v[j] for k, v in locs.coords.items()}
+    return _localization_product(np.asarray(geometry.distance(a, b), dtype=np.float64), localizations)
+
+
+def _tree_pairs(geometry: Any, points: Locations, point_tree: Any, locs: Locations,
+                localizations: Sequence[Any], cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Used (point, observation, weight) triples of one group from a KD-tree search within ``cutoff``.
+
+    ``point_tree`` is the :class:`scipy.spatial.cKDTree` of the points' search coordinates.
+    """
+    from scipy.spatial import cKDTree
+
+    obs_coords = geometry.search_coordinates(locs)
+    # A location with a non-finite coordinate has a NaN distance, hence weight 0 (as in the brute search).
+    finite = np.flatnonzero(np.isfinite(obs_coords.points).all(axis=1))
+    empty = np.zeros(0, np.intp)
+    if finite.size == 0 or points.nlocs == 0:
+        return empty, empty, np.zeros(0)
+    xo = obs_coords.points[finite]
+    scale = max(np.abs(xo).max(), np.abs(point_tree.data).max(), np.max(point_tree.boxsize, initial=0.0))
+    radius = cutoff * (1.0 + _SEARCH_MARGIN) + _SEARCH_MARGIN * scale
+    obs_tree = cKDTree(xo, boxsize=point_tree.boxsize)
+    found = point_tree.sparse_distance_matrix(obs_tree, radius, output_type="ndarray")
+    p, j = found["i"].astype(np.intp), finite[found["j"]]
+    w = _pair_weights(geometry, points, locs, p, j, localizations)
+    used = w > _NEGLIGIBLE
+    return p[used], j[used], w[used]
+
+
+def _brute_pairs(geometry: Any, points: Locations, locs: Locations, localizations: Sequence[Any],
+                 chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Used (point, observation, weight) triples of one group from all distances, ``chunk`` at a time."""
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    step = max(1, chunk // max(locs.nlocs, 1))
+    b = {k: v[None, :] for k, v in locs.coords.items()}
+    for start in range(0, points.nlocs, step):
+        stop = min(points.nlocs, start + step)
+        a = {k: v[start:stop, None] for k, v in points.coords.items()}
+        w = _localization_product(np.asarray(geometry.distance(a, b), dtype=np.float64), localizations)
+        p, j = np.nonzero(w > _NEGLIGIBLE)
+        parts.append((p + start, j, w[p, j]))
+    if not parts:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
+    p, j, w = (np.concatenate(x) for x in zip(*parts))
+    return p, j, w
+
+
+def _padded_rows(rows: np.ndarray, obs: np.ndarray, weight: np.ndarray, nrows: int, nobs: int,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Padded ``(nrows, width)`` index and weight arrays from (row, observation, weight) triples.
+
+    Within a row the observations are in increasing order, padded with (0, 0.0) up to the
+    widest row; if that row holds all ``nobs`` observations, observation ``o`` sits in
+    column ``o`` of every row instead (see :class:`LocalObsSelection`).
+    """
+    order = np.argsort(rows.astype(np.int64) * max(nobs, 1) + obs, kind="stable")
+    rows, obs, weight = rows[order], obs[order], weight[order]
+    counts = np.bincount(rows, minlength=nrows)
+    width = int(counts.max()) if nrows and rows.size else 0
+    if width == nobs:
+        index = np.broadcast_to(np.arange(nobs), (nrows, nobs)).copy()
+        col = obs
+    else:
+        index = np.zeros((nrows, width), dtype=np.intp)
+        col = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
+        index[rows, col] = obs
+    padded = np.zeros((nrows, width))
+    padded[rows, col] = weight
+    return index, padded
+
+
+def _merged_selection(index: np.ndarray, weight: np.ndarray, point_row: np.ndarray, nobs: int,
+                      ) -> LocalObsSelection:
+    """The selection of the distinct rows of (``index``, ``weight``), ``point_row`` mapped onto them."""
+    if index.shape[0] == 0:
+        return LocalObsSelection(index, weight, np.zeros(point_row.size, dtype=np.intp), nobs)
+    key = np.concatenate([index.astype(np.float64), weight], axis=1)
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    return LocalObsSelection(index[first], w[first], inverse.ravel().astype(np.intp), nobs)
+    return LocalObsSelection(index[first], weight[first], inverse.ravel().astype(np.intp)[point_row], nobs)
 
 
 # The ensemble-space kernel ----------------------------------------------------------------------
