@@ -702,36 +702,63 @@ def _obs_arrays(hofx: Any, y: Any, obs_variance: Any, nobs: int) -> tuple[np.nda
     return hx - mean, np.where(ok, y - mean, 0.0), rinv
 
 
+#: Memory budget of one block of rows (points) in :func:`letkf_weights`, :func:`getkf_weights`
+#: and :func:`apply_weights`: their temporaries are proportional to the rows processed at
+#: once, so processing rows in blocks of this many bytes bounds the peak memory apart from
+#: the outputs.  64 MiB keeps blocks of thousands of rows, large enough that the per-block
+#: overhead (a few NumPy calls) is negligible.
+BLOCK_BYTES = 64 << 20
+
+
+def _row_blocks(nrows: int, bytes_per_row: int, block: int | None) -> list[slice]:
+    """Consecutive slices covering ``range(nrows)``: ``block`` rows each, or as many as fit in :data:`BLOCK_BYTES`."""
+    step = block if block is not None else max(1, BLOCK_BYTES // max(bytes_per_row, 1))
+    if step < 1:
+        raise ValueError(f"block must be a positive number of rows, got {block}")
+    return [slice(start, min(nrows, start + step)) for start in range(0, nrows, step)]
+
+
 def letkf_weights(selection: LocalObsSelection, hofx: Any, y: Any, obs_variance: Any, mult: float = 1.0,
-                  space: Literal["auto", "ensemble", "observation"] = "auto") -> EnsembleWeights:
+                  space: Literal["auto", "ensemble", "observation"] = "auto",
+                  block: int | None = None) -> EnsembleWeights:
     """LETKF weights of every selection row.
 
     ``hofx`` is ``(N, p)`` (:math:`\\mathcal{H}(x_k)` of each member), ``y`` and
     ``obs_variance`` ``(p,)``; observations with a non-finite value, H(x) or variance,
-    or a non-positive variance, are not used.
+    or a non-positive variance, are not used.  Rows are solved ``block`` at a time
+    (default: as many as fit in :data:`~pyoops.assimilation.letkf.BLOCK_BYTES` of
+    temporaries); every row is an independent problem, so the weights do not depend
+    on the blocking, bit for bit.
     """
     yp, d, rinv = _obs_arrays(hofx, y, obs_variance, selection.nobs)
     n = yp.shape[0]
-    idx, w = selection.index, selection.weight
-    sw = np.sqrt(w * rinv[idx])                                  # (rows, m)
-    active = (sw > 0).any(axis=1)
     c = np.sqrt(mult / (n - 1))
-    s = yp.T[idx] * (c * sw)[..., None]                          # (rows, m, N)
-    mean, pert = ensemble_transform(s, d[idx] * sw, space=space)
-    mean = mean * c
-    pert = pert * np.sqrt(mult)
+    rows = selection.nrows
+    mean, pert = np.empty((rows, n)), np.empty((rows, n, n))
+    active = np.empty(rows, dtype=bool)
+    m = selection.width
+    for sl in _row_blocks(rows, 8 * (m * n + 4 * n * n + 4 * m * m), block):
+        idx = selection.index[sl]
+        sw = np.sqrt(selection.weight[sl] * rinv[idx])                   # (rows, m)
+        s = yp.T[idx] * (c * sw)[..., None]                              # (rows, m, N)
+        mean[sl], pert[sl] = ensemble_transform(s, d[idx] * sw, space=space)
+        active[sl] = (sw > 0).any(axis=1)
+    mean *= c
+    pert *= np.sqrt(mult)
     mean[~active] = 0.0
     pert[~active] = np.eye(n)
     return EnsembleWeights("LETKF", mean, pert, np.ones(active.shape), active, selection.point_row, n)
 
 
 def getkf_weights(selection: LocalObsSelection, hofx: Any, hofx_modulated: Any, y: Any, obs_variance: Any,
-                  mult: float = 1.0, space: Literal["auto", "ensemble", "observation"] = "auto") -> EnsembleWeights:
+                  mult: float = 1.0, space: Literal["auto", "ensemble", "observation"] = "auto",
+                  block: int | None = None) -> EnsembleWeights:
     """GETKF weights of every selection row.
 
     ``hofx`` ``(N, p)``: H(x) of the members; ``hofx_modulated`` ``(N, M, p)``: H(x) of the
     modulated members :math:`\\bar x + v_j \\circ x'_k` (or their perturbations, e.g. from
     :func:`modulate_obs`: only deviations from their mean over all :math:`(k, j)` are used).
+    Rows are solved ``block`` at a time, as in :func:`letkf_weights`.
     """
     yp, d, rinv = _obs_arrays(hofx, y, obs_variance, selection.nobs)
     n = yp.shape[0]
@@ -742,14 +769,17 @@ def getkf_weights(selection: LocalObsSelection, hofx: Any, hofx_modulated: Any, 
     used = rinv > 0
     hz = np.where(used, hz, 0.0)
     zp = (hz - hz.mean(axis=(0, 1))).reshape(n * nmodes, -1)       # (K, p), member-major
-    idx, w = selection.index, selection.weight
-    sw = np.sqrt(w * rinv[idx])
-    active = (sw > 0).any(axis=1)
     c = np.sqrt(mult / (n - 1))
-    s = zp.T[idx] * (c * sw)[..., None]                             # (rows, m, K)
-    sb = yp.T[idx] * (np.sqrt(mult) * sw)[..., None]                # (rows, m, N)
-    mean, pert = ensemble_transform(s, d[idx] * sw, sb, space=space)
-    rows = idx.shape[0]
+    rows, k, m = selection.nrows, n * nmodes, selection.width
+    mean, pert = np.empty((rows, k)), np.empty((rows, k, n))
+    active = np.empty(rows, dtype=bool)
+    for sl in _row_blocks(rows, 8 * (m * (k + n) + 4 * k * k + 4 * m * m), block):
+        idx = selection.index[sl]
+        sw = np.sqrt(selection.weight[sl] * rinv[idx])
+        s = zp.T[idx] * (c * sw)[..., None]                             # (rows, m, K)
+        sb = yp.T[idx] * (np.sqrt(mult) * sw)[..., None]                # (rows, m, N)
+        mean[sl], pert[sl] = ensemble_transform(s, d[idx] * sw, sb, space=space)
+        active[sl] = (sw > 0).any(axis=1)
     mean = (mean * c).reshape(rows, n, nmodes)
     pert = (pert * c).reshape(rows, n, nmodes, n)
     mean[~active] = 0.0
@@ -802,59 +832,81 @@ def relax_to_prior_spread(xa_pert: np.ndarray, xb_pert: np.ndarray, alpha: float
 
 
 def apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | None = None,
-                  rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0) -> Any:
+                  rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0, block: int | None = None) -> Any:
     r"""Analysis members from background ``members`` and ``weights`` (then RTPP, RTPS and the
     posterior multiplicative inflation: perturbations times :math:`\sqrt{\rho_a}`, ``posterior_mult``).
 
     ``members``: an array ``(N, *grid)`` or a FieldSet/mapping of such arrays (all
     variables on the grid of the selection); returned in the same form.  ``modes``
-    ``(npoints, M)``: the modulation modes, for GETKF weights.
+    ``(npoints, M)``: the modulation modes, for GETKF weights.  Grid points are
+    updated ``block`` at a time (default: as many as fit in
+    :data:`~pyoops.assimilation.letkf.BLOCK_BYTES` of temporaries, chiefly the
+    weights gathered per point); each point's update is independent of the others, so
+    the result does not depend on the blocking, bit for bit.
     """
     with _single_threaded_blas:
-        return _apply_weights(weights, members, modes, rtpp, rtps, posterior_mult)
+        return _apply_weights(weights, members, modes, rtpp, rtps, posterior_mult, block)
 
 
 def _apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | None, rtpp: float,
-                   rtps: float, posterior_mult: float = 1.0) -> Any:
+                   rtps: float, posterior_mult: float = 1.0, block: int | None = None) -> Any:
     npts = weights.point_row.size
     x, how = _stack(members, npts)                     # (N, npts, nv)
-    n = x.shape[0]
+    n, nv = x.shape[0], x.shape[2]
     if n != weights.nmembers:
         raise ValueError(f"weights for {weights.nmembers} members applied to {n}")
-    mean = x.mean(axis=0)
-    xp = (x - mean).transpose(1, 2, 0)                 # (npts, nv, N)
-    r = weights.point_row
-    single = weights.mean.shape[0] == 1                # one problem for every point: one matrix product
-    if weights.solver == "LETKF":
-        if single:
-            mean_a = mean + xp @ weights.mean[0]
-            xa = xp @ weights.pert[0]
-        else:
-            mean_a = mean + (xp @ weights.mean[r][..., None])[..., 0]
-            xa = xp @ weights.pert[r]
-    else:
+    if weights.solver != "LETKF":
         if modes is None:
             raise ValueError("GETKF weights need the modulation modes")
         modes = np.asarray(modes, dtype=np.float64)
         if modes.shape[0] != npts or modes.shape[1] != weights.mean.shape[-1]:
             raise ValueError(f"modes have shape {modes.shape}, expected ({npts}, {weights.mean.shape[-1]})")
-        q = (xp[..., :, None] * modes[:, None, None, :]).reshape(npts, xp.shape[1], -1)   # (npts, nv, N*M)
-        nm = q.shape[-1]
-        if single:
-            mean_a = mean + q @ weights.mean[0].reshape(nm)
-            xa = weights.scale[0] * xp - q @ weights.pert[0].reshape(nm, n)
-        else:
-            mean_a = mean + (q @ weights.mean[r].reshape(npts, nm, 1))[..., 0]
-            xa = weights.scale[r][:, None, None] * xp - q @ weights.pert[r].reshape(npts, nm, n)
-    xa = relax_to_prior_perturbations(xa, xp, rtpp)
-    xa = relax_to_prior_spread(xa, xp, rtps, axis=-1)
-    if posterior_mult != 1.0:
-        xa = xa * np.sqrt(posterior_mult)
-    out = mean_a[None] + xa.transpose(2, 0, 1)
-    idle = ~weights.active[r]
+    mean = x.mean(axis=0)
+    # Contiguous, so that RTPS's sums over the members run along the last axis for every point
+    # in the same order whatever the block (NumPy sums a strided axis in a shape-dependent order).
+    xp = np.ascontiguousarray((x - mean).transpose(1, 2, 0))      # (npts, nv, N)
+    out = np.empty_like(x)
+    # Temporaries per point, in values: the gathered weights, about six (nv, N) arrays (the
+    # update, the relaxations, the output), and for GETKF the modulated perturbations (nv, N*M).
+    modulated = int(np.prod(weights.mean.shape[1:]))
+    per_point = int(np.prod(weights.pert.shape[1:])) + modulated + 6 * nv * n
+    if weights.solver != "LETKF":
+        per_point += 2 * nv * modulated
+    for sl in _row_blocks(npts, 8 * per_point, block):
+        xa, mean_a = _block_update(weights, xp[sl], mean[sl], weights.point_row[sl],
+                                   None if modes is None else modes[sl])
+        xa = relax_to_prior_perturbations(xa, xp[sl], rtpp)
+        xa = relax_to_prior_spread(xa, xp[sl], rtps, axis=-1)
+        if posterior_mult != 1.0:
+            xa = xa * np.sqrt(posterior_mult)
+        out[:, sl] = mean_a[None] + xa.transpose(2, 0, 1)
+    idle = ~weights.active[weights.point_row]
     if idle.any():
         out[:, idle] = x[:, idle]  # no local observation: the background, bit for bit
     return _unstack(out, how)
+
+
+def _block_update(weights: EnsembleWeights, xp: np.ndarray, mean: np.ndarray, r: np.ndarray,
+                  modes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Analysis perturbations ``(npts, nv, N)`` and mean ``(npts, nv)`` of a block of points.
+
+    ``xp`` ``(npts, nv, N)`` background perturbations, ``mean`` their mean, ``r`` the
+    points' selection rows, ``modes`` ``(npts, M)`` (GETKF).
+    """
+    n = weights.nmembers
+    single = weights.mean.shape[0] == 1                # one problem for every point: one matrix product
+    if weights.solver == "LETKF":
+        if single:
+            return xp @ weights.pert[0], mean + xp @ weights.mean[0]
+        return xp @ weights.pert[r], mean + (xp @ weights.mean[r][..., None])[..., 0]
+    assert modes is not None
+    npts = xp.shape[0]
+    q = (xp[..., :, None] * modes[:, None, None, :]).reshape(npts, xp.shape[1], -1)   # (npts, nv, N*M)
+    nm = q.shape[-1]
+    if single:
+        return weights.scale[0] * xp - q @ weights.pert[0].reshape(nm, n), mean + q @ weights.mean[0].reshape(nm)
+    xa = weights.scale[r][:, None, None] * xp - q @ weights.pert[r].reshape(npts, nm, n)
+    return xa, mean + (q @ weights.mean[r].reshape(npts, nm, 1))[..., 0]
 
 
 def letkf_analysis(members: Any, hofx: Any, y: Any, obs_variance: Any, selection: LocalObsSelection,

@@ -19,11 +19,18 @@ import pytest
 
 from pyoops.assimilation.letkf import (
     LocalObsSelection,
+    ModulationParameters,
     ObsLocalization,
+    apply_weights,
+    getkf_weights,
+    letkf_weights,
     local_obs_selection,
     localization_cutoff,
     localization_function,
+    modulate_obs,
+    modulation_modes,
 )
+from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.grid import StructuredGrid
 from pyoops.interface.geometry import Locations
 from pyoops.util.errors import ConfigError
@@ -220,3 +227,56 @@ def test_non_finite_observation_coordinates_are_never_selected():
     sel = local_obs_selection(geom, locs, loc, search="kdtree")
     assert_identical(sel, local_obs_selection(geom, locs, loc, search="brute"))
     assert set(np.unique(sel.index[sel.weight > 0])) == {0, 2}
+
+
+# Blocked weights ------------------------------------------------------------------------------------
+BLOCKS = (1, 2, 7, 64)  # single rows, a remainder block, one block larger than the problem
+
+
+@pytest.fixture(scope="module")
+def ring_problem():
+    rng = np.random.default_rng(5)
+    geom = Lorenz96Geometry({"resol": 50})
+    locs = Locations({"x": rng.random(45)})
+    h = geom.interpolation_matrix(locs)
+    nmem = 8
+    members = FieldSet({"x": rng.standard_normal((nmem, 50)), "w": rng.standard_normal((nmem, 50))})
+    hx = (h @ members["x"].T).T
+    y, r = rng.standard_normal(45), rng.uniform(0.5, 2.0, 45)
+    sel = local_obs_selection(geom, locs, [ObsLocalization(lengthscale=0.12)])
+    modes = modulation_modes(geom, ModulationParameters(lengthscale=0.3, number_of_modes=5))
+    hz = modulate_obs(hx, h @ modes)
+    return geom, members, hx, y, r, sel, modes, hz
+
+
+@pytest.mark.parametrize("space", ["auto", "observation"])
+def test_blocked_letkf_weights_and_update_are_bitwise_the_unblocked_ones(ring_problem, space):
+    _, members, hx, y, r, sel, _, _ = ring_problem
+    assert 1 < sel.nrows < 64
+    ref = letkf_weights(sel, hx, y, r, mult=1.1, space=space, block=sel.nrows)
+    xa = apply_weights(ref, members, rtpp=0.3, rtps=0.6, posterior_mult=1.05, block=sel.npoints)
+    for block in BLOCKS + (None,):
+        w = letkf_weights(sel, hx, y, r, mult=1.1, space=space, block=block)
+        assert np.array_equal(w.mean, ref.mean) and np.array_equal(w.pert, ref.pert)
+        assert np.array_equal(w.active, ref.active)
+        out = apply_weights(w, members, rtpp=0.3, rtps=0.6, posterior_mult=1.05, block=block)
+        for v in members:
+            assert np.array_equal(out[v], xa[v])
+
+
+def test_blocked_getkf_weights_and_update_are_bitwise_the_unblocked_ones(ring_problem):
+    _, members, hx, y, r, sel, modes, hz = ring_problem
+    ref = getkf_weights(sel, hx, hz, y, r, mult=1.2, block=sel.nrows)
+    xa = apply_weights(ref, members, modes, rtps=0.5, block=sel.npoints)
+    for block in BLOCKS + (None,):
+        w = getkf_weights(sel, hx, hz, y, r, mult=1.2, block=block)
+        assert np.array_equal(w.mean, ref.mean) and np.array_equal(w.pert, ref.pert)
+        out = apply_weights(w, members, modes, rtps=0.5, block=block)
+        for v in members:
+            assert np.array_equal(out[v], xa[v])
+
+
+def test_block_must_be_positive(ring_problem):
+    _, _, hx, y, r, sel, _, _ = ring_problem
+    with pytest.raises(ValueError, match="positive number of rows"):
+        letkf_weights(sel, hx, y, r, block=0)
