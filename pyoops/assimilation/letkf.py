@@ -57,6 +57,14 @@ localization) share one row, and all rows are solved at once by one
 ``numpy.linalg.eigh`` on a stacked ``(rows, n, n)`` array.  There is no Python loop
 over grid points.
 
+Scale: the selection is built from the point–observation pairs within the
+localization cutoff (:func:`localization_cutoff`), found with a KD-tree where the
+geometry provides :meth:`~pyoops.interface.geometry.Geometry.search_coordinates`, so its
+memory is proportional to the pairs, never to :math:`n_{points} \times n_{obs}`; and the
+rows are solved, and the weights applied, in blocks of rows
+(:data:`BLOCK_BYTES` of temporaries), so the peak memory beyond the inputs and the
+weights themselves is bounded.  Neither changes a bit of the result.
+
 GETKF (Bishop et al. 2017; Lei et al. 2018)
 -------------------------------------------
 
