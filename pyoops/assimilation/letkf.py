@@ -57,6 +57,14 @@ localization) share one row, and all rows are solved at once by one
 ``numpy.linalg.eigh`` on a stacked ``(rows, n, n)`` array.  There is no Python loop
 over grid points.
 
+Scale: the selection is built from the point–observation pairs within the
+localization cutoff (:func:`localization_cutoff`), found with a KD-tree where the
+geometry provides :meth:`~pyoops.interface.geometry.Geometry.search_coordinates`, so its
+memory is proportional to the pairs, never to :math:`n_{points} \times n_{obs}`; and the
+rows are solved, and the weights applied, in blocks of rows
+(:data:`BLOCK_BYTES` of temporaries), so the peak memory beyond the inputs and the
+weights themselves is bounded.  Neither changes a bit of the result.
+
 GETKF (Bishop et al. 2017; Lei et al. 2018)
 -------------------------------------------
 
@@ -128,6 +136,7 @@ __all__ = [
     "letkf_analysis",
     "letkf_weights",
     "local_obs_selection",
+    "localization_cutoff",
     "localization_function",
     "modulate",
     "modulate_obs",
@@ -324,6 +333,19 @@ def localization_function(distance: Any, method: str, lengthscale: float) -> np.
     raise ConfigError(f"unknown localization method {method!r} (known: Gaspari-Cohn, Box Car)")
 
 
+def localization_cutoff(method: str, lengthscale: float) -> float:
+    """Distance beyond which :func:`localization_function` is zero (its support is ``[0, cutoff]``).
+
+    Gaspari–Cohn with :math:`c = \\text{lengthscale}/2` vanishes for :math:`r \\ge 2c`
+    (:func:`~pyoops.saber.generic.ensemble.gaspari_cohn`), Box Car for :math:`r >
+    \\text{lengthscale}`: both cut off at ``lengthscale`` (Gaspari–Cohn is already 0 there,
+    Box Car still 1).
+    """
+    if method in _GC or method in _BOX:
+        return float(lengthscale)
+    raise ConfigError(f"unknown localization method {method!r} (known: Gaspari-Cohn, Box Car)")
+
+
 def _localization_product(distance: np.ndarray, localizations: Sequence[Any]) -> np.ndarray:
     w = np.ones_like(distance)
     for loc in localizations:
@@ -338,8 +360,12 @@ class LocalObsSelection:
 
     Rows are the distinct selections; ``point_row[q]`` is the row of grid point ``q``
     (flat C-order index of the geometry's grid).  ``index[r, :]`` holds the
-    observation indices of row ``r`` padded with 0, ``weight[r, :]`` their
-    localization weights padded with 0 (a padded entry has no effect).
+    observation indices of row ``r`` in increasing order, padded with 0,
+    ``weight[r, :]`` their localization weights padded with 0 (a padded entry has no
+    effect).  When the widest row holds every observation, rows are not compacted
+    instead: ``index[r] = 0, 1, ..., nobs - 1`` and ``weight[r, o]`` is the weight of
+    observation ``o`` (0 where unused).  The rows are in increasing lexicographic
+    order of (index, weight) (``numpy.unique``).
     """
 
     index: np.ndarray
@@ -369,15 +395,46 @@ def _as_location_list(obs_locations: "Locations | Sequence[Locations]") -> list[
     return [obs_locations] if isinstance(obs_locations, Locations) else list(obs_locations)
 
 
+#: Relative margin of the KD-tree search radius.  The tree's distance and ``geometry.distance``
+#: differ by the rounding of a few operations on the coordinates (a few ulp of their
+#: magnitude, ~1e-15 relative); a margin a million times larger cannot miss a pair, and
+#: the surplus pairs get their exact weight (0) from ``geometry.distance``.
+_SEARCH_MARGIN = 1e-9
+
+SearchMethod = Literal["auto", "kdtree", "brute"]
+
+
 def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Locations]",
                         localizations: Any = None, points: Locations | None = None,
-                        chunk: int = 1 << 21) -> LocalObsSelection:
-    """Precompute the local observations of every grid point (reusable while the network is fixed).
+                        chunk: int = 1 << 21, search: SearchMethod = "auto") -> LocalObsSelection:
+    r"""Precompute the local observations of every grid point (reusable while the network is fixed).
+
+    Point :math:`q` uses observation :math:`o` of group :math:`g` with the weight
+    :math:`\rho_{qo} = \prod_{\ell \in g} \ell\big(\text{distance}(q, o)\big)` of the
+    group's localizations (1 without localization) when :math:`\rho_{qo} > 10^{-12}`
+    (a weight below that, e.g. a point at the cutoff up to rounding, counts as 0 so
+    that the selection stays symmetric).  The product vanishes beyond the smallest
+    :func:`localization_cutoff` :math:`r_g` of the group, so only the pairs with
+    :math:`\text{distance} \le r_g` need a weight.
+
+    Search: with ``geometry.search_coordinates``
+    (:meth:`~pyoops.interface.geometry.Geometry.search_coordinates`) the candidate
+    pairs of each localized group come from two :class:`scipy.spatial.cKDTree`
+    (grid points and observations, radius :math:`r_g(1 + 10^{-9})` plus
+    :math:`10^{-9}` of the coordinate magnitude, see ``_SEARCH_MARGIN``), in
+    :math:`O((n + p)\log(n + p) + P)` time and :math:`O(P)` memory for :math:`P`
+    pairs within the cutoff; otherwise (``brute``) ``distance`` is evaluated between
+    all point–observation pairs, ``chunk`` at a time, keeping only the used pairs.
+    Either way the weight of a pair is computed by the same elementwise operations
+    on the same coordinates (``geometry.distance`` and :func:`localization_function`),
+    so both searches give the same selection, weights bit for bit.  A group without
+    localization contributes every observation to every row; it is added to the
+    distinct rows of the localized groups, never to every point.
 
     Parameters
     ----------
     geometry:
-        Provides ``distance`` and ``grid_locations``.
+        Provides ``distance`` and ``grid_locations`` (and optionally ``search_coordinates``).
     obs_locations:
         Locations of the observation values in the order of the observation vector,
         or one :class:`~pyoops.interface.geometry.Locations` per group (observer) of consecutive values.
@@ -389,7 +446,10 @@ def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Loca
     points:
         The analysed points (default: every grid point, ``geometry.grid_locations()``).
     chunk:
-        Number of point–observation pairs processed at once (memory bound).
+        Brute-force search: number of point–observation distances evaluated at once (memory bound).
+    search:
+        ``auto`` (KD-tree where the geometry provides search coordinates, else brute
+        force), ``kdtree`` (an error if it does not) or ``brute``.
     """
     groups = _as_location_list(obs_locations)
     if localizations is None:
@@ -400,47 +460,135 @@ def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Loca
             raise ValueError(f"{len(per_group)} localization lists for {len(groups)} observation groups")
     else:
         per_group = [list(localizations)] * len(groups)
+    if search not in ("auto", "kdtree", "brute"):
+        raise ValueError(f"search must be 'auto', 'kdtree' or 'brute', got {search!r}")
     points = geometry.grid_locations() if points is None else points
     npts = points.nlocs
-    nobs = sum(g.nlocs for g in groups)
-    weights_parts: list[np.ndarray] = []
-    for locs, locz in zip(groups, per_group):
+    offsets = np.cumsum([0] + [g.nlocs for g in groups])
+    nobs = int(offsets[-1])
+    point_tree = None
+    if search != "brute" and any(per_group):
+        point_coords = geometry.search_coordinates(points)
+        if point_coords is None and search == "kdtree":
+            raise ValueError(f"{type(geometry).__name__} provides no search coordinates for a KD-tree search")
+        if point_coords is not None and npts:
+            from scipy.spatial import cKDTree
+
+            point_tree = cKDTree(point_coords.points, boxsize=np.asarray(point_coords.boxsize, dtype=np.float64))
+    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    unlocalized: list[np.ndarray] = []
+    for locs, locz, offset in zip(groups, per_group, offsets[:-1]):
         if not locz:
-            weights_parts.append(np.ones((npts, locs.nlocs)))
+            unlocalized.append(np.arange(offset, offset + locs.nlocs))
             continue
-        out = np.empty((npts, locs.nlocs))
-        step = max(1, chunk // max(locs.nlocs, 1))
-        for start in range(0, npts, step):
-            stop = min(npts, start + step)
-            a = {k: v[start:stop, None] for k, v in points.coords.items()}
-            b = {k: v[None, :] for k, v in locs.coords.items()}
-            out[start:stop] = _localization_product(np.asarray(geometry.distance(a, b), dtype=float), locz)
-        weights_parts.append(out)
-    weight = np.concatenate(weights_parts, axis=1) if weights_parts else np.zeros((npts, 0))
-    return _padded_selection(weight, nobs)
-
-
-def _padded_selection(weight: np.ndarray, nobs: int) -> LocalObsSelection:
-    """Padded (index, weight) rows from a dense ``(npoints, nobs)`` weight matrix, duplicates merged."""
-    npts = weight.shape[0]
-    # Weights below 1e-12 (a point at the cutoff up to rounding) count as zero: the selection stays symmetric.
-    weight = np.where(weight > _NEGLIGIBLE, weight, 0.0)
-    used = weight > 0
-    width = int(used.sum(axis=1).max()) if npts and nobs else 0
-    if width == nobs:
-        index = np.broadcast_to(np.arange(nobs), (npts, nobs)).copy()
-        w = weight.copy()
+        cutoff = min(localization_cutoff(loc.localization_method, loc.lengthscale) for loc in locz)
+        if point_tree is not None:
+            p, j, w = _tree_pairs(geometry, points, point_tree, locs, locz, cutoff)
+        else:
+            p, j, w = _brute_pairs(geometry, points, locs, locz, chunk)
+        pairs.append((p, j + offset, w))
+    if pairs:
+        p, o, w = (np.concatenate(parts) for parts in zip(*pairs))
     else:
-        # Stable sort puts the used observations first, in their original order.
-        order = np.argsort(~used, axis=1, kind="stable")[:, :width]
-        w = np.take_along_axis(weight, order, axis=1)
-        index = np.where(w > 0, order, 0)
-        w = np.where(w > 0, w, 0.0)
-    if npts == 0:
-        return LocalObsSelection(index, w, np.zeros(0, dtype=int), nobs)
-    key = np.concatenate([index.astype(np.float64), w], axis=1)
+        p, o, w = np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
+    index, weight = _padded_rows(p, o, w, npts, nobs)
+    if not unlocalized:
+        return _merged_selection(index, weight, np.arange(npts), nobs)
+    # Distinct rows of the localized groups first, then every unlocalized observation added to each.
+    local = _merged_selection(index, weight, np.arange(npts), nobs)
+    rows, col = np.nonzero(local.weight)
+    every = np.concatenate(unlocalized)
+    nrows = local.nrows
+    p = np.concatenate([rows, np.repeat(np.arange(nrows), every.size)])
+    o = np.concatenate([local.index[rows, col], np.tile(every, nrows)])
+    w = np.concatenate([local.weight[rows, col], np.ones(nrows * every.size)])
+    index, weight = _padded_rows(p, o, w, nrows, nobs)
+    return _merged_selection(index, weight, local.point_row, nobs)
+
+
+def _pair_weights(geometry: Any, points: Locations, locs: Locations, p: np.ndarray, j: np.ndarray,
+                  localizations: Sequence[Any]) -> np.ndarray:
+    """Localization weights of the pairs (point ``p[i]``, observation ``j[i]``)."""
+    a = {k: v[p] for k, v in points.coords.items()}
+    b = {k: v[j] for k, v in locs.coords.items()}
+    return _localization_product(np.asarray(geometry.distance(a, b), dtype=np.float64), localizations)
+
+
+def _tree_pairs(geometry: Any, points: Locations, point_tree: Any, locs: Locations,
+                localizations: Sequence[Any], cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Used (point, observation, weight) triples of one group from a KD-tree search within ``cutoff``.
+
+    ``point_tree`` is the :class:`scipy.spatial.cKDTree` of the points' search coordinates.
+    """
+    from scipy.spatial import cKDTree
+
+    obs_coords = geometry.search_coordinates(locs)
+    # A location with a non-finite coordinate has a NaN distance, hence weight 0 (as in the brute search).
+    finite = np.flatnonzero(np.isfinite(obs_coords.points).all(axis=1))
+    empty = np.zeros(0, np.intp)
+    if finite.size == 0 or points.nlocs == 0:
+        return empty, empty, np.zeros(0)
+    xo = obs_coords.points[finite]
+    scale = max(np.abs(xo).max(), np.abs(point_tree.data).max(), np.max(point_tree.boxsize, initial=0.0))
+    radius = cutoff * (1.0 + _SEARCH_MARGIN) + _SEARCH_MARGIN * scale
+    obs_tree = cKDTree(xo, boxsize=point_tree.boxsize)
+    found = point_tree.sparse_distance_matrix(obs_tree, radius, output_type="ndarray")
+    p, j = found["i"].astype(np.intp), finite[found["j"]]
+    w = _pair_weights(geometry, points, locs, p, j, localizations)
+    used = w > _NEGLIGIBLE
+    return p[used], j[used], w[used]
+
+
+def _brute_pairs(geometry: Any, points: Locations, locs: Locations, localizations: Sequence[Any],
+                 chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Used (point, observation, weight) triples of one group from all distances, ``chunk`` at a time."""
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    step = max(1, chunk // max(locs.nlocs, 1))
+    b = {k: v[None, :] for k, v in locs.coords.items()}
+    for start in range(0, points.nlocs, step):
+        stop = min(points.nlocs, start + step)
+        a = {k: v[start:stop, None] for k, v in points.coords.items()}
+        w = _localization_product(np.asarray(geometry.distance(a, b), dtype=np.float64), localizations)
+        p, j = np.nonzero(w > _NEGLIGIBLE)
+        parts.append((p + start, j, w[p, j]))
+    if not parts:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
+    p, j, w = (np.concatenate(x) for x in zip(*parts))
+    return p, j, w
+
+
+def _padded_rows(rows: np.ndarray, obs: np.ndarray, weight: np.ndarray, nrows: int, nobs: int,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Padded ``(nrows, width)`` index and weight arrays from (row, observation, weight) triples.
+
+    Within a row the observations are in increasing order, padded with (0, 0.0) up to the
+    widest row; if that row holds all ``nobs`` observations, observation ``o`` sits in
+    column ``o`` of every row instead (see :class:`LocalObsSelection`).
+    """
+    order = np.argsort(rows.astype(np.int64) * max(nobs, 1) + obs, kind="stable")
+    rows, obs, weight = rows[order], obs[order], weight[order]
+    counts = np.bincount(rows, minlength=nrows)
+    width = int(counts.max()) if nrows and rows.size else 0
+    if width == nobs:
+        index = np.broadcast_to(np.arange(nobs), (nrows, nobs)).copy()
+        col = obs
+    else:
+        index = np.zeros((nrows, width), dtype=np.intp)
+        col = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
+        index[rows, col] = obs
+    padded = np.zeros((nrows, width))
+    padded[rows, col] = weight
+    return index, padded
+
+
+def _merged_selection(index: np.ndarray, weight: np.ndarray, point_row: np.ndarray, nobs: int,
+                      ) -> LocalObsSelection:
+    """The selection of the distinct rows of (``index``, ``weight``), ``point_row`` mapped onto them."""
+    if index.shape[0] == 0:
+        return LocalObsSelection(index, weight, np.zeros(point_row.size, dtype=np.intp), nobs)
+    key = np.concatenate([index.astype(np.float64), weight], axis=1)
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    return LocalObsSelection(index[first], w[first], inverse.ravel().astype(np.intp), nobs)
+    return LocalObsSelection(index[first], weight[first], inverse.ravel().astype(np.intp)[point_row], nobs)
 
 
 # The ensemble-space kernel ----------------------------------------------------------------------
@@ -562,47 +710,75 @@ def _obs_arrays(hofx: Any, y: Any, obs_variance: Any, nobs: int) -> tuple[np.nda
     return hx - mean, np.where(ok, y - mean, 0.0), rinv
 
 
+#: Memory budget of one block of rows (points) in :func:`letkf_weights`, :func:`getkf_weights`
+#: and :func:`apply_weights`: their temporaries are proportional to the rows processed at
+#: once, so processing rows in blocks of this many bytes bounds the peak memory apart from
+#: the outputs.  64 MiB keeps blocks of thousands of rows, large enough that the per-block
+#: overhead (a few NumPy calls) is negligible.
+BLOCK_BYTES = 64 << 20
+
+
+def _row_blocks(nrows: int, bytes_per_row: int, block: int | None) -> list[slice]:
+    """Consecutive slices covering ``range(nrows)``: ``block`` rows each, or as many as fit in :data:`BLOCK_BYTES`."""
+    step = block if block is not None else max(1, BLOCK_BYTES // max(bytes_per_row, 1))
+    if step < 1:
+        raise ValueError(f"block must be a positive number of rows, got {block}")
+    return [slice(start, min(nrows, start + step)) for start in range(0, nrows, step)]
+
+
 def letkf_weights(selection: LocalObsSelection, hofx: Any, y: Any, obs_variance: Any,
                   mult: "float | np.ndarray" = 1.0,
-                  space: Literal["auto", "ensemble", "observation"] = "auto") -> EnsembleWeights:
+                  space: Literal["auto", "ensemble", "observation"] = "auto",
+                  block: int | None = None) -> EnsembleWeights:
     """LETKF weights of every selection row.
 
     ``hofx`` is ``(N, p)`` (:math:`\\mathcal{H}(x_k)` of each member), ``y`` and
     ``obs_variance`` ``(p,)``; observations with a non-finite value, H(x) or variance,
     or a non-positive variance, are not used.  ``mult``: one prior inflation, or one per
     grid point ``(npoints,)`` (a spatially varying, e.g. adaptive, inflation: rows are then
-    solved per point unless the inflation is uniform).
+    solved per point unless the inflation is uniform).  Rows are solved ``block`` at a time
+    (default: as many as fit in :data:`~pyoops.assimilation.letkf.BLOCK_BYTES` of
+    temporaries); every row is an independent problem, so the weights do not depend
+    on the blocking, bit for bit.
     """
     yp, d, rinv = _obs_arrays(hofx, y, obs_variance, selection.nobs)
     n = yp.shape[0]
-    idx, w, point_row = selection.index, selection.weight, selection.point_row
+    index, weight, point_row = selection.index, selection.weight, selection.point_row
     mult_arr = np.asarray(mult, dtype=np.float64)
     if mult_arr.ndim:
         if mult_arr.shape != (selection.npoints,):
             raise ValueError(f"mult has shape {mult_arr.shape}, expected a scalar or ({selection.npoints},)")
         if np.all(mult_arr == mult_arr[0]):
             mult_arr = mult_arr[0]
-        else:
-            idx, w, point_row = idx[point_row], w[point_row], np.arange(selection.npoints)
-    sw = np.sqrt(w * rinv[idx])                                  # (rows, m)
-    active = (sw > 0).any(axis=1)
-    c = np.sqrt(mult_arr / (n - 1))
-    s = yp.T[idx] * (np.reshape(c, (-1, 1)) * sw)[..., None]     # (rows, m, N)
-    mean, pert = ensemble_transform(s, d[idx] * sw, space=space)
-    mean = mean * np.reshape(c, (-1, 1))
-    pert = pert * np.reshape(np.sqrt(mult_arr), (-1, 1, 1))
+        else:  # one problem per point
+            index, weight, point_row = index[point_row], weight[point_row], np.arange(selection.npoints)
+    rows, m = index.shape
+    c_rows = np.broadcast_to(np.sqrt(mult_arr / (n - 1)), (rows,))
+    mean, pert = np.empty((rows, n)), np.empty((rows, n, n))
+    active = np.empty(rows, dtype=bool)
+    for sl in _row_blocks(rows, 8 * (m * n + 4 * n * n + 4 * m * m), block):
+        idx = index[sl]
+        sw = np.sqrt(weight[sl] * rinv[idx])                              # (rows, m)
+        c = c_rows[sl, None]
+        s = yp.T[idx] * (c * sw)[..., None]                               # (rows, m, N)
+        mean[sl], pert[sl] = ensemble_transform(s, d[idx] * sw, space=space)
+        active[sl] = (sw > 0).any(axis=1)
+    mean *= c_rows[:, None]
+    pert *= np.broadcast_to(np.sqrt(mult_arr), (rows,))[:, None, None]
     mean[~active] = 0.0
     pert[~active] = np.eye(n)
     return EnsembleWeights("LETKF", mean, pert, np.ones(active.shape), active, point_row, n)
 
 
 def getkf_weights(selection: LocalObsSelection, hofx: Any, hofx_modulated: Any, y: Any, obs_variance: Any,
-                  mult: float = 1.0, space: Literal["auto", "ensemble", "observation"] = "auto") -> EnsembleWeights:
+                  mult: float = 1.0, space: Literal["auto", "ensemble", "observation"] = "auto",
+                  block: int | None = None) -> EnsembleWeights:
     """GETKF weights of every selection row.
 
     ``hofx`` ``(N, p)``: H(x) of the members; ``hofx_modulated`` ``(N, M, p)``: H(x) of the
     modulated members :math:`\\bar x + v_j \\circ x'_k` (or their perturbations, e.g. from
     :func:`modulate_obs`: only deviations from their mean over all :math:`(k, j)` are used).
+    Rows are solved ``block`` at a time, as in :func:`letkf_weights`.
     """
     yp, d, rinv = _obs_arrays(hofx, y, obs_variance, selection.nobs)
     n = yp.shape[0]
@@ -613,14 +789,17 @@ def getkf_weights(selection: LocalObsSelection, hofx: Any, hofx_modulated: Any, 
     used = rinv > 0
     hz = np.where(used, hz, 0.0)
     zp = (hz - hz.mean(axis=(0, 1))).reshape(n * nmodes, -1)       # (K, p), member-major
-    idx, w = selection.index, selection.weight
-    sw = np.sqrt(w * rinv[idx])
-    active = (sw > 0).any(axis=1)
     c = np.sqrt(mult / (n - 1))
-    s = zp.T[idx] * (c * sw)[..., None]                             # (rows, m, K)
-    sb = yp.T[idx] * (np.sqrt(mult) * sw)[..., None]                # (rows, m, N)
-    mean, pert = ensemble_transform(s, d[idx] * sw, sb, space=space)
-    rows = idx.shape[0]
+    rows, k, m = selection.nrows, n * nmodes, selection.width
+    mean, pert = np.empty((rows, k)), np.empty((rows, k, n))
+    active = np.empty(rows, dtype=bool)
+    for sl in _row_blocks(rows, 8 * (m * (k + n) + 4 * k * k + 4 * m * m), block):
+        idx = selection.index[sl]
+        sw = np.sqrt(selection.weight[sl] * rinv[idx])
+        s = zp.T[idx] * (c * sw)[..., None]                             # (rows, m, K)
+        sb = yp.T[idx] * (np.sqrt(mult) * sw)[..., None]                # (rows, m, N)
+        mean[sl], pert[sl] = ensemble_transform(s, d[idx] * sw, sb, space=space)
+        active[sl] = (sw > 0).any(axis=1)
     mean = (mean * c).reshape(rows, n, nmodes)
     pert = (pert * c).reshape(rows, n, nmodes, n)
     mean[~active] = 0.0
@@ -673,63 +852,86 @@ def relax_to_prior_spread(xa_pert: np.ndarray, xb_pert: np.ndarray, alpha: float
 
 
 def apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | None = None,
-                  rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0) -> Any:
+                  rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0, block: int | None = None) -> Any:
     r"""Analysis members from background ``members`` and ``weights`` (then RTPP, RTPS and the
     posterior multiplicative inflation: perturbations times :math:`\sqrt{\rho_a}`, ``posterior_mult``).
 
     ``members``: an array ``(N, *grid)`` or a FieldSet/mapping of such arrays (all
     variables on the grid of the selection); returned in the same form.  ``modes``
-    ``(npoints, M)``: the modulation modes, for GETKF weights.
+    ``(npoints, M)``: the modulation modes, for GETKF weights.  Grid points are
+    updated ``block`` at a time (default: as many as fit in
+    :data:`~pyoops.assimilation.letkf.BLOCK_BYTES` of temporaries, chiefly the
+    weights gathered per point); each point's update is independent of the others, so
+    the result does not depend on the blocking, bit for bit.
     """
     with _single_threaded_blas:
-        return _apply_weights(weights, members, modes, rtpp, rtps, posterior_mult)
+        return _apply_weights(weights, members, modes, rtpp, rtps, posterior_mult, block)
 
 
 def _apply_weights(weights: EnsembleWeights, members: Any, modes: np.ndarray | None, rtpp: float,
-                   rtps: float, posterior_mult: float = 1.0) -> Any:
+                   rtps: float, posterior_mult: float = 1.0, block: int | None = None) -> Any:
     npts = weights.point_row.size
     x, how = _stack(members, npts)                     # (N, npts, nv)
-    n = x.shape[0]
+    n, nv = x.shape[0], x.shape[2]
     if n != weights.nmembers:
         raise ValueError(f"weights for {weights.nmembers} members applied to {n}")
-    mean = x.mean(axis=0)
-    xp = (x - mean).transpose(1, 2, 0)                 # (npts, nv, N)
-    r = weights.point_row
-    single = weights.mean.shape[0] == 1                # one problem for every point: one matrix product
-    if weights.solver == "LETKF":
-        if single:
-            mean_a = mean + xp @ weights.mean[0]
-            xa = xp @ weights.pert[0]
-        else:
-            mean_a = mean + (xp @ weights.mean[r][..., None])[..., 0]
-            xa = xp @ weights.pert[r]
-    else:
+    if weights.solver != "LETKF":
         if modes is None:
             raise ValueError("GETKF weights need the modulation modes")
         modes = np.asarray(modes, dtype=np.float64)
         if modes.shape[0] != npts or modes.shape[1] != weights.mean.shape[-1]:
             raise ValueError(f"modes have shape {modes.shape}, expected ({npts}, {weights.mean.shape[-1]})")
-        q = (xp[..., :, None] * modes[:, None, None, :]).reshape(npts, xp.shape[1], -1)   # (npts, nv, N*M)
-        nm = q.shape[-1]
-        if single:
-            mean_a = mean + q @ weights.mean[0].reshape(nm)
-            xa = weights.scale[0] * xp - q @ weights.pert[0].reshape(nm, n)
-        else:
-            mean_a = mean + (q @ weights.mean[r].reshape(npts, nm, 1))[..., 0]
-            xa = weights.scale[r][:, None, None] * xp - q @ weights.pert[r].reshape(npts, nm, n)
-    xa = relax_to_prior_perturbations(xa, xp, rtpp)
-    xa = relax_to_prior_spread(xa, xp, rtps, axis=-1)
-    if posterior_mult != 1.0:
-        xa = xa * np.sqrt(posterior_mult)
-    out = mean_a[None] + xa.transpose(2, 0, 1)
-    idle = ~weights.active[r]
+    mean = x.mean(axis=0)
+    # Contiguous, so that RTPS's sums over the members run along the last axis for every point
+    # in the same order whatever the block (NumPy sums a strided axis in a shape-dependent order).
+    xp = np.ascontiguousarray((x - mean).transpose(1, 2, 0))      # (npts, nv, N)
+    out = np.empty_like(x)
+    # Temporaries per point, in values: the gathered weights, about six (nv, N) arrays (the
+    # update, the relaxations, the output), and for GETKF the modulated perturbations (nv, N*M).
+    modulated = int(np.prod(weights.mean.shape[1:]))
+    per_point = int(np.prod(weights.pert.shape[1:])) + modulated + 6 * nv * n
+    if weights.solver != "LETKF":
+        per_point += 2 * nv * modulated
+    for sl in _row_blocks(npts, 8 * per_point, block):
+        xa, mean_a = _block_update(weights, xp[sl], mean[sl], weights.point_row[sl],
+                                   None if modes is None else modes[sl])
+        xa = relax_to_prior_perturbations(xa, xp[sl], rtpp)
+        xa = relax_to_prior_spread(xa, xp[sl], rtps, axis=-1)
+        if posterior_mult != 1.0:
+            xa = xa * np.sqrt(posterior_mult)
+        out[:, sl] = mean_a[None] + xa.transpose(2, 0, 1)
+    idle = ~weights.active[weights.point_row]
     if idle.any():
         out[:, idle] = x[:, idle]  # no local observation: the background, bit for bit
     return _unstack(out, how)
 
 
+def _block_update(weights: EnsembleWeights, xp: np.ndarray, mean: np.ndarray, r: np.ndarray,
+                  modes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Analysis perturbations ``(npts, nv, N)`` and mean ``(npts, nv)`` of a block of points.
+
+    ``xp`` ``(npts, nv, N)`` background perturbations, ``mean`` their mean, ``r`` the
+    points' selection rows, ``modes`` ``(npts, M)`` (GETKF).
+    """
+    n = weights.nmembers
+    single = weights.mean.shape[0] == 1                # one problem for every point: one matrix product
+    if weights.solver == "LETKF":
+        if single:
+            return xp @ weights.pert[0], mean + xp @ weights.mean[0]
+        return xp @ weights.pert[r], mean + (xp @ weights.mean[r][..., None])[..., 0]
+    assert modes is not None
+    npts = xp.shape[0]
+    q = (xp[..., :, None] * modes[:, None, None, :]).reshape(npts, xp.shape[1], -1)   # (npts, nv, N*M)
+    nm = q.shape[-1]
+    if single:
+        return weights.scale[0] * xp - q @ weights.pert[0].reshape(nm, n), mean + q @ weights.mean[0].reshape(nm)
+    xa = weights.scale[r][:, None, None] * xp - q @ weights.pert[r].reshape(npts, nm, n)
+    return xa, mean + (q @ weights.mean[r].reshape(npts, nm, 1))[..., 0]
+
+
 def letkf_analysis(members: Any, hofx: Any, y: Any, obs_variance: Any, selection: LocalObsSelection,
-                   mult: "float | np.ndarray" = 1.0, rtpp: float = 0.0, rtps: float = 0.0, posterior_mult: float = 1.0) -> Any:
+                   mult: "float | np.ndarray" = 1.0, rtpp: float = 0.0, rtps: float = 0.0,
+                   posterior_mult: float = 1.0) -> Any:
     """One LETKF analysis: weights from H(x) and the observations, applied to ``members``."""
     with _single_threaded_blas:
         return apply_weights(letkf_weights(selection, hofx, y, obs_variance, mult), members, rtpp=rtpp, rtps=rtps,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # imported where used: a forecast never needs scipy (start-up
     import scipy.sparse as sp
 
 from pyoops.fields.fieldset import FieldSet
-from pyoops.interface.geometry import Geometry, GetValues, Locations
+from pyoops.interface.geometry import Geometry, GetValues, Locations, SearchCoordinates
 from pyoops.util.errors import ConfigError
 from pyoops.util.resources import format_bytes, require_memory
 from pyoops.util.variables import Variables
@@ -274,6 +274,34 @@ class StructuredGrid(Geometry):
         for axis in self.horizontal_axes:
             sq = sq + axis.separation(a[axis.name], b[axis.name]) ** 2
         return np.sqrt(sq)
+
+    def search_coordinates(self, locations: Locations) -> SearchCoordinates | None:
+        r"""The horizontal coordinates for a KD-tree (periodic ones shifted to start at 0).
+
+        :meth:`distance` is the Euclidean distance over the horizontal axes with the
+        minimum-image separation on periodic ones, which is the KD-tree distance of
+        :class:`~pyoops.interface.geometry.SearchCoordinates` with the period
+        :math:`L = \text{upper} - \text{lower}` as box size (0 on a bounded axis).  A
+        periodic coordinate is mapped to :math:`(c - \text{lower}) \bmod L \in [0, L)`
+        (a location on the upper bound, or one that rounds onto it, becomes 0); a bounded
+        coordinate is kept as it is.  The two distances then differ only by the rounding
+        of that shift and of the tree's own arithmetic, a few units in the last place of
+        the coordinates.  ``None`` when a subclass measures ``distance``
+        otherwise (the embedding would not hold) or when there is no horizontal axis.
+        """
+        if type(self).distance is not StructuredGrid.distance or not self.horizontal_axes:
+            return None
+        columns, box = [], []
+        for axis in self.horizontal_axes:
+            c = np.asarray(locations.coords[axis.name], dtype=np.float64)
+            period = axis.upper - axis.lower if axis.periodic else 0.0
+            if axis.periodic:
+                with np.errstate(invalid="ignore"):  # a non-finite coordinate stays NaN (never within reach)
+                    c = np.mod(c - axis.lower, period)
+                c = np.where(c < period, c, 0.0)
+            columns.append(c)
+            box.append(period)
+        return SearchCoordinates(np.stack(columns, axis=1), np.asarray(box, dtype=np.float64))
 
     def check_locations(self, locations: Locations, source: str = "") -> None:
         where = f"{source}: " if source else ""

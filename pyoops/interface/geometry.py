@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from pyoops.config.parameters import Parameters
 from pyoops.fields.fieldset import FieldSet
 from pyoops.util.variables import Variables
 
-__all__ = ["Geometry", "GetValues", "Locations"]
+__all__ = ["Geometry", "GetValues", "Locations", "SearchCoordinates"]
 
 
 class Locations:
@@ -37,6 +37,30 @@ class Locations:
 
     def subset(self, index: Any) -> "Locations":
         return Locations({k: v[index] for k, v in self.coords.items()}, self.times[index])
+
+
+class SearchCoordinates(NamedTuple):
+    r"""Coordinates in which a KD-tree measures :meth:`Geometry.distance <pyoops.interface.geometry.Geometry.distance>`.
+
+    ``points`` ``(nlocs, k)`` are Cartesian coordinates and ``boxsize`` ``(k,)`` gives
+    the period of each coordinate (0 for a non-periodic one), the convention of
+    :class:`scipy.spatial.cKDTree`: the distance between locations :math:`a` and
+    :math:`b` is
+
+    .. math::
+
+        \Big(\sum_{i=1}^k \delta_i^2\Big)^{1/2}, \qquad
+        \delta_i = \begin{cases}
+        \min_{n\in\mathbb{Z}} |b_i - a_i + n L_i|, & L_i > 0 \text{ (periodic, period } L_i),\\
+        |b_i - a_i|, & L_i = 0,
+        \end{cases}
+
+    which must equal the geometry's ``distance`` up to round-off (a few units in the last
+    place of the coordinates).  Periodic coordinates lie in :math:`[0, L_i)`.
+    """
+
+    points: np.ndarray
+    boxsize: np.ndarray
 
 
 class GetValues(ABC):
@@ -106,6 +130,20 @@ class Geometry(ABC):
     @abstractmethod
     def distance(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> np.ndarray:
         """Horizontal distance between locations ``a`` and ``b`` (broadcasting)."""
+
+    def search_coordinates(self, locations: Locations) -> SearchCoordinates | None:
+        """Coordinates of ``locations`` for a KD-tree search of :meth:`distance`, or ``None``.
+
+        A geometry whose ``distance`` is a Euclidean distance with optional periodic
+        coordinates (minimum image) returns a
+        :class:`~pyoops.interface.geometry.SearchCoordinates`; then neighbours within a
+        radius are found in :math:`O(n \\log n)` time and memory proportional to the
+        neighbour pairs (e.g. by
+        :func:`~pyoops.assimilation.letkf.local_obs_selection`).  The default ``None``
+        says there is no such embedding: callers then evaluate ``distance`` between all
+        pairs, in chunks.
+        """
+        return None
 
     @abstractmethod
     def check_locations(self, locations: Locations, source: str = "") -> None:
