@@ -148,18 +148,20 @@ def set_error_only(flag: bool) -> None:
     _rc_set(dapper.rc.comps if not isinstance(dapper.rc, dict) else dapper.rc["comps"], "error_only", flag)
 
 
-def hmm(cycles: int, x0: Any, localizer: bool = False) -> Any:
-    """A Lorenz-96 HMM: 40 variables, all observed every step with R = I, ``cycles`` analyses."""
+def hmm(cycles: int, x0: Any, localizer: bool = False, observed: Any = None, dko: int = 1) -> Any:
+    """A Lorenz-96 HMM: 40 variables, the ``observed`` ones (default all) every ``dko`` steps with R = I,
+    ``cycles`` analyses."""
     import dapper.mods as modelling
     from dapper.mods.Lorenz96 import dstep_dx, step
 
-    tseq = modelling.Chronology(dt=DT, dko=1, K=cycles)
+    observed = np.arange(40) if observed is None else np.asarray(observed)
+    tseq = modelling.Chronology(dt=DT, dko=dko, K=cycles * dko)
     dyn = {"M": 40, "model": step, "linear": dstep_dx, "noise": 0}
-    obs = dict(modelling.partial_Id_Obs(40, np.arange(40)), noise=1)
+    obs = dict(modelling.partial_Id_Obs(40, observed), noise=1)
     if localizer:
         from dapper.tools.localization import nd_Id_localization
 
-        obs["localizer"] = nd_Id_localization((40,), (1,))
+        obs["localizer"] = nd_Id_localization((40,), (1,), observed)
     # 1.8 takes an Operator (or a function of the obs index) and calls a dict ("'dict' object is not
     # callable"); 1.7 builds its TimeDependentOperator from the dict's keywords.
     if "op_or_func" in inspect.signature(modelling.TimeDependentOperator.__init__).parameters:

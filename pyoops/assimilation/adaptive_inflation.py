@@ -318,12 +318,15 @@ def _obs_state_correlation(ens: ObsSpaceEnsemble, idx: np.ndarray) -> np.ndarray
 
 
 def _dart_log_posterior(lam: np.ndarray, mean: np.ndarray, sd: np.ndarray, d: np.ndarray, var_p: np.ndarray,
-                        var_o: np.ndarray, gam: np.ndarray, cn: float, gaussian: bool) -> np.ndarray:
+                        var_o: np.ndarray, gam: np.ndarray, cn: float, gaussian: bool,
+                        shape: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Log posterior of lambda for one observation (up to a constant); ``shape``: the inverse gamma's
+    (alpha, beta) if already computed from (mean, sd)."""
     theta2 = cn * (1.0 + gam * (np.sqrt(lam) - 1.0)) ** 2 * var_p + var_o
     loglik = -0.5 * np.log(theta2) - 0.5 * d * d / theta2
     if gaussian:
         return loglik - 0.5 * ((lam - mean) / sd) ** 2
-    alpha, beta = inverse_gamma_shape(mean, sd)
+    alpha, beta = shape if shape is not None else inverse_gamma_shape(mean, sd)
     return loglik - (alpha + 1.0) * np.log(lam) - beta / lam
 
 
@@ -349,9 +352,10 @@ def _dart_observation(lam: np.ndarray, sd: np.ndarray, d: np.ndarray, var_p: np.
     within ``limits`` (as DART bounds each observation's update) and a Gaussian sd never grows."""
     mean = lam
     lo, hi = max(limits[0], 1e-6), limits[1]
+    shape = None if gaussian else inverse_gamma_shape(mean, sd)
 
     def f(x: np.ndarray) -> np.ndarray:
-        return _dart_log_posterior(x, mean, sd, d, var_p, var_o, gam, cn, gaussian)
+        return _dart_log_posterior(x, mean, sd, d, var_p, var_o, gam, cn, gaussian, shape)
 
     x = mean.copy()
     for _ in range(30):   # Newton on the log posterior (finite-difference derivatives), with backtracking

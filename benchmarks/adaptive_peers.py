@@ -1,0 +1,352 @@
+"""Benchmark: pyoops's adaptive inflation against DAPPER's EnKF-N and DART-style schemes, on the same data.
+
+Prerequisite (not a dependency of pyoops or of its tests): DAPPER 1.7 or 1.8 in the environment this
+script runs in, next to pyoops and its Lorenz-96 plugin (see ``benchmarks/dapper_compare.py``)::
+
+    OPENBLAS_NUM_THREADS=1 venv-dapper/bin/python benchmarks/adaptive_peers.py
+
+The twin (Lorenz-96, n = 40, dt = 0.05 = PT6H, truth F = 8, made with DAPPER's ``step``) and its
+observations (numpy, seeded) are written once per case by ``tutorials/lorenz96/numpy_to_cycle.py``
+and read by ``pyoops cycle`` as given observations and truth files; DAPPER assimilates the same
+arrays (``xx``, ``yy``) from the same initial ensemble (N = 20, drawn from N(x_t(0), I) and
+forecast to the first analysis with the assimilating model).
+
+Cases
+-----
+``a``       perfect model, all 40 variables observed every step, R = I.
+``b7`` ...  model error: the assimilating model has F = 7, 7.5, 8.5 or 9 (truth F = 8).
+``c``       uneven network: variables 0-19 observed every step, 20-39 never.
+``d``       sparse: every 4th variable every 4th step (window PT24H).
+``e``       non-stationary: the true observation error doubles (sigma_o 1 -> 2) half-way through the
+            cycles; every filter assumes R = I throughout.
+
+Filters (every one N = 20): the ETKF (pyoops ``LETKF`` without localization) and the LETKF
+(Gaspari-Cohn, zero beyond 0.365 of the domain = DAPPER's ``loc_rad = 4``).
+
+Rows
+----
+* ``fixed ETKF``/``fixed LETKF``: a sweep of the prior multiplicative inflation ``mult`` (the
+  reported best per case, and the single best of case ``a`` applied to every case);
+* pyoops adaptive schemes (``adaptive.inflation``): ``likelihood`` (pyoops's), ``miyoshi``,
+  ``anderson`` and ``el gharamti`` (DART's published settings: initial and lower-bound sd 0.6,
+  damping 0.9, bounds [1, 100]), ``enkf-n`` (xN 1 and 2), global for the ETKF and local for the LETKF;
+* DAPPER: ``EnKF_N(N=20, xN=1|2)`` and ``LETKF(N=20, loc_rad=4, xN=1|2)`` (the local EnKF-N).
+
+Each row: time-mean analysis RMSE over cycles after ``--spin-up``, spread/RMSE ratio and the final
+inflation (domain mean).  Results in ``benchmarks/output/adaptive_peers/results.json``; the table
+is printed in reStructuredText for ``docs/adaptive.rst``.  No assertion: a benchmark exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "output" / "adaptive_peers"
+sys.path.insert(0, str(HERE))
+
+from dapper_compare import dapper_quiet, hmm  # noqa: E402
+
+DT = 0.05
+START = np.datetime64("2010-01-01T00:00:00", "s")
+NMEMBERS = 20
+LOC_RAD = 4
+LOC_LENGTH = 0.365          # pyoops: Gaspari-Cohn zero beyond it (= DAPPER's GC of loc_rad 4: 3.65 loc_rad points)
+CASES = {
+    "a": {"F": 8.0, "observed": "all", "dko": 1, "sigma": (1.0, 1.0)},
+    "b7": {"F": 7.0, "observed": "all", "dko": 1, "sigma": (1.0, 1.0)},
+    "b7.5": {"F": 7.5, "observed": "all", "dko": 1, "sigma": (1.0, 1.0)},
+    "b8.5": {"F": 8.5, "observed": "all", "dko": 1, "sigma": (1.0, 1.0)},
+    "b9": {"F": 9.0, "observed": "all", "dko": 1, "sigma": (1.0, 1.0)},
+    "c": {"F": 8.0, "observed": "half", "dko": 1, "sigma": (1.0, 1.0)},
+    "d": {"F": 8.0, "observed": "sparse", "dko": 4, "sigma": (1.0, 1.0)},
+    "e": {"F": 8.0, "observed": "all", "dko": 1, "sigma": (1.0, 2.0)},
+}
+DART = {"initial sd": 0.6, "sd lower bound": 0.6, "damping": 0.9, "bounds": [1.0, 100.0]}
+SCHEMES = {
+    "likelihood": {"scheme": "likelihood", "memory": 1000},
+    "miyoshi": {"scheme": "miyoshi"},
+    "anderson": {"scheme": "anderson", **DART},
+    "el gharamti": {"scheme": "el gharamti", **DART},
+    "enkf-n xN=1": {"scheme": "enkf-n", "xN": 1.0},
+    "enkf-n xN=2": {"scheme": "enkf-n", "xN": 2.0},
+}
+SWEEP = (1.0, 1.02, 1.04, 1.07, 1.1, 1.15, 1.2, 1.3, 1.45, 1.6, 1.8, 2.1, 2.5)
+
+
+def numpy_to_cycle() -> Any:
+    spec = importlib.util.spec_from_file_location("numpy_to_cycle", ROOT / "tutorials" / "lorenz96" /
+                                                  "numpy_to_cycle.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def observed_indices(kind: str) -> np.ndarray:
+    return {"all": np.arange(40), "half": np.arange(20), "sparse": np.arange(0, 40, 4)}[kind]
+
+
+def l96_step(x: np.ndarray, force: float, steps: int = 1) -> np.ndarray:
+    import dapper.mods.Lorenz96 as l96
+
+    saved = l96.Force
+    l96.Force = force
+    try:
+        for _ in range(steps):
+            x = l96.step(x, np.nan, DT)
+    finally:
+        l96.Force = saved
+    return x
+
+
+def make_twin(case: str, cycles: int, seed: int) -> dict[str, Any]:
+    """Truth (F = 8) at every analysis time, observations, the initial ensemble at the first analysis."""
+    spec = CASES[case]
+    dko = spec["dko"]
+    rng = np.random.default_rng([seed, 1])
+    x = 8.0 + rng.standard_normal(40)
+    x = l96_step(x, 8.0, 2000)                        # spin-up onto the attractor
+    truth = [x]
+    for _ in range(cycles):
+        x = l96_step(x, 8.0, dko)
+        truth.append(x)
+    truth = np.array(truth)                           # (K+1, 40) at T_0 and the K analysis times
+    obs_idx = observed_indices(spec["observed"])
+    sigma = np.where(np.arange(cycles) < cycles // 2, spec["sigma"][0], spec["sigma"][1])
+    noise = np.random.default_rng([seed, 2]).standard_normal((cycles, obs_idx.size))
+    yy = truth[1:, obs_idx] + sigma[:, None] * noise
+    e0 = truth[0] + np.random.default_rng([seed, 3]).standard_normal((NMEMBERS, 40))
+    eb = l96_step(e0, spec["F"], dko)                 # the first backgrounds, valid at the first analysis
+    return {"truth": truth, "yy": yy, "E0": e0, "Eb": eb, "observed": obs_idx, "dko": dko, "F": spec["F"]}
+
+
+# pyoops --------------------------------------------------------------------------------------
+def pyoops_config(twin: dict[str, Any], entries: dict[str, Any], cycles: int, spin_up: int, directory: Path,
+                  localized: bool, mult: float = 1.0, adaptive: dict[str, Any] | None = None) -> dict[str, Any]:
+    hours = 6 * twin["dko"]
+    cfg: dict[str, Any] = {
+        "model plugin": "lorenz96",
+        "geometry": {"resol": 40},
+        "model": {"name": "Lorenz96", "f": twin["F"], "tstep": "PT6H"},
+        "truth": entries["truth"],
+        "observations": {"name": "l96", "simulated variables": ["x"], **entries["observations"]},
+        "cycling": {"method": "LETKF", "members": NMEMBERS, "cycles": cycles, "window length": f"PT{hours}H",
+                    "spin-up cycles": spin_up, "checkpoint every": 100, "start": entries["cycling"]["start"],
+                    "initial ensemble": entries["cycling"]["initial ensemble"]},
+        "local ensemble DA": {"inflation": {"mult": mult}},
+        "output": {"directory": str(directory), "plots": False},
+        "resume": False,
+    }
+    if localized:
+        cfg["observations"]["obs localizations"] = [{"localization method": "Gaspari-Cohn",
+                                                     "lengthscale": LOC_LENGTH}]
+    if adaptive is not None:
+        cfg["adaptive"] = {"inflation": {**adaptive, "spatial": "local" if localized else "global"}}
+    return cfg
+
+
+def run_pyoops(cfg: dict[str, Any]) -> dict[str, Any]:
+    import pyoops
+
+    directory = Path(cfg["output"]["directory"])
+    if directory.exists():
+        shutil.rmtree(directory)
+    started = time.perf_counter()
+    try:
+        pyoops.run("cycle", cfg)
+    except Exception as exc:                 # a diverging filter (NaN) is a result, not a crash of the benchmark
+        return {"rmse": float("nan"), "ratio": float("nan"), "lambda": float("nan"), "error": str(exc)[:200]}
+    stats = json.loads((directory / "statistics.json").read_text())["time means"]
+    out = {"rmse": stats["analysis mean rmse"], "ratio": stats["analysis spread"] / stats["analysis mean rmse"],
+           "seconds": time.perf_counter() - started}
+    if "adaptive" in cfg:
+        import netCDF4
+
+        with netCDF4.Dataset(directory / "adaptive.nc") as ds:
+            out["lambda"] = float(ds["inflation_mean"][-1])
+            out["lambda mean"] = float(np.mean(ds["inflation_mean"][cfg["cycling"]["spin-up cycles"]:]))
+    else:
+        out["lambda"] = cfg["local ensemble DA"]["inflation"]["mult"]
+    shutil.rmtree(directory)
+    return out
+
+
+# DAPPER --------------------------------------------------------------------------------------
+def run_dapper(kind: str, xN: float, twin: dict[str, Any], cycles: int, spin_up: int) -> dict[str, Any]:
+    import dapper.da_methods as da
+    import dapper.mods.Lorenz96 as l96
+    from dapper.tools.randvars import RV
+
+    e0 = twin["E0"]
+    model = hmm(cycles, RV(M=40, func=lambda n: e0.copy()), localizer=kind == "LETKF", observed=twin["observed"],
+                dko=twin["dko"])
+    xp = da.EnKF_N(N=NMEMBERS, xN=xN) if kind == "ETKF" else da.LETKF(N=NMEMBERS, loc_rad=LOC_RAD, xN=xN)
+    saved = l96.Force
+    l96.Force = twin["F"]
+    # DAPPER's truth array has every model step: the analysis times are every dko-th.
+    xx = twin["truth"] if twin["dko"] == 1 else _fine_truth(twin)
+    try:
+        started = time.perf_counter()
+        xp.assimilate(model, xx, twin["yy"], liveplots=False)
+        seconds = time.perf_counter() - started
+    except Exception as exc:
+        return {"rmse": float("nan"), "ratio": float("nan"), "lambda": float("nan"), "error": str(exc)[:200]}
+    finally:
+        l96.Force = saved
+    rmse = np.asarray(xp.stats.err.rms.a, dtype=np.float64)[spin_up:]
+    sprd = np.asarray(xp.stats.spread.rms.a, dtype=np.float64)[spin_up:]
+    infl = getattr(xp.stats, "infl", None)
+    ad = getattr(xp.stats, "ad_inf", None)
+    series = infl if infl is not None else ad
+    lam = float("nan")
+    if series is not None:
+        values = np.asarray(series.a, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        lam = float(values[-1]) ** 2 if values.size else lam     # DAPPER records l1: the anomalies' factor
+    return {"rmse": float(np.mean(rmse)), "ratio": float(np.mean(sprd) / np.mean(rmse)), "lambda": lam,
+            "seconds": seconds}
+
+
+def _fine_truth(twin: dict[str, Any]) -> np.ndarray:
+    """The truth at every model step (DAPPER's ``xx``) for windows of several steps."""
+    x = twin["truth"][0]
+    out = [x]
+    for _ in range((twin["truth"].shape[0] - 1) * twin["dko"]):
+        x = l96_step(x, 8.0)
+        out.append(x)
+    return np.array(out)
+
+
+# Main -----------------------------------------------------------------------------------------
+def run_case(case: str, cycles: int, spin_up: int, seed: int, families: list[str], skip_dapper: bool,
+             sweep_values: list[float], schemes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    twin = make_twin(case, cycles, seed)
+    data = OUT / "data" / case
+    if data.exists():
+        shutil.rmtree(data)
+    start = START
+    step = np.timedelta64(6 * twin["dko"], "h")
+    entries = numpy_to_cycle().write_filter_experiment(data, start, step, twin["truth"], twin["yy"], obs_error=1.0,
+                                                        observed=twin["observed"], ensemble=twin["Eb"])
+    rows: dict[str, Any] = {}
+    for family in families:
+        localized = family == "LETKF"
+        sweep = {}
+        for mult in sweep_values:
+            res = run_pyoops(pyoops_config(twin, entries, cycles, spin_up, OUT / "run" / case, localized, mult))
+            sweep[mult] = res
+            print(f"  {case} fixed {family} mult {mult}: {res['rmse']:.4f}", flush=True)
+        rows[f"fixed {family}"] = sweep
+        for name, scheme in schemes.items():
+            res = run_pyoops(pyoops_config(twin, entries, cycles, spin_up, OUT / "run" / case, localized,
+                                           adaptive=scheme))
+            rows[f"pyoops {family} {name}"] = res
+            print(f"  {case} pyoops {family} {name}: {res['rmse']:.4f} (lambda {res.get('lambda', 0):.3f})",
+                  flush=True)
+        if not skip_dapper:
+            for xN in (1.0, 2.0):
+                res = run_dapper(family, xN, twin, cycles, spin_up)
+                rows[f"DAPPER {family} EnKF-N xN={xN:g}"] = res
+                print(f"  {case} DAPPER {family} EnKF-N xN={xN:g}: {res['rmse']:.4f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cycles", type=int, default=2200)
+    ap.add_argument("--spin-up", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--families", nargs="*", default=["ETKF", "LETKF"])
+    ap.add_argument("--no-dapper", action="store_true")
+    ap.add_argument("--sweep", nargs="*", type=float, default=list(SWEEP), help="fixed mult values")
+    ap.add_argument("--schemes", nargs="*", default=list(SCHEMES))
+    args = ap.parse_args()
+    dapper_quiet()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results_file = OUT / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    started = time.perf_counter()
+    for case in args.cases:
+        print(f"case {case}", flush=True)
+        results[case] = run_case(case, args.cycles, args.spin_up, args.seed, args.families, args.no_dapper,
+                                 args.sweep, {k: SCHEMES[k] for k in args.schemes})
+        results_file.write_text(json.dumps(results, indent=1, default=str))
+    import dapper
+
+    import pyoops
+
+    meta = {"cycles": args.cycles, "spin-up": args.spin_up, "seed": args.seed, "python": platform.python_version(),
+            "numpy": np.__version__, "pyoops": pyoops.__version__, "dapper": dapper.__version__,
+            "load": os.getloadavg(), "wall seconds": time.perf_counter() - started}
+    results["meta"] = meta
+    results_file.write_text(json.dumps(results, indent=1, default=str))
+    report(results)
+
+
+def best_fixed(sweep: dict[Any, Any]) -> tuple[float, dict[str, Any]]:
+    finite = {float(m): r for m, r in sweep.items() if np.isfinite(r["rmse"])}
+    m = min(finite, key=lambda k: finite[k]["rmse"])
+    return m, finite[m]
+
+
+def report(results: dict[str, Any]) -> None:
+    cases = [c for c in CASES if c in results]
+    if not cases:
+        return
+    names: list[str] = []
+    for c in cases:
+        for k in results[c]:
+            if not k.startswith("fixed") and k not in names:
+                names.append(k)
+    print()
+    header = ["row"] + cases
+    lines = [header]
+    for family in ("ETKF", "LETKF"):
+        key = f"fixed {family}"
+        if not any(key in results[c] for c in cases):
+            continue
+        row = [f"best fixed {family} (mult)"]
+        for c in cases:
+            m, r = best_fixed(results[c][key])
+            row.append(f"{r['rmse']:.4f} ({m:g})")
+        lines.append(row)
+        if key in results.get("a", {}):
+            ma, _ = best_fixed(results["a"][key])
+            row = [f"fixed {family} tuned on a (mult {ma:g})"]
+            for c in cases:
+                r = results[c][key].get(str(ma), results[c][key].get(ma))
+                row.append(f"{r['rmse']:.4f}" if r else "-")
+            lines.append(row)
+    for n in names:
+        row = [n]
+        for c in cases:
+            r = results[c].get(n)
+            row.append("-" if r is None else f"{r['rmse']:.4f} [{r['ratio']:.2f}; {r.get('lambda', float('nan')):.2f}]")
+        lines.append(row)
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    sep = "  ".join("=" * w for w in widths)
+    print(sep)
+    for i, line in enumerate(lines):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+        if i == 0:
+            print(sep)
+    print(sep)
+    print("cells: time-mean analysis RMSE [spread/RMSE; final inflation (domain mean, covariance factor)]")
+    print(json.dumps(results.get("meta", {})))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Adaptive inflation schemes and the spectral innovation likelihood, on arrays (no cycling)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+from pyoops.assimilation.adaptive_inflation import (
+    AdaptiveInflation,
+    AdaptiveInflationParameters,
+    ObsSpaceEnsemble,
+    _dart_log_posterior,
+    _dart_observation,
+    enkf_n_inflation,
+    inverse_gamma_shape,
+)
+from pyoops.assimilation.letkf import LocalObsSelection, letkf_weights
+from pyoops.config.parameters import validate
+from pyoops.diagnostics.tuning import TuningCycle, TuningData
+from pyoops.diagnostics.tuning.estimators import build_model
+from pyoops.diagnostics.tuning.spectral import spectral_innovations
+
+
+def _ensemble(rng: np.random.Generator, p: int, n: int, scale: float = 1.0) -> np.ndarray:
+    y = scale * rng.standard_normal((p, n))
+    return y - y.mean(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_spectral_likelihood_equals_the_tuning_model(weighted: bool) -> None:
+    """The ensemble-space likelihood, score and Fisher information equal HybridCovarianceModel's (form hybrid with
+    beta -> 1, inflation and a_o free); localization weights w act as errors sigma/sqrt(w).  Agreement to 1e-10
+    relative: both are exact, they differ by the order of floating-point operations (Cholesky of a 15 x 15 matrix
+    against an 8 x 8 eigen-decomposition)."""
+    rng = np.random.default_rng(1)
+    p, n = 15, 8
+    y = _ensemble(rng, p, n)
+    sigma = rng.uniform(0.5, 2.0, p)
+    d = 2.0 * rng.standard_normal(p)
+    w = rng.uniform(0.2, 1.0, p) if weighted else np.ones(p)
+    stats = spectral_innovations(y, d, 1.0 / sigma**2, w)
+    cycle = TuningCycle(d, sigma / np.sqrt(w), np.zeros((p, 1)), ensemble_perturbations=y)
+    model, par = build_model(TuningData([cycle]), ("inflation", "a_o"), {"beta": 1 - 1e-12})
+    for lam, ao in [(1.0, 1.0), (1.7, 0.6), (0.4, 2.5)]:
+        ev = model.evaluate(par.internal({"inflation": lam, "a_o": ao}), gradient=True, fisher=True)
+        grad, fisher = stats.score(lam, ao)
+        if not weighted:
+            const = 0.5 * (p * np.log(2 * np.pi) + np.sum(np.log(sigma**2)))
+            assert stats.negative_log_likelihood(lam, ao) + const == pytest.approx(ev.nll, rel=1e-10)
+            np.testing.assert_allclose(grad, ev.gradient, rtol=1e-10)
+            np.testing.assert_allclose(fisher, ev.fisher, rtol=1e-10)
+        else:
+            # The tempered likelihood counts the a_o directions by their weights (p_eff): the lambda parts agree.
+            assert grad[0] == pytest.approx(ev.gradient[0], rel=1e-10)
+            assert fisher[0, 0] == pytest.approx(ev.fisher[0, 0], rel=1e-10)
+
+
+def test_enkf_n_minimises_the_dual_cost() -> None:
+    """lambda = l1^2 minimises J(l1) of Bocquet (2011) with the mode correction of Bocquet et al. (2015): checked
+    against scipy's bounded scalar minimisation of the same cost to 1e-6 relative (its xatol 1e-10 on u)."""
+    rng = np.random.default_rng(2)
+    n = 20
+    for scale, xn in [(0.3, 1.0), (1.0, 2.0), (3.0, 1.0)]:
+        y = _ensemble(rng, 40, n, scale)
+        d = rng.standard_normal(40) * 1.3
+        st = spectral_innovations(y, d, np.ones(40))
+        lam = enkf_n_inflation(st.gamma[None], st.q[None], n, xn)[0]
+        gamma, q = st.gamma, st.q
+        n1 = n - 1
+        e_n, c_l = (n + 1) / n, n / n1
+        kappa = np.mean(1.0 / (1.0 + np.concatenate([gamma, np.zeros(max(n - gamma.size, 0))])))
+        mc = np.sqrt((e_n / c_l) ** kappa)
+        e_n, c_l = xn * e_n / mc, xn * c_l * mc
+
+        def cost(u: float) -> float:
+            return float(np.sum(q / (n1 * (1 + u * gamma))) + e_n / u + c_l * np.log(u))
+
+        ref = scipy.optimize.minimize_scalar(cost, bounds=(1e-3, 1e3), method="bounded",
+                                             options={"xatol": 1e-10}).x
+        assert lam == pytest.approx(ref, rel=1e-6)
+
+
+def test_miyoshi_update_by_hand() -> None:
+    """One global Miyoshi (2011) update against the formula written out."""
+    rng = np.random.default_rng(3)
+    y = _ensemble(rng, 10, 6, 0.8)
+    d = rng.standard_normal(10) * 1.5
+    sigma = 0.9
+    params = validate(AdaptiveInflationParameters, {"scheme": "miyoshi", "initial": 1.2}, "adaptive.inflation")
+    scheme = AdaptiveInflation(params, 5)
+    ens = ObsSpaceEnsemble(y.T, d, np.full(10, 1 / sigma**2), np.arange(10)[None], np.ones((1, 10)),
+                           np.zeros(5, dtype=np.intp))
+    lam = scheme.update(ens)
+    t = np.sum(y.var(axis=1, ddof=1)) / sigma**2
+    dd = np.sum(d**2) / sigma**2
+    lam_o = (dd - 10) / t
+    v_o = (2 / 10) * ((1.2 * t + 10) / t) ** 2
+    expected = 1.2 + 0.04**2 / (0.04**2 + v_o) * (lam_o - 1.2)
+    np.testing.assert_allclose(lam, max(expected, 1.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("gaussian", [True, False])
+def test_dart_observation_update_is_the_posterior_mode(gaussian: bool) -> None:
+    """One observation's update: the new mean is the mode of the exact posterior (grid of step 1e-5, so 2e-5),
+    inside the bounds; a Gaussian prior's sd never grows."""
+    grid = np.linspace(1.0, 6.0, 500001)
+    for d, var_p, gam in [(3.0, 0.5, 1.0), (0.3, 0.5, 1.0), (2.0, 1.0, 0.4), (5.0, 0.2, 0.9)]:
+        lam, sd = np.array([1.3]), np.array([0.6])
+        new, new_sd = _dart_observation(lam, sd, np.array([d]), np.array([var_p]), np.array([1.0]), np.array([gam]),
+                                        1.0 if gaussian else 1.05, gaussian, np.array([True]), (1.0, 100.0))
+        f = _dart_log_posterior(grid, lam, sd, d, var_p, 1.0, gam, 1.0 if gaussian else 1.05, gaussian)
+        assert new[0] == pytest.approx(grid[np.argmax(f)], abs=2e-5)
+        assert new[0] >= 1.0
+        if gaussian:
+            assert new_sd[0] <= sd[0]
+
+
+def test_inverse_gamma_shape_has_the_asked_mode_and_sd() -> None:
+    alpha, beta = inverse_gamma_shape(np.array([1.0, 1.5, 3.0]), np.array([0.6, 0.1, 2.0]))
+    np.testing.assert_allclose(beta / (alpha + 1), [1.0, 1.5, 3.0], rtol=1e-12)
+    np.testing.assert_allclose(np.sqrt(beta**2 / ((alpha - 1) ** 2 * (alpha - 2))), [0.6, 0.1, 2.0], rtol=1e-9)
+
+
+def test_likelihood_scheme_converges_to_the_true_inflation() -> None:
+    """Stationary innovations d ~ N(0, lambda* C_e + R) with lambda* = 1.6: after 3000 cycles (memory 300) the
+    estimate lies within 3 of its Fisher standard deviations of lambda* (a 99.7 % statement for a Gaussian
+    estimator; seed 4)."""
+    rng = np.random.default_rng(4)
+    p, n, lam_true = 30, 10, 1.6
+    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "memory": 300}, "adaptive.inflation")
+    scheme = AdaptiveInflation(params, 1)
+    for _ in range(3000):
+        y = _ensemble(rng, p, n, 0.7)
+        c = y @ y.T / (n - 1)
+        d = np.linalg.cholesky(lam_true * c + np.eye(p)) @ rng.standard_normal(p)
+        scheme.update(ObsSpaceEnsemble(y.T, d, np.ones(p), np.arange(p)[None], np.ones((1, p)),
+                                       np.zeros(1, dtype=np.intp)))
+    sd_log = scheme.sd[0]
+    assert abs(np.log(scheme.mean[0]) - np.log(lam_true)) < 3 * sd_log
+    assert sd_log < 0.1   # the data do inform: the window holds enough information
+
+
+def test_per_point_mult_equals_one_problem_per_point() -> None:
+    """letkf_weights with a per-point inflation: a uniform field gives bitwise the scalar result; a varying field
+    gives at each point the weights of that point's scalar inflation (bitwise: the same operations per row)."""
+    rng = np.random.default_rng(5)
+    n, p, npts = 6, 8, 5
+    hofx = rng.standard_normal((n, p))
+    y, var = rng.standard_normal(p), np.full(p, 0.5)
+    weight = rng.uniform(0.0, 1.0, (3, p))
+    sel = LocalObsSelection(np.broadcast_to(np.arange(p), (3, p)).copy(), weight,
+                            np.array([0, 1, 2, 1, 0]), p)
+    w1 = letkf_weights(sel, hofx, y, var, 1.3)
+    wu = letkf_weights(sel, hofx, y, var, np.full(npts, 1.3))
+    np.testing.assert_array_equal(w1.mean, wu.mean)
+    np.testing.assert_array_equal(w1.pert, wu.pert)
+    field = np.array([1.0, 1.2, 1.5, 2.0, 1.1])
+    wf = letkf_weights(sel, hofx, y, var, field)
+    for q in range(npts):
+        ref = letkf_weights(sel, hofx, y, var, field[q])
+        np.testing.assert_array_equal(wf.mean[wf.point_row[q]], ref.mean[sel.point_row[q]])
+        np.testing.assert_array_equal(wf.pert[wf.point_row[q]], ref.pert[sel.point_row[q]])
+
+
+def test_state_round_trip_and_bad_shapes() -> None:
+    params = validate(AdaptiveInflationParameters, {"scheme": "anderson", "spatial": "local"}, "adaptive.inflation")
+    a = AdaptiveInflation(params, 7)
+    a.mean[:] = np.linspace(1, 2, 7)
+    b = AdaptiveInflation(params, 7)
+    b.load_state(a.state_arrays())
+    np.testing.assert_array_equal(b.field(), a.field())
+    with pytest.raises(ValueError, match="shape"):
+        AdaptiveInflation(params, 3).load_state(a.state_arrays())
+
+
+def test_cap_limits_the_inflation() -> None:
+    """EnKF-C's cap: lambda <= 1 + r (sigma_f / sigma_a - 1) with the previous analysis's spread ratio."""
+    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "initial": 3.0, "cap": 0.5},
+                      "adaptive.inflation")
+    a = AdaptiveInflation(params, 1)
+    a.record_spread_ratio(np.array([2.0]), np.array([1.0]))
+    rng = np.random.default_rng(6)
+    y = _ensemble(rng, 5, 4)
+    lam = a.update(ObsSpaceEnsemble(y.T, 10 * rng.standard_normal(5), np.ones(5), np.arange(5)[None],
+                                    np.ones((1, 5)), np.zeros(1, dtype=np.intp)))
+    assert lam[0] == pytest.approx(1.5)
+
+
+def test_bad_parameters() -> None:
+    from pyoops.util.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bounds"):
+        validate(AdaptiveInflationParameters, {"scheme": "likelihood", "bounds": [2, 1]}, "adaptive.inflation")
+    with pytest.raises(ConfigError, match="enkf-n has no memory"):
+        validate(AdaptiveInflationParameters, {"scheme": "enkf-n", "damping": 0.9}, "adaptive.inflation")
