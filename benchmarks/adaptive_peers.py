@@ -75,15 +75,16 @@ CASES = {
     "e": {"F": 8.0, "observed": "all", "dko": 1, "sigma": (1.0, 2.0)},
 }
 DART = {"initial sd": 0.6, "sd lower bound": 0.6, "damping": 0.9, "bounds": [1.0, 100.0]}
-SCHEMES = {
+SCHEMES: dict[str, dict[str, Any]] = {
     "likelihood": {"scheme": "likelihood", "memory": 1000},
+    "likelihood + R": {"scheme": "likelihood", "memory": 1000, "obs error": {"scheme": "likelihood", "memory": 30}},
     "miyoshi": {"scheme": "miyoshi"},
     "anderson": {"scheme": "anderson", **DART},
     "el gharamti": {"scheme": "el gharamti", **DART},
     "enkf-n xN=1": {"scheme": "enkf-n", "xN": 1.0},
     "enkf-n xN=2": {"scheme": "enkf-n", "xN": 2.0},
 }
-SWEEP = (1.0, 1.02, 1.04, 1.07, 1.1, 1.15, 1.2, 1.3, 1.45, 1.6, 1.8, 2.1, 2.5)
+SWEEP = (1.0, 1.02, 1.04, 1.07, 1.1, 1.15, 1.2, 1.3, 1.45, 1.6, 1.8, 2.1)
 
 
 def numpy_to_cycle() -> Any:
@@ -153,7 +154,10 @@ def pyoops_config(twin: dict[str, Any], entries: dict[str, Any], cycles: int, sp
         cfg["observations"]["obs localizations"] = [{"localization method": "Gaspari-Cohn",
                                                      "lengthscale": LOC_LENGTH}]
     if adaptive is not None:
-        cfg["adaptive"] = {"inflation": {**adaptive, "spatial": "local" if localized else "global"}}
+        inflation = {k: v for k, v in adaptive.items() if k != "obs error"}
+        cfg["adaptive"] = {"inflation": {**inflation, "spatial": "local" if localized else "global"}}
+        if "obs error" in adaptive:
+            cfg["adaptive"]["obs error"] = adaptive["obs error"]
     return cfg
 
 
@@ -320,6 +324,9 @@ def report(results: dict[str, Any]) -> None:
             continue
         row = [f"best fixed {family} (mult)"]
         for c in cases:
+            if key not in results[c]:
+                row.append("-")
+                continue
             m, r = best_fixed(results[c][key])
             row.append(f"{r['rmse']:.4f} ({m:g})")
         lines.append(row)
@@ -327,7 +334,7 @@ def report(results: dict[str, Any]) -> None:
             ma, _ = best_fixed(results["a"][key])
             row = [f"fixed {family} tuned on a (mult {ma:g})"]
             for c in cases:
-                r = results[c][key].get(str(ma), results[c][key].get(ma))
+                r = results[c].get(key, {}).get(str(ma), results[c].get(key, {}).get(ma))
                 row.append(f"{r['rmse']:.4f}" if r else "-")
             lines.append(row)
     for n in names:

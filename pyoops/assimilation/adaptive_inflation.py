@@ -177,7 +177,8 @@ def _global_rows(ens: ObsSpaceEnsemble) -> ObsSpaceEnsemble:
 
 
 class AdaptiveInflation:
-    """The inflation field and its update; the state is restartable (:meth:`state_arrays`)."""
+    """The inflation field and its update; the state is restartable
+    (:meth:`~pyoops.assimilation.adaptive_inflation.AdaptiveInflation.state_arrays`)."""
 
     def __init__(self, params: AdaptiveInflationParameters, npoints: int) -> None:
         self.params = params
@@ -185,17 +186,19 @@ class AdaptiveInflation:
         size = 1 if params.spatial == "global" else self.npoints
         self.mean = np.full(size, params.initial if params.scheme != "enkf-n" else 1.0)
         self.sd = np.full(size, params.sd0)
-        #: likelihood: accumulated Fisher information of log lambda.
+        #: The accumulated Fisher information of log lambda (the likelihood scheme).
         self.information = np.full(size, 1.0 / params.sd0**2 if params.scheme == "likelihood" else 0.0)
-        #: EnKF-C cap: sigma_f/sigma_a of the previous analysis (NaN: none yet).
+        #: The spread ratio sigma_f/sigma_a of the previous analysis for the EnKF-C cap, NaN before the first.
         self.spread_ratio = np.full(size, np.nan)
 
     # -- state ------------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of the arrays that define the scheme's state (for the cycle checkpoint)."""
         return {"mean": self.mean.copy(), "sd": self.sd.copy(), "information": self.information.copy(),
                 "spread ratio": self.spread_ratio.copy()}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore the state saved by :meth:`~pyoops.assimilation.adaptive_inflation.AdaptiveInflation.state_arrays`."""
         for key, attr in (("mean", "mean"), ("sd", "sd"), ("information", "information"),
                           ("spread ratio", "spread_ratio")):
             a = np.asarray(arrays[key], dtype=np.float64)
@@ -233,6 +236,11 @@ class AdaptiveInflation:
                 self._miyoshi(gamma.sum(axis=-1), dd, peff, ao)
             else:
                 self.mean = enkf_n_inflation(gamma / ao, q / ao, stats.members, p.xN)
+        return self.limit()
+
+    def limit(self) -> np.ndarray:
+        """Apply the bounds and the EnKF-C cap; returns the field to use now."""
+        p = self.params
         lo, hi = p.limits
         self.mean = np.clip(self.mean, lo, hi)
         if p.cap is not None:

@@ -81,6 +81,13 @@ class CycleAdaptation:
         self.groups = list(groups)
         self.inflation = AdaptiveInflation(params.inflation, npoints) if params.inflation is not None else None
         self.obs_error = AdaptiveObsError(params.obs_error, groups) if params.obs_error is not None else None
+        #: Inflation and R amplitude estimated together (both ``likelihood``, global, one observation group):
+        #: one Fisher-scoring step on (log lambda, log a_o) with their joint information.
+        self.joint = (self.inflation is not None and self.obs_error is not None
+                      and params.inflation.scheme == "likelihood" and params.obs_error.scheme == "likelihood"
+                      and params.inflation.spatial == "global" and len(self.groups) == 1)
+        self.joint_information = (np.diag([1.0 / params.inflation.sd0**2, 1.0 / params.obs_error.initial_sd**2])
+                                  if self.joint else np.zeros((2, 2)))
         self.series: dict[str, list[float]] = {name: [] for name in self.series_names()}
         self.field_sum = np.zeros(npoints)
         self.last_field = np.ones(npoints)
@@ -98,6 +105,7 @@ class CycleAdaptation:
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {f"series/{k}": np.asarray(v, dtype=np.float64) for k, v in self.series.items()}
         out["field sum"] = self.field_sum.copy()
+        out["joint information"] = self.joint_information.copy()
         out["last field"] = self.last_field.copy()
         if self.inflation is not None:
             out.update({f"inflation/{k}": v for k, v in self.inflation.state_arrays().items()})
@@ -109,6 +117,7 @@ class CycleAdaptation:
         self.series = {k: list(np.asarray(arrays[f"series/{k}"], dtype=np.float64)) for k in self.series_names()}
         self.field_sum = np.array(arrays["field sum"], dtype=np.float64)
         self.last_field = np.array(arrays["last field"], dtype=np.float64)
+        self.joint_information = np.array(arrays["joint information"], dtype=np.float64)
         if self.inflation is not None:
             self.inflation.load_state({k.split("/", 1)[1]: v for k, v in arrays.items()
                                        if k.startswith("inflation/")})
@@ -138,6 +147,11 @@ class CycleAdaptation:
         groups = np.asarray(group_of_obs)
         ao_obs = self.obs_error.per_observation(groups) if self.obs_error is not None else np.ones_like(var)
         lam = np.ones(self.npoints)
+        if self.joint:
+            lam = self._joint_update(yp, d, rinv)
+            self._lam = lam
+            self._departures = d
+            return lam, np.where(ok, self.obs_error.per_observation(groups) * var, np.inf)
         if self.inflation is not None:
             if selection is None:
                 if self.inflation.params.spatial == "local":
@@ -155,6 +169,31 @@ class CycleAdaptation:
         self._lam = lam
         self._departures = d
         return lam, np.where(ok, ao_obs * var, np.inf)
+
+    def _joint_update(self, yp: np.ndarray, d: np.ndarray, rinv: np.ndarray) -> np.ndarray:
+        r"""One Fisher-scoring step on :math:`\phi = (\log\lambda, \log a_o)` with the information
+        :math:`I_t = D I_{t-1} D + F_t`, :math:`D = \mathrm{diag}(\sqrt{\rho_\lambda}, \sqrt{\rho_o})` (each
+        parameter keeps its own memory), so that the innovations' excess is shared between the two by their
+        joint information rather than by whichever is updated first."""
+        from pyoops.diagnostics.tuning.spectral import spectral_innovations
+
+        infl, obs = self.inflation, self.obs_error
+        lam, ao = float(infl.mean[0]), float(obs.amplitude[0])
+        stats = spectral_innovations(yp.T, d, rinv)
+        grad, fisher = stats.score(lam, ao)
+        rho = np.sqrt([1.0 - 1.0 / infl.params.memory, 1.0 - 1.0 / obs.params.memory])
+        info = rho[:, None] * self.joint_information * rho[None, :] + fisher
+        self.joint_information = info
+        step = np.clip(np.linalg.solve(info, grad), -1.0, 1.0)
+        lo, hi = obs.params.bounds
+        obs.amplitude[0] = float(np.clip(ao * np.exp(-step[1]), lo, hi))
+        obs.information[0] = info[1, 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            obs.confounding[0] = fisher[0, 1] / np.sqrt(fisher[0, 0] * fisher[1, 1])
+        infl.mean = np.full(infl.mean.shape, lam * np.exp(-step[0]))
+        infl.information = np.full(infl.mean.shape, info[0, 0])
+        infl.sd = np.full(infl.mean.shape, float(np.sqrt(np.linalg.inv(info)[0, 0])))
+        return infl.limit()
 
     def after_analysis(self, analysis_hofx_mean: np.ndarray | None, y: np.ndarray, sigma: np.ndarray,
                        group_of_obs: np.ndarray, forecast_spread: np.ndarray | None = None,
