@@ -228,14 +228,15 @@ def el_gharamti_map(mean: float, sd: float, d: float, y: float, z: float, bounds
 
 
 class AdaptiveHybridWeight:
-    """The hybrid weight :math:`\\beta` and its update; the state is restartable (:meth:`state_arrays`)."""
+    """The hybrid weight :math:`\\beta` and its update; the state is restartable (``state_arrays``)."""
 
     def __init__(self, params: AdaptiveHybridWeightParameters) -> None:
         self.params = params
         self.beta = float(params.initial)
-        #: likelihood: accumulated Fisher information of logit beta.
+        #: Accumulated Fisher information of logit beta (scheme likelihood).
         self.information = 1.0 / params.sd0**2 if params.scheme == "likelihood" else 0.0
-        #: Guard accumulators: sum rho^(t-k) of <C_s, C_e>, |C_s|^2, unbiased |Sigma_e|^2; cycles seen.
+        #: The guard's pooled sums (forgetting factor rho) of <C_s, C_e>, the squared norm of C_s and the unbiased
+        #: squared norm of E C_e (whitened), and the number of cycles seen.
         self.pooled = np.zeros(3)
         self.cycles = 0
         #: The guard's cosine and whether the last cycle updated beta (diagnostics).

@@ -178,7 +178,7 @@ def _global_rows(ens: ObsSpaceEnsemble) -> ObsSpaceEnsemble:
 
 
 class AdaptiveInflation:
-    """The inflation field and its update; the state is restartable (:meth:`state_arrays`)."""
+    """The inflation field and its update; the state is restartable (``state_arrays``)."""
 
     def __init__(self, params: AdaptiveInflationParameters, npoints: int) -> None:
         self.params = params
@@ -186,9 +186,9 @@ class AdaptiveInflation:
         size = 1 if params.spatial == "global" else self.npoints
         self.mean = np.full(size, params.initial if params.scheme != "enkf-n" else 1.0)
         self.sd = np.full(size, params.sd0)
-        #: likelihood: accumulated Fisher information of log lambda.
+        #: Accumulated Fisher information of log lambda (scheme likelihood).
         self.information = np.full(size, 1.0 / params.sd0**2 if params.scheme == "likelihood" else 0.0)
-        #: EnKF-C cap: sigma_f/sigma_a of the previous analysis (NaN: none yet).
+        #: sigma_f/sigma_a of the previous analysis, for the EnKF-C cap (NaN: none yet).
         self.spread_ratio = np.full(size, np.nan)
 
     # -- state ------------------------------------------------------------------------------------

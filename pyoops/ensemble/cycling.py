@@ -39,6 +39,12 @@ Methods (``cycling.method``):
 ``LETKF``
     the local ETKF of :mod:`pyoops.assimilation.letkf` (``local ensemble DA`` section:
     inflation; observation localization from ``observations.obs localizations``).
+``LETKF-hybrid``
+    the ensemble of a hybrid EnVar from a cycled LETKF, as NCEP's GSI hybrid: ``members``
+    cycled by the LETKF (``local ensemble DA``; localization from ``observations.obs
+    localizations``), and a deterministic control analysed by the hybrid 3D-Var of ``cost
+    function`` whose Ensemble block gets the LETKF members' backgrounds.  The reported
+    *analysis* is the control's; the ensemble statistics are the LETKF members'.
 ``EnKF``
     the stochastic (perturbed-observation) EnKF in closed form
     (:func:`~pyoops.ensemble.eda.perturbed_obs_enkf_analysis`): what an EDA of 3D-Vars
@@ -82,6 +88,7 @@ import math
 import os
 import time as _time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -424,6 +431,9 @@ class CycleExperiment:
         self.archive = bool(getattr(params.output, "archive", False))
         self.member_archive = bool(getattr(params.output, "member_archive", False))
         self.last_innovations: dict[str, Any] | None = None
+        #: Experiment hook ``(k, members) -> ensemble``: replaces the ensemble fed to the Ensemble block (and to the
+        #: adaptive hybrid weight's C_e) at cycle ``k`` (e.g. draws from B_s in ``benchmarks/adaptive_hybrid.py``).
+        self.ensemble_hook: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
         self._check_sizes()
         self._setup_method()
         self._setup_adaptive()
@@ -1033,8 +1043,7 @@ class CycleExperiment:
         """The ensemble fed to the Ensemble block at cycle ``k``: the members' backgrounds, or what
         :attr:`ensemble_hook` (an experiment hook, e.g. draws from B_s in ``benchmarks/adaptive_hybrid.py``)
         returns for them."""
-        hook = getattr(self, "ensemble_hook", None)
-        return members if hook is None else hook(k, members)
+        return members if self.ensemble_hook is None else self.ensemble_hook(k, members)
 
     def _adapt_hybrid_weight(self, twin: TwinObservations, cost_cfg: dict[str, Any],
                              control: dict[str, np.ndarray] | None, members: dict[str, np.ndarray]
