@@ -188,7 +188,7 @@ class AdaptiveInflation:
         self.sd = np.full(size, params.sd0)
         #: Accumulated Fisher information of log lambda (scheme likelihood).
         self.information = np.full(size, 1.0 / params.sd0**2 if params.scheme == "likelihood" else 0.0)
-        #: sigma_f/sigma_a of the previous analysis, for the EnKF-C cap (NaN: none yet).
+        #: The spread ratio sigma_f/sigma_a of the previous analysis for the EnKF-C cap, NaN before the first one.
         self.spread_ratio = np.full(size, np.nan)
 
     # -- state ------------------------------------------------------------------------------------
