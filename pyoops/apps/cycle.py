@@ -82,7 +82,8 @@ class CycleParameters(ApplicationParameters):
     eda: EDAParameters | None = Field(None, description="Ensemble of variational analyses: seed, control member, "
                                                          "observation perturbations, inflation.")
     adaptive: AdaptiveParameters | None = Field(
-        None, description="Online adaptive inflation and observation error (ensemble filters, EDA members).")
+        None, description="Online adaptive inflation and observation error (ensemble filters, EDA members) and hybrid "
+                          "weight (hybrid, EDA-hybrid, LETKF-hybrid).")
     parallel: ParallelParameters = Field(default_factory=ParallelParameters,
                                          description="How members are distributed (serial, processes, dask).")
     output: CycleOutputParameters = Field(description="Output directory.")

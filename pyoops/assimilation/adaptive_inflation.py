@@ -84,6 +84,7 @@ __all__ = [
     "AdaptiveInflationParameters",
     "ObsSpaceEnsemble",
     "SCHEMES",
+    "fisher_scoring_step",
     "make_adaptive_inflation",
 ]
 
@@ -261,16 +262,13 @@ class AdaptiveInflation:
             self.spread_ratio = np.where(sa > 0, sf / sa, np.nan)
 
     def _likelihood(self, stats: SpectralInnovations, ao: float) -> None:
-        rho = 1.0 - 1.0 / self.params.memory
         lam = self.mean
         grad, fisher = stats.score(lam, np.full(lam.shape, ao))
-        g, f = grad[..., 0], fisher[..., 0, 0]
-        self.information = rho * self.information + f
         has = stats.gamma.sum(axis=-1) > 0
-        step = np.where(has, g / np.maximum(self.information, np.finfo(np.float64).tiny), 0.0)
-        # A Fisher-scoring step on log lambda, limited to a factor e per cycle (far from the optimum the
-        # quadratic model is poor; near it the step is far smaller).
-        self.mean = lam * np.exp(-np.clip(step, -1.0, 1.0))
+        # A Fisher-scoring step on log lambda, limited to a factor e per cycle.
+        step, self.information = fisher_scoring_step(self.information, grad[..., 0], fisher[..., 0, 0],
+                                                     self.params.memory, has)
+        self.mean = lam * np.exp(-step)
         self.sd = 1.0 / np.sqrt(np.maximum(self.information, np.finfo(np.float64).tiny))
 
     def _miyoshi(self, trace: np.ndarray, dd: np.ndarray, peff: np.ndarray, ao: float) -> None:
@@ -308,6 +306,30 @@ class AdaptiveInflation:
                                         p.limits)
         sd = np.minimum(sd, sd_start * (1.0 if gaussian else 1.05))   # El Gharamti: at most +5 % per cycle
         self.mean, self.sd = lam, np.maximum(sd, sd_floor)
+
+
+def fisher_scoring_step(information: np.ndarray, gradient: np.ndarray, fisher: np.ndarray, memory: float,
+                        active: "bool | np.ndarray" = True, max_step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    r"""One step of recursive maximum likelihood with forgetting, on an internal parameter :math:`\phi`.
+
+    With the forgetting factor :math:`\rho = 1 - 1/\text{memory}`, this cycle's score
+    :math:`g_t = \partial_\phi(-\log L_t)` and Fisher information :math:`F_t`:
+
+    .. math::
+
+        I_t = \rho I_{t-1} + F_t,\qquad \phi_t = \phi_{t-1} - \mathrm{clip}(g_t/I_t, \pm s_\max),
+
+    whose fixed point maximises the exponentially weighted likelihood of the last ~``memory``
+    cycles; the clip (``max_step`` :math:`s_\max`, one unit of :math:`\phi`) bounds the first
+    steps, where the quadratic model is poor.  Returns ``(step, I_t)``, the step to *subtract*
+    from :math:`\phi` (0 where not ``active``).  Shared by the ``likelihood`` schemes of the
+    inflation (:math:`\phi = \log\lambda`) and of the hybrid weight
+    (:math:`\phi = \mathrm{logit}\,\beta`, :mod:`pyoops.assimilation.adaptive_hybrid`).
+    """
+    rho = 1.0 - 1.0 / memory
+    information = rho * np.asarray(information, dtype=np.float64) + fisher
+    step = np.where(active, gradient / np.maximum(information, np.finfo(np.float64).tiny), 0.0)
+    return np.clip(step, -max_step, max_step), information
 
 
 def _obs_state_correlation(ens: ObsSpaceEnsemble, idx: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ available only as operators, its diagonal is computed in one of two ways:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from pyoops.config.parameters import Parameters
 from pyoops.util.errors import ConfigError
 from pyoops.util.random import generator
 
-__all__ = ["BackgroundVarianceParameters", "diag_hbht"]
+__all__ = ["BackgroundVarianceParameters", "diag_hbht", "hbht_matrix"]
 
 
 class BackgroundVarianceParameters(Parameters):
@@ -63,11 +63,8 @@ def diag_hbht(h: Callable[[np.ndarray], np.ndarray], h_ad: Callable[[np.ndarray]
     """
     out = np.empty(nobs)
     if nobs * nctl <= options.exact_limit:
-        e = np.zeros(nobs)
-        for i in range(nobs):
-            e[i] = 1.0
-            out[i] = h(b_multiply(h_ad(e)))[i]
-            e[i] = 0.0
+        for i, column in enumerate(_hbht_columns(h, h_ad, b_multiply, nobs)):
+            out[i] = column[i]
         return np.maximum(out, 0.0)
     if b_sqrt is None or sqrt_size is None:
         raise ConfigError(f"p * n = {nobs * nctl} exceeds 'exact limit' and this background error has no square "
@@ -77,3 +74,23 @@ def diag_hbht(h: Callable[[np.ndarray], np.ndarray], h_ad: Callable[[np.ndarray]
     for _ in range(options.samples):
         out += h(b_sqrt(rng.standard_normal(sqrt_size))) ** 2
     return out / options.samples
+
+
+def _hbht_columns(h: Callable[[np.ndarray], np.ndarray], h_ad: Callable[[np.ndarray], np.ndarray],
+                  b_multiply: Callable[[np.ndarray], np.ndarray], nobs: int) -> Iterator[np.ndarray]:
+    r"""The columns :math:`\mathbf{HBH}^\mathrm{T}e_i`, :math:`i = 0..p-1`, one at a time."""
+    e = np.zeros(nobs)
+    for i in range(nobs):
+        e[i] = 1.0
+        yield np.asarray(h(b_multiply(h_ad(e))), dtype=np.float64)
+        e[i] = 0.0
+
+
+def hbht_matrix(h: Callable[[np.ndarray], np.ndarray], h_ad: Callable[[np.ndarray], np.ndarray],
+                b_multiply: Callable[[np.ndarray], np.ndarray], nobs: int) -> np.ndarray:
+    r"""The whole :math:`\mathbf{HBH}^\mathrm{T}` ``(nobs, nobs)`` from :math:`p` columns
+    :math:`\mathbf{HBH}^\mathrm{T}e_i` (as the exact :func:`diag_hbht`), symmetrised
+    :math:`\tfrac12(\mathbf M + \mathbf M^\mathrm{T})` against round-off; for small :math:`p`
+    (the adaptive hybrid weight, :mod:`pyoops.assimilation.adaptive_hybrid`)."""
+    m = np.stack(list(_hbht_columns(h, h_ad, b_multiply, nobs)), axis=1)
+    return 0.5 * (m + m.T)

@@ -5,6 +5,12 @@ r"""Adaptive inflation and observation error inside ``pyoops cycle`` (the ``adap
     adaptive:
       inflation: {scheme: likelihood, spatial: local, memory: 100}
       obs error: {scheme: likelihood, memory: 200}
+      hybrid weight: {scheme: likelihood, initial: 0.5, memory: 100}
+
+The hybrid weight (methods ``hybrid``, ``EDA-hybrid``, ``LETKF-hybrid``) is updated by
+:meth:`CycleAdaptation.update_hybrid_weight` from the cycle's observation-space static and
+ensemble covariances (:mod:`pyoops.assimilation.adaptive_hybrid`); its state and the series
+``hybrid weight`` are part of the checkpoint and of ``adaptive.nc`` (plot ``hybrid_weight.png``).
 
 :class:`CycleAdaptation` sits between a cycle's observation-space ensemble and its analysis:
 :meth:`CycleAdaptation.before_analysis` updates the schemes from the uninflated background
@@ -32,6 +38,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
+from pyoops.assimilation.adaptive_hybrid import (
+    AdaptiveHybridWeight,
+    AdaptiveHybridWeightParameters,
+    HybridInnovations,
+)
 from pyoops.assimilation.adaptive_inflation import (
     AdaptiveInflation,
     AdaptiveInflationParameters,
@@ -54,11 +65,13 @@ class AdaptiveParameters(Parameters):
                                                                             "inflation.")
     obs_error: AdaptiveObsErrorParameters | None = Field(None, alias="obs error",
                                                          description="Online R amplitude per observation group.")
+    hybrid_weight: AdaptiveHybridWeightParameters | None = Field(
+        None, alias="hybrid weight", description="Online hybrid weight beta (methods hybrid, EDA-hybrid, LETKF-hybrid).")
 
     @model_validator(mode="after")
     def _something(self) -> "AdaptiveParameters":
-        if self.inflation is None and self.obs_error is None:
-            raise ValueError("give 'inflation' and/or 'obs error'")
+        if self.inflation is None and self.obs_error is None and self.hybrid_weight is None:
+            raise ValueError("give 'inflation', 'obs error' and/or 'hybrid weight'")
         return self
 
 
@@ -88,6 +101,8 @@ class CycleAdaptation:
                       and params.inflation.spatial == "global" and len(self.groups) == 1)
         self.joint_information = (np.diag([1.0 / params.inflation.sd0**2, 1.0 / params.obs_error.initial_sd**2])
                                   if self.joint else np.zeros((2, 2)))
+        self.hybrid_weight = (AdaptiveHybridWeight(params.hybrid_weight) if params.hybrid_weight is not None
+                              else None)
         self.series: dict[str, list[float]] = {name: [] for name in self.series_names()}
         self.field_sum = np.zeros(npoints)
         self.last_field = np.ones(npoints)
@@ -99,6 +114,8 @@ class CycleAdaptation:
             names += ["inflation mean", "inflation min", "inflation max"]
         if self.obs_error is not None:
             names += [f"obs error amplitude {g}" for g in self.groups]
+        if self.hybrid_weight is not None:
+            names += ["hybrid weight", "hybrid weight guard cosine", "hybrid weight updated"]
         return names
 
     # -- restart ------------------------------------------------------------------------------------
@@ -111,6 +128,8 @@ class CycleAdaptation:
             out.update({f"inflation/{k}": v for k, v in self.inflation.state_arrays().items()})
         if self.obs_error is not None:
             out.update({f"obs error/{k}": v for k, v in self.obs_error.state_arrays().items()})
+        if self.hybrid_weight is not None:
+            out.update({f"hybrid weight/{k}": v for k, v in self.hybrid_weight.state_arrays().items()})
         return out
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -124,6 +143,9 @@ class CycleAdaptation:
         if self.obs_error is not None:
             self.obs_error.load_state({k.split("/", 1)[1]: v for k, v in arrays.items()
                                        if k.startswith("obs error/")})
+        if self.hybrid_weight is not None:
+            self.hybrid_weight.load_state({k.split("/", 1)[1]: v for k, v in arrays.items()
+                                           if k.startswith("hybrid weight/")})
 
     # -- one cycle ----------------------------------------------------------------------------------
     def before_analysis(self, hofx: np.ndarray, y: np.ndarray, sigma: np.ndarray, group_of_obs: np.ndarray,
@@ -218,6 +240,17 @@ class CycleAdaptation:
         self.field_sum = self.field_sum + lam
         self.last_field = lam.copy()
 
+    def update_hybrid_weight(self, cycle: HybridInnovations) -> float:
+        """Before the analysis: update and return :math:`\\beta` (the analysis uses weights :math:`(1-\\beta, \\beta)`)."""
+        return self.hybrid_weight.update(cycle)
+
+    def record_hybrid_weight(self) -> None:
+        """After the analysis: the cycle's :math:`\\beta`, the guard's cosine and whether :math:`\\beta` was updated."""
+        h = self.hybrid_weight
+        self.series["hybrid weight"].append(h.beta)
+        self.series["hybrid weight guard cosine"].append(h.cosine)
+        self.series["hybrid weight updated"].append(float(h.updated))
+
     def needs_analysis_hofx(self) -> bool:
         return self.obs_error is not None and self.obs_error.params.scheme == "desroziers"
 
@@ -257,12 +290,14 @@ def write_adaptive(directory: Path, adaptation: CycleAdaptation, times: list[Any
                 ds.spatial = adaptation.params.inflation.spatial
             if adaptation.obs_error is not None:
                 ds.obs_error_scheme = adaptation.params.obs_error.scheme
+            if adaptation.hybrid_weight is not None:
+                ds.hybrid_weight_scheme = adaptation.params.hybrid_weight.scheme
             ds.spin_up_cycles = skip
     return str(name)
 
 
 def plot_adaptive(directory: Path, adaptation: CycleAdaptation, skip: int, title: str) -> list[str]:
-    """``inflation.png`` (series and fields) and/or ``obs_error.png`` (a_o series)."""
+    """``inflation.png`` (series and fields), ``obs_error.png`` (a_o series), ``hybrid_weight.png`` (β series)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,6 +338,26 @@ def plot_adaptive(directory: Path, adaptation: CycleAdaptation, skip: int, title
         ax.set_title(f"adaptive obs error ({adaptation.params.obs_error.scheme})")
         ax.legend(fontsize="small")
         name = directory / "obs_error.png"
+        with atomic_output(name, ".png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+        out.append(str(name))
+    if adaptation.hybrid_weight is not None and len(s["hybrid weight"]):
+        beta = s["hybrid weight"]
+        x = np.arange(1, beta.size + 1)
+        fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+        ax.plot(x, beta, "C0-", lw=1, label="β (ensemble weight)")
+        blocked = s["hybrid weight updated"] == 0
+        if blocked.any():
+            ax.plot(x[blocked], beta[blocked], "C3.", ms=2, label="no update (guard)")
+        if skip:
+            ax.axvspan(0.5, skip + 0.5, color="0.9", label="spin-up cycles")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("cycle")
+        ax.set_ylabel("hybrid weight β")
+        ax.set_title(f"adaptive hybrid weight ({adaptation.params.hybrid_weight.scheme}), {title}")
+        ax.legend(fontsize="small")
+        name = directory / "hybrid_weight.png"
         with atomic_output(name, ".png") as tmp:
             fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)

@@ -39,6 +39,12 @@ Methods (``cycling.method``):
 ``LETKF``
     the local ETKF of :mod:`pyoops.assimilation.letkf` (``local ensemble DA`` section:
     inflation; observation localization from ``observations.obs localizations``).
+``LETKF-hybrid``
+    the ensemble of a hybrid EnVar from a cycled LETKF, as NCEP's GSI hybrid: ``members``
+    cycled by the LETKF (``local ensemble DA``; localization from ``observations.obs
+    localizations``), and a deterministic control analysed by the hybrid 3D-Var of ``cost
+    function`` whose Ensemble block gets the LETKF members' backgrounds.  The reported
+    *analysis* is the control's; the ensemble statistics are the LETKF members'.
 ``EnKF``
     the stochastic (perturbed-observation) EnKF in closed form
     (:func:`~pyoops.ensemble.eda.perturbed_obs_enkf_analysis`): what an EDA of 3D-Vars
@@ -82,6 +88,7 @@ import math
 import os
 import time as _time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -140,8 +147,10 @@ logger = logging.getLogger("pyoops")
 ARCHIVE_NAME = "innovations.nc"
 #: The member archive in the output directory (``output.member archive``).
 MEMBER_ARCHIVE_NAME = "members.nc"
-METHODS = ("3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
-ENSEMBLE_METHODS = ("3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF")
+METHODS = ("3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF", "LETKF-hybrid")
+ENSEMBLE_METHODS = ("3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF", "LETKF-hybrid")
+#: Methods whose B is a Hybrid of a static and an ensemble chain (the adaptive hybrid weight).
+HYBRID_METHODS = ("hybrid", "EDA-hybrid", "LETKF-hybrid")
 FOUR_D_COST_TYPES = ("4D-Var", "3D-FGAT", "4D-FGAT", "4D-Ens-Var")
 
 #: Per-cycle statistics (NaN where not applicable), in the order of the output files.
@@ -235,7 +244,8 @@ class InitialFileParameters(Parameters):
 class CyclingParameters(Parameters):
     """The ``cycling`` section."""
 
-    method: Literal["3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF"] = Field(
+    method: Literal["3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF",
+                    "LETKF-hybrid"] = Field(
         description="Assimilation method of every cycle.")
     cycles: int = Field(gt=0, description="Number of cycles.")
     window_length: DurationField = Field(description="Cycle length L (= window length).")
@@ -421,6 +431,9 @@ class CycleExperiment:
         self.archive = bool(getattr(params.output, "archive", False))
         self.member_archive = bool(getattr(params.output, "member_archive", False))
         self.last_innovations: dict[str, Any] | None = None
+        #: Experiment hook ``(k, members) -> ensemble``: replaces the ensemble fed to the Ensemble block (and to the
+        #: adaptive hybrid weight's C_e) at cycle ``k`` (e.g. draws from B_s in ``benchmarks/adaptive_hybrid.py``).
+        self.ensemble_hook: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
         self._check_sizes()
         self._setup_method()
         self._setup_adaptive()
@@ -502,13 +515,24 @@ class CycleExperiment:
             return
         if p.cost_function is None or p.variational is None:
             raise ConfigError(f"method {method} needs the 'cost function' and 'variational' sections", "cycling.method")
-        if p.local_ensemble_da is not None:
-            raise ConfigError("'local ensemble DA' only applies to method LETKF", "local ensemble DA")
+        if method == "LETKF-hybrid":
+            # The members are cycled by the LETKF, the control by the hybrid 3D-Var.
+            if p.eda is not None:
+                raise ConfigError("LETKF-hybrid cycles its members with the LETKF ('local ensemble DA'), not an EDA; "
+                                  "remove 'eda'", "eda")
+            self.letkf = p.local_ensemble_da or LocalEnsembleDAParameters()
+            if self.letkf.solver != "LETKF":
+                raise ConfigError("cycling supports the LETKF solver", "local ensemble DA.solver")
+            if self.archive:
+                raise ConfigError("the innovation archive is not written by LETKF-hybrid (use hybrid or LETKF)",
+                                  "output.archive")
+        elif p.local_ensemble_da is not None:
+            raise ConfigError("'local ensemble DA' only applies to methods LETKF and LETKF-hybrid", "local ensemble DA")
         cf = dict(p.cost_function)
         defaults = {"3D-Var": "3D-Var", "4D-Var": "4D-Var", "3D-EnVar": "3D-Var", "4D-EnVar": "4D-Ens-Var"}
         cost_type = cf.setdefault("cost type", defaults.get(method, "3D-Var"))
         allowed = {"3D-Var": ("3D-Var", "3D-FGAT"), "4D-Var": ("4D-Var", "4D-FGAT"), "3D-EnVar": ("3D-Var",),
-                   "4D-EnVar": ("4D-Ens-Var",)}.get(method)
+                   "4D-EnVar": ("4D-Ens-Var",), "LETKF-hybrid": ("3D-Var",)}.get(method)
         if allowed is not None and cost_type not in allowed:
             raise ConfigError(f"method {method} needs cost type {' or '.join(allowed)}, got {cost_type}",
                               "cost function.cost type")
@@ -533,12 +557,12 @@ class CycleExperiment:
         if method in ("3D-Var", "4D-Var") and self.needs_ensemble:
             raise ConfigError(f"the background error has an Ensemble block but method {method} has no ensemble; "
                               "use 3D-EnVar, 4D-EnVar, hybrid or EDA", "cost function.background error")
-        if method in ("3D-EnVar", "4D-EnVar", "hybrid", "EDA-hybrid") and not self.needs_ensemble:
+        if method in ("3D-EnVar", "4D-EnVar", *HYBRID_METHODS) and not self.needs_ensemble:
             raise ConfigError(f"method {method} needs an Ensemble block (without its own 'ensemble' file) in the "
                               "background error", "cost function.background error")
-        if method in ("hybrid", "EDA-hybrid") and '"Hybrid"' not in json.dumps(berr):
+        if method in HYBRID_METHODS and '"Hybrid"' not in json.dumps(berr):
             raise ConfigError(f"method {method} needs a Hybrid central block", "cost function.background error")
-        self.control_member = method in ("3D-Var", "4D-Var") or self.eda.control_member
+        self.control_member = method in ("3D-Var", "4D-Var", "LETKF-hybrid") or self.eda.control_member
         if method in ("3D-Var", "4D-Var"):
             if p.eda is not None:
                 raise ConfigError(f"'eda' does not apply to the deterministic method {method}", "eda")
@@ -553,22 +577,30 @@ class CycleExperiment:
         section = getattr(self.params, "adaptive", None)
         if section is None:
             return
-        if self.method not in ("LETKF", "EnKF", "EDA", "3D-EnVar", "hybrid", "EDA-hybrid"):
+        if self.method not in ("LETKF", "EnKF", "EDA", "3D-EnVar", *HYBRID_METHODS):
             raise ConfigError(f"adaptive inflation and obs error need an ensemble filter or an EDA, not method "
                               f"{self.method}", "adaptive")
+        if section.hybrid_weight is not None:
+            if self.method not in HYBRID_METHODS:
+                raise ConfigError(f"the adaptive hybrid weight needs method {', '.join(HYBRID_METHODS)}, not "
+                                  f"{self.method}", "adaptive.hybrid weight")
+            if self.four_d:
+                raise ConfigError(f"the adaptive hybrid weight needs a 3-D cost type (H B_s H^T and the members' "
+                                  f"H(x) at the analysis time), not {self.cost_type}", "adaptive.hybrid weight")
+            self._hybrid_indices = hybrid_component_indices(self.cost_template.get("background error"))
         if self.method not in ("LETKF", "EnKF"):
             if section.obs_error is not None:
                 raise ConfigError("online R tuning is done by the LETKF and EnKF cycles (the EDA's observers "
                                   "take R from their configuration)", "adaptive.obs error")
-            if self.four_d:
+            if self.four_d and section.inflation is not None:
                 raise ConfigError(f"adaptive inflation of EDA members needs a 3-D cost type (the members' H(x) at "
                                   f"the analysis time), not {self.cost_type}", "adaptive.inflation")
         inflation = section.inflation
-        if inflation is not None and inflation.spatial == "local" and self.method != "LETKF" \
+        if inflation is not None and inflation.spatial == "local" and self.method not in ("LETKF", "LETKF-hybrid") \
                 and not self.obs.obs_localizations:
             raise ConfigError("local adaptive inflation needs 'observations.obs localizations' (the local "
                               "observations of each grid point)", "adaptive.inflation.spatial")
-        if inflation is not None and inflation.scheme == "enkf-n" and self.method != "LETKF":
+        if inflation is not None and inflation.scheme == "enkf-n" and self.method not in ("LETKF", "LETKF-hybrid"):
             raise ConfigError("enkf-n is an ensemble transform (ETKF/LETKF); use another scheme with method "
                               f"{self.method}", "adaptive.inflation.scheme")
         npoints = self.geometry.grid_locations().nlocs
@@ -927,6 +959,8 @@ class CycleExperiment:
             t_a = truth_at[a_k]
         if self.method == "LETKF":
             stats, innovations = self._cycle_letkf(k, twin, t_a, state, executor)
+        elif self.method == "LETKF-hybrid":
+            stats, innovations = self._cycle_letkf_hybrid(k, twin, t_a, state, executor)
         elif self.method == "EnKF":
             stats, innovations = self._cycle_enkf(k, twin, t_a, state, executor)
         else:
@@ -951,8 +985,14 @@ class CycleExperiment:
     # LETKF ----------------------------------------------------------------------------------------
     def _cycle_letkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
                      executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
-        a_k = self.analysis_time(k)
         xb = state["members"]
+        xa, innovations = self._letkf_members(twin, xb)
+        state["members"], _ = self.forecast_fields(xa, self.analysis_time(k), self.cycling.window_length, (), executor)
+        return _filter_statistics(xb, xa, t_a), innovations
+
+    def _letkf_members(self, twin: TwinObservations, xb: dict[str, np.ndarray]
+                       ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+        """The LETKF analysis of the members ``xb`` (with the adaptive schemes) and the archive's innovations."""
         ob = twin.built_observer
         selection = self._local_selection(twin)
         hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
@@ -960,19 +1000,117 @@ class CycleExperiment:
         infl = self.letkf.inflation
         mult: "float | np.ndarray" = infl.mult
         variance = (twin.error ** 2).ravel()
-        if self.adaptation is not None:
+        adapt = self.adaptation is not None and (self.adaptation.inflation is not None
+                                                 or self.adaptation.obs_error is not None)
+        if adapt:
             lam, variance = self._adapt_before(twin, hx.reshape(n, -1), xb, selection)
             mult = infl.mult * lam
         xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(), variance, selection,
                             mult, infl.rtpp, infl.rtps, infl.posterior_mult)
         xa = _copy(xa)
         hxa = self._ensemble_hofx(ob, xa) if self.archive or self._adapt_needs_hxa() else None
-        if self.adaptation is not None:
+        if adapt:
             self._adapt_after(twin, hxa, xb, xa)
         innovations = (ensemble_innovations(hx.reshape(n, -1), hxa, mult if np.ndim(mult) == 0 else
                                             float(np.mean(mult))) if self.archive else None)
-        state["members"], _ = self.forecast_fields(xa, a_k, self.cycling.window_length, (), executor)
-        return _filter_statistics(xb, xa, t_a), innovations
+        return xa, innovations
+
+    # LETKF-fed hybrid ---------------------------------------------------------------------------------
+    def _cycle_letkf_hybrid(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
+                            executor: MemberExecutor) -> tuple[dict[str, float], None]:
+        """The members by the LETKF; the control by the hybrid 3D-Var whose Ensemble block gets the members'
+        backgrounds (NCEP's GSI hybrid).  The analysis is the control's; ensemble statistics are the members'."""
+        a_k = self.analysis_time(k)
+        xb, control = state["members"], state["control"]
+        ensemble = self.ensemble_for_b(k, xb)
+        cost_cfg = self.cost_config(k, twin.observer)
+        if self.adaptation is not None and self.adaptation.hybrid_weight is not None:
+            cost_cfg = self._adapt_hybrid_weight(twin, cost_cfg, control, ensemble)
+        xa, _ = self._letkf_members(twin, xb)
+        setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), {0: control},
+                         [twin.values], ensemble, self.cycling.seed, ("cycle", k), False, run_token=self.run_token)
+        xc = run_eda(setup, [0], executor).analyses[0][-1]
+        stats = _filter_statistics(xb, xa, t_a)
+        stats["analysis rmse"], stats["forecast rmse"] = rmse(xc, t_a), rmse(control, t_a)
+        stack = {v: np.concatenate([np.asarray(xc[v])[None], xa[v]]) for v in self.variables}
+        nxt, _ = self.forecast_fields(stack, a_k, self.cycling.window_length, (), executor)
+        state["control"] = {v: nxt[v][0] for v in self.variables}
+        state["members"] = {v: nxt[v][1:] for v in self.variables}
+        return stats, None
+
+    # Adaptive hybrid weight -------------------------------------------------------------------------
+    def ensemble_for_b(self, k: int, members: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The ensemble fed to the Ensemble block at cycle ``k``: the members' backgrounds, or what
+        :attr:`ensemble_hook` (an experiment hook, e.g. draws from B_s in ``benchmarks/adaptive_hybrid.py``)
+        returns for them."""
+        return members if self.ensemble_hook is None else self.ensemble_hook(k, members)
+
+    def _adapt_hybrid_weight(self, twin: TwinObservations, cost_cfg: dict[str, Any],
+                             control: dict[str, np.ndarray] | None, members: dict[str, np.ndarray]
+                             ) -> dict[str, Any]:
+        r"""Update :math:`\beta` from this cycle (:mod:`pyoops.assimilation.adaptive_hybrid`) and return the cost
+        function with the Hybrid weights :math:`(1-\beta, \beta)`.
+
+        :math:`d = y - H(x_b)` of the control (the members' mean without control);
+        :math:`\mathbf C_s = \mathbf{HB}_s\mathbf H^\mathrm T` from :math:`p` columns of the Hybrid with weights
+        (1, 0), cached while the network does not move (linearised about the background of the cycle where
+        it is first met: exact for a linear :math:`H`); :math:`\mathbf C_e` from the members' :math:`H(x_b)`,
+        or, when the Ensemble block is localized, from :math:`p` columns of the Hybrid with weights (0, 1).
+        """
+        from pyoops.assimilation.adaptive_hybrid import HybridInnovations
+
+        ob = twin.built_observer
+        hx = self._ensemble_hofx(ob, members)
+        hb = self._ensemble_hofx(ob, {v: control[v][None] for v in self.variables})[0] if control is not None \
+            else hx.mean(axis=0)
+        d = twin.values.ravel() - hb
+        variance = twin.error.ravel() ** 2
+        xb = control if control is not None else _mean(members)
+        static_i, ensemble_i, localized = self._hybrid_indices
+        key = _locations_key(twin.locations)
+        if getattr(self, "_static_obs_key", None) != key:
+            self._static_obs_cov = self._obs_covariance(cost_cfg, {static_i: 1.0, ensemble_i: 0.0}, xb, members,
+                                                        twin.values)
+            self._static_obs_key = key
+        if localized:
+            ce = self._obs_covariance(cost_cfg, {static_i: 0.0, ensemble_i: 1.0}, xb, members, twin.values)
+            cycle = HybridInnovations(d, variance, self._static_obs_cov, ce, None)
+        else:
+            cycle = HybridInnovations.from_members(d, variance, self._static_obs_cov, hx - hx.mean(axis=0))
+        beta = self.adaptation.update_hybrid_weight(cycle)
+        self.adaptation.record_hybrid_weight()
+        return self.with_hybrid_weight(cost_cfg, beta)
+
+    def with_hybrid_weight(self, cost_cfg: dict[str, Any], beta: float) -> dict[str, Any]:
+        """The cost function with the Hybrid block's weights :math:`(1-\\beta, \\beta)` (static, ensemble)."""
+        static_i, ensemble_i, _ = self._hybrid_indices
+        cfg = dict(cost_cfg)
+        cfg["background error"] = with_hybrid_weights(cfg["background error"], {static_i: 1.0 - beta, ensemble_i: beta})
+        return cfg
+
+    def _obs_covariance(self, cost_cfg: dict[str, Any], weights: dict[int, float], background: dict[str, np.ndarray],
+                        ensemble: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
+        r""":math:`\mathbf{HBH}^\mathrm T` ``(p, p)`` of the cycle's B with these Hybrid ``weights``, :math:`\mathbf H`
+        linearised about ``background`` (:func:`~pyoops.diagnostics.hbht.hbht_matrix`)."""
+        from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
+        from pyoops.assimilation.driver import _apply_b, _flatteners
+        from pyoops.diagnostics.hbht import hbht_matrix
+
+        cfg = dict(cost_cfg)
+        cfg["background error"] = with_hybrid_weights(cfg["background error"], weights)
+        cost = CostFunction(validate(CostFunctionParameters, cfg, "cost function"), self.registry, self.plugin)
+        observers = cost.observers()
+        for ob in observers:   # one observer: the cycle's
+            for var, row in zip(ob.obs_space.simulated_variables, np.asarray(values)):
+                ob.obs_space.put_db("ObsValue", var, row)
+        inner = cost.geometry
+        cov = cost.covariance(inner, ensemble=FieldSet(ensemble, copy=False))
+        date = DateTime(cfg["background"]["date"])
+        guess = [self.plugin.state(cost.geometry, FieldSet(_copy(background)), date)]
+        lin = cost.linearise(guess, observers, inner, None)
+        flatten, unflatten, _ = _flatteners(inner, cost.variables, 1)
+        h, h_ad = cost.linear_h(lin, observers, inner, None, unflatten, flatten)
+        return hbht_matrix(h, h_ad, lambda x: flatten(_apply_b(cov, unflatten(x))), lin.innovation.size)
 
     # Adaptive schemes -------------------------------------------------------------------------------
     def _local_selection(self, twin: TwinObservations) -> Any:
@@ -998,7 +1136,7 @@ class CycleExperiment:
         """Inflation field ``(npoints,)`` and R variances ``(p,)`` for this cycle's analysis."""
         a = self.adaptation
         local = a.params.inflation is not None and a.params.inflation.spatial == "local"
-        sel = selection if (local or self.method == "LETKF") else None
+        sel = selection if (local or self.method in ("LETKF", "LETKF-hybrid")) else None
         if sel is None and local:
             sel = self._local_selection(twin)
         xp = None
@@ -1069,13 +1207,17 @@ class CycleExperiment:
         control, members = state["control"], state["members"]
         n = self.nmembers
         if self.adaptation is not None and members is not None:
-            # Prior inflation of the members' backgrounds (3-D: valid at a_k, where the observations are).
-            ob = twin.built_observer
-            hx = self._ensemble_hofx(ob, members)
-            lam, _ = self._adapt_before(twin, hx, members, None)
-            inflated = self._inflate_members(members, lam)
+            inflated = members
+            if self.adaptation.inflation is not None:
+                # Prior inflation of the members' backgrounds (3-D: valid at a_k, where the observations are).
+                ob = twin.built_observer
+                hx = self._ensemble_hofx(ob, members)
+                lam, _ = self._adapt_before(twin, hx, members, None)
+                inflated = self._inflate_members(members, lam)
             self._adapt_after(twin, None, members, inflated)
             members = inflated
+            if self.adaptation.hybrid_weight is not None:
+                cost_cfg = self._adapt_hybrid_weight(twin, cost_cfg, control, self.ensemble_for_b(k, members))
         # All backgrounds stacked: control first (if any), then the perturbed members.
         labels = ([0] if control is not None else []) + list(range(1, n + 1))
         stack = {}
@@ -1097,6 +1239,8 @@ class CycleExperiment:
         ensemble = None
         if self.uses_members and n:
             ensemble = {v: np.stack([backgrounds[m][v] for m in range(1, n + 1)]) for v in self.variables}
+            if not ens_times:
+                ensemble = self.ensemble_for_b(k, ensemble)
         setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), backgrounds,
                          [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
                          ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
@@ -1140,6 +1284,49 @@ class CycleExperiment:
         state["control"] = {v: nxt[v][0] for v in self.variables} if control is not None else None
         state["members"] = {v: nxt[v][first:] for v in self.variables} if n else None
         return stats, innovations
+
+
+def _find_hybrid(config: Any) -> dict[str, Any] | None:
+    """The first ``Hybrid`` block of a covariance section (depth first), or None."""
+    if isinstance(config, dict):
+        if config.get("saber block name") == "Hybrid":
+            return config
+        values: Any = config.values()
+    elif isinstance(config, list):
+        values = config
+    else:
+        return None
+    for v in values:
+        found = _find_hybrid(v)
+        if found is not None:
+            return found
+    return None
+
+
+def hybrid_component_indices(background_error: Any) -> tuple[int, int, bool]:
+    """``(static, ensemble, localized)``: the components of the Hybrid block (exactly two, one with an Ensemble
+    block fed by the members) and whether the ensemble one has a localization."""
+    hybrid = _find_hybrid(background_error)
+    comps = (hybrid or {}).get("components") or []
+    needs = [covariance_needs_ensemble(c.get("covariance")) for c in comps]
+    if len(comps) != 2 or sum(needs) != 1:
+        raise ConfigError("the adaptive hybrid weight needs a Hybrid block of two components, a static one and an "
+                          "Ensemble one fed by the members", "cost function.background error")
+    ensemble = needs.index(True)
+    return 1 - ensemble, ensemble, '"localization"' in json.dumps(comps[ensemble]["covariance"])
+
+
+def with_hybrid_weights(background_error: dict[str, Any], weights: dict[int, float]) -> dict[str, Any]:
+    """A deep copy of the covariance section with the Hybrid block's component ``i`` weight value set to
+    ``weights[i]`` (a weight field, if any, is kept and multiplied)."""
+    import copy
+
+    out = copy.deepcopy(background_error)
+    hybrid = _find_hybrid(out)
+    for i, w in weights.items():
+        comp = hybrid["components"][i]
+        comp["weight"] = {**dict(comp.get("weight") or {}), "value": float(w)}
+    return out
 
 
 def _filter_statistics(xb: dict[str, np.ndarray], xa: dict[str, np.ndarray], t_a: dict[str, np.ndarray]
