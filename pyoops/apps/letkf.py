@@ -56,6 +56,13 @@ from pyoops.assimilation.letkf import (
     modulate,
     modulation_modes,
 )
+from pyoops.assimilation.adaptive_inflation import (
+    AdaptiveInflation,
+    AdaptiveInflationParameters,
+    ObsSpaceEnsemble,
+    read_inflation_file,
+    write_inflation_file,
+)
 from pyoops.config.parameters import DateTimeField, Parameters, TimeWindowParameters, VariableName, validate
 from pyoops.config.yaml_io import require_mapping
 from pyoops.diagnostics.regions import ArchiveRegions, archive_regions
@@ -108,6 +115,15 @@ class _ArchiveFile(Parameters):
     regions: ArchiveRegions
 
 
+class AdaptiveInflationFileParameters(AdaptiveInflationParameters):
+    """``adaptive inflation`` of ``pyoops letkf``: a scheme of :mod:`pyoops.assimilation.adaptive_inflation` whose
+    state goes from one analysis to the next through inflation files (as DART's)."""
+
+    input_file: str | None = Field(None, alias="input file",
+                                   description="Inflation file of the previous analysis (none: start from 'initial').")
+    output_file: str = Field(alias="output file", description="Inflation file written by this analysis.")
+
+
 class LocalEnsembleDAAppParameters(ApplicationParameters):
     """``pyoops letkf`` configuration (OOPS LocalEnsembleDA)."""
 
@@ -129,6 +145,9 @@ class LocalEnsembleDAAppParameters(ApplicationParameters):
     output: _File | None = Field(None, description="Analysis members (%mem%; %date% with several analysis times).")
     output_mean: _File | None = Field(None, description="Analysis ensemble mean.")
     output_spread: _File | None = Field(None, description="Analysis ensemble standard deviation.")
+    adaptive_inflation: AdaptiveInflationFileParameters | None = Field(
+        None, alias="adaptive inflation",
+        description="Adaptive prior inflation updated from this analysis's innovations (state in files).")
     output_archive: _ArchiveFile | None = Field(
         None, description="Innovation archive (netCDF): y, sigma_o, ensemble-mean H(x_b) and H(x_a), ensemble "
                           "variance of H(x_b), H(x_b) perturbations.")
@@ -273,6 +292,10 @@ class LocalEnsembleDAApplication(Application):
                     raise ConfigError("must contain %date%: there are several analysis times",
                                       f"{key.replace('_', ' ')}.filename")
         self._check_outputs(params, geometry)
+        ai = params.adaptive_inflation
+        if ai is not None and ai.scheme == "enkf-n" and params.local_ensemble_da.solver != "LETKF":
+            raise ConfigError("enkf-n is the inflation of the ETKF/LETKF transform; use another scheme with the "
+                              "GETKF", "adaptive inflation.scheme")
         self._modes = None
         modulation = params.local_ensemble_da.modulation
         if modulation is not None:
@@ -295,6 +318,22 @@ class LocalEnsembleDAApplication(Application):
                 nmodes = self._modes.shape[1]
                 require_memory(3 * n * nmodes * state_bytes(geometry, self._variables),
                                f"{n} members modulated by {nmodes} modes ({n * nmodes} modulated members)", path)
+
+    def _adaptive_inflation(self, params: AdaptiveInflationFileParameters, selection: Any, hb: np.ndarray,
+                            net: Any, fields: Any) -> AdaptiveInflation:
+        """The scheme, restored from its input file, updated from this analysis's background innovations."""
+        scheme = AdaptiveInflation(params, selection.npoints)
+        if params.input_file is not None:
+            read_inflation_file(params.input_file, scheme, "adaptive inflation.input file")
+        xp = None
+        if params.spatial == "local" and params.scheme in ("anderson", "el gharamti"):
+            n = hb.shape[0]
+            xp = np.stack([(np.asarray(a) - np.asarray(a).mean(axis=0)).reshape(n, -1) for a in fields.values()],
+                          axis=-1)
+        ens, _ = ObsSpaceEnsemble.from_hofx(hb, net.y, net.variance, selection.npoints,
+                                            selection if params.spatial == "local" else None, xp)
+        scheme.update(ens)
+        return scheme
 
     def _check_outputs(self, params: LocalEnsembleDAAppParameters, geometry: Any) -> None:
         """The number and size of the files the analysis writes (members x analysis times)."""
@@ -348,11 +387,16 @@ class LocalEnsembleDAApplication(Application):
         hb = net.flatten(hofx_b)
 
         t0 = time.perf_counter()
+        mult: "float | np.ndarray" = da.inflation.mult
+        adaptive = None
+        if params.adaptive_inflation is not None:
+            adaptive = self._adaptive_inflation(params.adaptive_inflation, selection, hb, net, background.fields)
+            mult = da.inflation.mult * adaptive.field()
         if da.solver == "LETKF":
-            weights = letkf_weights(selection, hb, net.y, net.variance, da.inflation.mult)
+            weights = letkf_weights(selection, hb, net.y, net.variance, mult)
         else:
             hz = net.flatten(hofx_z).reshape(n, modes.shape[1], -1)
-            weights = getkf_weights(selection, hb, hz, net.y, net.variance, da.inflation.mult)
+            weights = getkf_weights(selection, hb, hz, net.y, net.variance, mult)
         timings["weights seconds"] = time.perf_counter() - t0
 
         # The analysis (and H(x_a)).
@@ -371,6 +415,11 @@ class LocalEnsembleDAApplication(Application):
         timings["analysis seconds"] = time.perf_counter() - t0
 
         outputs: list[str] = []
+        if adaptive is not None:
+            if self._model is None:
+                adaptive.record_spread_ratio(_point_spread(background.fields, selection.npoints),
+                                             _point_spread(analyses[self._date].fields, selection.npoints))
+            outputs.append(write_inflation_file(params.adaptive_inflation.output_file, adaptive))
         if params.output_archive is not None:
             outputs.append(self._write_archive(params.output_archive.filename, observers, hb, net.flatten(hofx_a),
                                                da.solver, da.inflation.mult))
@@ -396,6 +445,8 @@ class LocalEnsembleDAApplication(Application):
             "analysis spread": _spread(analyses[self._times[-1]].fields),
             "outputs": outputs,
             "timings": timings,
+            **({} if adaptive is None else {"inflation mean": float(adaptive.field().mean()),
+                                            "inflation max": float(adaptive.field().max())}),
             "analysis": analyses[self._times[-1]],
             "analyses": analyses,
         }
@@ -467,6 +518,12 @@ class LocalEnsembleDAApplication(Application):
                           geometry=self.geometry_schema_type(plugin),
                           model=union_of_parameters(self.registry.model) | None,
                           observations=observations)
+
+
+def _point_spread(fields: Any, npoints: int) -> np.ndarray:
+    """Ensemble standard deviation per grid point, root mean square over the variables ``(npoints,)``."""
+    var = [np.asarray(a).reshape(np.shape(a)[0], npoints).var(axis=0, ddof=1) for a in fields.values()]
+    return np.sqrt(np.mean(var, axis=0))
 
 
 def _spread(fields: Any) -> float:

@@ -70,6 +70,7 @@ the observations of a row (vectorised over points).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -162,6 +163,29 @@ class ObsSpaceEnsemble:
     @property
     def members(self) -> int:
         return int(self.perturbations.shape[0])
+
+    @classmethod
+    def from_hofx(cls, hofx: np.ndarray, y: np.ndarray, obs_variance: np.ndarray, npoints: int,
+                  selection: Any = None, state_perturbations: np.ndarray | None = None
+                  ) -> tuple["ObsSpaceEnsemble", np.ndarray]:
+        r"""From :math:`H(x_k)` ``(N, p)``, ``y`` and the variances ``(p,)`` of the assumed :math:`\mathbf R`; the
+        observations of each row from ``selection`` (a
+        :class:`~pyoops.assimilation.letkf.LocalObsSelection`; None: one row of every observation).
+        Returns the ensemble and the mask of usable observations (finite values and H(x), positive variance)."""
+        hx = np.asarray(hofx, dtype=np.float64)
+        mean = hx.mean(axis=0)
+        yp = hx - mean
+        d = np.asarray(y, dtype=np.float64) - mean
+        var = np.asarray(obs_variance, dtype=np.float64)
+        ok = np.isfinite(d) & np.isfinite(var) & (var > 0) & np.isfinite(yp).all(axis=0)
+        rinv = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
+        if selection is None:
+            index, weight, point_row = (np.arange(d.size)[None, :], np.ones((1, d.size)),
+                                        np.zeros(npoints, dtype=np.intp))
+        else:
+            index, weight, point_row = selection.index, selection.weight, selection.point_row
+        return cls(np.where(ok, yp, 0.0), np.where(ok, d, 0.0), rinv, index, weight, point_row,
+                   state_perturbations), ok
 
     def spectral(self) -> SpectralInnovations:
         """Statistics of every row (localization-weighted)."""
@@ -452,3 +476,58 @@ def enkf_n_inflation(gamma: np.ndarray, q: np.ndarray, members: int, xN: float =
 
 def make_adaptive_inflation(params: AdaptiveInflationParameters | None, npoints: int) -> AdaptiveInflation | None:
     return None if params is None else AdaptiveInflation(params, npoints)
+
+
+# Inflation files (restart of a single-analysis application, as DART's inflation files) -------------
+INFLATION_FILE_VERSION = 1
+
+
+def write_inflation_file(filename: str, inflation: AdaptiveInflation) -> str:
+    """Write the scheme's state and its field to netCDF ``filename`` (atomically).
+
+    Variables ``inflation`` (the field, ``point``), and the state arrays ``mean``, ``sd``,
+    ``information``, ``spread_ratio`` (``value``: 1 for a global scheme, else the grid points);
+    attributes ``scheme``, ``spatial``, ``version``.
+    """
+    import netCDF4
+
+    from pyoops.util.atomic import atomic_output
+
+    with atomic_output(filename, ".nc") as tmp:
+        with netCDF4.Dataset(os.path.abspath(tmp), "w") as ds:
+            ds.scheme = inflation.params.scheme
+            ds.spatial = inflation.params.spatial
+            ds.version = INFLATION_FILE_VERSION
+            ds.createDimension("point", inflation.npoints)
+            ds.createDimension("value", inflation.mean.size)
+            field = ds.createVariable("inflation", "f8", ("point",))
+            field.long_name = "multiplicative prior inflation of the background-error covariance"
+            field[:] = inflation.field()
+            for key, values in inflation.state_arrays().items():
+                ds.createVariable(key.replace(" ", "_"), "f8", ("value",))[:] = values
+    return str(filename)
+
+
+def read_inflation_file(filename: str, inflation: AdaptiveInflation, path: str) -> None:
+    """Restore ``inflation``'s state from a file of :func:`write_inflation_file` (one-line errors naming the file)."""
+    import netCDF4
+
+    from pyoops.util.atomic import readable_path
+    from pyoops.util.errors import InputFileError
+
+    try:
+        with netCDF4.Dataset(os.path.abspath(readable_path(filename))) as ds:
+            meta = {k: getattr(ds, k, None) for k in ("scheme", "spatial", "version")}
+            arrays = {k: np.array(ds[k.replace(" ", "_")][:], dtype=np.float64)
+                      for k in ("mean", "sd", "information", "spread ratio")}
+            npoints = ds.dimensions["point"].size
+    except (OSError, KeyError, IndexError) as exc:
+        raise InputFileError(filename, f"is not an inflation file ({exc}) [{path}]") from None
+    expected = {"scheme": inflation.params.scheme, "spatial": inflation.params.spatial,
+                "version": INFLATION_FILE_VERSION}
+    for key, value in expected.items():
+        if meta[key] != value:
+            raise InputFileError(filename, f"has {key} {meta[key]!r}, expected {value!r} [{path}]")
+    if npoints != inflation.npoints:
+        raise InputFileError(filename, f"has {npoints} grid points, the geometry {inflation.npoints} [{path}]")
+    inflation.load_state(arrays)

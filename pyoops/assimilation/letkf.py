@@ -726,6 +726,23 @@ def _row_blocks(nrows: int, bytes_per_row: int, block: int | None) -> list[slice
     return [slice(start, min(nrows, start + step)) for start in range(0, nrows, step)]
 
 
+def _rows_for(selection: LocalObsSelection, mult: "float | np.ndarray"
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows to solve for a prior inflation ``mult``: the selection's rows for one value (or a uniform
+    field), one row per grid point for a varying field ``(npoints,)``; returns index, weight, point_row and
+    ``mult`` as a scalar array or per row."""
+    index, weight, point_row = selection.index, selection.weight, selection.point_row
+    mult_arr = np.asarray(mult, dtype=np.float64)
+    if mult_arr.ndim:
+        if mult_arr.shape != (selection.npoints,):
+            raise ValueError(f"mult has shape {mult_arr.shape}, expected a scalar or ({selection.npoints},)")
+        if np.all(mult_arr == mult_arr[0]):
+            mult_arr = mult_arr[0]
+        else:  # one problem per point
+            index, weight, point_row = index[point_row], weight[point_row], np.arange(selection.npoints)
+    return index, weight, point_row, mult_arr
+
+
 def letkf_weights(selection: LocalObsSelection, hofx: Any, y: Any, obs_variance: Any,
                   mult: "float | np.ndarray" = 1.0,
                   space: Literal["auto", "ensemble", "observation"] = "auto",
@@ -743,15 +760,7 @@ def letkf_weights(selection: LocalObsSelection, hofx: Any, y: Any, obs_variance:
     """
     yp, d, rinv = _obs_arrays(hofx, y, obs_variance, selection.nobs)
     n = yp.shape[0]
-    index, weight, point_row = selection.index, selection.weight, selection.point_row
-    mult_arr = np.asarray(mult, dtype=np.float64)
-    if mult_arr.ndim:
-        if mult_arr.shape != (selection.npoints,):
-            raise ValueError(f"mult has shape {mult_arr.shape}, expected a scalar or ({selection.npoints},)")
-        if np.all(mult_arr == mult_arr[0]):
-            mult_arr = mult_arr[0]
-        else:  # one problem per point
-            index, weight, point_row = index[point_row], weight[point_row], np.arange(selection.npoints)
+    index, weight, point_row, mult_arr = _rows_for(selection, mult)
     rows, m = index.shape
     c_rows = np.broadcast_to(np.sqrt(mult_arr / (n - 1)), (rows,))
     mean, pert = np.empty((rows, n)), np.empty((rows, n, n))
@@ -771,14 +780,14 @@ def letkf_weights(selection: LocalObsSelection, hofx: Any, y: Any, obs_variance:
 
 
 def getkf_weights(selection: LocalObsSelection, hofx: Any, hofx_modulated: Any, y: Any, obs_variance: Any,
-                  mult: float = 1.0, space: Literal["auto", "ensemble", "observation"] = "auto",
+                  mult: "float | np.ndarray" = 1.0, space: Literal["auto", "ensemble", "observation"] = "auto",
                   block: int | None = None) -> EnsembleWeights:
     """GETKF weights of every selection row.
 
     ``hofx`` ``(N, p)``: H(x) of the members; ``hofx_modulated`` ``(N, M, p)``: H(x) of the
     modulated members :math:`\\bar x + v_j \\circ x'_k` (or their perturbations, e.g. from
     :func:`modulate_obs`: only deviations from their mean over all :math:`(k, j)` are used).
-    Rows are solved ``block`` at a time, as in :func:`letkf_weights`.
+    Rows are solved ``block`` at a time and ``mult`` may vary per grid point, as in :func:`letkf_weights`.
     """
     yp, d, rinv = _obs_arrays(hofx, y, obs_variance, selection.nobs)
     n = yp.shape[0]
@@ -789,23 +798,26 @@ def getkf_weights(selection: LocalObsSelection, hofx: Any, hofx_modulated: Any, 
     used = rinv > 0
     hz = np.where(used, hz, 0.0)
     zp = (hz - hz.mean(axis=(0, 1))).reshape(n * nmodes, -1)       # (K, p), member-major
-    c = np.sqrt(mult / (n - 1))
-    rows, k, m = selection.nrows, n * nmodes, selection.width
+    index, weight, point_row, mult_arr = _rows_for(selection, mult)
+    rows, m = index.shape
+    k = n * nmodes
+    c_rows = np.broadcast_to(np.sqrt(mult_arr / (n - 1)), (rows,))
+    root_rows = np.broadcast_to(np.sqrt(mult_arr), (rows,))
     mean, pert = np.empty((rows, k)), np.empty((rows, k, n))
     active = np.empty(rows, dtype=bool)
     for sl in _row_blocks(rows, 8 * (m * (k + n) + 4 * k * k + 4 * m * m), block):
-        idx = selection.index[sl]
-        sw = np.sqrt(selection.weight[sl] * rinv[idx])
-        s = zp.T[idx] * (c * sw)[..., None]                             # (rows, m, K)
-        sb = yp.T[idx] * (np.sqrt(mult) * sw)[..., None]                # (rows, m, N)
+        idx = index[sl]
+        sw = np.sqrt(weight[sl] * rinv[idx])
+        s = zp.T[idx] * (c_rows[sl, None] * sw)[..., None]              # (rows, m, K)
+        sb = yp.T[idx] * (root_rows[sl, None] * sw)[..., None]          # (rows, m, N)
         mean[sl], pert[sl] = ensemble_transform(s, d[idx] * sw, sb, space=space)
         active[sl] = (sw > 0).any(axis=1)
-    mean = (mean * c).reshape(rows, n, nmodes)
-    pert = (pert * c).reshape(rows, n, nmodes, n)
+    mean = (mean * c_rows[:, None]).reshape(rows, n, nmodes)
+    pert = (pert * c_rows[:, None, None]).reshape(rows, n, nmodes, n)
     mean[~active] = 0.0
     pert[~active] = 0.0
-    scale = np.where(active, np.sqrt(mult), 1.0)
-    return EnsembleWeights("GETKF", mean, pert, scale, active, selection.point_row, n)
+    scale = np.where(active, root_rows, 1.0)
+    return EnsembleWeights("GETKF", mean, pert, scale, active, point_row, n)
 
 
 # Applying weights --------------------------------------------------------------------------------

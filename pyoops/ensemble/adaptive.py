@@ -32,6 +32,7 @@ the observation-error amplitude scales :math:`\mathbf R` of the LETKF and EnKF a
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +158,13 @@ class CycleAdaptation:
         ``hofx`` ``(N, p)`` of the uninflated members, ``y``/``sigma`` ``(p,)``; ``selection`` the
         :class:`~pyoops.assimilation.letkf.LocalObsSelection` (needed by ``spatial: local``).
         """
-        hx = np.asarray(hofx, dtype=np.float64)
-        mean = hx.mean(axis=0)
-        yp = hx - mean
-        d = np.asarray(y, dtype=np.float64) - mean
         var = np.asarray(sigma, dtype=np.float64) ** 2
-        ok = np.isfinite(d) & np.isfinite(var) & (var > 0) & np.isfinite(yp).all(axis=0)
-        rinv = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
-        d = np.where(ok, d, 0.0)
-        yp = np.where(ok, yp, 0.0)
+        local = self.inflation is not None and self.inflation.params.spatial == "local"
+        if local and selection is None:
+            raise ValueError("local adaptive inflation needs a local observation selection")
+        ens, ok = ObsSpaceEnsemble.from_hofx(hofx, y, var, self.npoints, selection if local else None,
+                                             state_perturbations)
+        yp, d, rinv = ens.perturbations, ens.departures, ens.inverse_variance
         groups = np.asarray(group_of_obs)
         ao_obs = self.obs_error.per_observation(groups) if self.obs_error is not None else np.ones_like(var)
         lam = np.ones(self.npoints)
@@ -175,16 +174,8 @@ class CycleAdaptation:
             self._departures = d
             return lam, np.where(ok, self.obs_error.per_observation(groups) * var, np.inf)
         if self.inflation is not None:
-            if selection is None:
-                if self.inflation.params.spatial == "local":
-                    raise ValueError("local adaptive inflation needs a local observation selection")
-                index, weight, point_row = (np.arange(d.size)[None, :], np.ones((1, d.size)),
-                                            np.zeros(self.npoints, dtype=np.intp))
-            else:
-                index, weight, point_row = selection.index, selection.weight, selection.point_row
             # The schemes see R as the analysis will use it: a_o sigma^2 per observation.
-            ens = ObsSpaceEnsemble(yp, d, rinv / ao_obs, index, weight, point_row, state_perturbations)
-            lam = self.inflation.update(ens)
+            lam = self.inflation.update(replace(ens, inverse_variance=rinv / ao_obs))
         if self.obs_error is not None:
             self.obs_error.update_from_innovations(yp, d, rinv, groups, float(np.mean(lam)))
             ao_obs = self.obs_error.per_observation(groups)

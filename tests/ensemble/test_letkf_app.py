@@ -297,3 +297,56 @@ def test_letkf_app_writes_the_innovation_archive(workdir, io):
                                atol=1e-12)
     cycles = xr.open_dataset("out/innovations.nc", group="Cycle")
     assert cycles["nobs"].values.tolist() == [pos.size] and np.isnan(cycles["costAtAnalysis"].values).all()
+
+
+@pytest.mark.parametrize("solver", ["LETKF", "GETKF"])
+def test_adaptive_inflation_files_chain_analyses(solver, workdir, io):
+    """Two analyses chained through inflation files: the second reads the first's state; the LETKF analysis is the
+    per-point loop with each point's inflation from the file (1e-10: dense loop against the batched solver)."""
+    from pyoops.assimilation.adaptive_inflation import (
+        AdaptiveInflation,
+        AdaptiveInflationParameters,
+        read_inflation_file,
+    )
+    from pyoops.config.parameters import validate
+
+    xb, pos, y, err = setup_3d(io)
+    da = {"solver": solver, "inflation": {"mult": 1.0}}
+    if solver == "GETKF":
+        da["horizontal localization"] = {"lengthscale": 0.3, "fraction of retained variance": 1.0}
+    adaptive = {"scheme": "likelihood", "spatial": "local", "output file": "out/infl1.nc"}
+    first = config(**{"local ensemble DA": da, "adaptive inflation": adaptive})
+    if solver == "GETKF":
+        del first["observations"]["observers"][0]["obs localizations"]
+    s1 = pyoops.run("letkf", first)
+    assert "out/infl1.nc" in s1["outputs"] and s1["inflation mean"] > 0
+    second = dict(first, **{"adaptive inflation": dict(adaptive, **{"input file": "out/infl1.nc",
+                                                                    "output file": "out/infl2.nc"}),
+                            "output": {"filename": "out/an2.%mem%.nc"}})
+    s2 = pyoops.run("letkf", second)
+    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "spatial": "local"}, "x")
+    one, two = AdaptiveInflation(params, RESOL), AdaptiveInflation(params, RESOL)
+    read_inflation_file(str(workdir / "out/infl1.nc"), one, "x")
+    read_inflation_file(str(workdir / "out/infl2.nc"), two, "x")
+    # The same innovations twice: the information accumulates (rho I + F > I since F > I / memory here); without
+    # reading the first file the second analysis would have written the first's state again.
+    assert np.all(two.information > one.information)
+    assert s2["inflation mean"] == pytest.approx(float(two.field().mean()))
+    if solver == "LETKF":
+        field = two.field()
+        hx = interp(xb, pos)
+        expected = np.stack([loop_letkf(xb, hx, y, err**2, pos, 0.25, field[j])[:, j] for j in range(RESOL)], axis=1)
+        np.testing.assert_allclose(read_members(io, "out/an2.{k:02d}.nc"), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_adaptive_inflation_file_mismatch_is_one_line(workdir, io, cli):
+    import yaml
+
+    setup_3d(io)
+    cfg = config(**{"adaptive inflation": {"scheme": "miyoshi", "spatial": "local", "output file": "out/i.nc"}})
+    pyoops.run("letkf", cfg)
+    cfg["adaptive inflation"] = {"scheme": "likelihood", "input file": "out/i.nc", "output file": "out/j.nc"}
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    code, _, err = cli("letkf", "bad.yaml")
+    assert code == 2 and len(err) == 1
+    assert "out/i.nc" in err[0] and "scheme 'miyoshi', expected 'likelihood'" in err[0]
