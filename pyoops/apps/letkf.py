@@ -45,6 +45,13 @@ from pyoops.apps.ensemble_forecast import (
     validate_ensemble_source,
     write_ensemble,
 )
+from pyoops.assimilation.adaptive_inflation import (
+    AdaptiveInflation,
+    AdaptiveInflationParameters,
+    ObsSpaceEnsemble,
+    read_inflation_file,
+    write_inflation_file,
+)
 from pyoops.assimilation.letkf import (
     EnsembleWeights,
     LocalEnsembleDAParameters,
@@ -56,17 +63,15 @@ from pyoops.assimilation.letkf import (
     modulate,
     modulation_modes,
 )
-from pyoops.assimilation.adaptive_inflation import (
-    AdaptiveInflation,
-    AdaptiveInflationParameters,
-    ObsSpaceEnsemble,
-    read_inflation_file,
-    write_inflation_file,
+from pyoops.config.parameters import (
+    DateTimeField,
+    Parameters,
+    TimeWindowParameters,
+    VariableName,
+    validate,
 )
-from pyoops.config.parameters import DateTimeField, Parameters, TimeWindowParameters, VariableName, validate
 from pyoops.config.yaml_io import require_mapping
 from pyoops.diagnostics.regions import ArchiveRegions, archive_regions
-from pyoops.util.sizes import check_generated_observations, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.generic.ensemble import EnsembleSourceParameters
 from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
@@ -82,6 +87,11 @@ from pyoops.registry import ModelPlugin
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError
 from pyoops.util.resources import require_memory
+from pyoops.util.sizes import (
+    check_generated_observations,
+    check_output_files,
+    state_bytes,
+)
 from pyoops.util.variables import Variables
 
 __all__ = [
@@ -176,7 +186,7 @@ class ObsNetwork:
     sizes: list[tuple[int, int]]
 
     @classmethod
-    def from_observers(cls, observers: Any, params: LocalObservationsParameters) -> "ObsNetwork":
+    def from_observers(cls, observers: Any, params: LocalObservationsParameters) -> ObsNetwork:
         ys, variances, locs, sizes = [], [], [], []
         for ob in observers:
             space = ob.obs_space
@@ -387,7 +397,7 @@ class LocalEnsembleDAApplication(Application):
         hb = net.flatten(hofx_b)
 
         t0 = time.perf_counter()
-        mult: "float | np.ndarray" = da.inflation.mult
+        mult: float | np.ndarray = da.inflation.mult
         adaptive = None
         if params.adaptive_inflation is not None:
             adaptive = self._adaptive_inflation(params.adaptive_inflation, selection, hb, net, background.fields)
@@ -462,7 +472,11 @@ class LocalEnsembleDAApplication(Application):
         :math:`H(x^b_k)` (:math:`N-1`) times the prior inflation ``mult`` as the assumed background
         variance, and the perturbations (inflated alike)."""
         from pyoops.diagnostics.archive import InnovationArchiveWriter
-        from pyoops.diagnostics.collect import ensemble_innovations, observer_records, select
+        from pyoops.diagnostics.collect import (
+            ensemble_innovations,
+            observer_records,
+            select,
+        )
 
         record, used = observer_records(observers)
         record.update(ensemble_innovations(hxb, hxa, prior_inflation))

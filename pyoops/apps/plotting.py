@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pyoops.fields.fieldset import FieldSet
-from pyoops.util.atomic import atomic_output
+from pyoops.util.figures import pyplot, save_figure
 
 __all__ = ["plot_fields"]
 
@@ -19,10 +19,7 @@ def plot_fields(geometry: Any, panels: Mapping[str, FieldSet], filename: str, ti
 
     ``marks`` are flat grid indices (Dirac positions) marked on 1-D plots.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     first = next(iter(panels.values()))
     columns: list[tuple[str, tuple[int, ...]]] = []
@@ -61,6 +58,4 @@ def plot_fields(geometry: Any, panels: Mapping[str, FieldSet], filename: str, ti
             ax.set_title(label, fontsize=9)
     if title:
         fig.suptitle(title)
-    with atomic_output(filename, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, filename)

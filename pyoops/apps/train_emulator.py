@@ -48,6 +48,7 @@ from pyoops.emulators import require_torch
 from pyoops.registry import ModelPlugin
 from pyoops.util.atomic import atomic_output
 from pyoops.util.errors import ConfigError
+from pyoops.util.figures import pyplot, save_figure
 
 __all__ = ["TrainEmulatorApplication", "TrainEmulatorParameters"]
 
@@ -163,7 +164,11 @@ class TrainEmulatorApplication(Application):
         return members, target
 
     def run(self, params: TrainEmulatorParameters, show_progress: bool | None = None) -> dict[str, Any]:
-        from pyoops.emulators.training import TrainingOptions, fit_emulator, training_set
+        from pyoops.emulators.training import (
+            TrainingOptions,
+            fit_emulator,
+            training_set,
+        )
 
         members, n = self._read(params)
         data = training_set(members, self.layout, n)
@@ -224,10 +229,7 @@ def _validation_scores(emulator: Any, validation: Any, seed: int) -> dict[str, f
 
 
 def _plot_history(history: list[dict[str, float]], filename: Path, loss: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
@@ -239,7 +241,4 @@ def _plot_history(history: list[dict[str, float]], filename: Path, loss: str) ->
     ax.set_ylabel(f"{loss} of log sigma_N")
     ax.set_title("train-emulator loss")
     ax.legend()
-    with atomic_output(filename, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return str(filename)
+    return save_figure(fig, filename)

@@ -19,16 +19,21 @@ from pydantic import Field
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
-from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory, run_incremental
+from pyoops.assimilation.driver import (
+    VariationalSection,
+    check_minimizer_memory,
+    run_incremental,
+)
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
 from pyoops.diagnostics.regions import ArchiveRegions, Regions, archive_regions
-from pyoops.util.sizes import check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
 from pyoops.registry import ModelPlugin
 from pyoops.util.atomic import atomic_output
 from pyoops.util.errors import ConfigError
+from pyoops.util.figures import pyplot, save_figure
+from pyoops.util.sizes import check_output_files, state_bytes
 
 __all__ = ["VariationalApplication", "VariationalParameters", "plot_cost_trace"]
 
@@ -70,10 +75,7 @@ def _filename(template: str, time: Any) -> str:
 
 def plot_cost_trace(trace: list[dict[str, Any]], filename: str, title: str = "") -> None:
     """Cost (J, Jb, Jo) and gradient-norm reduction against the cumulative inner iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = np.arange(len(trace))
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
@@ -92,12 +94,10 @@ def plot_cost_trace(trace: list[dict[str, Any]], filename: str, title: str = "")
             ax.axvline(s - 0.5, color="0.7", lw=0.8)
     if title:
         fig.suptitle(title)
-    with atomic_output(filename, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, filename)
 
 
-def write_archive(filename: str, cost: Any, result: Any, analysis_time: Any, regions: "Regions | None" = None
+def write_archive(filename: str, cost: Any, result: Any, analysis_time: Any, regions: Regions | None = None
                   ) -> str:
     r"""The innovation archive of one variational analysis (cycle 0 at ``analysis_time``, the last
     written analysis state's): the used observations of every observer, :math:`H(x_b)` and :math:`H(x_a)`,

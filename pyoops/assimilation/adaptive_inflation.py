@@ -125,7 +125,7 @@ class AdaptiveInflationParameters(Parameters):
         return value
 
     @model_validator(mode="after")
-    def _scheme_options(self) -> "AdaptiveInflationParameters":
+    def _scheme_options(self) -> AdaptiveInflationParameters:
         if self.scheme == "enkf-n" and ("initial_sd" in self.model_fields_set or self.damping != 1.0):
             raise ValueError("enkf-n has no memory: 'initial sd' and 'damping' do not apply")
         return self
@@ -167,7 +167,7 @@ class ObsSpaceEnsemble:
     @classmethod
     def from_hofx(cls, hofx: np.ndarray, y: np.ndarray, obs_variance: np.ndarray, npoints: int,
                   selection: Any = None, state_perturbations: np.ndarray | None = None
-                  ) -> tuple["ObsSpaceEnsemble", np.ndarray]:
+                  ) -> tuple[ObsSpaceEnsemble, np.ndarray]:
         r"""From :math:`H(x_k)` ``(N, p)``, ``y`` and the variances ``(p,)`` of the assumed :math:`\mathbf R`; the
         observations of each row from ``selection`` (a
         :class:`~pyoops.assimilation.letkf.LocalObsSelection`; None: one row of every observation).
@@ -333,7 +333,7 @@ class AdaptiveInflation:
 
 
 def fisher_scoring_step(information: np.ndarray, gradient: np.ndarray, fisher: np.ndarray, memory: float,
-                        active: "bool | np.ndarray" = True, max_step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                        active: bool | np.ndarray = True, max_step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     r"""One step of recursive maximum likelihood with forgetting, on an internal parameter :math:`\phi`.
 
     With the forgetting factor :math:`\rho = 1 - 1/\text{memory}`, this cycle's score

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pyoops.util.atomic import atomic_output
+from pyoops.util.figures import pyplot, save_figure
 
 __all__ = ["MAX_PANELS", "plot_rank_histograms", "plot_ratios", "plot_report", "plot_time_series"]
 
@@ -29,20 +29,6 @@ _RATIOS = (("obs error variance ratio", r"$\sigma_o^2$ (Desroziers)"),
            ("chi2", r"$\chi^2$"), ("spread-skill ratio", "spread-skill"))
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, filename: "str | Path") -> str:
-    with atomic_output(filename, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    _pyplot().close(fig)
-    return str(filename)
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -62,7 +48,7 @@ def _values(seq: list[float | None]) -> np.ndarray:
 
 def plot_time_series(report: dict[str, Any], filename: "str | Path") -> str:
     """RMS O−B, RMS O−A and spread per cycle, one panel per subset."""
-    plt = _pyplot()
+    plt = pyplot()
     subsets = report["subsets"][:MAX_PANELS]
     # ISO-8601 UTC strings without their "Z": numpy's datetime64 has no time zones.
     times = np.array([t.rstrip("Z") for t in report["cycles"]["analysis times"]], dtype="datetime64[s]")
@@ -79,12 +65,12 @@ def plot_time_series(report: dict[str, Any], filename: "str | Path") -> str:
     for ax in list(axes.flat)[len(subsets):]:
         ax.set_axis_off()
     fig.suptitle(f"{report['method'] or ''} innovations per cycle".strip())
-    return _save(fig, filename)
+    return save_figure(fig, filename)
 
 
 def plot_ratios(report: dict[str, Any], filename: "str | Path") -> str:
     """Grouped bars (one group per subset) of the ratios with their confidence intervals."""
-    plt = _pyplot()
+    plt = pyplot()
     subsets = report["subsets"][:MAX_PANELS]
     x = np.arange(len(subsets))
     width = 0.8 / len(_RATIOS)
@@ -106,7 +92,7 @@ def plot_ratios(report: dict[str, Any], filename: "str | Path") -> str:
     ax.set_ylabel(f"data / assumed ({100 * level:g} % {report['settings']['interval']} intervals)")
     ax.legend(fontsize=8)
     ax.set_title("Desroziers, χ² and spread–skill ratios (> 1: too little variance assumed)", fontsize=10)
-    return _save(fig, filename)
+    return save_figure(fig, filename)
 
 
 def plot_rank_histograms(report: dict[str, Any], filename: "str | Path") -> str | None:
@@ -114,7 +100,7 @@ def plot_rank_histograms(report: dict[str, Any], filename: "str | Path") -> str 
     subsets = [s for s in report["subsets"] if s.get("rank histogram")][:MAX_PANELS]
     if not subsets:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = _grid(len(subsets))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, constrained_layout=True)
     for ax, sub in zip(axes.flat, subsets):
@@ -130,7 +116,7 @@ def plot_rank_histograms(report: dict[str, Any], filename: "str | Path") -> str 
         ax.set_xlabel("rank of y among the members + obs error")
     for ax in list(axes.flat)[len(subsets):]:
         ax.set_axis_off()
-    return _save(fig, filename)
+    return save_figure(fig, filename)
 
 
 def plot_report(report: dict[str, Any], directory: "str | Path") -> list[str]:

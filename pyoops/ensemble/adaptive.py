@@ -49,9 +49,13 @@ from pyoops.assimilation.adaptive_inflation import (
     AdaptiveInflationParameters,
     ObsSpaceEnsemble,
 )
-from pyoops.assimilation.adaptive_obs_error import AdaptiveObsError, AdaptiveObsErrorParameters
+from pyoops.assimilation.adaptive_obs_error import (
+    AdaptiveObsError,
+    AdaptiveObsErrorParameters,
+)
 from pyoops.config.parameters import Parameters
 from pyoops.util.atomic import atomic_output
+from pyoops.util.figures import pyplot, save_figure
 
 __all__ = ["AdaptiveParameters", "CycleAdaptation", "plot_adaptive", "write_adaptive"]
 
@@ -70,7 +74,7 @@ class AdaptiveParameters(Parameters):
         None, alias="hybrid weight", description="Online hybrid weight beta (methods hybrid, EDA-hybrid, LETKF-hybrid).")
 
     @model_validator(mode="after")
-    def _something(self) -> "AdaptiveParameters":
+    def _something(self) -> AdaptiveParameters:
         if self.inflation is None and self.obs_error is None and self.hybrid_weight is None:
             raise ValueError("give 'inflation', 'obs error' and/or 'hybrid weight'")
         return self
@@ -289,11 +293,7 @@ def write_adaptive(directory: Path, adaptation: CycleAdaptation, times: list[Any
 
 def plot_adaptive(directory: Path, adaptation: CycleAdaptation, skip: int, title: str) -> list[str]:
     """``inflation.png`` (series and fields), ``obs_error.png`` (a_o series), ``hybrid_weight.png`` (β series)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = []
     s = {k: np.asarray(v) for k, v in adaptation.series.items()}
     if adaptation.inflation is not None and len(s["inflation mean"]):
@@ -315,10 +315,7 @@ def plot_adaptive(directory: Path, adaptation: CycleAdaptation, skip: int, title
         ax2.set_title("inflation field")
         ax2.legend(fontsize="small")
         name = directory / "inflation.png"
-        with atomic_output(name, ".png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
-        out.append(str(name))
+        out.append(save_figure(fig, name))
     if adaptation.obs_error is not None:
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
         for g in adaptation.groups:
@@ -329,10 +326,7 @@ def plot_adaptive(directory: Path, adaptation: CycleAdaptation, skip: int, title
         ax.set_title(f"adaptive obs error ({adaptation.params.obs_error.scheme})")
         ax.legend(fontsize="small")
         name = directory / "obs_error.png"
-        with atomic_output(name, ".png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
-        out.append(str(name))
+        out.append(save_figure(fig, name))
     if adaptation.hybrid_weight is not None and len(s["hybrid weight"]):
         beta = s["hybrid weight"]
         x = np.arange(1, beta.size + 1)
@@ -349,8 +343,5 @@ def plot_adaptive(directory: Path, adaptation: CycleAdaptation, skip: int, title
         ax.set_title(f"adaptive hybrid weight ({adaptation.params.hybrid_weight.scheme}), {title}")
         ax.legend(fontsize="small")
         name = directory / "hybrid_weight.png"
-        with atomic_output(name, ".png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
-        out.append(str(name))
+        out.append(save_figure(fig, name))
     return out

@@ -36,6 +36,7 @@ from pyoops.diagnostics.tuning.data import TuningData
 from pyoops.diagnostics.tuning.estimators import TuningResult, build_model
 from pyoops.diagnostics.tuning.parameters import to_natural, transform_of
 from pyoops.diagnostics.tuning.uncertainty import symbol
+from pyoops.util.figures import pyplot, save_figure
 
 __all__ = ["LikelihoodCurve", "LikelihoodSurface", "learning_curve_plot", "likelihood_curves", "likelihood_surface",
            "profile_plots", "shrinkage_plot", "surface_grid"]
@@ -46,22 +47,6 @@ MIN_HALF_WIDTH = 1e-3
 """Smallest half-width of a grid on the internal scale."""
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, filename: str | Path) -> str:
-    from pyoops.util.atomic import atomic_output
-
-    with atomic_output(filename, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    _pyplot().close(fig)
-    return str(filename)
 
 
 def _model(data: TuningData, result: TuningResult):
@@ -156,7 +141,7 @@ def likelihood_surface(data: TuningData, result: TuningResult, filename: str | P
     ``surface`` if already computed), the 68 % and 95 % joint contours
     (:math:`\tfrac12\chi^2_2`), and the estimate."""
     s = surface if surface is not None else surface_grid(data, result, points=points, width=width)
-    plt = _pyplot()
+    plt = pyplot()
     nx, ny = s.names
     xx, yy = np.meshgrid(_natural(nx, s.x), _natural(ny, s.y))
     delta = np.ma.masked_invalid(s.nll - np.nanmin(s.nll))
@@ -182,7 +167,7 @@ def likelihood_surface(data: TuningData, result: TuningResult, filename: str | P
                  + (f", {', '.join(others)} at the estimate" if others else "")
                  + f"\n{result.nobs} observations, {result.ncycles} cycles", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, filename)
+    return save_figure(fig, filename)
 
 
 @dataclass(frozen=True)
@@ -252,7 +237,7 @@ def profile_plots(data: TuningData, result: TuningResult, filename: str | Path, 
     if not result.free:
         raise ValueError("no free parameter to plot")
     cs = curves if curves is not None else likelihood_curves(data, result, kind=kind, points=points, width=width)
-    plt = _pyplot()
+    plt = pyplot()
     n = len(result.free)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -277,7 +262,7 @@ def profile_plots(data: TuningData, result: TuningResult, filename: str | Path, 
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.set_axis_off()
-    return _save(fig, filename)
+    return save_figure(fig, filename)
 
 
 def learning_curve_plot(points: Sequence[Any], filename: str | Path) -> str:
@@ -287,7 +272,7 @@ def learning_curve_plot(points: Sequence[Any], filename: str | Path) -> str:
     if not points:
         raise ValueError("no learning-curve point to plot")
     free = points[0].result.free
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(free), 1)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -318,14 +303,14 @@ def learning_curve_plot(points: Sequence[Any], filename: str | Path) -> str:
         ax.set_axis_off()
     fig.suptitle(f"learning curve ({points[0].result.method}, {points[-1].nobs} observations at "
                  f"{points[-1].ncycles} cycles)", fontsize=10)
-    return _save(fig, filename)
+    return save_figure(fig, filename)
 
 
 def shrinkage_plot(pooled: Any, filename: str | Path) -> str:
     """One panel per pooled parameter: per region (or obs group), the independent and hierarchical
     estimates with their intervals, the global estimate and its interval as a band, and the pool's
     random-effects mean (a :class:`~pyoops.diagnostics.tuning.pooling.PoolingResult`)."""
-    plt = _pyplot()
+    plt = pyplot()
     free = pooled.free
     n = len(free)
     labels = pooled.labels
@@ -362,5 +347,5 @@ def shrinkage_plot(pooled: Any, filename: str | Path) -> str:
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.set_axis_off()
-    return _save(fig, filename)
+    return save_figure(fig, filename)
 

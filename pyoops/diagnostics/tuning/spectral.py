@@ -72,11 +72,11 @@ class SpectralInnovations:
         ao = np.asarray(a_o, dtype=np.float64)
         s = ao[..., None] + lam * self.gamma
         used = self.gamma > 0
-        rest = self.p_eff - used.sum(axis=-1)          # directions where S = a_o (weighted count)
+        rest = np.maximum(self.p_eff - used.sum(axis=-1), 0.0)   # directions where S = a_o (weighted count)
         return s, used, rest
 
-    def negative_log_likelihood(self, inflation: "float | np.ndarray" = 1.0,
-                                a_o: "float | np.ndarray" = 1.0) -> np.ndarray:
+    def negative_log_likelihood(self, inflation: float | np.ndarray = 1.0,
+                                a_o: float | np.ndarray = 1.0) -> np.ndarray:
         r""":math:`-\log L` up to a constant independent of :math:`(\lambda, a_o)`, per batch entry."""
         s, used, rest = self._parts(inflation, a_o)
         ao = np.asarray(a_o, dtype=np.float64)
@@ -84,7 +84,7 @@ class SpectralInnovations:
         resid = self.dd - self.q.sum(axis=-1)
         return 0.5 * (terms + rest * np.log(ao) + resid / ao)
 
-    def score(self, inflation: "float | np.ndarray" = 1.0, a_o: "float | np.ndarray" = 1.0
+    def score(self, inflation: float | np.ndarray = 1.0, a_o: float | np.ndarray = 1.0
               ) -> tuple[np.ndarray, np.ndarray]:
         r"""Gradient of :math:`-\log L` and the Fisher information in :math:`(\log\lambda, \log a_o)`.
 
