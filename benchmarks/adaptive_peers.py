@@ -352,7 +352,47 @@ def report(results: dict[str, Any]) -> None:
             print(sep)
     print(sep)
     print("cells: time-mean analysis RMSE [spread/RMSE; final inflation (domain mean, covariance factor)]")
+    verdicts(results, cases)
     print(json.dumps(results.get("meta", {})))
+
+
+OWN = ("likelihood", "likelihood + R")
+PEERS = ("miyoshi", "anderson", "el gharamti")
+
+
+def verdicts(results: dict[str, Any], cases: list[str]) -> None:
+    """Per case: pyoops's own best (likelihood, likelihood + R, either filter) against the best peer (DAPPER's
+    EnKF-N, xN 1 or 2, either filter; the DART-style and Miyoshi schemes) and the single fixed inflation tuned on
+    case a (per filter)."""
+    tuned = {}
+    for family in ("ETKF", "LETKF"):
+        key = f"fixed {family}"
+        if key in results.get("a", {}):
+            tuned[family] = best_fixed(results["a"][key])[0]
+    print()
+    print("case   pyoops own best                     best peer                                fixed tuned on a   "
+          "verdict")
+    wins = 0
+    for c in cases:
+        rows = results[c]
+
+        def best(names: list[str]) -> tuple[str, float]:
+            found = [(n, rows[n]["rmse"]) for n in names if n in rows and np.isfinite(rows[n]["rmse"])]
+            return min(found, key=lambda t: t[1]) if found else ("-", float("inf"))
+
+        own = best([f"pyoops {f} {s}" for f in ("ETKF", "LETKF") for s in OWN])
+        peer = best([f"pyoops {f} {s}" for f in ("ETKF", "LETKF") for s in PEERS]
+                    + [f"DAPPER {f} EnKF-N xN={x}" for f in ("ETKF", "LETKF") for x in ("1", "2")])
+        fixed = [rows[f"fixed {f}"].get(str(m), rows[f"fixed {f}"].get(m)) for f, m in tuned.items()
+                 if f"fixed {f}" in rows]
+        fixed_best = min((r["rmse"] for r in fixed if r and np.isfinite(r["rmse"])), default=float("inf"))
+        beats_peer = own[1] < peer[1]
+        wins += beats_peer
+        verdict = ("beats every peer" if beats_peer else
+                   "within 0.01 of the best peer" if own[1] <= peer[1] + 0.01 else "MORE than 0.01 above the best peer")
+        verdict += "; beats the fixed tuned on a" if own[1] < fixed_best else "; does NOT beat the fixed tuned on a"
+        print(f"{c:6s} {own[0]:28s} {own[1]:.4f}  {peer[0]:33s} {peer[1]:.4f}  {fixed_best:.4f}             {verdict}")
+    print(f"pyoops's own scheme beats every peer in {wins} of {len(cases)} cases")
 
 
 if __name__ == "__main__":
