@@ -9,7 +9,7 @@ import pytest
 from pyoops.util.random import _key, generator, substream
 
 
-def _reference(seed: int, *labels: "str | int") -> np.random.Generator:
+def _reference(seed: int, *labels: str | int) -> np.random.Generator:
     """The stream as defined: ``SeedSequence`` of the Python list of keys."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), *map(_key, labels)])))
 

@@ -112,6 +112,7 @@ class CycleAdaptation:
         self._lam = np.ones(npoints)
 
     def series_names(self) -> list[str]:
+        """The names of the per-cycle series of the schemes in use (the keys of ``series``)."""
         names = []
         if self.inflation is not None:
             names += ["inflation mean", "inflation min", "inflation max"]

@@ -164,7 +164,7 @@ FOUR_D_COST_TYPES = ("4D-Var", "3D-FGAT", "4D-FGAT", "4D-Ens-Var")
 #: Per-cycle statistics (NaN where not applicable), in the order of the output files.
 STATISTICS = ("analysis rmse", "forecast rmse", "analysis mean rmse", "forecast mean rmse",
               "analysis spread", "forecast spread")
-#: Version 2: the per-cycle series moved from the checkpoint to the cycle log.
+#: The checkpoint format (2 since the per-cycle series moved from the checkpoint to the cycle log).
 CHECKPOINT_VERSION = 2
 
 
@@ -1479,7 +1479,7 @@ def load_checkpoint(filename: "str | Path", digest: str | None = None, series: b
     With ``series`` (the default) the per-cycle series are read from the cycle log next to the
     checkpoint, as committed at the checkpoint (read-only: a killed run's later rows are ignored):
     ``state["stats"]``, ``state["seconds"]`` and, with adaptive schemes, ``state["adaptive series"]``
-    hold one value per completed cycle.  Without, they are left for :meth:`CycleLog.resume`.
+    hold one value per completed cycle.  Without, they are left for :meth:`~pyoops.ensemble.cycle_log.CycleLog.resume`.
 
     Raises
     ------

@@ -40,7 +40,7 @@ def generator(seed: int, *labels: "str | int") -> np.random.Generator:
     checks the equality).  Larger or negative keys go through the list, as before.
     """
     words = [int(seed), *map(_key, labels)]
-    entropy: "list[int] | np.ndarray" = words
+    entropy: list[int] | np.ndarray = words
     if all(0 <= w < _WORD for w in words):
         entropy = np.array(words, dtype=np.uint32)
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
