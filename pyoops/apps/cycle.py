@@ -1,8 +1,10 @@
 """``pyoops cycle``: a cycled twin experiment (truth, synthetic observations, N analyses, statistics).
 
 See :mod:`pyoops.ensemble.cycling` for the experiment and :doc:`/cycling` for the
-YAML.  Outputs in ``output.directory``: ``checkpoint.npz`` (the restart file, written
-atomically after each completed cycle), ``statistics.nc`` (per-cycle RMSE and spread),
+YAML.  Outputs in ``output.directory``: ``checkpoint.npz`` (the restart file: the current
+state, written atomically after each completed cycle), ``statistics.nc.log`` (the cycle log:
+one row of statistics, seconds and adaptive series appended per cycle, which a resumed run
+truncates to the checkpoint and continues), ``statistics.nc`` (per-cycle RMSE and spread),
 ``statistics.json`` (time means), ``rmse.png`` and, for ensembles, ``spread_error.png``;
 with ``archive: true`` the innovation archive ``innovations.nc`` (and its log
 ``innovations.nc.log``, which a resumed run continues); with ``member archive: true``
@@ -28,6 +30,7 @@ from pyoops.diagnostics.hbht import BackgroundVarianceParameters
 from pyoops.diagnostics.regions import ArchiveRegions
 from pyoops.ensemble.cycling import (
     MEMBER_ARCHIVE_NAME,
+    STATISTICS_NAME,
     CycleExperiment,
     CyclingParameters,
     SyntheticObservationsParameters,
@@ -105,7 +108,7 @@ class CycleApplication(Application):
         experiment = self.experiment
         directory = Path(params.output.directory)
         state = experiment.run(directory, resume=params.resume, show_progress=show_progress)
-        outputs = [str(directory / "checkpoint.npz")]
+        outputs = [str(directory / "checkpoint.npz"), str(directory / f"{STATISTICS_NAME}.log")]
         if params.output.archive:
             outputs.append(str(directory / "innovations.nc"))
         if params.output.member_archive:

@@ -9,16 +9,19 @@ r"""Adaptive inflation and observation error inside ``pyoops cycle`` (the ``adap
 
 The hybrid weight (methods ``hybrid``, ``EDA-hybrid``, ``LETKF-hybrid``) is updated by
 :meth:`CycleAdaptation.update_hybrid_weight` from the cycle's observation-space static and
-ensemble covariances (:mod:`pyoops.assimilation.adaptive_hybrid`); its state and the series
-``hybrid weight`` are part of the checkpoint and of ``adaptive.nc`` (plot ``hybrid_weight.png``).
+ensemble covariances (:mod:`pyoops.assimilation.adaptive_hybrid`); its state is part of the checkpoint,
+its series ``hybrid weight`` of the cycle log and of ``adaptive.nc`` (plot ``hybrid_weight.png``).
 
 :class:`CycleAdaptation` sits between a cycle's observation-space ensemble and its analysis:
 :meth:`CycleAdaptation.before_analysis` updates the schemes from the uninflated background
 ensemble's innovations and returns the inflation field and the observation-error variances
 the analysis must use; :meth:`CycleAdaptation.after_analysis` gives the schemes that need it
-the analysis (EnKF-C cap, Desroziers R).  Its state — the schemes' arrays, the per-cycle series
-and the running sum of the inflation field — is saved in the cycle checkpoint, so a resumed run
-continues bitwise.  At the end, ``adaptive.nc`` holds the series (inflation mean, minimum,
+the analysis (EnKF-C cap, Desroziers R).  Its state — the schemes' arrays and the running sum of
+the inflation field, all of the size of the grid or of the groups (:meth:`CycleAdaptation.state_arrays`)
+— is saved in the cycle checkpoint; the per-cycle series (:meth:`CycleAdaptation.series_row`) are
+appended to the cycle log ``statistics.nc.log`` (:mod:`pyoops.ensemble.cycle_log`) and restored from it
+(:meth:`CycleAdaptation.restore_series`), so a resumed run continues bitwise and a checkpoint costs the
+same at every cycle.  At the end, ``adaptive.nc`` holds the series (inflation mean, minimum,
 maximum, :math:`a_o` per group), the last and the time-mean inflation fields, and
 ``inflation.png`` plots them.
 
@@ -114,6 +117,7 @@ class CycleAdaptation:
         self._lam = np.ones(npoints)
 
     def series_names(self) -> list[str]:
+        """The names of the per-cycle series of the schemes in use (the keys of ``series``)."""
         names = []
         if self.inflation is not None:
             names += ["inflation mean", "inflation min", "inflation max"]
@@ -125,8 +129,9 @@ class CycleAdaptation:
 
     # -- restart ------------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
-        out = {f"series/{k}": np.asarray(v, dtype=np.float64) for k, v in self.series.items()}
-        out["field sum"] = self.field_sum.copy()
+        """The schemes' state for the checkpoint: arrays of the size of the grid or of the groups, not the
+        per-cycle series (those go to the cycle log, :meth:`series_row`)."""
+        out = {"field sum": self.field_sum.copy()}
         out["joint information"] = self.joint_information.copy()
         out["last field"] = self.last_field.copy()
         if self.inflation is not None:
@@ -137,8 +142,29 @@ class CycleAdaptation:
             out.update({f"hybrid weight/{k}": v for k, v in self.hybrid_weight.state_arrays().items()})
         return out
 
+    def series_row(self, ncycles: int) -> list[float]:
+        """The values of cycle ``ncycles - 1`` of every series, in the order of :meth:`series_names`
+        (the adaptive part of the cycle log's row).
+
+        Raises
+        ------
+        RuntimeError
+            A series does not hold one value per cycle (a method that skipped the scheme's recording).
+        """
+        row = []
+        for name in self.series_names():
+            values = self.series[name]
+            if len(values) != ncycles:
+                raise RuntimeError(f"adaptive series {name!r} holds {len(values)} values after {ncycles} cycles")
+            row.append(values[-1])
+        return row
+
+    def restore_series(self, series: dict[str, np.ndarray]) -> None:
+        """Set every series from the cycle log (``{name: (cycles,)}``, the names of :meth:`series_names`)."""
+        self.series = {k: list(np.asarray(series[k], dtype=np.float64)) for k in self.series_names()}
+
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.series = {k: list(np.asarray(arrays[f"series/{k}"], dtype=np.float64)) for k in self.series_names()}
+        """Restore the schemes' state from :meth:`state_arrays` (the series: :meth:`restore_series`)."""
         self.field_sum = np.array(arrays["field sum"], dtype=np.float64)
         self.last_field = np.array(arrays["last field"], dtype=np.float64)
         self.joint_information = np.array(arrays["joint information"], dtype=np.float64)

@@ -51,12 +51,15 @@ Methods (``cycling.method``):
     with the pure, unlocalized ensemble B of its own members converges to, member by
     member, with the same observation perturbations (``eda`` section: seed, inflation).
 
-Restart: after each completed cycle the whole experiment state — cycle counter,
-truth, backgrounds of the control and the members, accumulated statistics — is
-written atomically to ``checkpoint.npz`` in the output directory (random draws come
-from per-cycle and per-member streams, so no generator state needs saving).  A run
-killed at any point resumes from the last completed cycle and produces bitwise the
-same statistics as an uninterrupted run.
+Restart: after each completed cycle (every ``checkpoint every`` cycles) the current experiment
+state — cycle counter, truth, backgrounds of the control and the members, the adaptive schemes'
+arrays, the positions of the logs — is written atomically to ``checkpoint.npz`` in the output
+directory (random draws come from per-cycle and per-member streams, so no generator state needs
+saving).  The per-cycle series (the :data:`STATISTICS`, the seconds per cycle and the adaptive
+series) are not in the checkpoint: each cycle appends its row to the cycle log
+``statistics.nc.log`` (:mod:`pyoops.ensemble.cycle_log`), so a checkpoint costs the same at cycle
+20,000 as at cycle 200.  A run killed at any point resumes from the last checkpoint (the log
+truncated to it) and produces bitwise the same statistics as an uninterrupted run.
 
 Given observations (``observations.obsdatain``): instead of step 2, each cycle reads an
 IODA-like file (``%date%`` = its analysis time) or the rows of one file inside its window;
@@ -115,6 +118,7 @@ from pyoops.ensemble.eda import (
     perturbed_obs_enkf_analysis,
     run_eda,
 )
+from pyoops.ensemble.cycle_log import CycleLog, read_cycle_log
 from pyoops.ensemble.executors import MemberExecutor
 from pyoops.util.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
@@ -147,6 +151,10 @@ logger = logging.getLogger("pyoops")
 ARCHIVE_NAME = "innovations.nc"
 #: The member archive in the output directory (``output.member archive``).
 MEMBER_ARCHIVE_NAME = "members.nc"
+#: The per-cycle statistics in the output directory; their cycle log is ``statistics.nc.log``.
+STATISTICS_NAME = "statistics.nc"
+#: Prefix of the adaptive series among the cycle log's columns.
+ADAPTIVE_COLUMN = "adaptive/"
 METHODS = ("3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF", "LETKF-hybrid")
 ENSEMBLE_METHODS = ("3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF", "LETKF-hybrid")
 #: Methods whose B is a Hybrid of a static and an ensemble chain (the adaptive hybrid weight).
@@ -156,7 +164,8 @@ FOUR_D_COST_TYPES = ("4D-Var", "3D-FGAT", "4D-FGAT", "4D-Ens-Var")
 #: Per-cycle statistics (NaN where not applicable), in the order of the output files.
 STATISTICS = ("analysis rmse", "forecast rmse", "analysis mean rmse", "forecast mean rmse",
               "analysis spread", "forecast spread")
-CHECKPOINT_VERSION = 1
+#: The checkpoint format (2 since the per-cycle series moved from the checkpoint to the cycle log).
+CHECKPOINT_VERSION = 2
 
 
 # Parameters ------------------------------------------------------------------------------------
@@ -866,7 +875,7 @@ class CycleExperiment:
         digest = self.digest()
         state = None
         if resume and ckpt.exists():
-            state = load_checkpoint(ckpt, digest)
+            state = load_checkpoint(ckpt, digest, series=False)  # the series: from the log, resumed below
             if state["cycle"] > self.cycling.cycles:
                 raise ConfigError(f"the checkpoint {ckpt} already holds {state['cycle']} cycles, more than the "
                                   f"{self.cycling.cycles} asked for", "cycling.cycles")
@@ -890,6 +899,9 @@ class CycleExperiment:
             state["adaptive"] = self.adaptation.state_arrays()
         else:
             state["adaptive"] = None
+        cycle_log = CycleLog(directory / STATISTICS_NAME, self.cycle_log_columns())
+        if state.get("statistics log") is not None:
+            self._restore_series(state, cycle_log.resume(state["statistics log"]))
         if not self.archive:
             state["innovations"] = None   # cycles run without the archive: it cannot be continued later
         if not self.member_archive:
@@ -910,19 +922,25 @@ class CycleExperiment:
                 started = _time.perf_counter()
                 backgrounds = state["members"]  # valid at the background time; the cycle replaces, never edits, it
                 stats = self.run_cycle(k, truth, state, executor)
-                for name in STATISTICS:
-                    state["stats"][name].append(stats.get(name, float("nan")))
+                row = [stats.get(name, float("nan")) for name in STATISTICS]
+                for name, value in zip(STATISTICS, row):
+                    state["stats"][name].append(value)
                 state["seconds"].append(_time.perf_counter() - started)
+                row.append(state["seconds"][-1])
+                if self.adaptation is not None:
+                    row += self.adaptation.series_row(k + 1)
+                cycle_log.append(k, row)
+                state["statistics log"] = cycle_log.checkpoint_state()
                 state["cycle"] = k + 1
                 if truth is not None:
                     state["truth"], state["truth time"] = _copy(truth.fields), str(truth.time)
-                if self.adaptation is not None:
-                    state["adaptive"] = self.adaptation.state_arrays()
                 if archive is not None:
                     archive.append(k, self.last_innovations, state)
                 if members_archive is not None:
                     members_archive.append(k, backgrounds, state)
                 if (k + 1) % self.cycling.checkpoint_every == 0 or k + 1 == last:
+                    if self.adaptation is not None:
+                        state["adaptive"] = self.adaptation.state_arrays()
                     save_checkpoint(ckpt, state, digest)
                 if hasattr(bar, "set_postfix") and (k % 10 == 0 or k + 1 == last):
                     bar.set_postfix({"rmse a": f"{stats['analysis rmse']:.3f}"})
@@ -932,12 +950,26 @@ class CycleExperiment:
                     a.abandon()
             raise
         finally:
+            cycle_log.release()  # kept on disk: what a resumed or extended run continues
             if own_executor:
                 executor.close()
         for a in (archive, members_archive):
             if a is not None:
                 a.close()
         return state
+
+    def cycle_log_columns(self) -> list[str]:
+        """The columns of the cycle log: the :data:`STATISTICS`, ``seconds`` and the adaptive series
+        (prefixed ``adaptive/``)."""
+        names = self.adaptation.series_names() if self.adaptation is not None else []
+        return [*STATISTICS, "seconds", *(ADAPTIVE_COLUMN + n for n in names)]
+
+    def _restore_series(self, state: dict[str, Any], series: dict[str, np.ndarray]) -> None:
+        """Set the per-cycle series of ``state`` (and of the adaptive schemes) from the cycle log's columns."""
+        state.update(_state_series(series))
+        adaptive = state.pop("adaptive series")
+        if self.adaptation is not None:
+            self.adaptation.restore_series(adaptive)
 
     def run_cycle(self, k: int, truth: Any, state: dict[str, Any], executor: MemberExecutor) -> dict[str, float]:
         """One cycle: truth and observations, analysis, statistics, forecast to the next background."""
@@ -1414,19 +1446,22 @@ def _locations_key(locations: Any) -> tuple:
 
 # Checkpoints -------------------------------------------------------------------------------------
 def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) -> None:
-    """Write the experiment state atomically (``.npz``)."""
+    """Write the current experiment state atomically (``.npz``).
+
+    Only what the next cycle needs is written — the truth, the backgrounds, the adaptive schemes'
+    arrays, the counters and the logs' positions (``state["statistics log"]``, the archives'
+    states) — so the cost does not grow with the run length: the per-cycle series of
+    ``state["stats"]``, ``state["seconds"]`` and the adaptive series are in the cycle log.
+    """
     arrays: dict[str, np.ndarray] = {}
     meta = {"version": CHECKPOINT_VERSION, "digest": digest, "cycle": int(state["cycle"]),
-            "truth time": state["truth time"], "statistics": list(STATISTICS),
+            "truth time": state["truth time"], "statistics log": state.get("statistics log"),
             "innovations": state.get("innovations"), "member archive": state.get("member archive")}
     for group in ("truth", "control", "members"):
         fields = state.get(group)
         meta[group] = None if fields is None else list(fields)
         for v, a in (fields or {}).items():
             arrays[f"{group}/{v}"] = np.asarray(a)
-    for name in STATISTICS:
-        arrays[f"stats/{name}"] = np.asarray(state["stats"][name], dtype=np.float64)
-    arrays["seconds"] = np.asarray(state["seconds"], dtype=np.float64)
     adaptive = state.get("adaptive")
     meta["adaptive"] = None if adaptive is None else sorted(adaptive)
     for key, a in (adaptive or {}).items():
@@ -1438,8 +1473,20 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
             np.savez(fh, **arrays)
 
 
-def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (checking the configuration digest)."""
+def load_checkpoint(filename: "str | Path", digest: str | None = None, series: bool = True) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (checking the configuration digest).
+
+    With ``series`` (the default) the per-cycle series are read from the cycle log next to the
+    checkpoint, as committed at the checkpoint (read-only: a killed run's later rows are ignored):
+    ``state["stats"]``, ``state["seconds"]`` and, with adaptive schemes, ``state["adaptive series"]``
+    hold one value per completed cycle.  Without, they are left for :meth:`~pyoops.ensemble.cycle_log.CycleLog.resume`.
+
+    Raises
+    ------
+    InputFileError
+        The checkpoint is unreadable or of another version (one line), or its cycle log is missing or
+        does not match it.
+    """
     try:
         # Its own restart file, replaced by design: read without recording it as an input of the run.
         with np.load(readable_path(filename), allow_pickle=False) as data:
@@ -1448,20 +1495,33 @@ def load_checkpoint(filename: "str | Path", digest: str | None = None) -> dict[s
     except (OSError, ValueError, KeyError) as exc:
         raise InputFileError(str(filename), f"is not a readable cycling checkpoint ({exc})") from None
     if meta.get("version") != CHECKPOINT_VERSION:
-        raise InputFileError(str(filename), f"checkpoint version {meta.get('version')}, expected {CHECKPOINT_VERSION}")
+        raise InputFileError(str(filename), f"checkpoint version {meta.get('version')}, expected {CHECKPOINT_VERSION} "
+                                            "(written by another pyoops version); set 'resume: false' or use another "
+                                            "output directory")
     if digest is not None and meta["digest"] != digest:
         raise ConfigError(f"the checkpoint {filename} was written by a different configuration; delete it, "
                           "use another output directory, or set 'resume: false'", "output.directory")
     state: dict[str, Any] = {"cycle": meta["cycle"], "truth time": meta["truth time"],
+                             "statistics log": meta.get("statistics log"),
                              "innovations": meta.get("innovations"), "member archive": meta.get("member archive")}
     for group in ("truth", "control", "members"):
         names = meta.get(group)
         state[group] = None if names is None else {v: arrays[f"{group}/{v}"] for v in names}
-    state["stats"] = {name: list(arrays[f"stats/{name}"]) for name in STATISTICS}
-    state["seconds"] = list(arrays["seconds"])
     keys = meta.get("adaptive")
     state["adaptive"] = None if keys is None else {key: arrays[f"adaptive/{key}"] for key in keys}
+    if series:
+        state.update(_state_series(read_cycle_log(Path(filename).parent / STATISTICS_NAME, state["statistics log"])))
+        if state["adaptive"] is None:
+            state.pop("adaptive series")
     return state
+
+
+def _state_series(columns: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``stats``, ``seconds`` and ``adaptive series`` (lists of floats, as a run accumulates them) from the
+    cycle log's columns."""
+    n = len(ADAPTIVE_COLUMN)
+    return {"stats": {name: list(columns[name]) for name in STATISTICS}, "seconds": list(columns["seconds"]),
+            "adaptive series": {k[n:]: v for k, v in columns.items() if k.startswith(ADAPTIVE_COLUMN)}}
 
 
 # Outputs ---------------------------------------------------------------------------------------
@@ -1531,7 +1591,7 @@ def write_statistics(directory: Path, experiment: CycleExperiment, state: dict[s
     ncycles = state["cycle"]
     times = [experiment.analysis_time(k) for k in range(ncycles)]
     skip = min(experiment.cycling.spin_up_cycles, ncycles)
-    nc_name = directory / "statistics.nc"
+    nc_name = directory / STATISTICS_NAME
     with atomic_output(nc_name, ".nc") as tmp:
         # An absolute name: the netCDF library mishandles relative names with leading blanks (' out/...').
         with netCDF4.Dataset(os.path.abspath(tmp), "w") as ds:

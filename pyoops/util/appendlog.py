@@ -42,7 +42,8 @@ import numpy as np
 from pyoops.util.atomic import atomic_output, current_session
 from pyoops.util.errors import InputFileError
 
-__all__ = ["LOG_SUFFIX", "AppendLog", "LogArchiveWriter", "encode_log_header", "log_path", "parse_log_header"]
+__all__ = ["LOG_SUFFIX", "AppendLog", "LogArchiveWriter", "encode_log_header", "log_path", "parse_log_header",
+           "read_committed"]
 
 LOG_SUFFIX = ".log"
 
@@ -74,6 +75,43 @@ def parse_log_header(data: bytes, magic: bytes, name: str, what: str) -> tuple[d
     if not isinstance(header, dict):
         raise InputFileError(name, f"{what} has an unreadable header")
     return header, pos + size
+
+
+def read_committed(path: str | os.PathLike[str], state: Mapping[str, Any], format_name: str, version: int) -> bytes:
+    """The committed bytes of the log ``path`` recorded by a :meth:`AppendLog.checkpoint_state` ``state``.
+
+    Read-only (nothing is truncated): what :meth:`AppendLog.resume` continues from, and what a reader of a
+    running or killed experiment may use.
+
+    Raises
+    ------
+    InputFileError
+        The state is not one of format ``format_name`` version ``version``, or the log is missing, shorter
+        than the checkpoint or has another checksum.
+    """
+    name = str(path)
+    try:
+        nbytes, crc = int(state["bytes"]), int(state["crc32"])
+        ok = state.get("format") == format_name and state.get("version") == int(version)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise InputFileError(name, f"the checkpoint's log state {state!r} is not one written by this pyoops version")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(nbytes)
+    except FileNotFoundError:
+        raise InputFileError(name, f"log to resume from is missing (the checkpoint expects {nbytes} bytes); "
+                                   "restart the experiment without resuming") from None
+    except OSError as exc:
+        raise InputFileError(name, f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) < nbytes:
+        raise InputFileError(name, f"log holds {len(data)} bytes, fewer than the {nbytes} the checkpoint "
+                                   "records: it is not the log of this experiment")
+    if zlib.crc32(data) != crc:
+        raise InputFileError(name, f"log does not match the checkpoint (checksum of its first {nbytes} bytes "
+                                   "differs): it is not the log of this experiment")
+    return data
 
 
 class AppendLog:
@@ -144,30 +182,10 @@ class AppendLog:
             raise RuntimeError("resume() must be called before anything is appended")
         if not self.resumable:
             raise RuntimeError("a log kept in memory (resumable=False) cannot resume")
-        name = str(self.path)
-        try:
-            nbytes, crc = int(state["bytes"]), int(state["crc32"])
-            ok = state.get("format") == self.format_name and state.get("version") == self.version
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise InputFileError(name, f"the checkpoint's log state {dict(state)!r} is not one written by this "
-                                       "pyoops version")
-        try:
-            with open(self.path, "rb") as fh:
-                data = fh.read(nbytes)
-        except FileNotFoundError:
-            raise InputFileError(name, f"log to resume from is missing (the checkpoint expects {nbytes} bytes); "
-                                       "restart the experiment without resuming") from None
-        except OSError as exc:
-            raise InputFileError(name, f"cannot be read ({exc.strerror or exc})") from None
-        if len(data) < nbytes:
-            raise InputFileError(name, f"log holds {len(data)} bytes, fewer than the {nbytes} the checkpoint "
-                                       "records: it is not the log of this experiment")
-        if zlib.crc32(data) != crc:
-            raise InputFileError(name, f"log does not match the checkpoint (checksum of its first {nbytes} bytes "
-                                       "differs): it is not the log of this experiment")
+        data = read_committed(self.path, state, self.format_name, self.version)
+        nbytes, crc = int(state["bytes"]), int(state["crc32"])
         check(data)
+        name = str(self.path)
         try:
             os.truncate(self.path, nbytes)  # drop what a killed run appended after the checkpoint
         except OSError as exc:

@@ -232,12 +232,15 @@ def test_adaptive_hybrid_restart_is_bitwise(tmp_path: Path, method: str) -> None
         np.testing.assert_array_equal(resumed.stats[name], ref.stats[name], err_msg=name)
     np.testing.assert_array_equal(resumed.members["x"], ref.members["x"])
     np.testing.assert_array_equal(resumed.control["x"], ref.control["x"])
-    ra = load_checkpoint(tmp_path / "a" / "checkpoint.npz")["adaptive"]
-    rb = load_checkpoint(tmp_path / "b" / "checkpoint.npz")["adaptive"]
-    assert sorted(ra) == sorted(rb)
-    for key in ra:
-        np.testing.assert_array_equal(ra[key], rb[key], err_msg=key)
-    assert len(ra["series/hybrid weight"]) == 10 and np.any(ra["series/hybrid weight updated"] == 1)
+    ca = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    cb = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    for part in ("adaptive", "adaptive series"):  # the schemes' arrays; the series from the cycle log
+        ra, rb = ca[part], cb[part]
+        assert sorted(ra) == sorted(rb)
+        for key in ra:
+            np.testing.assert_array_equal(ra[key], rb[key], err_msg=key)
+    series = ca["adaptive series"]
+    assert len(series["hybrid weight"]) == 10 and np.any(series["hybrid weight updated"] == 1)
 
 
 def test_eda_b_cache_does_not_serve_a_stale_hybrid(tmp_path: Path) -> None:
