@@ -128,6 +128,7 @@ from pyoops.interface.observations import GeoVaLs
 from pyoops.util.atomic import atomic_output, readable_path
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, InputFileError, join_path
+from pyoops.util.figures import pyplot, save_figure
 from pyoops.util.logging import progress
 from pyoops.util.random import generator
 from pyoops.util.resources import require_memory
@@ -1538,11 +1539,7 @@ def time_means(state: dict[str, Any], skip: int) -> dict[str, float]:
 def plot_statistics(times: list[DateTime], state: dict[str, Any], skip: int, directory: Path, title: str
                     ) -> list[str]:
     """``rmse.png`` (RMSE and spread against time) and ``spread_error.png`` (spread against error)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stats = {k: np.asarray(v, dtype=float) for k, v in state["stats"].items()}
     x = np.arange(1, len(stats["analysis rmse"]) + 1)
     out = []
@@ -1560,11 +1557,7 @@ def plot_statistics(times: list[DateTime], state: dict[str, Any], skip: int, dir
     ax.set_ylabel("RMSE against the truth")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize="small")
-    name = directory / "rmse.png"
-    with atomic_output(name, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    out.append(str(name))
+    out.append(save_figure(fig, directory / "rmse.png"))
     if np.isfinite(stats["analysis spread"]).any():
         fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
         for kind, color in (("forecast", "C3"), ("analysis", "C0")):
@@ -1576,11 +1569,7 @@ def plot_statistics(times: list[DateTime], state: dict[str, Any], skip: int, dir
         ax.set_ylabel("RMSE of the ensemble mean")
         ax.set_title(f"spread and error, {title}")
         ax.legend()
-        name = directory / "spread_error.png"
-        with atomic_output(name, ".png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
-        out.append(str(name))
+        out.append(save_figure(fig, directory / "spread_error.png"))
     return out
 
 
