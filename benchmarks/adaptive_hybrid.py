@@ -25,6 +25,7 @@ import argparse
 import copy
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,32 +33,20 @@ from typing import Any
 
 import numpy as np
 
-START = "2010-01-01T00:00:00Z"
-STATIC = {"saber central block": {"saber block name": "spectral correlation", "length scale": 0.02},
-          "saber outer blocks": [{"saber block name": "StdDev", "read": {"value": 0.6}}]}
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "ensemble"))
+
+from test_cycle import l96_cycle  # noqa: E402  (the Lorenz-96 cycle configuration of the tests)
 
 
 def config(method: str, beta: float, cycles: int, spin_up: int, directory: Path, inflation: float,
            adaptive: dict[str, Any] | None) -> dict[str, Any]:
     """The L96 twin: n = 40, every point observed every 6 h with error 1, N = 10, unlocalized hybrid B."""
-    cfg: dict[str, Any] = {
-        "model plugin": "lorenz96",
-        "geometry": {"resol": 40},
-        "model": {"name": "Lorenz96", "tstep": "PT6H"},
-        "truth": {"initial condition": {"date": START, "analytic init": {"method": "random", "seed": 3}},
-                  "spin-up": "P20D"},
-        "observations": {"obs frequency": "PT6H", "obs density": 40, "obs error": 1.0, "seed": 5},
-        "cycling": {"method": method, "cycles": cycles, "window length": "PT6H", "spin-up cycles": spin_up,
-                    "seed": 1, "members": 10},
-        "cost function": {"background error": {"covariance model": "SABER", "saber central block": {
-            "saber block name": "Hybrid", "components": [
-                {"covariance": copy.deepcopy(STATIC), "weight": {"value": 1.0 - beta}},
-                {"covariance": {"saber central block": {"saber block name": "Ensemble"}}, "weight": {"value": beta}}]}}},
-        "variational": {"minimizer": {"algorithm": "DRPCG"},
-                        "iterations": [{"ninner": 20, "gradient norm reduction": 1e-6}]},
-        "output": {"directory": str(directory), "plots": False},
-        "resume": False,
-    }
+    cfg = l96_cycle("EDA-hybrid" if method == "EDA-hybrid" else "hybrid", directory, cycles=cycles, members=10)
+    cfg["cycling"].update({"method": method, "spin-up cycles": spin_up})
+    cfg["cost function"]["background error"]["saber central block"]["components"][0]["weight"]["value"] = 1.0 - beta
+    cfg["cost function"]["background error"]["saber central block"]["components"][1]["weight"]["value"] = beta
+    cfg["resume"] = False
     if method == "EDA-hybrid":
         cfg["eda"] = {"seed": 2, "inflation": {"mult": inflation}}
     else:
@@ -77,7 +66,8 @@ def static_draws_hook(experiment: Any, seed: int = 11) -> Any:
     from pyoops.util.random import generator
 
     cfg = experiment.cost_config(0)
-    cfg["background error"] = {"covariance model": "SABER", **copy.deepcopy(STATIC)}
+    hybrid = experiment.params.cost_function["background error"]["saber central block"]
+    cfg["background error"] = {"covariance model": "SABER", **copy.deepcopy(hybrid["components"][0]["covariance"])}
     cost = CostFunction(validate(CostFunctionParameters, cfg, "cost function"), experiment.registry, experiment.plugin)
     chain = cost.covariance(cost.geometry).chain
 

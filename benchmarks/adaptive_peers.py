@@ -40,7 +40,6 @@ is printed in reStructuredText for ``docs/adaptive.rst``.  No assertion: a bench
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -57,7 +56,7 @@ ROOT = HERE.parent
 OUT = HERE / "output" / "adaptive_peers"
 sys.path.insert(0, str(HERE))
 
-from dapper_compare import dapper_quiet, hmm  # noqa: E402
+from dapper_compare import dapper_quiet, hmm, numpy_to_cycle  # noqa: E402
 
 DT = 0.05
 START = np.datetime64("2010-01-01T00:00:00", "s")
@@ -85,14 +84,6 @@ SCHEMES: dict[str, dict[str, Any]] = {
     "enkf-n xN=2": {"scheme": "enkf-n", "xN": 2.0},
 }
 SWEEP = (1.0, 1.02, 1.04, 1.07, 1.1, 1.15, 1.2, 1.3, 1.45, 1.6, 1.8, 2.1)
-
-
-def numpy_to_cycle() -> Any:
-    spec = importlib.util.spec_from_file_location("numpy_to_cycle", ROOT / "tutorials" / "lorenz96" /
-                                                  "numpy_to_cycle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def observed_indices(kind: str) -> np.ndarray:
