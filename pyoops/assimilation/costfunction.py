@@ -362,8 +362,16 @@ class CostFunction:
 
     # Linear H and its adjoint on flat vectors -----------------------------------------------
     def linear_h(self, lin: Linearisation, observers: Observers, inner_geometry: Any, linear_model: Any,
-                 unflatten: Any, flatten: Any) -> tuple[Any, Any]:
-        """``(h, h_ad)`` on flat control/observation vectors."""
+                 unflatten: Any, flatten: Any, with_rows: bool = False) -> tuple[Any, ...]:
+        """``(h, h_ad)`` on flat control/observation vectors; with ``with_rows`` also ``h_rows``.
+
+        ``h_rows`` applies :math:`\\mathbf{H}` to every row of a ``(k, n)`` array at once
+        (``unflatten`` must then accept such an array and return FieldSets with a leading
+        axis of ``k``; the interpolation, the linear observation operators and the linear
+        model are applied to the whole batch) and returns ``(k, p)``: the ``DirectSolve``
+        minimizer (:mod:`pyoops.assimilation.minimizers`) forms :math:`\\mathbf{H}\\mathbf{L}`
+        with one call.  ``h(x)`` is the same code with no batch axis.
+        """
         times = self.slot_times()
         nslots = len(times)
         variables = self.variables
@@ -384,19 +392,26 @@ class CostFunction:
                 return states
             return [increments[0]] * nslots
 
-        def h(x: np.ndarray) -> np.ndarray:
-            fields = slot_fields(x)
+        def observe(fields: list[FieldSet], batch: tuple[int, ...]) -> np.ndarray:
+            """The linear H(x) of every observer from the slot increments, ``batch + (p,)``."""
             out = []
             for i, ob in enumerate(observers):
                 lin_op = lin.linear_obs_operators[i]
-                geovals = GeoVaLs({v: np.zeros(ob.obs_space.nlocs) for v in lin_op.required_variables}, copy=False)
+                geovals = GeoVaLs({v: np.zeros(batch + (ob.obs_space.nlocs,)) for v in lin_op.required_variables},
+                                  copy=False)
                 for k, rows, interp in lin.interpolators[i]:
                     g = interp.apply(fields[k], lin_op.required_variables)
                     for v, a in g.items():
-                        geovals[v][rows] = a
+                        geovals[v][..., rows] = a
                 dy = lin_op.simulate_obs_tl(geovals)
-                out.append(np.where(lin.masks[i], dy.values, 0.0).ravel())
-            return np.concatenate(out) if out else np.zeros(0)
+                out.append(np.where(lin.masks[i], dy.values, 0.0).reshape(batch + (-1,)))
+            return np.concatenate(out, axis=-1) if out else np.zeros(batch + (0,))
+
+        def h(x: np.ndarray) -> np.ndarray:
+            return observe(slot_fields(x), ())
+
+        def h_rows(x: np.ndarray) -> np.ndarray:
+            return observe(slot_fields(x), (x.shape[0],))
 
         def h_ad(y: np.ndarray) -> np.ndarray:
             forcing = [inner_geometry.zeros(variables) for _ in range(nslots)]
@@ -429,7 +444,7 @@ class CostFunction:
                 total += f
             return flatten([total])
 
-        return h, h_ad
+        return (h, h_ad, h_rows) if with_rows else (h, h_ad)
 
     def r_operators(self, lin: Linearisation, observers: Observers) -> tuple[Any, Any]:
         """``(r_inverse, r_multiply)`` on flat observation vectors (0 where unused)."""
