@@ -33,6 +33,8 @@ flattened to 1-D arrays for the minimizers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -146,6 +148,25 @@ class Linearisation:
     linear_obs_operators: list[Any]
 
 
+def _config_key(config: Any) -> str | None:
+    """An exact text key of a configuration: JSON, arrays by dtype, shape and SHA-256 of their
+    bytes, dates and durations by their ISO text; None (do not memoise) for anything else."""
+    def default(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return ["ndarray", value.dtype.str, list(value.shape),
+                    hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()]
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, (DateTime, Duration)):
+            return [type(value).__name__, str(value)]
+        raise TypeError(type(value).__name__)
+
+    try:
+        return json.dumps(config, sort_keys=True, default=default)
+    except (TypeError, ValueError):
+        return None
+
+
 class CostFunction:
     """Builds, for each outer loop, the pieces of the quadratic problem.
 
@@ -157,9 +178,16 @@ class CostFunction:
         The plugin registry and the model plugin.
     path:
         YAML path of the section (``cost function``).
+    memo:
+        Optional memo shared by the cost functions of one run (the analyses of a cycle, say):
+        the outer geometry and the validated ``observations`` and ``background error``
+        sections are built once per configuration (its JSON text) and reused.  Only for
+        cost functions built with the same ``registry`` and ``plugin``, whose plugins do not
+        change in between; the geometry is then shared, so it must not be modified.
     """
 
-    def __init__(self, params: CostFunctionParameters, registry: Any, plugin: Any, path: str = "cost function"):
+    def __init__(self, params: CostFunctionParameters, registry: Any, plugin: Any, path: str = "cost function",
+                 memo: dict[str, Any] | None = None):
         self.params = params
         self.registry = registry
         self.plugin = plugin
@@ -167,15 +195,26 @@ class CostFunction:
         self.cost_type = params.cost_type
         self.window = params.time_window.window()
         gpath = join_path(path, "geometry")
-        self.geometry = plugin.make_geometry(params.geometry, gpath)
+
+        def memoised(section: str, config: Any, build: Any) -> Any:
+            key = None if memo is None else _config_key([section, path, config])
+            if key is None:
+                return build()
+            if key not in memo:  # type: ignore[operator]
+                memo[key] = build()  # type: ignore[index]
+            return memo[key]  # type: ignore[index]
+
+        self.geometry = memoised("geometry", params.geometry, lambda: plugin.make_geometry(params.geometry, gpath))
         self.variables = Variables(params.analysis_variables or self.geometry.variables)
         unknown = self.variables - self.geometry.variables
         if unknown:
             raise ConfigError(f"unknown variable(s) {unknown} (geometry has {self.geometry.variables})",
                               join_path(path, "analysis variables"))
-        self.obs_params = validate_observations(params.observations, registry, join_path(path, "observations"))
+        self.obs_params = memoised("observations", params.observations, lambda: validate_observations(
+            params.observations, registry, join_path(path, "observations")))
         check_generated_observations(self.obs_params, self.window, join_path(path, "observations"))
-        validate_covariance(params.background_error, registry, join_path(path, "background error"))
+        memoised("background error", params.background_error, lambda: validate_covariance(
+            params.background_error, registry, join_path(path, "background error")) or True)
         self.model = None
         if params.model is not None:
             self.model = self._make("model", params.model, join_path(path, "model"), self.geometry)

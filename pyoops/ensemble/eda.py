@@ -202,6 +202,18 @@ class EDAResult:
 
 
 _static_covariances: dict[str, tuple[Any, Any]] = {}
+#: Per run (:attr:`EDASetup.run_token`) and process: the cost-function memo
+#: (:class:`~pyoops.assimilation.costfunction.CostFunction`'s ``memo``: the outer geometry and the
+#: validated observation and background-error sections, by their configuration), so that the
+#: analyses of every cycle of a run validate each configuration once.  A new run starts afresh
+#: (its registry may hold other plugins).
+_cost_memos: dict[str, dict[str, Any]] = {}
+
+
+def _cost_memo(run_token: str) -> dict[str, Any]:
+    if run_token not in _cost_memos and len(_cost_memos) >= 8:
+        _cost_memos.clear()
+    return _cost_memos.setdefault(run_token, {})
 
 
 def _registry() -> Any:
@@ -221,7 +233,7 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
     registry = _registry()
     plugin = registry.model_plugin(setup.model_plugin)
     params = validate(CostFunctionParameters, setup.cost_function, "cost function")
-    cost = CostFunction(params, registry, plugin)
+    cost = CostFunction(params, registry, plugin, memo=_cost_memo(setup.run_token))
     section = validate(VariationalSection, setup.variational, "variational")
     ensemble = FieldSet(setup.ensemble, copy=False) if setup.ensemble is not None else None
     covariances: list[tuple[Any, Any]] = []
