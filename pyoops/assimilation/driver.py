@@ -140,7 +140,7 @@ class VariationalResult:
     background: list[Any]
     analysis: list[Any]
     hofx_background: list[Any]
-    hofx_analysis: list[Any]
+    hofx_analysis: list[Any] | None
     observers: Any
     trace: list[dict[str, Any]] = field(default_factory=list)
     online_diagnostics: list[dict[str, Any]] = field(default_factory=list)
@@ -187,7 +187,7 @@ def _cg_solve(apply: Any, rhs: np.ndarray, tol: float = 1e-12, maxiter: int = 10
 
 def run_incremental(cost: CostFunction, section: VariationalSection, path: str = "variational", *,
                     background: list[Any] | None = None, observers: Any = None,
-                    covariance: Any = None, hbht: Any = None) -> VariationalResult:
+                    covariance: Any = None, hbht: Any = None, final_hofx: bool = True) -> VariationalResult:
     r"""Run every outer loop and return background, analysis, H(x) and the cost trace.
 
     The in-memory entry point (used by cycling and the EDA) may replace what the
@@ -198,7 +198,9 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
     in-memory ensemble or to reuse one B for several analyses).  ``hbht``: ``(options,
     labels)`` with :class:`~pyoops.diagnostics.hbht.BackgroundVarianceParameters` to also
     compute :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` with the linearisation of the
-    first outer loop (:func:`~pyoops.diagnostics.hbht.diag_hbht`).
+    first outer loop (:func:`~pyoops.diagnostics.hbht.diag_hbht`).  ``final_hofx=False`` skips
+    :math:`\mathcal{H}(x_a)` after the last outer loop (``hofx_analysis`` is then None), for callers
+    that do not read it: it changes nothing else.
     """
     if background is None:
         background = cost.read_background()
@@ -301,8 +303,8 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         carried_b_inv = b_inv_dxb - result.b_inverse_dx if result.b_inverse_dx is not None else None
         carried_vb = vb - result.v if (vb is not None and result.v is not None) else None
         carried_geometry = inner
-    final = cost.linearise(guess, observers, cost.geometry, None)
-    return VariationalResult(background, guess, hofx_background, final.hofx, observers, trace, online, timings,
+    hofx_analysis = cost.linearise(guess, observers, cost.geometry, None).hofx if final_hofx else None
+    return VariationalResult(background, guess, hofx_background, hofx_analysis, observers, trace, online, timings,
                              background_error_variance)
 
 

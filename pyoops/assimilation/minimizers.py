@@ -96,8 +96,8 @@ and none of them applies :math:`\mathbf{B}^{-1}`.  The algorithms carry JEDI OOP
     :math:`\mathbf{B} = \mathbf{L}\mathbf{L}^\mathrm{T}`
     (:class:`~pyoops.assimilation.problem.DenseCovariance`, :math:`\mathbf{L}` of
     :math:`r \le n` columns), :math:`\mathbf{G} = \mathbf{H}\mathbf{L}` (one batched
-    :attr:`~pyoops.assimilation.problem.QuadraticProblem.h_rows` call, else :math:`r` calls of
-    :math:`\mathbf{H}`) and :math:`\delta\mathbf{x} = \mathbf{L}\mathbf{v}`, the cost is that of
+    :attr:`~pyoops.assimilation.problem.QuadraticProblem.h_rows` call, checked against one
+    :math:`\mathbf{H}` on the first column, else :math:`r` calls of :math:`\mathbf{H}`) and :math:`\delta\mathbf{x} = \mathbf{L}\mathbf{v}`, the cost is that of
     PCG above and its minimiser solves
 
     .. math::
@@ -716,6 +716,35 @@ def _rpcg(problem: QuadraticProblem, trace: _Trace):
     return x, problem.b_inverse_dxb + htlam, hdxb + flam, k, converged
 
 
+#: Relative agreement asked of ``h_rows`` with ``h`` on the first column (the same sums in
+#: another order: rounding, far above it a plugin whose linear operators mix the batch axis).
+_BATCH_TOLERANCE = 1e-10
+
+
+def _h_columns(problem: QuadraticProblem, lin: _Linear, L: np.ndarray) -> np.ndarray:
+    """:math:`\\mathbf{G} = \\mathbf{H}\\mathbf{L}`, ``(p, r)``: one ``h_rows`` call when the problem has
+    it and it agrees with ``h`` on the first column, else ``h`` column by column."""
+    p, r = lin.p, L.shape[1]
+    if problem.h_rows is not None and r > 0:
+        try:
+            G = np.array(problem.h_rows(L.T), dtype=np.float64).T
+        except (ValueError, IndexError) as exc:  # numpy's broadcasting errors: operators without batch axes
+            logger.warning("DirectSolve: the batched H (h_rows) failed (%s); applying H column by column", exc)
+        else:
+            if G.shape != (p, r):
+                raise ValueError(f"QuadraticProblem.h_rows returned shape {G.T.shape}, expected ({r}, {p})")
+            first = lin.H(np.ascontiguousarray(L[:, 0]))
+            error = float(np.linalg.norm(G[:, 0] - first)) / max(float(np.linalg.norm(first)), 1e-300)
+            if error <= _BATCH_TOLERANCE:
+                return G
+            logger.warning("DirectSolve: the batched H (h_rows) differs from H on a single vector (relative "
+                           "%.3e); applying H column by column", error)
+    G = np.empty((p, r))
+    for j in range(r):
+        G[:, j] = lin.H(np.ascontiguousarray(L[:, j]))
+    return G
+
+
 def _direct(problem: QuadraticProblem, trace: _Trace
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
     """The exact minimiser by a Cholesky solve in the control space of B = L L^T."""
@@ -728,19 +757,12 @@ def _direct(problem: QuadraticProblem, trace: _Trace
     g = L.T @ (lin.binv_dxb + lin.Ht(rd))  # L^T times minus the gradient at 0
     x, bx, hx = np.zeros(n), np.zeros(n), np.zeros(p)
     g0 = float(np.linalg.norm(g))
-    if trace.record(0, _jb(lin, x, bx), _jo(lin, hx, np.zeros(p), rd), g0) and g0 == 0.0:
+    trace.record(0, _jb(lin, x, bx), _jo(lin, hx, np.zeros(p), rd), g0)
+    if g0 == 0.0:  # already at the minimum
         return x, bx, hx, 0, True
-    r = L.shape[1]
-    if problem.h_rows is not None:
-        G = np.array(problem.h_rows(L.T), dtype=np.float64).T  # (p, r)
-        if G.shape != (p, r):
-            raise ValueError(f"QuadraticProblem.h_rows returned shape {G.T.shape}, expected ({r}, {p})")
-    else:
-        G = np.empty((p, r))
-        for j in range(r):
-            G[:, j] = lin.H(np.ascontiguousarray(L[:, j]))
+    G = _h_columns(problem, lin, L)
     RG = np.empty_like(G)
-    for j in range(r):
+    for j in range(G.shape[1]):
         RG[:, j] = lin.Rinv(np.ascontiguousarray(G[:, j]))
     S = G.T @ RG
     S = 0.5 * (S + S.T)

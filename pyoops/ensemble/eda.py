@@ -288,7 +288,7 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
                 background = [plugin.state(cost.geometry, FieldSet(fields), _background_dates(cost)[0])]
         hbht = (setup.hbht, setup.labels) if setup.hbht is not None and m == setup.hbht_member else None
         result = run_incremental(cost, section, background=background, observers=observers,
-                                 covariance=make_covariance, hbht=hbht)
+                                 covariance=make_covariance, hbht=hbht, final_hofx=setup.record_hofx)
         analyses[m] = [{v: np.array(a.fields[v]) for v in a.fields} for a in result.analysis]
         diagnostics[m] = {"initial J": result.trace[0]["J"], "final J": result.trace[-1]["J"],
                           "inner iterations": len(result.trace) - len(section.iterations)}

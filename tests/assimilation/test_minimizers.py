@@ -426,7 +426,8 @@ def test_direct_solve_is_the_blue_to_rounding(n, p, second_loop):
 
 def test_direct_solve_operator_applications():
     """Without b_dense and h_rows: B on the n unit vectors, H on the r = n columns of L, one H^T.
-    With them (as the driver gives them): one batched H call and one H^T, nothing else."""
+    With them (as the driver gives them): one batched H call, one H (its check on the first
+    column) and one H^T, nothing else."""
     dense = make_dense(4, 10, 7, second_loop=True)
     counts = dict(B=0, H=0, Ht=0, rows=0)
 
@@ -444,9 +445,29 @@ def test_direct_solve_operator_applications():
     shared = DenseCovariance(dense.B)
     batched = minimize(dense.problem(**ops, b_dense=shared, h_rows=counted("rows", lambda X: X @ dense.H.T)),
                        "DirectSolve", ninner=6, gradient_norm_reduction=0.0)
-    assert counts == dict(B=0, H=0, Ht=1, rows=1)
+    assert counts == dict(B=0, H=1, Ht=1, rows=1)
     assert _rel(plain.dx, batched.dx) <= 1e-13 and _rel(batched.dx, dense.blue) <= 1e-13
     assert "factor" in vars(shared)  # computed once and kept for the next problem with this B
+
+
+def test_direct_solve_falls_back_when_the_batched_h_mixes_rows(caplog):
+    """A plugin whose linear operators do not treat a leading axis as a batch: h_rows disagrees
+    with h on the first column, DirectSolve warns and applies h column by column."""
+    dense = make_dense(6, 8, 5)
+    mixed = minimize(dense.problem(h_rows=lambda X: np.broadcast_to(X.sum(axis=0) @ dense.H.T, (X.shape[0], 5))),
+                     "DirectSolve", 1, 1e-6)
+    assert "differs from H on a single vector" in caplog.text
+    assert _rel(mixed.dx, dense.blue) <= 1e-13
+
+    def unbatched(X):
+        if X.ndim != 1:
+            raise ValueError("operands could not be broadcast together")
+        return dense.H @ X
+
+    caplog.clear()
+    res = minimize(dense.problem(h_rows=unbatched), "DirectSolve", 1, 1e-6)
+    assert "failed (operands could not be broadcast together); applying H column by column" in caplog.text
+    assert _rel(res.dx, dense.blue) <= 1e-13
 
 
 def test_direct_solve_with_a_semi_definite_b():
