@@ -121,10 +121,9 @@ def dapper_times(cycles: int, spin_up: int, seed: int = 3000) -> dict[str, dict[
     sys.path.insert(0, str(HERE))
     import dapper
     import dapper.da_methods as da
-    from dapper.tools.randvars import GaussRV
-
     import dapper_compare as dc
     import l96_twin
+    from dapper.tools.randvars import GaussRV
 
     dc.dapper_quiet()
     bmatrix = 0.02 * l96_twin.climatological_covariance()

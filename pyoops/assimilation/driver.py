@@ -30,7 +30,12 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from pyoops.assimilation.costfunction import CostFunction, change_resolution
-from pyoops.assimilation.minimizers import ALGORITHMS, DIRECT_MAX_SIZE, SQRT_ALGORITHMS, minimize
+from pyoops.assimilation.minimizers import (
+    ALGORITHMS,
+    DIRECT_MAX_SIZE,
+    SQRT_ALGORITHMS,
+    minimize,
+)
 from pyoops.assimilation.online import online_tlm_test
 from pyoops.assimilation.problem import DenseCovariance, QuadraticProblem
 from pyoops.config.parameters import Parameters
@@ -312,7 +317,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
 #: covariances of an analysis are immutable once built (the EDA shares one between members and,
 #: when it reads no in-memory ensemble, between the cycles of a run); a new B (new ensemble,
 #: configuration or run) is a new object, and an entry goes with its object.
-_dense_covariances: "weakref.WeakKeyDictionary[Any, dict[int, DenseCovariance]]" = weakref.WeakKeyDictionary()
+_dense_covariances: weakref.WeakKeyDictionary[Any, dict[int, DenseCovariance]] = weakref.WeakKeyDictionary()
 
 
 def _dense_covariance(cov: Any, b_multiply: Any, n: int, path: str) -> DenseCovariance:

@@ -92,7 +92,7 @@ class DenseCovariance:
     matrix: np.ndarray
 
     @classmethod
-    def from_operator(cls, b_multiply: Operator, n: int) -> "DenseCovariance":
+    def from_operator(cls, b_multiply: Operator, n: int) -> DenseCovariance:
         """:math:`\\mathbf{B}` from ``b_multiply`` applied to the ``n`` unit vectors, symmetrised."""
         columns = np.empty((n, n))
         unit = np.zeros(n)

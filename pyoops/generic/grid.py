@@ -45,7 +45,7 @@ STATES_IN_MEMORY = 4
 
 #: Interpolators already built, by grid and locations (:meth:`StructuredGrid.interpolator`),
 #: most recent last; at most :data:`_INTERPOLATOR_CACHE_SIZE` of them.
-_interpolators: "OrderedDict[Hashable, SparseInterpolator]" = OrderedDict()
+_interpolators: OrderedDict[Hashable, SparseInterpolator] = OrderedDict()
 _INTERPOLATOR_CACHE_SIZE = 32
 
 

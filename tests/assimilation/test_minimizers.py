@@ -429,7 +429,7 @@ def test_direct_solve_operator_applications():
     With them (as the driver gives them): one batched H call, one H (its check on the first
     column) and one H^T, nothing else."""
     dense = make_dense(4, 10, 7, second_loop=True)
-    counts = dict(B=0, H=0, Ht=0, rows=0)
+    counts = {"B": 0, "H": 0, "Ht": 0, "rows": 0}
 
     def counted(name, op):
         def apply(x):
@@ -437,15 +437,15 @@ def test_direct_solve_operator_applications():
             return op(x)
         return apply
 
-    ops = dict(b_multiply=counted("B", lambda x: dense.B @ x), h=counted("H", lambda x: dense.H @ x),
-               h_ad=counted("Ht", lambda y: dense.H.T @ y))
+    ops = {"b_multiply": counted("B", lambda x: dense.B @ x), "h": counted("H", lambda x: dense.H @ x),
+           "h_ad": counted("Ht", lambda y: dense.H.T @ y)}
     plain = minimize(dense.problem(**ops), "DirectSolve", ninner=6, gradient_norm_reduction=0.0)
-    assert counts == dict(B=10, H=10, Ht=1, rows=0)
+    assert counts == {"B": 10, "H": 10, "Ht": 1, "rows": 0}
     counts.update(B=0, H=0, Ht=0)
     shared = DenseCovariance(dense.B)
     batched = minimize(dense.problem(**ops, b_dense=shared, h_rows=counted("rows", lambda X: X @ dense.H.T)),
                        "DirectSolve", ninner=6, gradient_norm_reduction=0.0)
-    assert counts == dict(B=0, H=1, Ht=1, rows=1)
+    assert counts == {"B": 0, "H": 1, "Ht": 1, "rows": 1}
     assert _rel(plain.dx, batched.dx) <= 1e-13 and _rel(batched.dx, dense.blue) <= 1e-13
     assert "factor" in vars(shared)  # computed once and kept for the next problem with this B
 

@@ -12,14 +12,18 @@ import numpy as np
 import pytest
 
 import pyoops
-from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters, _config_key
+from pyoops.assimilation.costfunction import (
+    CostFunction,
+    CostFunctionParameters,
+    _config_key,
+)
 from pyoops.config.parameters import validate
 from pyoops.registry import get_registry
 from pyoops.util.datetime import DateTime
 from pyoops.util.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ensemble"))
-from test_cycle import l96_cycle, stats_of  # noqa: E402
+from test_cycle import l96_cycle, stats_of
 
 
 def _cycle(method: str, directory: Path, algorithm: str, cycles: int = 12) -> dict[str, np.ndarray]:
