@@ -263,3 +263,31 @@ def test_describe_and_same_as():
     d = a.describe()
     assert d["axes"][0] == {"name": "x", "dim": "position", "n": 40, "lower": 0.0, "upper": 1.0,
                             "periodic": True, "interpolation": "linear"}
+
+
+def test_interpolators_are_reused_only_for_the_same_grid_and_locations(rng):
+    """The interpolator cache: the same grid (a new, equal object) and the same coordinates give the
+    same object; another grid, other points or other coordinates a new one, with the matrix
+    interpolation_matrix gives; all-rows subsets are the interpolator itself."""
+    g = StructuredGrid.periodic_1d(40)
+    locs = _random_locations(g, 17, rng)
+    first = g.interpolator(locs)
+    again = StructuredGrid.periodic_1d(40).interpolator(Locations({"x": locs.coords["x"].copy()}, np.ones(17)))
+    assert again is first
+    moved = locs.coords["x"].copy()
+    moved[3] = np.nextafter(moved[3], 2.0)  # one coordinate one ulp away: a new matrix
+    other_locs = g.interpolator(Locations({"x": moved}, np.zeros(17)))
+    other_grid = StructuredGrid.periodic_1d(41).interpolator(locs)
+    # Same size, other points (a nearest-level axis: the interpolation field differs too).
+    nearest = StructuredGrid([Axis("x", g.axes[0].points, 0.0, 1.0, True, interpolation="nearest")], ["u"])
+    for interp in (other_locs, other_grid, nearest.interpolator(locs)):
+        assert interp is not first
+    for grid, where, interp in ((g, Locations({"x": moved}, np.zeros(17)), other_locs),
+                                (StructuredGrid.periodic_1d(41), locs, other_grid)):
+        np.testing.assert_array_equal(interp.matrix.toarray(), grid.interpolation_matrix(where).toarray())
+    assert first.subset(np.arange(17)) is first
+    part = first.subset(np.arange(3, 9))
+    assert part is not first
+    np.testing.assert_array_equal(part.matrix.toarray(), first.matrix.toarray()[3:9])
+    with pytest.raises(ConfigError, match="outside the domain"):  # still checked on every call
+        g.interpolator(Locations({"x": np.r_[locs.coords["x"][:16], 7.0]}, np.zeros(17)))

@@ -33,6 +33,8 @@ flattened to 1-D arrays for the minimizers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -146,6 +148,25 @@ class Linearisation:
     linear_obs_operators: list[Any]
 
 
+def _config_key(config: Any) -> str | None:
+    """An exact text key of a configuration: JSON, arrays by dtype, shape and SHA-256 of their
+    bytes, dates and durations by their ISO text; None (do not memoise) for anything else."""
+    def default(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return ["ndarray", value.dtype.str, list(value.shape),
+                    hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()]
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, (DateTime, Duration)):
+            return [type(value).__name__, str(value)]
+        raise TypeError(type(value).__name__)
+
+    try:
+        return json.dumps(config, sort_keys=True, default=default)
+    except (TypeError, ValueError):
+        return None
+
+
 class CostFunction:
     """Builds, for each outer loop, the pieces of the quadratic problem.
 
@@ -157,9 +178,16 @@ class CostFunction:
         The plugin registry and the model plugin.
     path:
         YAML path of the section (``cost function``).
+    memo:
+        Optional memo shared by the cost functions of one run (the analyses of a cycle, say):
+        the outer geometry and the validated ``observations`` and ``background error``
+        sections are built once per configuration (its JSON text) and reused.  Only for
+        cost functions built with the same ``registry`` and ``plugin``, whose plugins do not
+        change in between; the geometry is then shared, so it must not be modified.
     """
 
-    def __init__(self, params: CostFunctionParameters, registry: Any, plugin: Any, path: str = "cost function"):
+    def __init__(self, params: CostFunctionParameters, registry: Any, plugin: Any, path: str = "cost function",
+                 memo: dict[str, Any] | None = None):
         self.params = params
         self.registry = registry
         self.plugin = plugin
@@ -167,15 +195,26 @@ class CostFunction:
         self.cost_type = params.cost_type
         self.window = params.time_window.window()
         gpath = join_path(path, "geometry")
-        self.geometry = plugin.make_geometry(params.geometry, gpath)
+
+        def memoised(section: str, config: Any, build: Any) -> Any:
+            key = None if memo is None else _config_key([section, path, config])
+            if key is None:
+                return build()
+            if key not in memo:  # type: ignore[operator]
+                memo[key] = build()  # type: ignore[index]
+            return memo[key]  # type: ignore[index]
+
+        self.geometry = memoised("geometry", params.geometry, lambda: plugin.make_geometry(params.geometry, gpath))
         self.variables = Variables(params.analysis_variables or self.geometry.variables)
         unknown = self.variables - self.geometry.variables
         if unknown:
             raise ConfigError(f"unknown variable(s) {unknown} (geometry has {self.geometry.variables})",
                               join_path(path, "analysis variables"))
-        self.obs_params = validate_observations(params.observations, registry, join_path(path, "observations"))
+        self.obs_params = memoised("observations", params.observations, lambda: validate_observations(
+            params.observations, registry, join_path(path, "observations")))
         check_generated_observations(self.obs_params, self.window, join_path(path, "observations"))
-        validate_covariance(params.background_error, registry, join_path(path, "background error"))
+        memoised("background error", params.background_error, lambda: validate_covariance(
+            params.background_error, registry, join_path(path, "background error")) or True)
         self.model = None
         if params.model is not None:
             self.model = self._make("model", params.model, join_path(path, "model"), self.geometry)
@@ -362,8 +401,16 @@ class CostFunction:
 
     # Linear H and its adjoint on flat vectors -----------------------------------------------
     def linear_h(self, lin: Linearisation, observers: Observers, inner_geometry: Any, linear_model: Any,
-                 unflatten: Any, flatten: Any) -> tuple[Any, Any]:
-        """``(h, h_ad)`` on flat control/observation vectors."""
+                 unflatten: Any, flatten: Any, with_rows: bool = False) -> tuple[Any, ...]:
+        """``(h, h_ad)`` on flat control/observation vectors; with ``with_rows`` also ``h_rows``.
+
+        ``h_rows`` applies :math:`\\mathbf{H}` to every row of a ``(k, n)`` array at once
+        (``unflatten`` must then accept such an array and return FieldSets with a leading
+        axis of ``k``; the interpolation, the linear observation operators and the linear
+        model are applied to the whole batch) and returns ``(k, p)``: the ``DirectSolve``
+        minimizer (:mod:`pyoops.assimilation.minimizers`) forms :math:`\\mathbf{H}\\mathbf{L}`
+        with one call.  ``h(x)`` is the same code with no batch axis.
+        """
         times = self.slot_times()
         nslots = len(times)
         variables = self.variables
@@ -384,19 +431,26 @@ class CostFunction:
                 return states
             return [increments[0]] * nslots
 
-        def h(x: np.ndarray) -> np.ndarray:
-            fields = slot_fields(x)
+        def observe(fields: list[FieldSet], batch: tuple[int, ...]) -> np.ndarray:
+            """The linear H(x) of every observer from the slot increments, ``batch + (p,)``."""
             out = []
             for i, ob in enumerate(observers):
                 lin_op = lin.linear_obs_operators[i]
-                geovals = GeoVaLs({v: np.zeros(ob.obs_space.nlocs) for v in lin_op.required_variables}, copy=False)
+                geovals = GeoVaLs({v: np.zeros(batch + (ob.obs_space.nlocs,)) for v in lin_op.required_variables},
+                                  copy=False)
                 for k, rows, interp in lin.interpolators[i]:
                     g = interp.apply(fields[k], lin_op.required_variables)
                     for v, a in g.items():
-                        geovals[v][rows] = a
+                        geovals[v][..., rows] = a
                 dy = lin_op.simulate_obs_tl(geovals)
-                out.append(np.where(lin.masks[i], dy.values, 0.0).ravel())
-            return np.concatenate(out) if out else np.zeros(0)
+                out.append(np.where(lin.masks[i], dy.values, 0.0).reshape(batch + (-1,)))
+            return np.concatenate(out, axis=-1) if out else np.zeros(batch + (0,))
+
+        def h(x: np.ndarray) -> np.ndarray:
+            return observe(slot_fields(x), ())
+
+        def h_rows(x: np.ndarray) -> np.ndarray:
+            return observe(slot_fields(x), (x.shape[0],))
 
         def h_ad(y: np.ndarray) -> np.ndarray:
             forcing = [inner_geometry.zeros(variables) for _ in range(nslots)]
@@ -429,7 +483,7 @@ class CostFunction:
                 total += f
             return flatten([total])
 
-        return h, h_ad
+        return (h, h_ad, h_rows) if with_rows else (h, h_ad)
 
     def r_operators(self, lin: Linearisation, observers: Observers) -> tuple[Any, Any]:
         """``(r_inverse, r_multiply)`` on flat observation vectors (0 where unused)."""

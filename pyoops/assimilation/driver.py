@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +30,14 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from pyoops.assimilation.costfunction import CostFunction, change_resolution
-from pyoops.assimilation.minimizers import ALGORITHMS, SQRT_ALGORITHMS, minimize
+from pyoops.assimilation.minimizers import (
+    ALGORITHMS,
+    DIRECT_MAX_SIZE,
+    SQRT_ALGORITHMS,
+    minimize,
+)
 from pyoops.assimilation.online import online_tlm_test
-from pyoops.assimilation.problem import QuadraticProblem
+from pyoops.assimilation.problem import DenseCovariance, QuadraticProblem
 from pyoops.config.parameters import Parameters
 from pyoops.fields.fieldset import FieldSet
 from pyoops.util.errors import ConfigError, join_path
@@ -92,27 +98,44 @@ class VariationalSection(Parameters):
     iterations: list[IterationParameters] = Field(min_length=1, description="One entry per outer loop.")
 
 
+def _increment_size(cost: CostFunction, inner: Any) -> int:
+    """Size of the flat increment on ``inner``: every analysis variable at every increment time."""
+    return len(cost.increment_times) * sum(int(np.prod(inner.field_shape(v))) for v in cost.variables)
+
+
 def check_minimizer_memory(cost: CostFunction, section: VariationalSection, path: str = "variational") -> None:
-    """Refuse, before any work, outer loops whose Krylov basis cannot fit in memory.
+    """Refuse, before any work, outer loops whose Krylov basis cannot fit in memory, and
+    ``DirectSolve`` on an increment of more than
+    :data:`~pyoops.assimilation.minimizers.DIRECT_MAX_SIZE` values.
 
     DRPLanczos and PLanczos keep ``min(ninner, n)`` vectors of the control size ``n``
-    (and their B^-1 images) for the re-orthogonalisation; the other minimizers keep a
-    fixed handful of vectors.
+    (and their B^-1 images) for the re-orthogonalisation; the other iterative minimizers
+    keep a fixed handful of vectors; DirectSolve dense ``n x n`` matrices.
     """
     from pyoops.util.resources import format_bytes, require_memory
 
-    if section.minimizer.algorithm not in KRYLOV_ALGORITHMS:
+    algorithm = section.minimizer.algorithm
+    if algorithm not in KRYLOV_ALGORITHMS and algorithm != "DirectSolve":
         return
-    nslots = len(cost.increment_times)
     for k, it in enumerate(section.iterations):
         inner = cost.geometry
         if it.geometry is not None:
             inner = cost.plugin.make_geometry(it.geometry, join_path(path, "iterations", k, "geometry"))
-        n = nslots * sum(int(np.prod(inner.field_shape(v))) for v in cost.variables)
+        n = _increment_size(cost, inner)
+        if algorithm == "DirectSolve":
+            _check_direct_size(n, path)
+            continue
         kmax = min(it.ninner, n)
         require_memory(2 * 8.0 * kmax * n, f"{section.minimizer.algorithm} with ninner {it.ninner} ({kmax} Krylov "
                        f"vectors of {n} values, {format_bytes(8.0 * n)} each, and their B^-1 images)",
                        join_path(path, "iterations", k, "ninner"))
+
+
+def _check_direct_size(n: int, path: str) -> None:
+    if n > DIRECT_MAX_SIZE:
+        raise ConfigError(f"DirectSolve forms dense n x n matrices and accepts increments of at most {DIRECT_MAX_SIZE} "
+                          f"values, this one has {n}: use an iterative minimizer (e.g. DRPCG)",
+                          join_path(path, "minimizer"))
 
 
 @dataclass
@@ -122,7 +145,7 @@ class VariationalResult:
     background: list[Any]
     analysis: list[Any]
     hofx_background: list[Any]
-    hofx_analysis: list[Any]
+    hofx_analysis: list[Any] | None
     observers: Any
     trace: list[dict[str, Any]] = field(default_factory=list)
     online_diagnostics: list[dict[str, Any]] = field(default_factory=list)
@@ -139,9 +162,17 @@ def _flatteners(geometry: Any, variables: Any, nslots: int) -> tuple[Any, Any, l
         return np.concatenate([f.subset(variables).to_vector() for f in fields])
 
     def unflatten(x: np.ndarray) -> list[FieldSet]:
+        """One FieldSet per slot from a flat vector, or with a leading batch axis from the rows of ``(k, n)``."""
         out, start = [], 0
         for t, n in zip(template, sizes):
-            out.append(t.from_vector(x[start:start + n]))
+            if x.ndim == 1:
+                out.append(t.from_vector(x[start:start + n]))
+            else:
+                fields, offset = {}, start
+                for v in t:
+                    fields[v] = x[:, offset:offset + t[v].size].reshape((x.shape[0],) + t[v].shape)
+                    offset += t[v].size
+                out.append(FieldSet(fields, copy=False))
             start += n
         return out
 
@@ -161,7 +192,7 @@ def _cg_solve(apply: Any, rhs: np.ndarray, tol: float = 1e-12, maxiter: int = 10
 
 def run_incremental(cost: CostFunction, section: VariationalSection, path: str = "variational", *,
                     background: list[Any] | None = None, observers: Any = None,
-                    covariance: Any = None, hbht: Any = None) -> VariationalResult:
+                    covariance: Any = None, hbht: Any = None, final_hofx: bool = True) -> VariationalResult:
     r"""Run every outer loop and return background, analysis, H(x) and the cost trace.
 
     The in-memory entry point (used by cycling and the EDA) may replace what the
@@ -172,7 +203,9 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
     in-memory ensemble or to reuse one B for several analyses).  ``hbht``: ``(options,
     labels)`` with :class:`~pyoops.diagnostics.hbht.BackgroundVarianceParameters` to also
     compute :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})` with the linearisation of the
-    first outer loop (:func:`~pyoops.diagnostics.hbht.diag_hbht`).
+    first outer loop (:func:`~pyoops.diagnostics.hbht.diag_hbht`).  ``final_hofx=False`` skips
+    :math:`\mathcal{H}(x_a)` after the last outer loop (``hofx_analysis`` is then None), for callers
+    that do not read it: it changes nothing else.
     """
     if background is None:
         background = cost.read_background()
@@ -201,7 +234,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         if k == 0:
             hofx_background = [h.copy() for h in lin.hofx]
         flatten, unflatten, _ = _flatteners(inner, variables, nslots)
-        h, h_ad = cost.linear_h(lin, observers, inner, linear_model, unflatten, flatten)
+        h, h_ad, h_rows = cost.linear_h(lin, observers, inner, linear_model, unflatten, flatten, with_rows=True)
         r_inverse, r_multiply = cost.r_operators(lin, observers)
         dxb = flatten([change_resolution((b.fields.subset(variables) - g.fields.subset(variables)), cost.geometry,
                                          inner) for b, g in zip(background, guess)])
@@ -212,6 +245,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         has_sqrt = cov.chain.has_sqrt and nslots == 1
         same_inner = carried_geometry is not None and carried_geometry.same_as(inner)
         uses_sqrt = section.minimizer.algorithm in SQRT_ALGORITHMS
+        direct = section.minimizer.algorithm == "DirectSolve"
         if k == 0 or not np.any(dxb):
             b_inv_dxb = np.zeros_like(dxb)
         elif same_inner and carried_b_inv is not None:
@@ -233,7 +267,9 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             d=lin.innovation, dxb=dxb, b_inverse_dxb=b_inv_dxb,
             b_sqrt=(lambda v: flatten([cov.chain.multiply_sqrt(v)])) if has_sqrt else None,
             b_sqrt_ad=(lambda x: cov.chain.multiply_sqrt_ad(unflatten(x)[0])) if has_sqrt else None,
-            ctl_size=cov.ctl_vec_size if has_sqrt else None, vb=vb)
+            ctl_size=cov.ctl_vec_size if has_sqrt else None, vb=vb,
+            b_dense=_dense_covariance(cov, b_multiply, dxb.size, path) if direct else None,
+            h_rows=h_rows if direct else None)
         if k == 0 and hbht is not None:
             from pyoops.diagnostics.hbht import diag_hbht
 
@@ -272,9 +308,28 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         carried_b_inv = b_inv_dxb - result.b_inverse_dx if result.b_inverse_dx is not None else None
         carried_vb = vb - result.v if (vb is not None and result.v is not None) else None
         carried_geometry = inner
-    final = cost.linearise(guess, observers, cost.geometry, None)
-    return VariationalResult(background, guess, hofx_background, final.hofx, observers, trace, online, timings,
+    hofx_analysis = cost.linearise(guess, observers, cost.geometry, None).hofx if final_hofx else None
+    return VariationalResult(background, guess, hofx_background, hofx_analysis, observers, trace, online, timings,
                              background_error_variance)
+
+
+#: The explicit B of each covariance object, built once per object and increment size.  The
+#: covariances of an analysis are immutable once built (the EDA shares one between members and,
+#: when it reads no in-memory ensemble, between the cycles of a run); a new B (new ensemble,
+#: configuration or run) is a new object, and an entry goes with its object.
+_dense_covariances: weakref.WeakKeyDictionary[Any, dict[int, DenseCovariance]] = weakref.WeakKeyDictionary()
+
+
+def _dense_covariance(cov: Any, b_multiply: Any, n: int, path: str) -> DenseCovariance:
+    """:math:`\\mathbf{B}` of ``cov`` as a :class:`~pyoops.assimilation.problem.DenseCovariance` (cached)."""
+    _check_direct_size(n, path)
+    try:
+        per_size = _dense_covariances.setdefault(cov, {})
+    except TypeError:  # not weakly referenceable: no caching
+        return DenseCovariance.from_operator(b_multiply, n)
+    if n not in per_size:
+        per_size[n] = DenseCovariance.from_operator(b_multiply, n)
+    return per_size[n]
 
 
 def _online_tlm(cost: CostFunction, guess: list[Any], observers: Any, inner: Any, lin: Any, h: Any,

@@ -88,6 +88,39 @@ and none of them applies :math:`\mathbf{B}^{-1}`.  The algorithms carry JEDI OOP
     \delta_k\mathbf{w}_{k-1})/\gamma_k`; it minimises the residual norm rather than
     :math:`J`, though :math:`J` still decreases (the system is positive definite).
 
+``DirectSolve``
+    Not iterative: the exact minimiser of a small problem (:math:`n \le`
+    :data:`DIRECT_MAX_SIZE`) by one Cholesky factorisation.  With the explicit
+    :math:`\mathbf{B}` (:attr:`~pyoops.assimilation.problem.QuadraticProblem.b_dense`, else
+    :math:`\mathbf{B}` applied to the :math:`n` unit vectors) factored as
+    :math:`\mathbf{B} = \mathbf{L}\mathbf{L}^\mathrm{T}`
+    (:class:`~pyoops.assimilation.problem.DenseCovariance`, :math:`\mathbf{L}` of
+    :math:`r \le n` columns), :math:`\mathbf{G} = \mathbf{H}\mathbf{L}` (one batched
+    :attr:`~pyoops.assimilation.problem.QuadraticProblem.h_rows` call, checked against one
+    :math:`\mathbf{H}` on the first column, else :math:`r` calls of :math:`\mathbf{H}`) and :math:`\delta\mathbf{x} = \mathbf{L}\mathbf{v}`, the cost is that of
+    PCG above and its minimiser solves
+
+    .. math::
+
+       \mathbf{S}\mathbf{v} = \mathbf{g}, \qquad
+       \mathbf{S} = \mathbf{I}_r + \mathbf{G}^\mathrm{T}\mathbf{R}^{-1}\mathbf{G}, \qquad
+       \mathbf{g} = \mathbf{L}^\mathrm{T}(\mathbf{B}^{-1}\delta\mathbf{x}_b
+       + \mathbf{H}^\mathrm{T}\mathbf{R}^{-1}\mathbf{d}),
+
+    the Hessian in control space formed explicitly (:math:`\mathbf{S} \succeq \mathbf{I}`, so its
+    Cholesky factorisation always exists and its condition number is at most
+    :math:`1 + \|\mathbf{G}^\mathrm{T}\mathbf{R}^{-1}\mathbf{G}\|`), solved by
+    ``scipy.linalg.cho_factor``/``cho_solve``.  :math:`\mathbf{g}` is :math:`\mathbf{L}^\mathrm{T}`
+    times minus the gradient at :math:`\delta\mathbf{x} = 0` (one :math:`\mathbf{H}^\mathrm{T}`);
+    :math:`\mathbf{B}^{-1}\delta\mathbf{x}` comes from the dual factor.  It reports one iteration,
+    its gradient-norm reduction is :math:`\|\mathbf{S}\mathbf{v} - \mathbf{g}\| / \|\mathbf{g}\|`
+    (rounding, about :math:`\varepsilon\,\kappa(\mathbf{S})`) and ``ninner`` and
+    ``gradient_norm_reduction`` do not change the result.  Cost: :math:`r` applications of
+    :math:`\mathbf{H}` (batched), one of :math:`\mathbf{H}^\mathrm{T}`, :math:`O(n^3)` for the
+    factor of :math:`\mathbf{B}` (shared when ``b_dense`` is) and :math:`O(r^2 p + r^3)` for
+    :math:`\mathbf{S}`: for a few tens of variables far less than the :math:`2k` operator
+    applications of :math:`k` CG iterations.
+
 Every iteration is recorded as an :class:`IterationRecord` (iteration 0 is the starting
 point) from tracked quantities: with :math:`\delta\mathbf{x}` the minimizers update
 :math:`\mathbf{B}^{-1}\delta\mathbf{x}`, :math:`\mathbf{H}\delta\mathbf{x}` and
@@ -120,11 +153,13 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from pyoops.assimilation.problem import QuadraticProblem
+from pyoops.assimilation.problem import DenseCovariance, QuadraticProblem
 from pyoops.util.errors import NumericalError
 
 __all__ = [
     "ALGORITHMS",
+    "DIRECT_MAX_SIZE",
+    "ITERATIVE_ALGORITHMS",
     "SQRT_ALGORITHMS",
     "AdjointTestResult",
     "IterationRecord",
@@ -136,8 +171,16 @@ __all__ = [
 
 logger = logging.getLogger("pyoops.assimilation.minimizers")
 
-#: The algorithm names :func:`minimize` knows, in OOPS spelling.
-ALGORITHMS: tuple[str, ...] = ("DRPCG", "DRIPCG", "DRPLanczos", "PCG", "PLanczos", "RPCG", "MINRES")
+#: The Krylov minimizers, in OOPS spelling.
+ITERATIVE_ALGORITHMS: tuple[str, ...] = ("DRPCG", "DRIPCG", "DRPLanczos", "PCG", "PLanczos", "RPCG", "MINRES")
+
+#: The algorithm names :func:`minimize` knows: the iterative ones and ``DirectSolve``.
+ALGORITHMS: tuple[str, ...] = ITERATIVE_ALGORITHMS + ("DirectSolve",)
+
+#: Largest increment size :math:`n` ``DirectSolve`` accepts: its dense :math:`n \times n`
+#: matrices take :math:`8n^2` bytes (32 MB at 2000) and its factorisations :math:`O(n^3)` flops
+#: (about a second at 2000), beyond which a few tens of CG iterations are cheaper.
+DIRECT_MAX_SIZE: int = 2000
 
 #: The algorithms that work on the control vector :math:`\mathbf{v}` and need :math:`\mathbf{B}^{1/2}`.
 SQRT_ALGORITHMS: tuple[str, ...] = ("PCG", "PLanczos", "MINRES")
@@ -673,6 +716,67 @@ def _rpcg(problem: QuadraticProblem, trace: _Trace):
     return x, problem.b_inverse_dxb + htlam, hdxb + flam, k, converged
 
 
+#: Relative agreement asked of ``h_rows`` with ``h`` on the first column (the same sums in
+#: another order: rounding, far above it a plugin whose linear operators mix the batch axis).
+_BATCH_TOLERANCE = 1e-10
+
+
+def _h_columns(problem: QuadraticProblem, lin: _Linear, L: np.ndarray) -> np.ndarray:
+    """:math:`\\mathbf{G} = \\mathbf{H}\\mathbf{L}`, ``(p, r)``: one ``h_rows`` call when the problem has
+    it and it agrees with ``h`` on the first column, else ``h`` column by column."""
+    p, r = lin.p, L.shape[1]
+    if problem.h_rows is not None and r > 0:
+        try:
+            G = np.array(problem.h_rows(L.T), dtype=np.float64).T
+        except (ValueError, IndexError) as exc:  # numpy's broadcasting errors: operators without batch axes
+            logger.warning("DirectSolve: the batched H (h_rows) failed (%s); applying H column by column", exc)
+        else:
+            if G.shape != (p, r):
+                raise ValueError(f"QuadraticProblem.h_rows returned shape {G.T.shape}, expected ({r}, {p})")
+            first = lin.H(np.ascontiguousarray(L[:, 0]))
+            error = float(np.linalg.norm(G[:, 0] - first)) / max(float(np.linalg.norm(first)), 1e-300)
+            if error <= _BATCH_TOLERANCE:
+                return G
+            logger.warning("DirectSolve: the batched H (h_rows) differs from H on a single vector (relative "
+                           "%.3e); applying H column by column", error)
+    G = np.empty((p, r))
+    for j in range(r):
+        G[:, j] = lin.H(np.ascontiguousarray(L[:, j]))
+    return G
+
+
+def _direct(problem: QuadraticProblem, trace: _Trace
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
+    """The exact minimiser by a Cholesky solve in the control space of B = L L^T."""
+    lin = _Linear(problem, sqrt=False)
+    n, p = lin.n, lin.p
+    dense = problem.b_dense if problem.b_dense is not None else DenseCovariance.from_operator(
+        lambda x: _apply(problem.b_multiply, x, n, "b_multiply"), n)
+    L = dense.factor  # (n, r)
+    rd = lin.Rinv(lin.d)
+    g = L.T @ (lin.binv_dxb + lin.Ht(rd))  # L^T times minus the gradient at 0
+    x, bx, hx = np.zeros(n), np.zeros(n), np.zeros(p)
+    g0 = float(np.linalg.norm(g))
+    trace.record(0, _jb(lin, x, bx), _jo(lin, hx, np.zeros(p), rd), g0)
+    if g0 == 0.0:  # already at the minimum
+        return x, bx, hx, 0, True
+    G = _h_columns(problem, lin, L)
+    RG = np.empty_like(G)
+    for j in range(G.shape[1]):
+        RG[:, j] = lin.Rinv(np.ascontiguousarray(G[:, j]))
+    S = G.T @ RG
+    S = 0.5 * (S + S.T)
+    S[np.diag_indices_from(S)] += 1.0
+    try:
+        v = scipy.linalg.cho_solve(scipy.linalg.cho_factor(S, lower=True, check_finite=True), g)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise trace.indefinite(1, f"Cholesky factorisation of I + G^T R^-1 G failed: {exc}") from None
+    x, bx, hx = L @ v, dense.dual_factor @ v, G @ v
+    gnorm = float(np.linalg.norm(S @ v - g))
+    trace.record(1, _jb(lin, x, bx), _jo(lin, hx, RG @ v, rd), gnorm)
+    return x, bx, hx, 1, True
+
+
 # ----------------------------------------------------------------------------------------
 # Diagnostics and entry point
 # ----------------------------------------------------------------------------------------
@@ -760,8 +864,9 @@ def minimize(problem: QuadraticProblem, algorithm: str, ninner: int, gradient_no
     problem:
         The quadratic problem of this outer loop.
     algorithm:
-        ``DRPCG``, ``DRIPCG``, ``DRPLanczos``, ``PCG``, ``PLanczos``, ``RPCG`` or ``MINRES``
-        (see the module documentation).  PCG, PLanczos and MINRES need
+        ``DRPCG``, ``DRIPCG``, ``DRPLanczos``, ``PCG``, ``PLanczos``, ``RPCG``, ``MINRES`` or
+        ``DirectSolve`` (the exact solution of a problem with :math:`n \le`
+        :data:`DIRECT_MAX_SIZE` in one step; see the module documentation).  PCG, PLanczos and MINRES need
         :attr:`~pyoops.assimilation.problem.QuadraticProblem.b_sqrt`.
     ninner:
         Maximum number of inner iterations, at least 1.
@@ -798,6 +903,9 @@ def minimize(problem: QuadraticProblem, algorithm: str, ninner: int, gradient_no
     if not (math.isfinite(tol) and tol >= 0.0):
         raise ValueError(f"gradient norm reduction must be finite and >= 0, got {gradient_norm_reduction!r}")
     sqrt = algorithm in SQRT_ALGORITHMS
+    if algorithm == "DirectSolve" and problem.n > DIRECT_MAX_SIZE:
+        raise ValueError(f"minimizer DirectSolve forms dense n x n matrices and accepts n <= {DIRECT_MAX_SIZE}; "
+                         f"this problem has n = {problem.n}: use an iterative minimizer such as DRPCG")
     if sqrt and not problem.has_sqrt:
         raise ValueError(f"minimizer {algorithm} works on the control variable v with dx = B^1/2 v and needs "
                          "the square root of B (B^1/2), which this background error covariance does not "
@@ -812,6 +920,8 @@ def minimize(problem: QuadraticProblem, algorithm: str, ninner: int, gradient_no
     b_inverse_dx: np.ndarray | None
     if algorithm == "RPCG":
         dx, b_inverse_dx, hdx, k, converged = _rpcg(problem, trace)
+    elif algorithm == "DirectSolve":
+        dx, b_inverse_dx, hdx, k, converged = _direct(problem, trace)
     else:
         if algorithm in ("DRPCG", "DRIPCG", "PCG"):
             x, bx, hx, k, converged = _cg(lin, trace, polak_ribiere=algorithm == "DRIPCG")

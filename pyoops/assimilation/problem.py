@@ -37,12 +37,15 @@ loop to the next.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["QuadraticProblem", "Operator"]
+from pyoops.util.errors import NumericalError
+
+__all__ = ["DenseCovariance", "QuadraticProblem", "Operator"]
 
 #: A linear operator on flat vectors; it takes a 1-D ``float64`` array, returns a new one.
 Operator = Callable[[np.ndarray], np.ndarray]
@@ -61,6 +64,67 @@ def _vector(value: object, name: str, size: int | None = None) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"QuadraticProblem.{name} has non-finite values")
     return arr
+
+
+@dataclass(frozen=True, eq=False)
+class DenseCovariance:
+    r"""An explicit :math:`n \times n` background-error covariance and its square-root factor.
+
+    For the ``DirectSolve`` minimizer (:mod:`pyoops.assimilation.minimizers`): the symmetric
+    eigen-decomposition :math:`\mathbf{B} = \mathbf{U}\boldsymbol\Lambda\mathbf{U}^\mathrm{T}`
+    gives :math:`\mathbf{L} = \mathbf{U}_+\boldsymbol\Lambda_+^{1/2}` (:attr:`factor`,
+    :math:`n \times r`) with :math:`\mathbf{L}\mathbf{L}^\mathrm{T} = \mathbf{B}`, keeping the
+    :math:`r` eigenvalues above :math:`n\,\varepsilon\,\lambda_\max` (:math:`\varepsilon` the
+    machine epsilon: below it an eigenvalue is rounding noise of the :math:`n`-term sums that
+    made the matrix), so a semi-definite :math:`\mathbf{B}` (a pure ensemble) is factored on its
+    range.  :attr:`dual_factor` :math:`\mathbf{U}_+\boldsymbol\Lambda_+^{-1/2}` maps a control
+    vector :math:`\mathbf{v}` to a :math:`\mathbf{c}` with :math:`\mathbf{B}\mathbf{c} =
+    \mathbf{L}\mathbf{v}` (the :math:`\mathbf{B}^{-1}\delta\mathbf{x}` the driver carries) and
+    :math:`\mathbf{L}^\mathrm{T}\mathbf{c} = \mathbf{v}`.  Both are computed on first use and kept,
+    so one instance can serve every analysis that shares the covariance.
+
+    Attributes
+    ----------
+    matrix:
+        :math:`\mathbf{B}`, symmetric positive (semi-)definite, ``(n, n)``.
+    """
+
+    matrix: np.ndarray
+
+    @classmethod
+    def from_operator(cls, b_multiply: Operator, n: int) -> DenseCovariance:
+        """:math:`\\mathbf{B}` from ``b_multiply`` applied to the ``n`` unit vectors, symmetrised."""
+        columns = np.empty((n, n))
+        unit = np.zeros(n)
+        for j in range(n):
+            unit[j] = 1.0
+            columns[:, j] = b_multiply(unit)
+            unit[j] = 0.0
+        return cls(0.5 * (columns + columns.T))
+
+    @functools.cached_property
+    def _eigen(self) -> tuple[np.ndarray, np.ndarray]:
+        values, vectors = np.linalg.eigh(self.matrix)
+        n = values.size
+        top = float(values[-1]) if n else 0.0
+        threshold = n * np.finfo(np.float64).eps * max(top, 0.0)
+        if n and float(values[0]) < -max(threshold, 1e-300):
+            raise NumericalError(f"the background error covariance is not positive semi-definite (eigenvalue "
+                                 f"{float(values[0]):.3e}, largest {top:.3e})")
+        keep = values > threshold
+        return values[keep], vectors[:, keep]
+
+    @functools.cached_property
+    def factor(self) -> np.ndarray:
+        r""":math:`\mathbf{L} = \mathbf{U}_+\boldsymbol\Lambda_+^{1/2}`, ``(n, r)``."""
+        values, vectors = self._eigen
+        return vectors * np.sqrt(values)
+
+    @functools.cached_property
+    def dual_factor(self) -> np.ndarray:
+        r""":math:`\mathbf{U}_+\boldsymbol\Lambda_+^{-1/2}`, ``(n, r)``."""
+        values, vectors = self._eigen
+        return vectors / np.sqrt(values)
 
 
 @dataclass(eq=False)
@@ -124,6 +188,15 @@ class QuadraticProblem:
         :math:`\delta\mathbf{x} \mapsto \mathbf{B}^{-1}\delta\mathbf{x}`; optional and never
         called by a minimizer, only by :meth:`cost` and :meth:`gradient` when they are
         not given :math:`\mathbf{B}^{-1}\delta\mathbf{x}` (tests, small problems).
+    b_dense:
+        :math:`\mathbf{B}` as a :class:`DenseCovariance`; optional, read only by
+        ``DirectSolve``, which otherwise applies :attr:`b_multiply` to the :attr:`n` unit
+        vectors.  Give it to share one factorisation between problems with the same
+        :math:`\mathbf{B}`.
+    h_rows:
+        :math:`\mathbf{X} \mapsto \mathbf{X}\mathbf{H}^\mathrm{T}`: :attr:`h` applied to every
+        row of a ``(k, n)`` array, returning ``(k, p)``; optional, read only by
+        ``DirectSolve`` (one batched call instead of :math:`k` calls of :attr:`h`).
     """
 
     b_multiply: Operator
@@ -139,17 +212,22 @@ class QuadraticProblem:
     ctl_size: int | None = None
     vb: np.ndarray | None = None
     b_inverse: Operator | None = None
+    b_dense: DenseCovariance | None = None
+    h_rows: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         for name in ("b_multiply", "h", "h_ad", "r_inverse"):
             if not callable(getattr(self, name)):
                 raise ValueError(f"QuadraticProblem.{name} must be callable")
-        for name in ("r_multiply", "b_sqrt", "b_sqrt_ad", "b_inverse"):
+        for name in ("r_multiply", "b_sqrt", "b_sqrt_ad", "b_inverse", "h_rows"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ValueError(f"QuadraticProblem.{name} must be callable or None")
         self.d = _vector(self.d, "d")
         self.dxb = _vector(self.dxb, "dxb")
+        if self.b_dense is not None and np.shape(self.b_dense.matrix) != (self.dxb.size, self.dxb.size):
+            raise ValueError(f"QuadraticProblem.b_dense has shape {np.shape(self.b_dense.matrix)}, expected "
+                             f"({self.dxb.size}, {self.dxb.size})")
         if self.b_inverse_dxb is None:
             self.b_inverse_dxb = np.zeros_like(self.dxb)
         else:

@@ -202,6 +202,18 @@ class EDAResult:
 
 
 _static_covariances: dict[str, tuple[Any, Any]] = {}
+#: Per run (:attr:`EDASetup.run_token`) and process: the cost-function memo
+#: (:class:`~pyoops.assimilation.costfunction.CostFunction`'s ``memo``: the outer geometry and the
+#: validated observation and background-error sections, by their configuration), so that the
+#: analyses of every cycle of a run validate each configuration once.  A new run starts afresh
+#: (its registry may hold other plugins).
+_cost_memos: dict[str, dict[str, Any]] = {}
+
+
+def _cost_memo(run_token: str) -> dict[str, Any]:
+    if run_token not in _cost_memos and len(_cost_memos) >= 8:
+        _cost_memos.clear()
+    return _cost_memos.setdefault(run_token, {})
 
 
 def _registry() -> Any:
@@ -221,7 +233,7 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
     registry = _registry()
     plugin = registry.model_plugin(setup.model_plugin)
     params = validate(CostFunctionParameters, setup.cost_function, "cost function")
-    cost = CostFunction(params, registry, plugin)
+    cost = CostFunction(params, registry, plugin, memo=_cost_memo(setup.run_token))
     section = validate(VariationalSection, setup.variational, "variational")
     ensemble = FieldSet(setup.ensemble, copy=False) if setup.ensemble is not None else None
     covariances: list[tuple[Any, Any]] = []
@@ -276,7 +288,7 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
                 background = [plugin.state(cost.geometry, FieldSet(fields), _background_dates(cost)[0])]
         hbht = (setup.hbht, setup.labels) if setup.hbht is not None and m == setup.hbht_member else None
         result = run_incremental(cost, section, background=background, observers=observers,
-                                 covariance=make_covariance, hbht=hbht)
+                                 covariance=make_covariance, hbht=hbht, final_hofx=setup.record_hofx)
         analyses[m] = [{v: np.array(a.fields[v]) for v in a.fields} for a in result.analysis]
         diagnostics[m] = {"initial J": result.trace[0]["J"], "final J": result.trace[-1]["J"],
                           "inner iterations": len(result.trace) - len(section.iterations)}

@@ -19,9 +19,10 @@ linear is :math:`W` and the adjoint is exactly :math:`W^\\mathsf{T}`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,17 @@ __all__ = ["Axis", "STATES_IN_MEMORY", "SparseInterpolator", "StructuredGrid"]
 #: A grid is accepted when this many states of it fit in memory, the fewest any application
 #: holds (the state, a time-stepping stage, an increment and an output buffer).
 STATES_IN_MEMORY = 4
+
+#: Interpolators already built, by grid and locations (:meth:`StructuredGrid.interpolator`),
+#: most recent last; at most :data:`_INTERPOLATOR_CACHE_SIZE` of them.
+_interpolators: OrderedDict[Hashable, SparseInterpolator] = OrderedDict()
+_INTERPOLATOR_CACHE_SIZE = 32
+
+
+def _array_key(a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
+    """An array as a hashable, exact key: dtype, shape and bytes."""
+    a = np.asarray(a)
+    return a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes()
 
 
 @dataclass(frozen=True)
@@ -180,7 +192,10 @@ class SparseInterpolator(GetValues):
             fields[var] += (self.matrix_t @ flat.T).T.reshape(batch + self.field_shape)
 
     def subset(self, rows: np.ndarray) -> "SparseInterpolator":
-        """The interpolator to a subset of the locations."""
+        """The interpolator to a subset of the locations (itself when ``rows`` are all of them, in order)."""
+        rows = np.asarray(rows)
+        if rows.dtype.kind in "iu" and rows.shape == (self.nlocs,) and np.array_equal(rows, np.arange(self.nlocs)):
+            return self
         return SparseInterpolator(self.matrix[rows], self.field_shape)
 
 
@@ -334,8 +349,30 @@ class StructuredGrid(Geometry):
         return sp.csr_matrix((data, (np.tile(rows, len(w_list)), cols)), shape=(n, int(np.prod(self.shape))))
 
     def interpolator(self, locations: Locations) -> SparseInterpolator:
+        """The :class:`SparseInterpolator` to ``locations`` (shared, read-only).
+
+        Built once per grid and set of locations: an analysis interpolates to the same
+        locations several times (the observer, every outer loop, the final H(x)), and a
+        cycle with fixed observation locations every cycle.  The key is exact: the grid's
+        class, every field of every :class:`Axis` (the points by their bytes) and the
+        bytes of the location coordinates the axes read, so an interpolator is reused
+        only where :meth:`interpolation_matrix` would return the same matrix.
+        """
         self.check_locations(locations)
-        return SparseInterpolator(self.interpolation_matrix(locations), self.shape)
+        key = (type(self), self.shape,
+               tuple(tuple(_array_key(v) if isinstance(v, np.ndarray) else v
+                           for v in (getattr(axis, f.name) for f in dataclasses.fields(axis)))
+                     for axis in self.axes),
+               tuple(_array_key(locations.coords[axis.name]) for axis in self.axes))
+        interp = _interpolators.get(key)
+        if interp is None:
+            interp = SparseInterpolator(self.interpolation_matrix(locations), self.shape)
+            _interpolators[key] = interp
+            if len(_interpolators) > _INTERPOLATOR_CACHE_SIZE:
+                _interpolators.popitem(last=False)
+        else:
+            _interpolators.move_to_end(key)
+        return interp
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,8 @@ import pytest
 
 from pyoops.assimilation.minimizers import (
     ALGORITHMS,
+    DIRECT_MAX_SIZE,
+    ITERATIVE_ALGORITHMS,
     SQRT_ALGORITHMS,
     OnlineDiagnostics,
     _Linear,
@@ -21,7 +23,7 @@ from pyoops.assimilation.minimizers import (
     adjoint_tests,
     minimize,
 )
-from pyoops.assimilation.problem import QuadraticProblem
+from pyoops.assimilation.problem import DenseCovariance, QuadraticProblem
 from pyoops.util.errors import NumericalError
 
 DR_FAMILY = ("DRPCG", "DRIPCG", "DRPLanczos")
@@ -198,7 +200,7 @@ def _js(res):
 @pytest.mark.parametrize("second_loop", [False, True])
 def test_equivalent_algorithms_have_the_same_iterates(second_loop):
     dense = make_dense(11, 20, 15, r_kind="full", second_loop=second_loop)
-    runs = {a: minimize(dense.problem(), a, ninner=8, gradient_norm_reduction=0.0) for a in ALGORITHMS}
+    runs = {a: minimize(dense.problem(), a, ninner=8, gradient_norm_reduction=0.0) for a in ITERATIVE_ALGORITHMS}
     reference = _js(runs["DRPCG"])
     assert len(reference) == 9
     # B-preconditioned CG = its Polak-Ribiere variant = B-preconditioned Lanczos, and the same
@@ -221,7 +223,7 @@ def test_equivalent_algorithms_have_the_same_iterates(second_loop):
         assert j == pytest.approx(final["DRPCG"], rel=1e-12), algorithm
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", ITERATIVE_ALGORITHMS)
 def test_j_decreases_and_trace_is_the_true_cost(algorithm):
     dense = make_dense(5, 16, 12, r_kind="full", second_loop=True)
     res = minimize(dense.problem(), algorithm, ninner=10, gradient_norm_reduction=0.0)
@@ -249,7 +251,7 @@ def test_j_decreases_and_trace_is_the_true_cost(algorithm):
     assert res.trace[0].gradient_norm_reduction == 1.0
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", ITERATIVE_ALGORITHMS)
 def test_gradient_norm_reduction_stops_early(algorithm):
     dense = make_dense(21, 30, 25, r_kind="diagonal")
     seen = []
@@ -291,7 +293,7 @@ def test_already_at_the_minimum(algorithm):
 # ---------------------------------------------------------------------------------------
 # Cost of an iteration: one B, one H, one H^T; never B^-1
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", ITERATIVE_ALGORITHMS)
 def test_operator_applications_per_iteration(algorithm):
     dense = make_dense(4, 10, 7, second_loop=True)
     counts = dict(B=0, H=0, Ht=0, V=0, Vt=0)
@@ -392,6 +394,119 @@ def test_online_diagnostics_options():
         OnlineDiagnostics.coerce({"online tl test": True})
     with pytest.raises(ValueError):
         OnlineDiagnostics.coerce("yes")
+
+
+# ---------------------------------------------------------------------------------------
+# DirectSolve: the exact minimiser in one step
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,p", SHAPES)
+@pytest.mark.parametrize("second_loop", [False, True])
+def test_direct_solve_is_the_blue_to_rounding(n, p, second_loop):
+    """Well-conditioned problems (eigenvalues of B in [0.85, 3.4], R in [0.5, 2]): the explicit
+    Hessian I + G^T R^-1 G has a condition number below 10, so the solve is exact to a few
+    hundred epsilon; the BLUE of the test is itself computed in another order (1e-13)."""
+    dense = make_dense(n * 100 + p, n, p, r_kind="full", second_loop=second_loop)
+    res = minimize(dense.problem(), "DirectSolve", ninner=1, gradient_norm_reduction=1.0)
+    assert _rel(res.dx, dense.blue) <= 1e-13
+    assert _rel(dense.B @ res.b_inverse_dx, res.dx) <= 1e-13
+    assert res.iterations == 1 and res.converged and len(res.trace) == 2 and res.v is None
+    assert res.trace[-1].gradient_norm_reduction < 1e-13
+    # The trace is the true cost at 0 and at the solution, the gradient norm the B-norm of the gradient.
+    assert res.trace[0].j == pytest.approx(dense.cost(np.zeros(n)), rel=1e-12)
+    assert res.j == pytest.approx(dense.cost(res.dx), rel=1e-12)
+    assert res.jb == pytest.approx(0.5 * (res.dx - dense.dxb) @ np.linalg.solve(dense.B, res.dx - dense.dxb),
+                                   rel=1e-10)
+    g0 = dense.gradient(np.zeros(n))
+    assert res.trace[0].gradient_norm == pytest.approx(np.sqrt(g0 @ dense.B @ g0), rel=1e-12)
+    g = dense.gradient(res.dx)
+    assert res.trace[1].gradient_norm <= 1e-12 * res.trace[0].gradient_norm
+    assert np.sqrt(g @ dense.B @ g) <= 1e-12 * res.trace[0].gradient_norm
+    np.testing.assert_allclose(res.hdx, dense.H @ res.dx, rtol=0, atol=1e-13 * np.abs(res.hdx).max())
+
+
+def test_direct_solve_operator_applications():
+    """Without b_dense and h_rows: B on the n unit vectors, H on the r = n columns of L, one H^T.
+    With them (as the driver gives them): one batched H call, one H (its check on the first
+    column) and one H^T, nothing else."""
+    dense = make_dense(4, 10, 7, second_loop=True)
+    counts = {"B": 0, "H": 0, "Ht": 0, "rows": 0}
+
+    def counted(name, op):
+        def apply(x):
+            counts[name] += 1
+            return op(x)
+        return apply
+
+    ops = {"b_multiply": counted("B", lambda x: dense.B @ x), "h": counted("H", lambda x: dense.H @ x),
+           "h_ad": counted("Ht", lambda y: dense.H.T @ y)}
+    plain = minimize(dense.problem(**ops), "DirectSolve", ninner=6, gradient_norm_reduction=0.0)
+    assert counts == {"B": 10, "H": 10, "Ht": 1, "rows": 0}
+    counts.update(B=0, H=0, Ht=0)
+    shared = DenseCovariance(dense.B)
+    batched = minimize(dense.problem(**ops, b_dense=shared, h_rows=counted("rows", lambda X: X @ dense.H.T)),
+                       "DirectSolve", ninner=6, gradient_norm_reduction=0.0)
+    assert counts == {"B": 0, "H": 1, "Ht": 1, "rows": 1}
+    assert _rel(plain.dx, batched.dx) <= 1e-13 and _rel(batched.dx, dense.blue) <= 1e-13
+    assert "factor" in vars(shared)  # computed once and kept for the next problem with this B
+
+
+def test_direct_solve_falls_back_when_the_batched_h_mixes_rows(caplog):
+    """A plugin whose linear operators do not treat a leading axis as a batch: h_rows disagrees
+    with h on the first column, DirectSolve warns and applies h column by column."""
+    dense = make_dense(6, 8, 5)
+    mixed = minimize(dense.problem(h_rows=lambda X: np.broadcast_to(X.sum(axis=0) @ dense.H.T, (X.shape[0], 5))),
+                     "DirectSolve", 1, 1e-6)
+    assert "differs from H on a single vector" in caplog.text
+    assert _rel(mixed.dx, dense.blue) <= 1e-13
+
+    def unbatched(X):
+        if X.ndim != 1:
+            raise ValueError("operands could not be broadcast together")
+        return dense.H @ X
+
+    caplog.clear()
+    res = minimize(dense.problem(h_rows=unbatched), "DirectSolve", 1, 1e-6)
+    assert "failed (operands could not be broadcast together); applying H column by column" in caplog.text
+    assert _rel(res.dx, dense.blue) <= 1e-13
+
+
+def test_direct_solve_with_a_semi_definite_b():
+    """A pure-ensemble B of rank 4 on 12 points: L has 4 columns, the increment stays in the
+    ensemble space and is the BLUE (whose formula needs no B^-1)."""
+    rng = np.random.default_rng(5)
+    n, p, m = 12, 9, 5
+    X = rng.standard_normal((n, m))
+    X -= X.mean(axis=1, keepdims=True)
+    B = X @ X.T / (m - 1)
+    H = rng.standard_normal((p, n))
+    d = rng.standard_normal(p)
+    pb = QuadraticProblem(b_multiply=lambda x: B @ x, h=lambda x: H @ x, h_ad=lambda y: H.T @ y,
+                          r_inverse=lambda y: y, d=d, dxb=np.zeros(n), b_dense=DenseCovariance(B))
+    blue = B @ H.T @ np.linalg.solve(H @ B @ H.T + np.eye(p), d)
+    res = minimize(pb, "DirectSolve", 1, 1e-10)
+    assert pb.b_dense.factor.shape == (n, m - 1)
+    assert _rel(res.dx, blue) <= 1e-12
+    assert _rel(B @ res.b_inverse_dx, res.dx) <= 1e-12
+    V = X / np.sqrt(m - 1)
+    pcg = minimize(QuadraticProblem(b_multiply=pb.b_multiply, h=pb.h, h_ad=pb.h_ad, r_inverse=pb.r_inverse, d=d,
+                                    dxb=np.zeros(n), b_sqrt=lambda v: V @ v, b_sqrt_ad=lambda x: V.T @ x, ctl_size=m),
+                   "PCG", 20, 1e-14)
+    assert _rel(pcg.dx, res.dx) <= 1e-12
+
+
+def test_direct_solve_size_limit_and_inputs():
+    n = DIRECT_MAX_SIZE + 1
+    big = QuadraticProblem(b_multiply=lambda x: x, h=lambda x: x[:2], h_ad=lambda y: np.r_[y, np.zeros(n - 2)],
+                           r_inverse=lambda y: y, d=np.ones(2), dxb=np.zeros(n))
+    with pytest.raises(ValueError, match=f"n <= {DIRECT_MAX_SIZE}.*n = {n}"):
+        minimize(big, "DirectSolve", 1, 1e-6)
+    dense = make_dense(1, 4, 3)
+    with pytest.raises(ValueError, match="b_dense has shape"):
+        dense.problem(b_dense=DenseCovariance(np.eye(3)))
+    with pytest.raises(ValueError, match="h_rows returned shape"):
+        minimize(dense.problem(h_rows=lambda X: X), "DirectSolve", 1, 1e-6)
+    with pytest.raises(NumericalError, match="not positive semi-definite"):
+        minimize(dense.problem(b_multiply=lambda x: -x), "DirectSolve", 1, 1e-6)
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import pyoops
 from pyoops.cli import main
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-MINIMIZERS = ("DRPCG", "DRIPCG", "DRPLanczos", "PCG", "PLanczos", "RPCG", "MINRES")
+MINIMIZERS = ("DRPCG", "DRIPCG", "DRPLanczos", "PCG", "PLanczos", "RPCG", "MINRES", "DirectSolve")
 T0 = "2010-01-01T00:00:00Z"
 
 
@@ -279,6 +279,21 @@ def test_four_point_from_yaml_through_the_cli(workdir, capsys):
     out = capsys.readouterr().out
     assert "final J: 57" in out
     np.testing.assert_allclose(read_field("analysis.nc")[0], [4.0, 5.0, -3.0, -1.0], rtol=0, atol=1e-12)
+
+
+def test_direct_solve_refuses_a_large_increment_before_any_work(workdir):
+    """DirectSolve forms dense n x n matrices: above DIRECT_MAX_SIZE values the run is refused at
+    set-up with a one-line ConfigError naming variational.minimizer (no file has been read)."""
+    from pyoops.assimilation.minimizers import DIRECT_MAX_SIZE
+    from pyoops.util.errors import ConfigError
+
+    cfg = four_point_config("DirectSolve")
+    cfg["cost function"]["geometry"] = {"resol": DIRECT_MAX_SIZE + 1}
+    with pytest.raises(ConfigError) as err:
+        pyoops.run("variational", cfg)
+    message = str(err.value)
+    assert "variational.minimizer" in message and f"at most {DIRECT_MAX_SIZE}" in message
+    assert f"has {DIRECT_MAX_SIZE + 1}" in message and "\n" not in message
 
 
 # =============================================================================================
@@ -572,7 +587,7 @@ def write_multi(path: "str | os.PathLike[str]", fields: dict[str, np.ndarray], d
 
 
 @pytest.mark.parametrize("analysis_variables", [["x", "y"], ["x"]])
-@pytest.mark.parametrize("algorithm", ["DRPCG", "DRPLanczos", "PCG", "RPCG", "MINRES"])
+@pytest.mark.parametrize("algorithm", ["DRPCG", "DRPLanczos", "PCG", "RPCG", "MINRES", "DirectSolve"])
 def test_toy_4dvar_two_variables_equals_dense_blue(workdir, lineartoy, algorithm, analysis_variables):
     """Two model variables, per-variable StdDev values, one obs space simulating x and y (some y missing): the
     4D-Var analysis is the dense BLUE.  With analysis variables [x] the y observations cannot be simulated from the
@@ -849,15 +864,16 @@ def test_half_resolution_inner_loop_4dvar_linear_model_is_the_interpolated_inner
 # =============================================================================================
 # 5. 3D-FGAT and 4D-FGAT
 # =============================================================================================
+@pytest.mark.parametrize("algorithm", ["DRPCG", "DirectSolve"])
 @pytest.mark.parametrize("cost_type", ["3D-FGAT", "4D-FGAT"])
-def test_fgat_equals_dense_blue_with_identity_linear_model(workdir, lineartoy, cost_type):
+def test_fgat_equals_dense_blue_with_identity_linear_model(workdir, lineartoy, cost_type, algorithm):
     """FGAT: innovations along the nonlinear trajectory (W A^k x_b), increment constant in time (G = W).
 
     4D-FGAT writes its analysis at the window begin, x_b + dx; 3D-FGAT at the window midpoint
     t_m = begin + 3 h, as documented: the background forecast A^3 x_b plus the same increment dx.
     """
     problem = toy_problem(workdir, 31, FOUR_D_OBS, T0)
-    cfg = variational("lineartoy", toy_cost(problem, cost_type, T0, model=TOY_MODEL), "DRPCG",
+    cfg = variational("lineartoy", toy_cost(problem, cost_type, T0, model=TOY_MODEL), algorithm,
                       [{"ninner": 60, "gradient norm reduction": 1e-14}], workdir, "fgat")
     cfg["output increment"] = {"filename": str(workdir / "inc.fgat.nc")}
     pyoops.run("variational", cfg)
@@ -880,7 +896,7 @@ def test_fgat_equals_dense_blue_with_identity_linear_model(workdir, lineartoy, c
     np.testing.assert_allclose(out0["hofx0/x"], (g_nl @ problem["xb"])[:out0["hofx0/x"].size], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("algorithm", ["DRPCG", "PCG", "RPCG"])
+@pytest.mark.parametrize("algorithm", ["DRPCG", "PCG", "RPCG", "DirectSolve"])
 def test_4dfgat_equals_4dvar_with_identity_linear_model(workdir, lineartoy, algorithm):
     problem = toy_problem(workdir, 32, FOUR_D_OBS, T0)
     iterations = [{"ninner": 60, "gradient norm reduction": 1e-14}]
@@ -1071,7 +1087,7 @@ def test_online_adjoint_test_records_a_wrong_adjoint(workdir, lineartoy):
 # =============================================================================================
 # 8. 4D-Ens-Var with N - 1 >= n members and no localization equals 4D-Var with B = P_e
 # =============================================================================================
-@pytest.mark.parametrize("algorithm", ["DRPCG", "RPCG"])
+@pytest.mark.parametrize("algorithm", ["DRPCG", "RPCG", "DirectSolve"])
 def test_4denvar_equals_4dvar_with_the_propagated_ensemble_covariance(workdir, lineartoy, algorithm):
     """With a linear model M and members e_k(t) = M_{t0->t} e_k(t0), the 4-D ensemble covariance
     is M P_e M^T, so 4D-Ens-Var (increments at every sub-window time, no linear model) and

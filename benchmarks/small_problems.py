@@ -1,0 +1,203 @@
+"""Benchmark: small problems at small-problem cost (issue 11, item 3).
+
+Lorenz-96 (n = 40) cycled through ``pyoops.run("cycle", cfg)``, the configuration of
+``tests/ensemble/test_cycle.py::l96_cycle``: all 40 grid points observed every ``PT6H`` with
+error 1, B = 0.6² × spectral correlation (length 0.02), window ``PT6H``:
+
+``3D-Var``
+    one outer loop, ``ninner`` 20, gradient-norm reduction 1e-6 (the test's settings);
+``4D-Var``
+    lag 1 (the window is one model step, observations at its end), the TLM ``Lorenz96TLM``,
+    three outer loops of the same inner settings.
+
+Each is run with the pyoops of every ``--roots`` entry (``name=path``: a checkout; each run is
+a subprocess with ``PYTHONPATH=path:path/plugins/lorenz96/src``, so a base commit and the
+working tree are measured in one invocation, alternately) and every minimizer of ``--minimizers``
+that checkout knows.  Reported per run: *loop*, ``statistics.json``'s mean seconds of one cycle
+(observations, analysis, forecast, statistics; no set-up, checkpoint or output files), *e2e*, the
+wall time of the whole ``pyoops.run`` call divided by the cycles, and the time-mean analysis RMSE
+over the cycles after the spin-up.
+
+With DAPPER importable (``--dapper``), also DAPPER's ``Var3D(B)`` and ``Var4D(B, Lag=1, nIter=3)``
+seconds per cycle with ``rc.comps.error_only`` on its own Lorenz-96 twin of the same size
+(``benchmarks/dapper_compare.py``'s HMM: all 40 variables every step with R = I, B = 0.02 times
+the climatological covariance): the same problem sizes, not the same numbers.  Usage::
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/small_problems.py [--cycles 1100] [--spin-up 100]
+        [--roots base=/tmp/base,new=.] [--minimizers DRPCG,DirectSolve] [--repeats 1] [--dapper]
+
+Writes ``benchmarks/output/small_problems/results.json`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "output" / "small_problems"
+METHODS = ("3D-Var", "4D-Var")
+
+
+def config(method: str, cycles: int, spin_up: int, directory: Path, algorithm: str) -> dict[str, Any]:
+    """The Lorenz-96 cycle of ``tests/ensemble/test_cycle.py::l96_cycle`` (``4D-Var``: lag 1, three outer loops)."""
+    start = "2010-01-01T00:00:00Z"
+    cfg: dict[str, Any] = {
+        "model plugin": "lorenz96",
+        "geometry": {"resol": 40},
+        "model": {"name": "Lorenz96", "tstep": "PT6H"},
+        "truth": {"initial condition": {"date": start, "analytic init": {"method": "random", "seed": 3}},
+                  "spin-up": "P20D"},
+        "observations": {"obs frequency": "PT6H", "obs density": 40, "obs error": 1.0, "seed": 5},
+        "cycling": {"method": method, "cycles": cycles, "window length": "PT6H", "spin-up cycles": spin_up, "seed": 1},
+        "output": {"directory": str(directory), "plots": False},
+        "cost function": {"background error": {
+            "covariance model": "SABER",
+            "saber central block": {"saber block name": "spectral correlation", "length scale": 0.02},
+            "saber outer blocks": [{"saber block name": "StdDev", "read": {"value": 0.6}}]}},
+        "variational": {"minimizer": {"algorithm": algorithm},
+                        "iterations": [{"ninner": 20, "gradient norm reduction": 1e-6}]},
+    }
+    if method == "4D-Var":
+        cfg["cost function"]["linear model"] = {"name": "Lorenz96TLM", "tstep": "PT6H"}
+        cfg["variational"]["iterations"] *= 3
+    return cfg
+
+
+def worker(method: str, algorithm: str, cycles: int, spin_up: int) -> dict[str, Any]:
+    """One run with the pyoops on ``sys.path``: loop and end-to-end seconds per cycle, mean analysis RMSE."""
+    import pyoops
+    from pyoops.assimilation.minimizers import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        return {"skipped": f"{algorithm} unknown to this pyoops"}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "out"
+        cfg = config(method, cycles, spin_up, directory, algorithm)
+        started = time.perf_counter()
+        pyoops.run("cycle", cfg)
+        wall = time.perf_counter() - started
+        stats = json.loads((directory / "statistics.json").read_text())
+    return {"loop s/cycle": stats["seconds per cycle"], "e2e s/cycle": wall / cycles,
+            "analysis rmse": stats["time means"]["analysis rmse"]}
+
+
+def run_worker(root: Path, method: str, algorithm: str, cycles: int, spin_up: int) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=f"{root}:{root / 'plugins' / 'lorenz96' / 'src'}")
+    out = subprocess.run([sys.executable, __file__, "--worker", method, algorithm, "--cycles", str(cycles),
+                          "--spin-up", str(spin_up)], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _patch_var4d_obs(model: Any) -> None:
+    """DAPPER 1.8.1's ``Var4D`` calls ``HMM.Obs(ko)(ko).linear(x)`` (the time index passed once
+    more, to the observation *model*), which fails with ``invalid index to scalar variable``; the
+    observation model here answers an integer with its own operator, so the call gets ``.linear``
+    (the other calls, on states, are unchanged)."""
+    op = model.Obs(0)
+    if not hasattr(op, "linear"):  # DAPPER 1.7: a plain function of (x, t)
+        return
+    plain = op.model
+
+    def obs_model(x: Any, *rest: Any) -> Any:
+        return op if isinstance(x, (int, np.integer)) else plain(x, *rest)
+
+    op.model = obs_model
+
+
+def dapper_times(cycles: int, spin_up: int, seed: int = 3000) -> dict[str, dict[str, float]]:
+    """DAPPER's Var3D and Var4D (Lag 1, 3 iterations) with error-only statistics, on its own twin."""
+    os.environ.setdefault("DAPPER_LIVEPLOTTING", "no")
+    sys.path.insert(0, str(HERE))
+    import dapper
+    import dapper.da_methods as da
+    import dapper_compare as dc
+    import l96_twin
+    from dapper.tools.randvars import GaussRV
+
+    dc.dapper_quiet()
+    bmatrix = 0.02 * l96_twin.climatological_covariance()
+    twin = dc.make_twin(cycles, 1000, seed)
+    methods = {"3D-Var": lambda: da.Var3D(B=bmatrix, xB=1.0),
+               "4D-Var": lambda: da.Var4D(B=bmatrix, xB=1.0, Lag=1, nIter=3)}
+    out: dict[str, dict[str, float]] = {"version": {"DAPPER": dapper.__version__}}  # type: ignore[dict-item]
+    for name, make in methods.items():
+        model = dc.hmm(cycles, GaussRV(mu=twin["x0b"], C=1.0))
+        _patch_var4d_obs(model)
+        dc.set_error_only(True)
+        dapper.set_seed(seed + 2)
+        xp = make()
+        started = time.perf_counter()
+        xp.assimilate(model, twin["xx"], twin["yy"], liveplots=False)
+        wall = time.perf_counter() - started
+        dc.set_error_only(False)
+        rmse = np.asarray(xp.stats.err.rms.a, dtype=np.float64)
+        out[name] = {"error-only s/cycle": wall / cycles, "analysis rmse (its twin)": float(np.mean(rmse[spin_up:]))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, default=1100)
+    parser.add_argument("--spin-up", type=int, default=100)
+    parser.add_argument("--roots", default=f"new={HERE.parent}", help="name=path,... (default: this checkout)")
+    parser.add_argument("--minimizers", default="DRPCG,DirectSolve")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--dapper", action="store_true", help="also time DAPPER's Var3D and Var4D (error-only)")
+    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "MINIMIZER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.cycles, args.spin_up)))
+        return
+    roots = dict(item.split("=", 1) for item in args.roots.split(","))
+    minimizers = args.minimizers.split(",")
+    load_start = os.getloadavg()
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        for method in METHODS:
+            for algorithm in minimizers:
+                for name, root in roots.items():  # alternate the checkouts run by run
+                    print(f"{method} {algorithm} {name} (repeat {repeat + 1}) ...", flush=True)
+                    r = run_worker(Path(root).resolve(), method, algorithm, args.cycles, args.spin_up)
+                    runs.append({"method": method, "minimizer": algorithm, "root": name, "repeat": repeat, **r})
+    results: dict[str, Any] = {"runs": runs}
+    if args.dapper:
+        print("DAPPER Var3D / Var4D (error-only) ...", flush=True)
+        results["DAPPER"] = dapper_times(args.cycles, args.spin_up)
+    results["environment"] = {
+        "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "load average at start": load_start,
+        "load average at end": os.getloadavg(), "cycles": args.cycles, "spin-up": args.spin_up,
+        "roots": roots, "command": " ".join(sys.argv)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    report(results)
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"\n{'method':<7} {'minimizer':<11} {'pyoops':<6} {'loop ms':>8} {'e2e ms':>8} {'RMSE a':>13}")
+    for r in results["runs"]:
+        if "skipped" in r:
+            continue
+        print(f"{r['method']:<7} {r['minimizer']:<11} {r['root']:<6} {1e3 * r['loop s/cycle']:>8.3f} "
+              f"{1e3 * r['e2e s/cycle']:>8.3f} {r['analysis rmse']:>13.10f}")
+    for name, r in results.get("DAPPER", {}).items():
+        if name != "version":
+            print(f"{name:<7} DAPPER {results['DAPPER']['version']['DAPPER']} error-only "
+                  f"{1e3 * r['error-only s/cycle']:.3f} ms/cycle (RMSE on its twin {r['analysis rmse (its twin)']:.4f})")
+    env = results["environment"]
+    print(f"load average {env['load average at start']} -> {env['load average at end']}")
+
+
+if __name__ == "__main__":
+    main()
