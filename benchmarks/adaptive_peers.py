@@ -27,7 +27,8 @@ Rows
 ----
 * ``fixed ETKF``/``fixed LETKF``: a sweep of the prior multiplicative inflation ``mult`` (the
   reported best per case, and the single best of case ``a`` applied to every case);
-* pyoops adaptive schemes (``adaptive.inflation``): ``likelihood`` (pyoops's), ``miyoshi``,
+* pyoops adaptive schemes (``adaptive.inflation``): ``likelihood`` (pyoops's; memory 1000 and 100 cycles,
+  and with the R amplitude estimated too, ``likelihood + R``), ``miyoshi``,
   ``anderson`` and ``el gharamti`` (DART's published settings: initial and lower-bound sd 0.6,
   damping 0.9, bounds [1, 100]), ``enkf-n`` (xN 1 and 2), global for the ETKF and local for the LETKF;
 * DAPPER: ``EnKF_N(N=20, xN=1|2)`` and ``LETKF(N=20, loc_rad=4, xN=1|2)`` (the local EnKF-N).
@@ -76,6 +77,7 @@ CASES = {
 DART = {"initial sd": 0.6, "sd lower bound": 0.6, "damping": 0.9, "bounds": [1.0, 100.0]}
 SCHEMES: dict[str, dict[str, Any]] = {
     "likelihood": {"scheme": "likelihood", "memory": 1000},
+    "likelihood m100": {"scheme": "likelihood", "memory": 100},
     "likelihood + R": {"scheme": "likelihood", "memory": 1000, "obs error": {"scheme": "likelihood", "memory": 30}},
     "miyoshi": {"scheme": "miyoshi"},
     "anderson": {"scheme": "anderson", **DART},
@@ -243,7 +245,8 @@ def run_case(case: str, cycles: int, spin_up: int, seed: int, families: list[str
             res = run_pyoops(pyoops_config(twin, entries, cycles, spin_up, OUT / "run" / case, localized, mult))
             sweep[mult] = res
             print(f"  {case} fixed {family} mult {mult}: {res['rmse']:.4f}", flush=True)
-        rows[f"fixed {family}"] = sweep
+        if sweep:
+            rows[f"fixed {family}"] = sweep
         for name, scheme in schemes.items():
             res = run_pyoops(pyoops_config(twin, entries, cycles, spin_up, OUT / "run" / case, localized,
                                            adaptive=scheme))
@@ -276,8 +279,9 @@ def main() -> None:
     started = time.perf_counter()
     for case in args.cases:
         print(f"case {case}", flush=True)
-        results[case] = run_case(case, args.cycles, args.spin_up, args.seed, args.families, args.no_dapper,
-                                 args.sweep, {k: SCHEMES[k] for k in args.schemes})
+        rows = run_case(case, args.cycles, args.spin_up, args.seed, args.families, args.no_dapper,
+                        args.sweep, {k: SCHEMES[k] for k in args.schemes})
+        results.setdefault(case, {}).update(rows)        # rows of other families or schemes are kept
         results_file.write_text(json.dumps(results, indent=1, default=str))
     import dapper
 
@@ -347,7 +351,7 @@ def report(results: dict[str, Any]) -> None:
     print(json.dumps(results.get("meta", {})))
 
 
-OWN = ("likelihood", "likelihood + R")
+OWN = ("likelihood", "likelihood m100", "likelihood + R")
 PEERS = ("miyoshi", "anderson", "el gharamti")
 
 
