@@ -296,7 +296,11 @@ def main() -> None:
 
 
 def best_fixed(sweep: dict[Any, Any]) -> tuple[float, dict[str, Any]]:
+    """The mult of the sweep with the lowest RMSE (NaN, and the first mult, if every run diverged)."""
     finite = {float(m): r for m, r in sweep.items() if np.isfinite(r["rmse"])}
+    if not finite:
+        m = float(next(iter(sweep)))
+        return m, {"rmse": float("nan"), "ratio": float("nan")}
     m = min(finite, key=lambda k: finite[k]["rmse"])
     return m, finite[m]
 
@@ -352,13 +356,13 @@ def report(results: dict[str, Any]) -> None:
 
 
 OWN = ("likelihood", "likelihood m100", "likelihood + R")
-PEERS = ("miyoshi", "anderson", "el gharamti")
+PEERS = ("miyoshi", "anderson", "el gharamti", "enkf-n xN=1", "enkf-n xN=2")
 
 
 def verdicts(results: dict[str, Any], cases: list[str]) -> None:
-    """Per case: pyoops's own best (likelihood, likelihood + R, either filter) against the best peer (DAPPER's
-    EnKF-N, xN 1 or 2, either filter; the DART-style and Miyoshi schemes) and the single fixed inflation tuned on
-    case a (per filter)."""
+    """Per case: pyoops's own best (likelihood with memory 1000 or 100, likelihood + R; either filter) against the
+    best peer (DAPPER's EnKF-N with xN 1 or 2 and pyoops's implementation of it, the DART-style and Miyoshi schemes;
+    either filter) and the single fixed inflation tuned on case a (per filter)."""
     tuned = {}
     for family in ("ETKF", "LETKF"):
         key = f"fixed {family}"
