@@ -96,6 +96,7 @@ Rigid walls of a given field (:meth:`QgOperators.rigid_walls`)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -106,7 +107,7 @@ from scipy.linalg import lapack
 from pyoops.util.datetime import Duration
 from pyoops.util.errors import NumericalError
 
-__all__ = ["Departure", "Linearisation", "PvInverter", "QgOperators", "lagrange_weights"]
+__all__ = ["Departure", "Linearisation", "LinearisedStep", "PvInverter", "QgOperators", "lagrange_weights"]
 
 #: Largest displacement per step along each axis, in grid lengths (see the module docs; a guard on
 #: the accuracy of the departure points, not a limit of the interpolation, whose stencil follows them).
@@ -594,23 +595,111 @@ class Departure:
             return [(out[i], gx[i], gy[i]) for i in range(n)]
         return out
 
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        r"""The nonzeros of the interpolation matrix :math:`\mathbf{W}`, row by row in ascending column order.
+
+        Row :math:`i` (an interior point of a member, flattened with the member axes) holds the
+        ``4 * py`` weights :math:`w^y_a w^x_b` at the columns of its stencil (flat indices into the
+        members' full grids ``(..., 2, ny, nx)``).  Returns ``(columns, weights)``, both of shape
+        ``(4 * py, n_rows)``; along the first axis the columns ascend, as in a canonical CSR matrix:
+        the rows :math:`a` of the stencil ascend, and within a row the four columns
+        :math:`(m + b) \bmod n_x`, :math:`m = i_{x0} \bmod n_x`, ascend from
+        :math:`b_0 = n_x - m` (where they wrap to 0) when :math:`m > n_x - 4`, from :math:`b_0 = 0` otherwise.
+        """
+        nx = self.ops.nx
+        m = self.ix[0]
+        start = np.where(m > nx - 4, nx - m, 0)
+        ix = np.stack(np.broadcast_arrays(*self.ix))
+        wx = np.stack(self.wx)
+        order = [(start + k) % 4 for k in range(4)]
+        ix_sorted = [np.take_along_axis(ix, o[None], axis=0)[0] for o in order]
+        wx_sorted = [np.take_along_axis(wx, o[None], axis=0)[0] for o in order]
+        n = int(np.prod(self.shape, dtype=int))
+        cols = np.empty((4 * self.py, n), dtype=np.intp)
+        vals = np.empty((4 * self.py, n))
+        for a in range(self.py):
+            base = self.rows[a] + self._member_offset
+            for k in range(4):
+                cols[4 * a + k] = (base + ix_sorted[k]).ravel()
+                vals[4 * a + k] = (self.wy[a] * wx_sorted[k]).ravel()
+        return cols, vals
+
     def matrices(self) -> list[sp.csr_matrix]:
-        """The interpolation as one sparse matrix per member (``(2·(ny-2)·nx) × (2·ny·nx)``)."""
+        """The interpolation as one sparse matrix per member (``(2·(ny-2)·nx) × (2·ny·nx)``).
+
+        The reference definition of :meth:`apply` and :meth:`apply_transpose`, which give the same numbers
+        without storing it (``plugins/qg/tests/test_qg.py``).
+        """
         ops = self.ops
         nout = 2 * ops.nyi * ops.nx
         nin = 2 * ops.ny * ops.nx
         nb = int(np.prod(self.batch, dtype=int))
-        cols, vals = [], []
-        for a in range(self.py):
-            for b in range(4):
-                cols.append(np.broadcast_to(self.rows[a] + self.ix[b], self.shape).reshape(nb, nout))
-                vals.append((self.wy[a] * self.wx[b]).reshape(nb, nout))
-        rows = np.tile(np.arange(nout), len(cols))
+        cols, vals = self.entries()
+        rows = np.tile(np.arange(nout), cols.shape[0])
+        # Per member: its rows, and its columns without the member offset.
+        cols = cols.reshape(-1, nb, nout) - (np.arange(nb) * nin)[None, :, None]
+        vals = vals.reshape(-1, nb, nout)
+        return [sp.csr_matrix((vals[:, m].ravel(), (rows, cols[:, m].ravel())), shape=(nout, nin))
+                for m in range(nb)]
+
+    def _leading(self, a: np.ndarray, tail: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+        """Number of vectors in ``a`` (shape ``(..., *batch, *tail)``) and the leading shape of the result.
+
+        A single trajectory (one member) applies to any batch of increments, ``(..., *tail)``.
+        """
+        if int(np.prod(self.batch, dtype=int)) == 1:
+            prefix = a.shape[: a.ndim - len(tail)]
+            if a.shape[len(prefix):] != tail:
+                raise ValueError(f"increment shape {a.shape} does not end with {tail}")
+            return int(np.prod(prefix, dtype=int)), prefix
+        batch = self.batch + tail
+        lead = a.shape[: a.ndim - len(batch)]
+        if a.shape[len(lead):] != batch:
+            raise ValueError(f"increment batch {a.shape[:a.ndim - len(tail)]} does not end with the trajectory "
+                             f"batch {self.batch}")
+        return int(np.prod(lead, dtype=int)), lead + self.batch
+
+    def apply(self, fields: list[np.ndarray], entries: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> list[np.ndarray]:
+        r""":math:`\mathbf{W}f` for each of ``fields`` (shape ``(..., *batch, 2, ny, nx)``, any leading axes).
+
+        Each value is the sum of its row's products :math:`W_{ij} f_j` taken one after the other in
+        ascending :math:`j`, as SciPy's CSR product does, so the numbers are those of
+        ``matrices()[m] @ f`` to the last bit.
+        """
+        cols, vals = self.entries() if entries is None else entries
         out = []
-        for m in range(nb):
-            c = np.concatenate([col[m] for col in cols])
-            v = np.concatenate([val[m] for val in vals])
-            out.append(sp.csr_matrix((v, (rows, c)), shape=(nout, nin)))
+        prod = np.empty(cols.shape[1])
+        for f in fields:
+            count, prefix = self._leading(f, (2, self.ops.ny, self.ops.nx))
+            flat = np.ascontiguousarray(f).reshape(count, -1)
+            res = np.zeros((count, cols.shape[1]))
+            for row, acc in zip(flat, res):
+                for k in range(cols.shape[0]):
+                    acc += np.multiply(vals[k], row.take(cols[k]), out=prod)
+            out.append(res.reshape(prefix + self.shape[len(self.batch):]))
+        return out
+
+    def apply_transpose(self, fields: list[np.ndarray], entries: tuple[np.ndarray, np.ndarray] | None = None
+                        ) -> list[np.ndarray]:
+        r""":math:`\mathbf{W}^\mathsf{T}g` for each of ``fields`` (shape ``(..., *batch, 2, ny-2, nx)``).
+
+        Each value :math:`\sum_i W_{ij} g_i` is accumulated in ascending :math:`i` (``np.bincount``
+        adds in input order), as the CSR product with SciPy's transpose ``matrices()[m].T.tocsr()``
+        does, so the numbers are the same to the last bit.
+        """
+        cols, vals = self.entries() if entries is None else entries
+        ny, nx = self.ops.ny, self.ops.nx
+        size = int(np.prod(self.batch, dtype=int)) * 2 * ny * nx
+        order = cols.T.ravel()   # row-major: all contributions of row i before those of row i + 1
+        out = []
+        for g in fields:
+            count, prefix = self._leading(g, self.shape[len(self.batch):])
+            flat = np.ascontiguousarray(g).reshape(count, -1)
+            res = np.empty((count, size))
+            for row, acc in zip(flat, res):
+                acc[...] = np.bincount(order, weights=(vals * row).T.ravel(), minlength=size)
+            out.append(res.reshape(prefix + (2, ny, nx)))
         return out
 
 
@@ -663,7 +752,8 @@ class _Stages:
         # q_new - c with the walls of psi, since L(q - c, psi) = psi), which keeps the round-off of the
         # large mean-flow streamfunction out of the inversion.
         zero = np.zeros_like(psi)
-        dep0 = Departure(ops, ops.x_interior - dt * ui, ops.y_interior - dt * vi, linearise)
+        points0 = (ops.x_interior - dt * ui, ops.y_interior - dt * vi)
+        dep0 = Departure(ops, *points0, linearise)
         res0 = dep0.interpolate([q, u, v], gradient=linearise)
         q_star = res0[0][0] if linearise else res0[0]
         dpsi_star = ops.invert_step_linear(q_star - q[..., 1:-1, :], zero)
@@ -675,12 +765,13 @@ class _Stages:
         ub, vb = 0.5 * (ui + du_star + ud), 0.5 * (vi + dv_star + vd)
         if check:
             _check_displacement(ops, ub, vb, dt)
-        dep1 = Departure(ops, ops.x_interior - dt * ub, ops.y_interior - dt * vb, linearise)
+        points1 = (ops.x_interior - dt * ub, ops.y_interior - dt * vb)
+        dep1 = Departure(ops, *points1, linearise)
         res1 = dep1.interpolate([q], gradient=linearise)
         q_new = res1[0][0] if linearise else res1[0]
         self.psi_new = psi + ops.invert_step_linear(q_new - q[..., 1:-1, :], zero)
         if linearise:
-            self.dep0, self.dep1 = dep0, dep1
+            self.points0, self.points1 = points0, points1
             self.grad0 = [(g[1], g[2] * dep0.y_active) for g in res0]   # (d/dx, d/dy) of q, u, v at dep0
             self.grad1 = (res1[0][1], res1[0][2] * dep1.y_active)
 
@@ -706,72 +797,115 @@ def step(ops: QgOperators, psi: np.ndarray, dt: float) -> np.ndarray:
     return out.reshape(batch + psi.shape[-3:])
 
 
-class Linearisation:
-    """What the tangent linear and adjoint of one step need from the trajectory ``psi``.
+@dataclass(frozen=True)
+class LinearisedStep:
+    """The departure points of both stages of one step and the gradients of the interpolated fields there.
 
-    Built lazily: the forecast stores one per model step but 4D-Var may use only
-    some of them.
+    ``points0``/``points1``: :math:`(x_d, y_d)` of the predictor and the corrector; ``grad0``:
+    :math:`(\partial_x\tilde f, \partial_y\tilde f)` of :math:`f = q, u, v` at the predictor's points,
+    ``grad1`` that of :math:`q` at the corrector's (:math:`\partial_y` zero where the point was moved onto
+    a wall).  Twelve arrays of the interior shape ``(..., 2, ny-2, nx)``: 96 bytes per interior point and
+    layer.  The interpolation matrices are functions of the points (:meth:`Departure.entries`).
     """
 
-    def __init__(self, ops: QgOperators, psi: np.ndarray, dt: float):
+    points0: tuple[np.ndarray, np.ndarray]
+    points1: tuple[np.ndarray, np.ndarray]
+    grad0: list[tuple[np.ndarray, np.ndarray]]
+    grad1: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [*self.points0, *self.points1, *self.grad1] + [g for pair in self.grad0 for g in pair]
+        return sum(a.nbytes for a in arrays)
+
+
+class Linearisation:
+    r"""What the tangent linear and adjoint of one step need from the trajectory ``psi``.
+
+    The TL of the step is
+
+    .. math::
+
+        \delta q^* = \mathbf{W}_0\delta q + \partial_x\tilde q\,\delta x_0 + \partial_y\tilde q\,\delta y_0,
+        \qquad
+        \delta q^{n+1} = \mathbf{W}_1\delta q + \partial_x\tilde q\,\delta x_1 + \partial_y\tilde q\,\delta y_1
+
+    (and the same at the predictor's points for :math:`u`, :math:`v`), with :math:`\mathbf{W}_s` the
+    bicubic interpolation to the departure points of stage :math:`s` and :math:`\delta x_s`,
+    :math:`\delta y_s` the TL of those points.  :math:`\mathbf{W}_s` has 16 nonzeros per interior point
+    and layer; stored as SciPy matrices with their transposes it took about 800 bytes per grid point and
+    layer, per step.  Instead the :class:`LinearisedStep` (departure points and gradients, 96 bytes) is
+    kept and :math:`\mathbf{W}_s` and :math:`\mathbf{W}_s^\mathsf{T}` are applied from the points
+    (:meth:`Departure.apply`, :meth:`Departure.apply_transpose`), with the same numbers as the sparse
+    products.
+
+    The :class:`LinearisedStep` is built on first use (the forecast stores one linearisation per model
+    step but 4D-Var may use only some).  With ``keep_state`` the state is kept too and
+    :meth:`release` drops the :class:`LinearisedStep`, to be rebuilt (one linearised nonlinear step) at
+    the next use: 8 bytes per grid point and layer between uses; :class:`~pyoops_qg.model.QgTLM` does
+    that for all but the last few steps used.  Without it the state is dropped once built.
+    """
+
+    def __init__(self, ops: QgOperators, psi: np.ndarray, dt: float, keep_state: bool = False):
         self.ops = ops
         self.dt = dt
-        self.psi = np.array(psi, dtype=float)
-        self._ready = False
+        self.psi: np.ndarray | None = np.array(psi, dtype=float)
+        self.keep_state = keep_state
+        self._step: LinearisedStep | None = None
 
-    def _build(self) -> None:
-        st = _Stages(self.ops, self.psi, self.dt, check=False, linearise=True)
-        self.batch = st.dep0.batch
-        self.w0 = st.dep0.matrices()
-        self.w1 = st.dep1.matrices()
-        self.w0t = [m.T.tocsr() for m in self.w0]
-        self.w1t = [m.T.tocsr() for m in self.w1]
-        self.grad0 = st.grad0
-        self.grad1 = st.grad1
-        self._ready = True
+    @property
+    def built(self) -> bool:
+        """Whether the :class:`LinearisedStep` is held."""
+        return self._step is not None
 
-    def _apply(self, mats: list[sp.csr_matrix], a: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
-        nin = mats[0].shape[1]
-        batch = a.shape[:-3]
-        if len(mats) == 1:
-            flat = a.reshape(-1, nin)
-            return (mats[0] @ flat.T).T.reshape(batch + out_shape)
-        tb = self.batch
-        if batch[len(batch) - len(tb):] != tb:
-            raise ValueError(f"increment batch {batch} does not end with the trajectory batch {tb}")
-        lead = batch[: len(batch) - len(tb)]
-        flat = a.reshape((int(np.prod(lead, dtype=int)), len(mats), nin))
-        res = np.stack([(m @ flat[:, i, :].T).T for i, m in enumerate(mats)], axis=1)
-        return res.reshape(batch + out_shape)
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held (the state and/or the :class:`LinearisedStep`)."""
+        return (0 if self.psi is None else self.psi.nbytes) + (0 if self._step is None else self._step.nbytes)
+
+    def build(self) -> LinearisedStep:
+        """The :class:`LinearisedStep` of the trajectory (computed on first use)."""
+        if self._step is None:
+            if self.psi is None:  # cannot happen: the state is dropped only once the step is kept
+                raise RuntimeError("QG linearisation: neither the state nor its linearisation is held")
+            st = _Stages(self.ops, self.psi, self.dt, check=False, linearise=True)
+            self._step = LinearisedStep(st.points0, st.points1, st.grad0, st.grad1)
+            if not self.keep_state:
+                self.psi = None
+        return self._step
+
+    def release(self) -> None:
+        """Drop the :class:`LinearisedStep` (rebuilt from the state at the next use); needs ``keep_state``."""
+        if not self.keep_state:
+            raise RuntimeError("QG linearisation: release() needs keep_state (the state is not kept)")
+        self._step = None
 
     def step_tl(self, dpsi: np.ndarray) -> np.ndarray:
-        if not self._ready:
-            self._build()
+        """The TL of the step (see the class docs) applied to ``dpsi``, any leading axes."""
+        lin = self.build()
         ops, dt = self.ops, self.dt
-        interior = (2, ops.nyi, ops.nx)
         dpsi = ops.project_walls(dpsi)
         dq = ops.pv_linear(dpsi)
         du, dv = ops.winds(dpsi)
         dx0 = -dt * du[..., 1:-1, :]
         dy0 = -dt * dv[..., 1:-1, :]
-        moved = [self._apply(self.w0, f, interior) + gx * dx0 + gy * dy0
-                 for f, (gx, gy) in zip((dq, du, dv), self.grad0)]
+        interpolated = Departure(ops, *lin.points0).apply([dq, du, dv])
+        moved = [w + gx * dx0 + gy * dy0 for w, (gx, gy) in zip(interpolated, lin.grad0)]
         dpsi_star = ops.invert_step_linear(moved[0], dpsi)
         du_star, dv_star = ops.winds_interior(dpsi_star)
         dx1 = -0.5 * dt * (du_star + moved[1])
         dy1 = -0.5 * dt * (dv_star + moved[2])
-        gx, gy = self.grad1
-        dq_new = self._apply(self.w1, dq, interior) + gx * dx1 + gy * dy1
+        gx, gy = lin.grad1
+        dq_new = Departure(ops, *lin.points1).apply([dq])[0] + gx * dx1 + gy * dy1
         return ops.invert_step_linear(dq_new, dpsi)
 
     def step_ad(self, a_new: np.ndarray) -> np.ndarray:
-        if not self._ready:
-            self._build()
+        """The adjoint of :meth:`step_tl` applied to ``a_new``."""
+        lin = self.build()
         ops, dt = self.ops, self.dt
-        full = (2, ops.ny, ops.nx)
         aq_new, apsi = ops.invert_step_linear_ad(a_new)
-        gx, gy = self.grad1
-        aq = self._apply(self.w1t, aq_new, full)
+        gx, gy = lin.grad1
+        aq = Departure(ops, *lin.points1).apply_transpose([aq_new])[0]
         ax1, ay1 = gx * aq_new, gy * aq_new
         a_star_u, a_star_v = -0.5 * dt * ax1, -0.5 * dt * ay1   # adjoints of du*, dv* and of the moved u, v
         apsi_star = ops.winds_interior_ad(a_star_u, a_star_v)
@@ -779,9 +913,9 @@ class Linearisation:
         apsi = apsi + apsi_p
         ax0 = np.zeros_like(aq_new)
         ay0 = np.zeros_like(aq_new)
-        adjoints = []
-        for a_moved, (gx0, gy0) in zip((aq_star, a_star_u, a_star_v), self.grad0):
-            adjoints.append(self._apply(self.w0t, a_moved, full))
+        moved = (aq_star, a_star_u, a_star_v)
+        adjoints = Departure(ops, *lin.points0).apply_transpose(list(moved))
+        for a_moved, (gx0, gy0) in zip(moved, lin.grad0):
             ax0 += gx0 * a_moved
             ay0 += gy0 * a_moved
         aq = aq + adjoints[0]
