@@ -23,6 +23,7 @@ costs per grid point (both layers) and model step.
 Usage::
 
     python benchmarks/qg_4dvar_memory.py [--grids 80x40 160x80 320x160] [--ninner 3]
+                                         [--trajectory default|departures|state]
 
 Record the printed table in docs/benchmarks.rst.  No assertion: a benchmark exits 0.
 """
@@ -91,7 +92,7 @@ def make_obs(nx: int, ny: int, window: str, folder: Path) -> None:
         "make obs": True, "obs perturbations": True, "obs perturbations seed": 1})
 
 
-def four_dvar(nx: int, ny: int, window: str, folder: Path, ninner: int) -> dict[str, Any]:
+def four_dvar(nx: int, ny: int, window: str, folder: Path, ninner: int, trajectory: str) -> dict[str, Any]:
     """The 4D-Var of the module docs; returns the cost function's summary."""
     import pyoops
 
@@ -101,6 +102,8 @@ def four_dvar(nx: int, ny: int, window: str, folder: Path, ninner: int) -> dict[
             "background": {"date": T0, "analytic init": _init(2.0)}, "background error": _static_b(),
             "observations": {"observers": _observers(folder, generate=False)},
             "model": {"name": "QG", "tstep": tstep}, "linear model": {"name": "QgTLM", "tstep": tstep}}
+    if trajectory != "default":  # the QgTLM of code versions without the key
+        cost["linear model"]["trajectory"] = trajectory
     return pyoops.run("variational", {
         "model plugin": "qg", "cost function": cost,
         "variational": {"minimizer": {"algorithm": "DRPCG"},
@@ -117,15 +120,15 @@ def _child(args: list[str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_case(nx: int, ny: int, hours: int, ninner: int) -> dict[str, Any]:
+def run_case(nx: int, ny: int, hours: int, ninner: int, trajectory: str) -> dict[str, Any]:
     """Observations, then the measured 4D-Var, each in a fresh subprocess."""
     with tempfile.TemporaryDirectory(prefix="qg4dvar") as tmp:
-        base = [str(nx), str(ny), f"PT{hours}H", tmp, str(ninner)]
+        base = [str(nx), str(ny), f"PT{hours}H", tmp, str(ninner), trajectory]
         _child(["--make-obs", *base])
         return _child(["--worker", *base])
 
 
-def worker(nx: int, ny: int, window: str, folder: Path, ninner: int) -> dict[str, Any]:
+def worker(nx: int, ny: int, window: str, folder: Path, ninner: int, trajectory: str) -> dict[str, Any]:
     import logging
     import resource
 
@@ -133,7 +136,7 @@ def worker(nx: int, ny: int, window: str, folder: Path, ninner: int) -> dict[str
 
     logging.getLogger("pyoops").setLevel(logging.WARNING)
     start = time.perf_counter()
-    summary = four_dvar(nx, ny, window, folder, ninner)
+    summary = four_dvar(nx, ny, window, folder, ninner, trajectory)
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     steps = int(Duration(window).total_seconds() // Duration(TSTEPS[nx, ny]).total_seconds())
@@ -149,30 +152,33 @@ def main() -> int:
                         help="grids NXxNY among " + ", ".join(f"{a}x{b}" for a, b in TSTEPS))
     parser.add_argument("--ninner", type=int, default=3, help="inner iterations of the one outer loop")
     parser.add_argument("--short", type=int, default=6, help="hours of the short window for B/point/step")
-    parser.add_argument("--worker", nargs=5, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--make-obs", nargs=5, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--trajectory", choices=["default", "departures", "state"], default="default",
+                        help="the QgTLM's 'trajectory' key (default: not given)")
+    parser.add_argument("--worker", nargs=6, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--make-obs", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     for flag, job in ((args.make_obs, "obs"), (args.worker, "4dvar")):
         if flag is not None:
             nx, ny, window, folder, ninner = int(flag[0]), int(flag[1]), flag[2], Path(flag[3]), int(flag[4])
+            trajectory = flag[5]
             if job == "obs":
                 make_obs(nx, ny, window, folder)
                 print(json.dumps({}))
             else:
-                print(json.dumps(worker(nx, ny, window, folder, ninner)))
+                print(json.dumps(worker(nx, ny, window, folder, ninner, trajectory)))
             return 0
 
     import scipy
 
     print(f"Python {platform.python_version()}, NumPy {np.__version__}, SciPy {scipy.__version__}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}")
-    print(f"QG 4D-Var, 24 h window, 1 outer loop x {args.ninner} inner iterations")
+    print(f"QG 4D-Var, 24 h window, 1 outer loop x {args.ninner} inner iterations, trajectory: {args.trajectory}")
     print(f"{'grid':>9} {'tstep':>6} {'steps':>6} {'peak [MiB]':>11} {'6 h peak':>9} {'B/point/step':>13} "
           f"{'wall [s]':>9} {'user [s]':>9} {'sys [s]':>8} {'sys %':>6}")
     for grid in args.grids:
         nx, ny = (int(n) for n in grid.split("x"))
-        long = run_case(nx, ny, 24, args.ninner)
-        short = run_case(nx, ny, args.short, args.ninner)
+        long = run_case(nx, ny, 24, args.ninner, args.trajectory)
+        short = run_case(nx, ny, args.short, args.ninner, args.trajectory)
         per = (long["peak MiB"] - short["peak MiB"]) * 2**20 / (nx * ny * (long["steps"] - short["steps"]))
         cpu = long["user s"] + long["system s"]
         print(f"{grid:>9} {long['tstep']:>6} {long['steps']:>6} {long['peak MiB']:>11.0f} {short['peak MiB']:>9.0f} "

@@ -97,7 +97,7 @@ Rigid walls of a given field (:meth:`QgOperators.rigid_walls`)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.fft as sfft
@@ -107,7 +107,8 @@ from scipy.linalg import lapack
 from pyoops.util.datetime import Duration
 from pyoops.util.errors import NumericalError
 
-__all__ = ["Departure", "Linearisation", "LinearisedStep", "PvInverter", "QgOperators", "lagrange_weights"]
+__all__ = ["Departure", "Linearisation", "LinearisedStep", "PvInverter", "QgOperators", "Storage", "lagrange_weights",
+           "sparse_product"]
 
 #: Largest displacement per step along each axis, in grid lengths (see the module docs; a guard on
 #: the accuracy of the departure points, not a limit of the interpolation, whose stencil follows them).
@@ -529,6 +530,7 @@ class Departure:
     def __init__(self, ops: QgOperators, xd: np.ndarray, yd: np.ndarray, derivative: bool = False):
         nx, ny = ops.nx, ops.ny
         self.ops = ops
+        self.points = (xd, yd)
         self.shape = xd.shape
         self.batch = xd.shape[:-3]
         sx = xd / ops.dx
@@ -601,106 +603,119 @@ class Departure:
         Row :math:`i` (an interior point of a member, flattened with the member axes) holds the
         ``4 * py`` weights :math:`w^y_a w^x_b` at the columns of its stencil (flat indices into the
         members' full grids ``(..., 2, ny, nx)``).  Returns ``(columns, weights)``, both of shape
-        ``(4 * py, n_rows)``; along the first axis the columns ascend, as in a canonical CSR matrix:
+        ``(n_rows, 4 * py)``, the columns ascending along each row as in a canonical CSR matrix:
         the rows :math:`a` of the stencil ascend, and within a row the four columns
-        :math:`(m + b) \bmod n_x`, :math:`m = i_{x0} \bmod n_x`, ascend from
-        :math:`b_0 = n_x - m` (where they wrap to 0) when :math:`m > n_x - 4`, from :math:`b_0 = 0` otherwise.
+        :math:`(m + b) \bmod n_x`, :math:`m = i_{x0} \bmod n_x`, ascend from :math:`b = 0` unless the
+        stencil wraps around the periodic boundary (:math:`m > n_x - 4`), where they ascend from
+        :math:`b_0 = n_x - m`, the first to wrap to 0.
         """
         nx = self.ops.nx
-        m = self.ix[0]
-        start = np.where(m > nx - 4, nx - m, 0)
-        ix = np.stack(np.broadcast_arrays(*self.ix))
-        wx = np.stack(self.wx)
-        order = [(start + k) % 4 for k in range(4)]
-        ix_sorted = [np.take_along_axis(ix, o[None], axis=0)[0] for o in order]
-        wx_sorted = [np.take_along_axis(wx, o[None], axis=0)[0] for o in order]
         n = int(np.prod(self.shape, dtype=int))
-        cols = np.empty((4 * self.py, n), dtype=np.intp)
-        vals = np.empty((4 * self.py, n))
-        for a in range(self.py):
-            base = self.rows[a] + self._member_offset
-            for k in range(4):
-                cols[4 * a + k] = (base + ix_sorted[k]).ravel()
-                vals[4 * a + k] = (self.wy[a] * wx_sorted[k]).ravel()
+        index = self._index_dtype()
+        ix = np.stack([np.broadcast_to(i, self.shape).ravel() for i in self.ix]).astype(index)  # (4, n) in [0, nx)
+        wx = np.stack([w.ravel() for w in self.wx])
+        wrapped = np.flatnonzero(ix[0] > nx - 4)
+        order = (nx - ix[0][wrapped] + np.arange(4)[:, None]) % 4
+        ix[:, wrapped] = np.take_along_axis(ix[:, wrapped], order, axis=0)
+        wx[:, wrapped] = np.take_along_axis(wx[:, wrapped], order, axis=0)
+        base = np.stack([np.broadcast_to(r + self._member_offset, self.shape).ravel() for r in self.rows]).astype(index)
+        wy = np.stack([w.ravel() for w in self.wy])
+        # Computed as (py, 4, n) and transposed in one copy: faster than writing strided columns.
+        cols = (base[:, None, :] + ix[None, :, :]).reshape(4 * self.py, n).T.copy()
+        vals = (wy[:, None, :] * wx[None, :, :]).reshape(4 * self.py, n).T.copy()
         return cols, vals
+
+    def _index_dtype(self) -> type:
+        """``int32`` if every column and nonzero of :meth:`matrix` can be counted in it (SciPy's own choice,
+        so no conversion), else ``intp``."""
+        nb = int(np.prod(self.batch, dtype=int))
+        largest = max(nb * 2 * self.ops.ny * self.ops.nx, 4 * self.py * int(np.prod(self.shape, dtype=int)))
+        return np.int32 if largest < np.iinfo(np.int32).max else np.intp
+
+    def matrix(self) -> sp.csr_matrix:
+        """The interpolation of all members as one block-diagonal CSR matrix, built from :meth:`entries`.
+
+        Its rows are the interior points of the members (``n_members * 2 * (ny-2) * nx``), its columns
+        the points of their full grids (``n_members * 2 * ny * nx``).  The entries are already in
+        canonical order, so no sorting is needed: :math:`O(16 n)`.
+        """
+        cols, vals = self.entries()
+        ops = self.ops
+        nb = int(np.prod(self.batch, dtype=int))
+        indptr = np.arange(0, cols.size + 1, cols.shape[1], dtype=cols.dtype)
+        return sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(cols.shape[0], nb * 2 * ops.ny * ops.nx))
 
     def matrices(self) -> list[sp.csr_matrix]:
         """The interpolation as one sparse matrix per member (``(2·(ny-2)·nx) × (2·ny·nx)``).
 
-        The reference definition of :meth:`apply` and :meth:`apply_transpose`, which give the same numbers
-        without storing it (``plugins/qg/tests/test_qg.py``).
+        Built from scattered triplets, as the linearisation stored them before: the reference
+        definition of :meth:`apply` and :meth:`apply_transpose` (``plugins/qg/tests/test_qg.py``).
         """
         ops = self.ops
         nout = 2 * ops.nyi * ops.nx
         nin = 2 * ops.ny * ops.nx
         nb = int(np.prod(self.batch, dtype=int))
         cols, vals = self.entries()
-        rows = np.tile(np.arange(nout), cols.shape[0])
+        rows = np.repeat(np.arange(nout), cols.shape[1])
         # Per member: its rows, and its columns without the member offset.
-        cols = cols.reshape(-1, nb, nout) - (np.arange(nb) * nin)[None, :, None]
-        vals = vals.reshape(-1, nb, nout)
-        return [sp.csr_matrix((vals[:, m].ravel(), (rows, cols[:, m].ravel())), shape=(nout, nin))
-                for m in range(nb)]
+        cols = cols.reshape(nb, -1) - (np.arange(nb) * nin)[:, None]
+        vals = vals.reshape(nb, -1)
+        return [sp.csr_matrix((vals[m], (rows, cols[m])), shape=(nout, nin)) for m in range(nb)]
 
-    def _leading(self, a: np.ndarray, tail: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
-        """Number of vectors in ``a`` (shape ``(..., *batch, *tail)``) and the leading shape of the result.
-
-        A single trajectory (one member) applies to any batch of increments, ``(..., *tail)``.
-        """
-        if int(np.prod(self.batch, dtype=int)) == 1:
-            prefix = a.shape[: a.ndim - len(tail)]
-            if a.shape[len(prefix):] != tail:
-                raise ValueError(f"increment shape {a.shape} does not end with {tail}")
-            return int(np.prod(prefix, dtype=int)), prefix
-        batch = self.batch + tail
-        lead = a.shape[: a.ndim - len(batch)]
-        if a.shape[len(lead):] != batch:
-            raise ValueError(f"increment batch {a.shape[:a.ndim - len(tail)]} does not end with the trajectory "
-                             f"batch {self.batch}")
-        return int(np.prod(lead, dtype=int)), lead + self.batch
-
-    def apply(self, fields: list[np.ndarray], entries: tuple[np.ndarray, np.ndarray] | None = None
-              ) -> list[np.ndarray]:
+    def apply(self, fields: list[np.ndarray]) -> list[np.ndarray]:
         r""":math:`\mathbf{W}f` for each of ``fields`` (shape ``(..., *batch, 2, ny, nx)``, any leading axes).
 
-        Each value is the sum of its row's products :math:`W_{ij} f_j` taken one after the other in
-        ascending :math:`j`, as SciPy's CSR product does, so the numbers are those of
+        The CSR product with :meth:`matrix`: each value is the sum of its row's products
+        :math:`W_{ij} f_j` taken one after the other in ascending :math:`j`, the numbers of
         ``matrices()[m] @ f`` to the last bit.
         """
-        cols, vals = self.entries() if entries is None else entries
-        out = []
-        prod = np.empty(cols.shape[1])
-        for f in fields:
-            count, prefix = self._leading(f, (2, self.ops.ny, self.ops.nx))
-            flat = np.ascontiguousarray(f).reshape(count, -1)
-            res = np.zeros((count, cols.shape[1]))
-            for row, acc in zip(flat, res):
-                for k in range(cols.shape[0]):
-                    acc += np.multiply(vals[k], row.take(cols[k]), out=prod)
-            out.append(res.reshape(prefix + self.shape[len(self.batch):]))
-        return out
+        return sparse_product(self.matrix(), fields, self.batch, self.ops, transpose=False)
 
-    def apply_transpose(self, fields: list[np.ndarray], entries: tuple[np.ndarray, np.ndarray] | None = None
-                        ) -> list[np.ndarray]:
+    def apply_transpose(self, fields: list[np.ndarray]) -> list[np.ndarray]:
         r""":math:`\mathbf{W}^\mathsf{T}g` for each of ``fields`` (shape ``(..., *batch, 2, ny-2, nx)``).
 
-        Each value :math:`\sum_i W_{ij} g_i` is accumulated in ascending :math:`i` (``np.bincount``
-        adds in input order), as the CSR product with SciPy's transpose ``matrices()[m].T.tocsr()``
-        does, so the numbers are the same to the last bit.
+        The product with the CSC matrix ``matrix().T`` (no copy), which adds the products
+        :math:`W_{ij} g_i` into :math:`(\mathbf{W}^\mathsf{T}g)_j` in ascending :math:`i`, as the CSR
+        product with SciPy's transpose ``matrices()[m].T.tocsr()`` does: the same numbers to the last bit.
         """
-        cols, vals = self.entries() if entries is None else entries
-        ny, nx = self.ops.ny, self.ops.nx
-        size = int(np.prod(self.batch, dtype=int)) * 2 * ny * nx
-        order = cols.T.ravel()   # row-major: all contributions of row i before those of row i + 1
-        out = []
-        for g in fields:
-            count, prefix = self._leading(g, self.shape[len(self.batch):])
-            flat = np.ascontiguousarray(g).reshape(count, -1)
-            res = np.empty((count, size))
-            for row, acc in zip(flat, res):
-                acc[...] = np.bincount(order, weights=(vals * row).T.ravel(), minlength=size)
-            out.append(res.reshape(prefix + (2, ny, nx)))
-        return out
+        return sparse_product(self.matrix(), fields, self.batch, self.ops, transpose=True)
+
+
+def _leading(a: np.ndarray, batch: tuple[int, ...], tail: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """Number of vectors in ``a`` (shape ``(..., *batch, *tail)``) and the leading shape of the result.
+
+    A single trajectory (one member) applies to any batch of increments, ``(..., *tail)``.
+    """
+    if int(np.prod(batch, dtype=int)) == 1:
+        prefix = a.shape[: a.ndim - len(tail)]
+        if a.shape[len(prefix):] != tail:
+            raise ValueError(f"increment shape {a.shape} does not end with {tail}")
+        return int(np.prod(prefix, dtype=int)), prefix
+    lead = a.shape[: a.ndim - len(batch) - len(tail)]
+    if a.shape[len(lead):] != batch + tail:
+        raise ValueError(f"increment batch {a.shape[:a.ndim - len(tail)]} does not end with the trajectory "
+                         f"batch {batch}")
+    return int(np.prod(lead, dtype=int)), lead + batch
+
+
+def sparse_product(w: sp.csr_matrix, fields: list[np.ndarray], batch: tuple[int, ...], ops: QgOperators,
+                   transpose: bool) -> list[np.ndarray]:
+    """The interpolation ``w`` of the members ``batch`` (:meth:`Departure.matrix`), or its transpose,
+    applied to each of ``fields``, with one sparse product for all of them.
+
+    ``fields`` have the shape ``(..., *batch, 2, ny, nx)`` (``(..., *batch, 2, ny-2, nx)`` with ``transpose``),
+    any leading axes; a single trajectory (``batch`` of one member) applies to any batch of increments.
+    """
+    full, interior = (2, ops.ny, ops.nx), (2, ops.nyi, ops.nx)
+    tail_in, tail_out = (interior, full) if transpose else (full, interior)
+    shapes = [_leading(f, batch, tail_in) for f in fields]
+    stacked = np.concatenate([np.reshape(f, (count, -1)) for f, (count, _) in zip(fields, shapes)])
+    res = ((w.T if transpose else w) @ stacked.T).T
+    out, start = [], 0
+    for count, prefix in shapes:
+        out.append(res[start:start + count].reshape(prefix + tail_out))
+        start += count
+    return out
 
 
 # =============================================================================================
@@ -752,8 +767,7 @@ class _Stages:
         # q_new - c with the walls of psi, since L(q - c, psi) = psi), which keeps the round-off of the
         # large mean-flow streamfunction out of the inversion.
         zero = np.zeros_like(psi)
-        points0 = (ops.x_interior - dt * ui, ops.y_interior - dt * vi)
-        dep0 = Departure(ops, *points0, linearise)
+        dep0 = Departure(ops, ops.x_interior - dt * ui, ops.y_interior - dt * vi, linearise)
         res0 = dep0.interpolate([q, u, v], gradient=linearise)
         q_star = res0[0][0] if linearise else res0[0]
         dpsi_star = ops.invert_step_linear(q_star - q[..., 1:-1, :], zero)
@@ -765,13 +779,12 @@ class _Stages:
         ub, vb = 0.5 * (ui + du_star + ud), 0.5 * (vi + dv_star + vd)
         if check:
             _check_displacement(ops, ub, vb, dt)
-        points1 = (ops.x_interior - dt * ub, ops.y_interior - dt * vb)
-        dep1 = Departure(ops, *points1, linearise)
+        dep1 = Departure(ops, ops.x_interior - dt * ub, ops.y_interior - dt * vb, linearise)
         res1 = dep1.interpolate([q], gradient=linearise)
         q_new = res1[0][0] if linearise else res1[0]
         self.psi_new = psi + ops.invert_step_linear(q_new - q[..., 1:-1, :], zero)
         if linearise:
-            self.points0, self.points1 = points0, points1
+            self.dep0, self.dep1 = dep0, dep1
             self.grad0 = [(g[1], g[2] * dep0.y_active) for g in res0]   # (d/dx, d/dy) of q, u, v at dep0
             self.grad1 = (res1[0][1], res1[0][2] * dep1.y_active)
 
@@ -797,26 +810,44 @@ def step(ops: QgOperators, psi: np.ndarray, dt: float) -> np.ndarray:
     return out.reshape(batch + psi.shape[-3:])
 
 
+#: How a :class:`Linearisation` keeps its trajectory step (see its docs).
+Storage = Literal["matrices", "departures", "state"]
+
+
+def _nbytes(a: Any) -> int:
+    """Bytes of an array, a tuple of arrays or a sparse matrix (its data, indices and pointers)."""
+    if sp.issparse(a):
+        return int(a.data.nbytes + a.indices.nbytes + a.indptr.nbytes)
+    if isinstance(a, tuple):
+        return sum(_nbytes(x) for x in a)
+    return int(a.nbytes)
+
+
 @dataclass(frozen=True)
 class LinearisedStep:
-    """The departure points of both stages of one step and the gradients of the interpolated fields there.
+    r"""The interpolations of both stages of one step and the gradients of the interpolated fields.
 
-    ``points0``/``points1``: :math:`(x_d, y_d)` of the predictor and the corrector; ``grad0``:
-    :math:`(\partial_x\tilde f, \partial_y\tilde f)` of :math:`f = q, u, v` at the predictor's points,
-    ``grad1`` that of :math:`q` at the corrector's (:math:`\partial_y` zero where the point was moved onto
-    a wall).  Twelve arrays of the interior shape ``(..., 2, ny-2, nx)``: 96 bytes per interior point and
-    layer.  The interpolation matrices are functions of the points (:meth:`Departure.entries`).
+    ``stage0``/``stage1``: the interpolation :math:`\mathbf{W}_s` to the departure points of the
+    predictor and the corrector, as a CSR matrix or as the points :math:`(x_d, y_d)` themselves, from
+    which :meth:`matrices` rebuilds it; ``grad0``: :math:`(\partial_x\tilde f, \partial_y\tilde f)` of
+    :math:`f = q, u, v` at the predictor's points, ``grad1`` that of :math:`q` at the corrector's
+    (:math:`\partial_y` zero where the point was moved onto a wall).  Each array has the interior shape
+    ``(..., 2, ny-2, nx)``.
     """
 
-    points0: tuple[np.ndarray, np.ndarray]
-    points1: tuple[np.ndarray, np.ndarray]
+    stage0: Any
+    stage1: Any
     grad0: list[tuple[np.ndarray, np.ndarray]]
     grad1: tuple[np.ndarray, np.ndarray]
 
     @property
     def nbytes(self) -> int:
-        arrays = [*self.points0, *self.points1, *self.grad1] + [g for pair in self.grad0 for g in pair]
-        return sum(a.nbytes for a in arrays)
+        return sum(_nbytes(a) for a in (self.stage0, self.stage1, self.grad1, *self.grad0))
+
+    def matrices(self, ops: QgOperators) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """:math:`(\\mathbf{W}_0, \\mathbf{W}_1)`, stored or rebuilt from the departure points."""
+        return tuple(w if sp.issparse(w) else Departure(ops, *w).matrix()  # type: ignore[return-value]
+                     for w in (self.stage0, self.stage1))
 
 
 class Linearisation:
@@ -831,26 +862,36 @@ class Linearisation:
         \delta q^{n+1} = \mathbf{W}_1\delta q + \partial_x\tilde q\,\delta x_1 + \partial_y\tilde q\,\delta y_1
 
     (and the same at the predictor's points for :math:`u`, :math:`v`), with :math:`\mathbf{W}_s` the
-    bicubic interpolation to the departure points of stage :math:`s` and :math:`\delta x_s`,
-    :math:`\delta y_s` the TL of those points.  :math:`\mathbf{W}_s` has 16 nonzeros per interior point
-    and layer; stored as SciPy matrices with their transposes it took about 800 bytes per grid point and
-    layer, per step.  Instead the :class:`LinearisedStep` (departure points and gradients, 96 bytes) is
-    kept and :math:`\mathbf{W}_s` and :math:`\mathbf{W}_s^\mathsf{T}` are applied from the points
-    (:meth:`Departure.apply`, :meth:`Departure.apply_transpose`), with the same numbers as the sparse
-    products.
+    bicubic interpolation to the departure points of stage :math:`s` (16 nonzeros per interior point and
+    layer) and :math:`\delta x_s`, :math:`\delta y_s` the TL of those points; the adjoint applies
+    :math:`\mathbf{W}_s^\mathsf{T}` as the CSC matrix :math:`\mathbf{W}_s` seen transposed.
 
     The :class:`LinearisedStep` is built on first use (the forecast stores one linearisation per model
-    step but 4D-Var may use only some).  With ``keep_state`` the state is kept too and
-    :meth:`release` drops the :class:`LinearisedStep`, to be rebuilt (one linearised nonlinear step) at
-    the next use: 8 bytes per grid point and layer between uses; :class:`~pyoops_qg.model.QgTLM` does
-    that for all but the last few steps used.  Without it the state is dropped once built.
+    step but 4D-Var may use only some), and what is kept depends on ``storage``, per grid point and
+    layer of the trajectory:
+
+    ``matrices``
+        :math:`\mathbf{W}_0`, :math:`\mathbf{W}_1` (CSR, 32-bit indices) and the 8 gradients: about
+        460 bytes.  Each TL or AD step is two sparse products.
+    ``departures``
+        The departure points of both stages instead of the matrices: 96 bytes.  Each TL or AD step
+        rebuilds :math:`\mathbf{W}_s` from its points (:meth:`Departure.matrix`, no sorting).
+    ``state``
+        The streamfunction only (8 bytes) between uses: :meth:`release` drops the
+        :class:`LinearisedStep`, which the next use rebuilds (one linearised nonlinear step);
+        :class:`~pyoops_qg.model.QgTLM` keeps the last few used built.
+
+    The numbers are the same in all three, and the same as with the matrices and their SciPy
+    transposes that were stored before (about 870 bytes per grid point and layer).
     """
 
-    def __init__(self, ops: QgOperators, psi: np.ndarray, dt: float, keep_state: bool = False):
+    def __init__(self, ops: QgOperators, psi: np.ndarray, dt: float, storage: Storage = "departures"):
+        if storage not in ("matrices", "departures", "state"):
+            raise ValueError(f"QG linearisation storage is 'matrices', 'departures' or 'state', got {storage!r}")
         self.ops = ops
         self.dt = dt
         self.psi: np.ndarray | None = np.array(psi, dtype=float)
-        self.keep_state = keep_state
+        self.storage = storage
         self._step: LinearisedStep | None = None
 
     @property
@@ -869,15 +910,20 @@ class Linearisation:
             if self.psi is None:  # cannot happen: the state is dropped only once the step is kept
                 raise RuntimeError("QG linearisation: neither the state nor its linearisation is held")
             st = _Stages(self.ops, self.psi, self.dt, check=False, linearise=True)
-            self._step = LinearisedStep(st.points0, st.points1, st.grad0, st.grad1)
-            if not self.keep_state:
+            if self.storage == "matrices":
+                stages = (st.dep0.matrix(), st.dep1.matrix())
+            else:
+                stages = (st.dep0.points, st.dep1.points)
+            self._step = LinearisedStep(*stages, st.grad0, st.grad1)
+            if self.storage != "state":
                 self.psi = None
         return self._step
 
     def release(self) -> None:
-        """Drop the :class:`LinearisedStep` (rebuilt from the state at the next use); needs ``keep_state``."""
-        if not self.keep_state:
-            raise RuntimeError("QG linearisation: release() needs keep_state (the state is not kept)")
+        """Drop the :class:`LinearisedStep`, to be rebuilt from the state at the next use (``storage='state'``)."""
+        if self.storage != "state":
+            raise RuntimeError(f"QG linearisation: release() needs storage 'state' (the state is not kept with "
+                               f"{self.storage!r})")
         self._step = None
 
     def step_tl(self, dpsi: np.ndarray) -> np.ndarray:
@@ -889,23 +935,27 @@ class Linearisation:
         du, dv = ops.winds(dpsi)
         dx0 = -dt * du[..., 1:-1, :]
         dy0 = -dt * dv[..., 1:-1, :]
-        interpolated = Departure(ops, *lin.points0).apply([dq, du, dv])
+        w0, w1 = lin.matrices(ops)
+        batch = lin.grad1[0].shape[:-3]
+        interpolated = sparse_product(w0, [dq, du, dv], batch, ops, transpose=False)
         moved = [w + gx * dx0 + gy * dy0 for w, (gx, gy) in zip(interpolated, lin.grad0)]
         dpsi_star = ops.invert_step_linear(moved[0], dpsi)
         du_star, dv_star = ops.winds_interior(dpsi_star)
         dx1 = -0.5 * dt * (du_star + moved[1])
         dy1 = -0.5 * dt * (dv_star + moved[2])
         gx, gy = lin.grad1
-        dq_new = Departure(ops, *lin.points1).apply([dq])[0] + gx * dx1 + gy * dy1
+        dq_new = sparse_product(w1, [dq], batch, ops, transpose=False)[0] + gx * dx1 + gy * dy1
         return ops.invert_step_linear(dq_new, dpsi)
 
     def step_ad(self, a_new: np.ndarray) -> np.ndarray:
         """The adjoint of :meth:`step_tl` applied to ``a_new``."""
         lin = self.build()
         ops, dt = self.ops, self.dt
+        w0, w1 = lin.matrices(ops)
+        batch = lin.grad1[0].shape[:-3]
         aq_new, apsi = ops.invert_step_linear_ad(a_new)
         gx, gy = lin.grad1
-        aq = Departure(ops, *lin.points1).apply_transpose([aq_new])[0]
+        aq = sparse_product(w1, [aq_new], batch, ops, transpose=True)[0]
         ax1, ay1 = gx * aq_new, gy * aq_new
         a_star_u, a_star_v = -0.5 * dt * ax1, -0.5 * dt * ay1   # adjoints of du*, dv* and of the moved u, v
         apsi_star = ops.winds_interior_ad(a_star_u, a_star_v)
@@ -914,7 +964,7 @@ class Linearisation:
         ax0 = np.zeros_like(aq_new)
         ay0 = np.zeros_like(aq_new)
         moved = (aq_star, a_star_u, a_star_v)
-        adjoints = Departure(ops, *lin.points0).apply_transpose(list(moved))
+        adjoints = sparse_product(w0, list(moved), batch, ops, transpose=True)
         for a_moved, (gx0, gy0) in zip(moved, lin.grad0):
             ax0 += gx0 * a_moved
             ay0 += gy0 * a_moved
