@@ -23,7 +23,7 @@ costs per grid point (both layers) and model step.
 Usage::
 
     python benchmarks/qg_4dvar_memory.py [--grids 80x40 160x80 320x160] [--ninner 3]
-                                         [--trajectory default|departures|state]
+                                         [--trajectory default|matrices|departures|state]
 
 Record the printed table in docs/benchmarks.rst.  No assertion: a benchmark exits 0.
 """
@@ -152,7 +152,7 @@ def main() -> int:
                         help="grids NXxNY among " + ", ".join(f"{a}x{b}" for a, b in TSTEPS))
     parser.add_argument("--ninner", type=int, default=3, help="inner iterations of the one outer loop")
     parser.add_argument("--short", type=int, default=6, help="hours of the short window for B/point/step")
-    parser.add_argument("--trajectory", choices=["default", "departures", "state"], default="default",
+    parser.add_argument("--trajectory", choices=["default", "matrices", "departures", "state"], default="default",
                         help="the QgTLM's 'trajectory' key (default: not given)")
     parser.add_argument("--worker", nargs=6, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--make-obs", nargs=6, default=None, help=argparse.SUPPRESS)

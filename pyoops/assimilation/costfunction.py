@@ -420,18 +420,27 @@ class CostFunction:
                 raise ConfigError(f"observation operator of '{ob.name}' needs {extra}, not among the analysis "
                                   f"variables {variables}", join_path(self.path, "analysis variables"))
 
-        def slot_fields(x: np.ndarray) -> list[FieldSet]:
+        observed = {k for per_slot in lin.interpolators for k, _, _ in per_slot}
+
+        def slot_fields(x: np.ndarray) -> list[FieldSet | None]:
+            """The increment at every slot that has observations (None at the others)."""
             increments = unflatten(x)
             if self.cost_type == "4D-Ens-Var":
                 return increments
             if self.cost_type == "4D-Var":
-                states = [increments[0]]
-                for t in times[:-1]:
-                    states.append(linear_model.step_tl(states[-1].copy(), linear_model.trajectory_at(t)))
+                # The TL increment of every model step is made, but only those at observed slots are kept:
+                # all of them would cost the analysis variables' size per grid point and model step.
+                states: list[FieldSet | None] = [None] * nslots
+                current = increments[0]
+                for k, t in enumerate(times):
+                    if k in observed:
+                        states[k] = current
+                    if k < nslots - 1:
+                        current = linear_model.step_tl(current.copy(), linear_model.trajectory_at(t))
                 return states
             return [increments[0]] * nslots
 
-        def observe(fields: list[FieldSet], batch: tuple[int, ...]) -> np.ndarray:
+        def observe(fields: list[FieldSet | None], batch: tuple[int, ...]) -> np.ndarray:
             """The linear H(x) of every observer from the slot increments, ``batch + (p,)``."""
             out = []
             for i, ob in enumerate(observers):
