@@ -462,7 +462,11 @@ class CostFunction:
             return observe(slot_fields(x), (x.shape[0],))
 
         def h_ad(y: np.ndarray) -> np.ndarray:
-            forcing = [inner_geometry.zeros(variables) for _ in range(nslots)]
+            # 4D-Var needs the forcing of the observed slots only (and the last, where the sweep starts).
+            forcing: list[FieldSet | None] = [
+                inner_geometry.zeros(variables)
+                if self.cost_type != "4D-Var" or k in observed or k == nslots - 1 else None
+                for k in range(nslots)]
             start = 0
             for i, ob in enumerate(observers):
                 lin_op = lin.linear_obs_operators[i]
@@ -485,7 +489,8 @@ class CostFunction:
                 adj = forcing[-1]
                 for k in range(nslots - 2, -1, -1):
                     adj = linear_model.step_ad(adj, linear_model.trajectory_at(times[k]))
-                    adj += forcing[k]
+                    if forcing[k] is not None:
+                        adj += forcing[k]
                 return flatten([adj])
             total = forcing[0]
             for f in forcing[1:]:

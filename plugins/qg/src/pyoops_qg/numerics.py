@@ -68,8 +68,10 @@ Semi-Lagrangian advection (:class:`Departure`, :class:`Linearisation`)
     linear differentiates everything, including the departure points and the
     interpolation weights: :math:`\delta q^+ = \mathbf{W}\delta q + \partial_x\tilde q\,
     \delta x_d + \partial_y\tilde q\,\delta y_d`, with :math:`\tilde q` the interpolating
-    polynomial of the trajectory and :math:`\mathbf{W}` the interpolation stored as a
-    sparse matrix, whose transpose is the adjoint.
+    polynomial of the trajectory and :math:`\mathbf{W}` the interpolation as a sparse
+    matrix, whose transpose is the adjoint.  What a trajectory step keeps (the matrices, the
+    departure points they are rebuilt from, or the state only) is :class:`Linearisation`'s
+    ``storage``; the numbers are the same in each.
 
 Time-step guard (``_check_displacement``)
     The interpolation stencil is placed around each departure point, wherever it is, so
