@@ -109,7 +109,7 @@ from scipy.linalg import lapack
 from pyoops.util.datetime import Duration
 from pyoops.util.errors import NumericalError
 
-__all__ = ["Departure", "Linearisation", "LinearisedStep", "PvInverter", "QgOperators", "Storage", "lagrange_weights",
+__all__ = ["Departure", "Linearisation", "LinearisedStep", "PvInverter", "QgOperators", "Stage", "Storage", "lagrange_weights",
            "sparse_product"]
 
 #: Largest displacement per step along each axis, in grid lengths (see the module docs; a guard on
@@ -814,6 +814,8 @@ def step(ops: QgOperators, psi: np.ndarray, dt: float) -> np.ndarray:
 
 #: How a :class:`Linearisation` keeps its trajectory step (see its docs).
 Storage = Literal["matrices", "departures", "state"]
+#: One semi-Lagrangian stage of a :class:`LinearisedStep`: its interpolation matrix, or the departure points.
+Stage = sp.csr_matrix | tuple[np.ndarray, np.ndarray]
 
 
 def _nbytes(a: Any) -> int:
@@ -837,19 +839,23 @@ class LinearisedStep:
     ``(..., 2, ny-2, nx)``.
     """
 
-    stage0: Any
-    stage1: Any
+    stage0: Stage
+    stage1: Stage
     grad0: list[tuple[np.ndarray, np.ndarray]]
     grad1: tuple[np.ndarray, np.ndarray]
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the arrays held."""
         return sum(_nbytes(a) for a in (self.stage0, self.stage1, self.grad1, *self.grad0))
+
+    @staticmethod
+    def _matrix(ops: QgOperators, stage: Stage) -> sp.csr_matrix:
+        return stage if isinstance(stage, sp.csr_matrix) else Departure(ops, *stage).matrix()
 
     def matrices(self, ops: QgOperators) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """:math:`(\\mathbf{W}_0, \\mathbf{W}_1)`, stored or rebuilt from the departure points."""
-        return tuple(w if sp.issparse(w) else Departure(ops, *w).matrix()  # type: ignore[return-value]
-                     for w in (self.stage0, self.stage1))
+        return self._matrix(ops, self.stage0), self._matrix(ops, self.stage1)
 
 
 class Linearisation:
@@ -884,7 +890,7 @@ class Linearisation:
         :class:`~pyoops_qg.model.QgTLM` keeps the last few used built.
 
     The numbers are the same in all three, and the same as with the matrices and their SciPy
-    transposes that were stored before (about 870 bytes per grid point and layer).
+    transposes that were stored before (about 880 bytes per grid point and layer).
     """
 
     def __init__(self, ops: QgOperators, psi: np.ndarray, dt: float, storage: Storage = "departures"):
