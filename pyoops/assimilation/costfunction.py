@@ -420,18 +420,27 @@ class CostFunction:
                 raise ConfigError(f"observation operator of '{ob.name}' needs {extra}, not among the analysis "
                                   f"variables {variables}", join_path(self.path, "analysis variables"))
 
-        def slot_fields(x: np.ndarray) -> list[FieldSet]:
+        observed = {k for per_slot in lin.interpolators for k, _, _ in per_slot}
+
+        def slot_fields(x: np.ndarray) -> list[FieldSet | None]:
+            """The increment at every slot that has observations (None at the others)."""
             increments = unflatten(x)
             if self.cost_type == "4D-Ens-Var":
                 return increments
             if self.cost_type == "4D-Var":
-                states = [increments[0]]
-                for t in times[:-1]:
-                    states.append(linear_model.step_tl(states[-1].copy(), linear_model.trajectory_at(t)))
+                # The TL increment of every model step is made, but only those at observed slots are kept:
+                # all of them would cost the analysis variables' size per grid point and model step.
+                states: list[FieldSet | None] = [None] * nslots
+                current = increments[0]
+                for k, t in enumerate(times):
+                    if k in observed:
+                        states[k] = current
+                    if k < nslots - 1:
+                        current = linear_model.step_tl(current.copy(), linear_model.trajectory_at(t))
                 return states
             return [increments[0]] * nslots
 
-        def observe(fields: list[FieldSet], batch: tuple[int, ...]) -> np.ndarray:
+        def observe(fields: list[FieldSet | None], batch: tuple[int, ...]) -> np.ndarray:
             """The linear H(x) of every observer from the slot increments, ``batch + (p,)``."""
             out = []
             for i, ob in enumerate(observers):
@@ -453,7 +462,11 @@ class CostFunction:
             return observe(slot_fields(x), (x.shape[0],))
 
         def h_ad(y: np.ndarray) -> np.ndarray:
-            forcing = [inner_geometry.zeros(variables) for _ in range(nslots)]
+            # 4D-Var needs the forcing of the observed slots only (and the last, where the sweep starts).
+            forcing: list[FieldSet | None] = [
+                inner_geometry.zeros(variables)
+                if self.cost_type != "4D-Var" or k in observed or k == nslots - 1 else None
+                for k in range(nslots)]
             start = 0
             for i, ob in enumerate(observers):
                 lin_op = lin.linear_obs_operators[i]
@@ -476,7 +489,8 @@ class CostFunction:
                 adj = forcing[-1]
                 for k in range(nslots - 2, -1, -1):
                     adj = linear_model.step_ad(adj, linear_model.trajectory_at(times[k]))
-                    adj += forcing[k]
+                    if forcing[k] is not None:
+                        adj += forcing[k]
                 return flatten([adj])
             total = forcing[0]
             for f in forcing[1:]:

@@ -399,6 +399,82 @@ def test_batched_trajectory():
         np.testing.assert_allclose(ad[m], one.step_ad(dx[m]), rtol=1e-13, atol=1e-13 * np.abs(ad).max())
 
 
+@pytest.mark.parametrize("nx, ny", [(40, 20), (7, 3)])
+def test_interpolation_applied_from_the_points_is_the_sparse_product_to_the_bit(nx, ny):
+    """W and W^T applied from the departure points give the numbers of SciPy's CSR products with the
+    matrices (and their transposes) that the linearisation stored before: the same products summed in
+    the same order.  Departure points spread over [-3 dx, lx + 3 dx] so that the x stencils wrap around
+    the periodic boundary both ways, and over [-dy, ly + dy] so that some are moved onto the walls."""
+    g = geometry(nx, ny)
+    ops = g.operators
+    rng = generator(11, "departures")
+    batch = (3,)
+    shape = batch + (2, ops.nyi, ops.nx)
+    dep = Departure(ops, rng.uniform(-3 * g.dx, g.lx + 3 * g.dx, shape), rng.uniform(-g.dy, g.ly + g.dy, shape))
+    f = rng.standard_normal((2,) + batch + (2, ny, nx))
+    a = rng.standard_normal((2,) + shape)
+    mats = dep.matrices()
+    wf = dep.apply([f])[0]
+    wta = dep.apply_transpose([a])[0]
+    for lead in range(2):
+        for m, w in enumerate(mats):
+            assert np.array_equal(wf[lead, m], (w @ f[lead, m].ravel()).reshape(shape[1:]))
+            assert np.array_equal(wta[lead, m], (w.T.tocsr() @ a[lead, m].ravel()).reshape(2, ny, nx))
+    with pytest.raises(ValueError, match="trajectory batch"):
+        dep.apply([f[:, :2]])
+
+
+def test_linearisation_storage_memory_and_rebuild():
+    """What a built linearisation holds: the departure points and gradients of both stages (12 interior
+    arrays), or the two interpolation matrices (16 nonzeros of 8 + 4 bytes per interior point and layer,
+    row pointers) and the gradients, or after release() the state only; the numbers are the same to the bit."""
+    g = geometry()
+    ops = g.operators
+    psi = state(g, method="baroclinic-instability", perturbation=2.0).fields["x"]
+    dx = generator(12, "dx").standard_normal(psi.shape)
+    interior = 2 * ops.nyi * ops.nx
+    lin = Linearisation(ops, psi, 3600.0)
+    tl, ad = lin.step_tl(dx), lin.step_ad(dx)
+    assert lin.psi is None and lin.nbytes == 12 * 8 * interior
+    mats = Linearisation(ops, psi, 3600.0, storage="matrices")
+    assert np.array_equal(mats.step_tl(dx), tl) and np.array_equal(mats.step_ad(dx), ad)
+    assert mats.nbytes == 8 * 8 * interior + 2 * (16 * 12 * interior + 4 * (interior + 1))
+    kept = Linearisation(ops, psi, 3600.0, storage="state")
+    kept.build()
+    kept.release()
+    assert not kept.built and kept.nbytes == psi.nbytes
+    assert np.array_equal(kept.step_tl(dx), tl) and np.array_equal(kept.step_ad(dx), ad)
+    with pytest.raises(RuntimeError, match="storage 'state'"):
+        lin.release()
+    with pytest.raises(ValueError, match="storage"):
+        Linearisation(ops, psi, 3600.0, storage="sparse")
+
+
+def test_trajectory_storage_state_gives_the_same_numbers():
+    """``trajectory: state`` recomputes each step's linearisation from the stored streamfunction and keeps
+    at most LINEARISATION_CACHE of them built; TL and AD over a day equal the default's (``departures``)
+    and those of ``matrices`` to the bit."""
+    from pyoops_qg.model import LINEARISATION_CACHE
+
+    g = geometry()
+    x0 = state(g, method="baroclinic-instability", perturbation=2.0)
+    rng = generator(13, "storage")
+    dx = GenericIncrement(g, FieldSet({"x": rng.standard_normal((2, 20, 40))}), DATE)
+    dy = GenericIncrement(g, FieldSet({"x": rng.standard_normal((2, 20, 40))}), DATE + Duration("P1D"))
+    out = {}
+    for mode in ("departures", "state", "matrices"):
+        tlm = QgTLM({"trajectory": mode}, g)
+        forecast(QgModel({}, g), x0.copy(), Duration("P1D"), post=[TrajectorySaver(tlm)], show_progress=False)
+        tl = forecast_tl(tlm, dx.copy(), Duration("P1D")).fields["x"]
+        ad = forecast_ad(tlm, dy.copy(), Duration("P1D")).fields["x"]
+        built = [lin.built for lin in tlm._trajectory.values()]
+        out[mode] = (tl, ad, sum(built))
+    assert out["departures"][2] == out["matrices"][2] == 24 and out["state"][2] == LINEARISATION_CACHE
+    for mode in ("state", "matrices"):
+        for a, b in zip(out["departures"][:2], out[mode][:2]):
+            assert np.array_equal(a, b)
+
+
 def test_linear_model_needs_the_streamfunction():
     g = geometry()
     tlm = QgTLM({}, g)

@@ -55,6 +55,7 @@ Initial states that vary along a wall
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -69,7 +70,7 @@ from pyoops.util.datetime import Duration
 from pyoops.util.errors import ConfigError
 from pyoops_qg.numerics import MAX_DISPLACEMENT, Linearisation, step
 
-__all__ = ["QgModel", "QgModelParameters", "QgTLM", "QgTLMParameters", "max_time_step"]
+__all__ = ["LINEARISATION_CACHE", "QgModel", "QgModelParameters", "QgTLM", "QgTLMParameters", "max_time_step"]
 
 logger = logging.getLogger("pyoops")
 
@@ -88,9 +89,19 @@ class QgModelParameters(_Common):
 
 
 class QgTLMParameters(_Common):
-    """YAML keys of the linear model: ``{name: QgTLM, tstep: PT1H}`` (the nonlinear model's tstep)."""
+    """YAML keys of the linear model: ``{name: QgTLM, tstep: PT1H, trajectory: departures}`` (the nonlinear
+    model's tstep; what the trajectory keeps, see :class:`QgTLM`)."""
 
     name: Literal["QgTLM"] = "QgTLM"
+    trajectory: Literal["matrices", "departures", "state"] = Field(
+        "departures", description="What is kept per model step of the trajectory (per grid point and layer): "
+        "'matrices' (the interpolation matrices, about 460 B; fastest), 'departures' (the departure points, "
+        "96 B; each TL or AD step rebuilds the matrices) or 'state' (the streamfunction, 8 B; each TL or AD "
+        "step recomputes the linearisation)")
+
+#: Linearisations kept built with ``trajectory: state``: a TL sweep followed by an AD sweep uses the last
+#: steps twice in a row, and every other step once per sweep.
+LINEARISATION_CACHE = 2
 
 
 def max_time_step(geometry: Any, max_wind: float) -> float:
@@ -172,6 +183,21 @@ class QgTLM(FixedTimeStep, LinearModel):
     the adjoint test holds to round-off.  The increments' ``q``, ``u``, ``v`` are
     functions of their ``x`` (as in the nonlinear model): the TL ignores them on
     input and recomputes them; the adjoint returns zero for them.
+
+    Trajectory storage (``trajectory``)
+        Each model step of the trajectory is a :class:`~pyoops_qg.numerics.Linearisation`, built at its
+        first TL or AD use, which keeps (per grid point and layer, see its docs):
+
+        * ``matrices``: the sparse interpolation matrices of both semi-Lagrangian stages and the
+          interpolation gradients, about 460 bytes;
+        * ``departures`` (default): the departure points instead of the matrices, 96 bytes (1.8 GB for a
+          24-hour window at 320 × 160 with ``PT8M``); each TL or AD step rebuilds the two matrices from
+          them, which makes it about 3 times as long;
+        * ``state``: the streamfunction, 8 bytes, and the last :data:`LINEARISATION_CACHE` steps used
+          built, so that each TL or AD step (but those at the turn between a TL and an AD sweep)
+          recomputes its linearisation as well: about one nonlinear step more.
+
+        All three give the same numbers to the last bit.
     """
 
     Parameters = QgTLMParameters
@@ -180,18 +206,34 @@ class QgTLM(FixedTimeStep, LinearModel):
         super().__init__(as_parameters(QgTLMParameters, params, "linear model"), geometry)
         self.dt = _check_time_step(self.params, geometry)
         self.ops = geometry.operators
+        self._built: OrderedDict[int, Linearisation] = OrderedDict()
 
     def trajectory_fields(self, fields: FieldSet) -> Linearisation:
         """The linearisation about ``fields`` (built on first use)."""
-        return Linearisation(self.ops, _psi(fields, "linear model trajectory"), self.dt)
+        return Linearisation(self.ops, _psi(fields, "linear model trajectory"), self.dt,
+                             storage=self.params.trajectory)
+
+    def clear_trajectory(self) -> None:
+        super().clear_trajectory()
+        self._built.clear()
+
+    def _use(self, trajectory: Linearisation) -> Linearisation:
+        """``trajectory``, noted as used last; with ``trajectory: state`` the least recently used beyond
+        :data:`LINEARISATION_CACHE` is released."""
+        if trajectory.storage == "state":
+            self._built[id(trajectory)] = trajectory   # the cache holds it, so its id is not reused
+            self._built.move_to_end(id(trajectory))
+            while len(self._built) > LINEARISATION_CACHE:
+                self._built.popitem(last=False)[1].release()
+        return trajectory
 
     def step_tl(self, dfields: FieldSet, trajectory: Linearisation) -> FieldSet:
         psi = _psi(dfields, "linear model")
-        dpsi = trajectory.step_tl(psi)
+        dpsi = self._use(trajectory).step_tl(psi)
         return FieldSet(self.ops.diagnose_linear(dpsi, dfields.keys()), copy=False)
 
     def step_ad(self, dfields: FieldSet, trajectory: Linearisation) -> FieldSet:
         _psi(dfields, "linear model")
-        apsi = trajectory.step_ad(self.ops.diagnose_linear_ad(dfields))
+        apsi = self._use(trajectory).step_ad(self.ops.diagnose_linear_ad(dfields))
         out = {v: (apsi if v == "x" else apsi * 0.0) for v in dfields}
         return FieldSet(out, copy=False)

@@ -68,8 +68,10 @@ Semi-Lagrangian advection (:class:`Departure`, :class:`Linearisation`)
     linear differentiates everything, including the departure points and the
     interpolation weights: :math:`\delta q^+ = \mathbf{W}\delta q + \partial_x\tilde q\,
     \delta x_d + \partial_y\tilde q\,\delta y_d`, with :math:`\tilde q` the interpolating
-    polynomial of the trajectory and :math:`\mathbf{W}` the interpolation stored as a
-    sparse matrix, whose transpose is the adjoint.
+    polynomial of the trajectory and :math:`\mathbf{W}` the interpolation as a sparse
+    matrix, whose transpose is the adjoint.  What a trajectory step keeps (the matrices, the
+    departure points they are rebuilt from, or the state only) is :class:`Linearisation`'s
+    ``storage``; the numbers are the same in each.
 
 Time-step guard (``_check_displacement``)
     The interpolation stencil is placed around each departure point, wherever it is, so
@@ -96,7 +98,8 @@ Rigid walls of a given field (:meth:`QgOperators.rigid_walls`)
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import scipy.fft as sfft
@@ -106,7 +109,8 @@ from scipy.linalg import lapack
 from pyoops.util.datetime import Duration
 from pyoops.util.errors import NumericalError
 
-__all__ = ["Departure", "Linearisation", "PvInverter", "QgOperators", "lagrange_weights"]
+__all__ = ["Departure", "Linearisation", "LinearisedStep", "PvInverter", "QgOperators", "Stage", "Storage", "lagrange_weights",
+           "sparse_product"]
 
 #: Largest displacement per step along each axis, in grid lengths (see the module docs; a guard on
 #: the accuracy of the departure points, not a limit of the interpolation, whose stencil follows them).
@@ -528,6 +532,7 @@ class Departure:
     def __init__(self, ops: QgOperators, xd: np.ndarray, yd: np.ndarray, derivative: bool = False):
         nx, ny = ops.nx, ops.ny
         self.ops = ops
+        self.points = (xd, yd)
         self.shape = xd.shape
         self.batch = xd.shape[:-3]
         sx = xd / ops.dx
@@ -594,24 +599,125 @@ class Departure:
             return [(out[i], gx[i], gy[i]) for i in range(n)]
         return out
 
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        r"""The nonzeros of the interpolation matrix :math:`\mathbf{W}`, row by row in ascending column order.
+
+        Row :math:`i` (an interior point of a member, flattened with the member axes) holds the
+        ``4 * py`` weights :math:`w^y_a w^x_b` at the columns of its stencil (flat indices into the
+        members' full grids ``(..., 2, ny, nx)``).  Returns ``(columns, weights)``, both of shape
+        ``(n_rows, 4 * py)``, the columns ascending along each row as in a canonical CSR matrix:
+        the rows :math:`a` of the stencil ascend, and within a row the four columns
+        :math:`(m + b) \bmod n_x`, :math:`m = i_{x0} \bmod n_x`, ascend from :math:`b = 0` unless the
+        stencil wraps around the periodic boundary (:math:`m > n_x - 4`), where they ascend from
+        :math:`b_0 = n_x - m`, the first to wrap to 0.
+        """
+        nx = self.ops.nx
+        n = int(np.prod(self.shape, dtype=int))
+        index = self._index_dtype()
+        ix = np.stack([np.broadcast_to(i, self.shape).ravel() for i in self.ix]).astype(index)  # (4, n) in [0, nx)
+        wx = np.stack([w.ravel() for w in self.wx])
+        wrapped = np.flatnonzero(ix[0] > nx - 4)
+        order = (nx - ix[0][wrapped] + np.arange(4)[:, None]) % 4
+        ix[:, wrapped] = np.take_along_axis(ix[:, wrapped], order, axis=0)
+        wx[:, wrapped] = np.take_along_axis(wx[:, wrapped], order, axis=0)
+        base = np.stack([np.broadcast_to(r + self._member_offset, self.shape).ravel() for r in self.rows]).astype(index)
+        wy = np.stack([w.ravel() for w in self.wy])
+        # Computed as (py, 4, n) and transposed in one copy: faster than writing strided columns.
+        cols = (base[:, None, :] + ix[None, :, :]).reshape(4 * self.py, n).T.copy()
+        vals = (wy[:, None, :] * wx[None, :, :]).reshape(4 * self.py, n).T.copy()
+        return cols, vals
+
+    def _index_dtype(self) -> type:
+        """``int32`` if every column and nonzero of :meth:`matrix` can be counted in it (SciPy's own choice,
+        so no conversion), else ``intp``."""
+        nb = int(np.prod(self.batch, dtype=int))
+        largest = max(nb * 2 * self.ops.ny * self.ops.nx, 4 * self.py * int(np.prod(self.shape, dtype=int)))
+        return np.int32 if largest < np.iinfo(np.int32).max else np.intp
+
+    def matrix(self) -> sp.csr_matrix:
+        """The interpolation of all members as one block-diagonal CSR matrix, built from :meth:`entries`.
+
+        Its rows are the interior points of the members (``n_members * 2 * (ny-2) * nx``), its columns
+        the points of their full grids (``n_members * 2 * ny * nx``).  The entries are already in
+        canonical order, so no sorting is needed: :math:`O(16 n)`.
+        """
+        cols, vals = self.entries()
+        ops = self.ops
+        nb = int(np.prod(self.batch, dtype=int))
+        indptr = np.arange(0, cols.size + 1, cols.shape[1], dtype=cols.dtype)
+        return sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(cols.shape[0], nb * 2 * ops.ny * ops.nx))
+
     def matrices(self) -> list[sp.csr_matrix]:
-        """The interpolation as one sparse matrix per member (``(2·(ny-2)·nx) × (2·ny·nx)``)."""
+        """The interpolation as one sparse matrix per member (``(2·(ny-2)·nx) × (2·ny·nx)``).
+
+        Built from scattered triplets, as the linearisation stored them before: the reference
+        definition of :meth:`apply` and :meth:`apply_transpose` (``plugins/qg/tests/test_qg.py``).
+        """
         ops = self.ops
         nout = 2 * ops.nyi * ops.nx
         nin = 2 * ops.ny * ops.nx
         nb = int(np.prod(self.batch, dtype=int))
-        cols, vals = [], []
-        for a in range(self.py):
-            for b in range(4):
-                cols.append(np.broadcast_to(self.rows[a] + self.ix[b], self.shape).reshape(nb, nout))
-                vals.append((self.wy[a] * self.wx[b]).reshape(nb, nout))
-        rows = np.tile(np.arange(nout), len(cols))
-        out = []
-        for m in range(nb):
-            c = np.concatenate([col[m] for col in cols])
-            v = np.concatenate([val[m] for val in vals])
-            out.append(sp.csr_matrix((v, (rows, c)), shape=(nout, nin)))
-        return out
+        cols, vals = self.entries()
+        rows = np.repeat(np.arange(nout), cols.shape[1])
+        # Per member: its rows, and its columns without the member offset.
+        cols = cols.reshape(nb, -1) - (np.arange(nb) * nin)[:, None]
+        vals = vals.reshape(nb, -1)
+        return [sp.csr_matrix((vals[m], (rows, cols[m])), shape=(nout, nin)) for m in range(nb)]
+
+    def apply(self, fields: list[np.ndarray]) -> list[np.ndarray]:
+        r""":math:`\mathbf{W}f` for each of ``fields`` (shape ``(..., *batch, 2, ny, nx)``, any leading axes).
+
+        The CSR product with :meth:`matrix`: each value is the sum of its row's products
+        :math:`W_{ij} f_j` taken one after the other in ascending :math:`j`, the numbers of
+        ``matrices()[m] @ f`` to the last bit.
+        """
+        return sparse_product(self.matrix(), fields, self.batch, self.ops, transpose=False)
+
+    def apply_transpose(self, fields: list[np.ndarray]) -> list[np.ndarray]:
+        r""":math:`\mathbf{W}^\mathsf{T}g` for each of ``fields`` (shape ``(..., *batch, 2, ny-2, nx)``).
+
+        The product with the CSC matrix ``matrix().T`` (no copy), which adds the products
+        :math:`W_{ij} g_i` into :math:`(\mathbf{W}^\mathsf{T}g)_j` in ascending :math:`i`, as the CSR
+        product with SciPy's transpose ``matrices()[m].T.tocsr()`` does: the same numbers to the last bit.
+        """
+        return sparse_product(self.matrix(), fields, self.batch, self.ops, transpose=True)
+
+
+def _leading(a: np.ndarray, batch: tuple[int, ...], tail: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """Number of vectors in ``a`` (shape ``(..., *batch, *tail)``) and the leading shape of the result.
+
+    A single trajectory (one member) applies to any batch of increments, ``(..., *tail)``.
+    """
+    if int(np.prod(batch, dtype=int)) == 1:
+        prefix = a.shape[: a.ndim - len(tail)]
+        if a.shape[len(prefix):] != tail:
+            raise ValueError(f"increment shape {a.shape} does not end with {tail}")
+        return int(np.prod(prefix, dtype=int)), prefix
+    lead = a.shape[: a.ndim - len(batch) - len(tail)]
+    if a.shape[len(lead):] != batch + tail:
+        raise ValueError(f"increment batch {a.shape[:a.ndim - len(tail)]} does not end with the trajectory "
+                         f"batch {batch}")
+    return int(np.prod(lead, dtype=int)), lead + batch
+
+
+def sparse_product(w: sp.csr_matrix, fields: list[np.ndarray], batch: tuple[int, ...], ops: QgOperators,
+                   transpose: bool) -> list[np.ndarray]:
+    """The interpolation ``w`` of the members ``batch`` (:meth:`Departure.matrix`), or its transpose,
+    applied to each of ``fields``, with one sparse product for all of them.
+
+    ``fields`` have the shape ``(..., *batch, 2, ny, nx)`` (``(..., *batch, 2, ny-2, nx)`` with ``transpose``),
+    any leading axes; a single trajectory (``batch`` of one member) applies to any batch of increments.
+    """
+    full, interior = (2, ops.ny, ops.nx), (2, ops.nyi, ops.nx)
+    tail_in, tail_out = (interior, full) if transpose else (full, interior)
+    shapes = [_leading(f, batch, tail_in) for f in fields]
+    stacked = np.concatenate([np.reshape(f, (count, -1)) for f, (count, _) in zip(fields, shapes)])
+    res = ((w.T if transpose else w) @ stacked.T).T
+    out, start = [], 0
+    for count, prefix in shapes:
+        out.append(res[start:start + count].reshape(prefix + tail_out))
+        start += count
+    return out
 
 
 # =============================================================================================
@@ -706,72 +812,158 @@ def step(ops: QgOperators, psi: np.ndarray, dt: float) -> np.ndarray:
     return out.reshape(batch + psi.shape[-3:])
 
 
-class Linearisation:
-    """What the tangent linear and adjoint of one step need from the trajectory ``psi``.
+#: How a :class:`Linearisation` keeps its trajectory step (see its docs).
+Storage = Literal["matrices", "departures", "state"]
+#: One semi-Lagrangian stage of a :class:`LinearisedStep`: its interpolation matrix, or the departure points.
+Stage = sp.csr_matrix | tuple[np.ndarray, np.ndarray]
 
-    Built lazily: the forecast stores one per model step but 4D-Var may use only
-    some of them.
+
+def _nbytes(a: Any) -> int:
+    """Bytes of an array, a tuple of arrays or a sparse matrix (its data, indices and pointers)."""
+    if sp.issparse(a):
+        return int(a.data.nbytes + a.indices.nbytes + a.indptr.nbytes)
+    if isinstance(a, tuple):
+        return sum(_nbytes(x) for x in a)
+    return int(a.nbytes)
+
+
+@dataclass(frozen=True)
+class LinearisedStep:
+    r"""The interpolations of both stages of one step and the gradients of the interpolated fields.
+
+    ``stage0``/``stage1``: the interpolation :math:`\mathbf{W}_s` to the departure points of the
+    predictor and the corrector, as a CSR matrix or as the points :math:`(x_d, y_d)` themselves, from
+    which :meth:`matrices` rebuilds it; ``grad0``: :math:`(\partial_x\tilde f, \partial_y\tilde f)` of
+    :math:`f = q, u, v` at the predictor's points, ``grad1`` that of :math:`q` at the corrector's
+    (:math:`\partial_y` zero where the point was moved onto a wall).  Each array has the interior shape
+    ``(..., 2, ny-2, nx)``.
     """
 
-    def __init__(self, ops: QgOperators, psi: np.ndarray, dt: float):
+    stage0: Stage
+    stage1: Stage
+    grad0: list[tuple[np.ndarray, np.ndarray]]
+    grad1: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held."""
+        return sum(_nbytes(a) for a in (self.stage0, self.stage1, self.grad1, *self.grad0))
+
+    @staticmethod
+    def _matrix(ops: QgOperators, stage: Stage) -> sp.csr_matrix:
+        return stage if isinstance(stage, sp.csr_matrix) else Departure(ops, *stage).matrix()
+
+    def matrices(self, ops: QgOperators) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """:math:`(\\mathbf{W}_0, \\mathbf{W}_1)`, stored or rebuilt from the departure points."""
+        return self._matrix(ops, self.stage0), self._matrix(ops, self.stage1)
+
+
+class Linearisation:
+    r"""What the tangent linear and adjoint of one step need from the trajectory ``psi``.
+
+    The TL of the step is
+
+    .. math::
+
+        \delta q^* = \mathbf{W}_0\delta q + \partial_x\tilde q\,\delta x_0 + \partial_y\tilde q\,\delta y_0,
+        \qquad
+        \delta q^{n+1} = \mathbf{W}_1\delta q + \partial_x\tilde q\,\delta x_1 + \partial_y\tilde q\,\delta y_1
+
+    (and the same at the predictor's points for :math:`u`, :math:`v`), with :math:`\mathbf{W}_s` the
+    bicubic interpolation to the departure points of stage :math:`s` (16 nonzeros per interior point and
+    layer) and :math:`\delta x_s`, :math:`\delta y_s` the TL of those points; the adjoint applies
+    :math:`\mathbf{W}_s^\mathsf{T}` as the CSC matrix :math:`\mathbf{W}_s` seen transposed.
+
+    The :class:`LinearisedStep` is built on first use (the forecast stores one linearisation per model
+    step but 4D-Var may use only some), and what is kept depends on ``storage``, per grid point and
+    layer of the trajectory:
+
+    ``matrices``
+        :math:`\mathbf{W}_0`, :math:`\mathbf{W}_1` (CSR, 32-bit indices) and the 8 gradients: about
+        460 bytes.  Each TL or AD step is two sparse products.
+    ``departures``
+        The departure points of both stages instead of the matrices: 96 bytes.  Each TL or AD step
+        rebuilds :math:`\mathbf{W}_s` from its points (:meth:`Departure.matrix`, no sorting).
+    ``state``
+        The streamfunction only (8 bytes) between uses: :meth:`release` drops the
+        :class:`LinearisedStep`, which the next use rebuilds (one linearised nonlinear step);
+        :class:`~pyoops_qg.model.QgTLM` keeps the last few used built.
+
+    The numbers are the same in all three, and the same as with the matrices and their SciPy
+    transposes that were stored before (about 880 bytes per grid point and layer).
+    """
+
+    def __init__(self, ops: QgOperators, psi: np.ndarray, dt: float, storage: Storage = "departures"):
+        if storage not in ("matrices", "departures", "state"):
+            raise ValueError(f"QG linearisation storage is 'matrices', 'departures' or 'state', got {storage!r}")
         self.ops = ops
         self.dt = dt
-        self.psi = np.array(psi, dtype=float)
-        self._ready = False
+        self.psi: np.ndarray | None = np.array(psi, dtype=float)
+        self.storage = storage
+        self._step: LinearisedStep | None = None
 
-    def _build(self) -> None:
-        st = _Stages(self.ops, self.psi, self.dt, check=False, linearise=True)
-        self.batch = st.dep0.batch
-        self.w0 = st.dep0.matrices()
-        self.w1 = st.dep1.matrices()
-        self.w0t = [m.T.tocsr() for m in self.w0]
-        self.w1t = [m.T.tocsr() for m in self.w1]
-        self.grad0 = st.grad0
-        self.grad1 = st.grad1
-        self._ready = True
+    @property
+    def built(self) -> bool:
+        """Whether the :class:`LinearisedStep` is held."""
+        return self._step is not None
 
-    def _apply(self, mats: list[sp.csr_matrix], a: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
-        nin = mats[0].shape[1]
-        batch = a.shape[:-3]
-        if len(mats) == 1:
-            flat = a.reshape(-1, nin)
-            return (mats[0] @ flat.T).T.reshape(batch + out_shape)
-        tb = self.batch
-        if batch[len(batch) - len(tb):] != tb:
-            raise ValueError(f"increment batch {batch} does not end with the trajectory batch {tb}")
-        lead = batch[: len(batch) - len(tb)]
-        flat = a.reshape((int(np.prod(lead, dtype=int)), len(mats), nin))
-        res = np.stack([(m @ flat[:, i, :].T).T for i, m in enumerate(mats)], axis=1)
-        return res.reshape(batch + out_shape)
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held (the state and/or the :class:`LinearisedStep`)."""
+        return (0 if self.psi is None else self.psi.nbytes) + (0 if self._step is None else self._step.nbytes)
+
+    def build(self) -> LinearisedStep:
+        """The :class:`LinearisedStep` of the trajectory (computed on first use)."""
+        if self._step is None:
+            if self.psi is None:  # cannot happen: the state is dropped only once the step is kept
+                raise RuntimeError("QG linearisation: neither the state nor its linearisation is held")
+            st = _Stages(self.ops, self.psi, self.dt, check=False, linearise=True)
+            if self.storage == "matrices":
+                stages = (st.dep0.matrix(), st.dep1.matrix())
+            else:
+                stages = (st.dep0.points, st.dep1.points)
+            self._step = LinearisedStep(*stages, st.grad0, st.grad1)
+            if self.storage != "state":
+                self.psi = None
+        return self._step
+
+    def release(self) -> None:
+        """Drop the :class:`LinearisedStep`, to be rebuilt from the state at the next use (``storage='state'``)."""
+        if self.storage != "state":
+            raise RuntimeError(f"QG linearisation: release() needs storage 'state' (the state is not kept with "
+                               f"{self.storage!r})")
+        self._step = None
 
     def step_tl(self, dpsi: np.ndarray) -> np.ndarray:
-        if not self._ready:
-            self._build()
+        """The TL of the step (see the class docs) applied to ``dpsi``, any leading axes."""
+        lin = self.build()
         ops, dt = self.ops, self.dt
-        interior = (2, ops.nyi, ops.nx)
         dpsi = ops.project_walls(dpsi)
         dq = ops.pv_linear(dpsi)
         du, dv = ops.winds(dpsi)
         dx0 = -dt * du[..., 1:-1, :]
         dy0 = -dt * dv[..., 1:-1, :]
-        moved = [self._apply(self.w0, f, interior) + gx * dx0 + gy * dy0
-                 for f, (gx, gy) in zip((dq, du, dv), self.grad0)]
+        w0, w1 = lin.matrices(ops)
+        batch = lin.grad1[0].shape[:-3]
+        interpolated = sparse_product(w0, [dq, du, dv], batch, ops, transpose=False)
+        moved = [w + gx * dx0 + gy * dy0 for w, (gx, gy) in zip(interpolated, lin.grad0)]
         dpsi_star = ops.invert_step_linear(moved[0], dpsi)
         du_star, dv_star = ops.winds_interior(dpsi_star)
         dx1 = -0.5 * dt * (du_star + moved[1])
         dy1 = -0.5 * dt * (dv_star + moved[2])
-        gx, gy = self.grad1
-        dq_new = self._apply(self.w1, dq, interior) + gx * dx1 + gy * dy1
+        gx, gy = lin.grad1
+        dq_new = sparse_product(w1, [dq], batch, ops, transpose=False)[0] + gx * dx1 + gy * dy1
         return ops.invert_step_linear(dq_new, dpsi)
 
     def step_ad(self, a_new: np.ndarray) -> np.ndarray:
-        if not self._ready:
-            self._build()
+        """The adjoint of :meth:`step_tl` applied to ``a_new``."""
+        lin = self.build()
         ops, dt = self.ops, self.dt
-        full = (2, ops.ny, ops.nx)
+        w0, w1 = lin.matrices(ops)
+        batch = lin.grad1[0].shape[:-3]
         aq_new, apsi = ops.invert_step_linear_ad(a_new)
-        gx, gy = self.grad1
-        aq = self._apply(self.w1t, aq_new, full)
+        gx, gy = lin.grad1
+        aq = sparse_product(w1, [aq_new], batch, ops, transpose=True)[0]
         ax1, ay1 = gx * aq_new, gy * aq_new
         a_star_u, a_star_v = -0.5 * dt * ax1, -0.5 * dt * ay1   # adjoints of du*, dv* and of the moved u, v
         apsi_star = ops.winds_interior_ad(a_star_u, a_star_v)
@@ -779,9 +971,9 @@ class Linearisation:
         apsi = apsi + apsi_p
         ax0 = np.zeros_like(aq_new)
         ay0 = np.zeros_like(aq_new)
-        adjoints = []
-        for a_moved, (gx0, gy0) in zip((aq_star, a_star_u, a_star_v), self.grad0):
-            adjoints.append(self._apply(self.w0t, a_moved, full))
+        moved = (aq_star, a_star_u, a_star_v)
+        adjoints = sparse_product(w0, list(moved), batch, ops, transpose=True)
+        for a_moved, (gx0, gy0) in zip(moved, lin.grad0):
             ax0 += gx0 * a_moved
             ay0 += gy0 * a_moved
         aq = aq + adjoints[0]
