@@ -271,10 +271,11 @@ def main() -> None:
     ap.add_argument("--no-dapper", action="store_true")
     ap.add_argument("--sweep", nargs="*", type=float, default=list(SWEEP), help="fixed mult values")
     ap.add_argument("--schemes", nargs="*", default=list(SCHEMES))
+    ap.add_argument("--tag", default="", help="write results_<tag>.json instead of results.json (e.g. other seeds)")
     args = ap.parse_args()
     dapper_quiet()
     OUT.mkdir(parents=True, exist_ok=True)
-    results_file = OUT / "results.json"
+    results_file = OUT / (f"results_{args.tag}.json" if args.tag else "results.json")
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     started = time.perf_counter()
     for case in args.cases:
