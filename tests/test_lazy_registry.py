@@ -265,3 +265,16 @@ def test_plugin_packages_export_their_classes_lazily():
     assert pyoops.run.__module__ == "pyoops.apps"
     with pytest.raises(AttributeError):
         pyoops.nope  # noqa: B018
+
+
+def test_cycle_application_does_not_import_the_tuning_estimators() -> None:
+    """``pyoops cycle`` uses the spectral innovation likelihood of the tuning package, not its estimators: importing
+    the application must not import scipy.optimize or scipy.stats (0.5 s of start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pyoops.apps.cycle; "
+            "print(sorted(m for m in ('scipy.optimize', 'scipy.stats', 'pyoops.diagnostics.tuning.estimators') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out

@@ -16,41 +16,24 @@ Works on observation-space arrays only (:class:`~pyoops.diagnostics.tuning.data.
 See :doc:`/tuning` for the mathematics and the measured coverage.
 """
 
-from pyoops.diagnostics.tuning.data import TuningCycle, TuningData
-from pyoops.diagnostics.tuning.estimators import (
-    METHODS,
-    TuningResult,
-    estimate,
-    negative_log_likelihood,
-)
-from pyoops.diagnostics.tuning.localization import (
-    euclidean_distance,
-    gaspari_cohn,
-    periodic_distance,
-)
-from pyoops.diagnostics.tuning.priors import (
-    BetaPrior,
-    HalfNormalLog,
-    LogNormal,
-    NormalInternal,
-    default_priors,
-)
-from pyoops.diagnostics.tuning.uncertainty import ParameterEstimate
+from pyoops.util.lazy import lazy_exports
 
-__all__ = [
-    "METHODS",
-    "BetaPrior",
-    "HalfNormalLog",
-    "LogNormal",
-    "NormalInternal",
-    "ParameterEstimate",
-    "TuningCycle",
-    "TuningData",
-    "TuningResult",
-    "default_priors",
-    "estimate",
-    "euclidean_distance",
-    "gaspari_cohn",
-    "negative_log_likelihood",
-    "periodic_distance",
-]
+# Lazy (PEP 562): importing one submodule (e.g. the spectral likelihood the cycling uses) does not import
+# the estimators and with them scipy.optimize and scipy.stats.
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "TuningCycle": "pyoops.diagnostics.tuning.data",
+    "TuningData": "pyoops.diagnostics.tuning.data",
+    "METHODS": "pyoops.diagnostics.tuning.estimators",
+    "TuningResult": "pyoops.diagnostics.tuning.estimators",
+    "estimate": "pyoops.diagnostics.tuning.estimators",
+    "negative_log_likelihood": "pyoops.diagnostics.tuning.estimators",
+    "euclidean_distance": "pyoops.diagnostics.tuning.localization",
+    "gaspari_cohn": "pyoops.diagnostics.tuning.localization",
+    "periodic_distance": "pyoops.diagnostics.tuning.localization",
+    "BetaPrior": "pyoops.diagnostics.tuning.priors",
+    "HalfNormalLog": "pyoops.diagnostics.tuning.priors",
+    "LogNormal": "pyoops.diagnostics.tuning.priors",
+    "NormalInternal": "pyoops.diagnostics.tuning.priors",
+    "default_priors": "pyoops.diagnostics.tuning.priors",
+    "ParameterEstimate": "pyoops.diagnostics.tuning.uncertainty",
+})
