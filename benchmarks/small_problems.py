@@ -46,28 +46,18 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "output" / "small_problems"
+sys.path.insert(0, str(HERE.parent / "tests" / "ensemble"))
+
+from test_cycle import l96_cycle  # noqa: E402  (the Lorenz-96 cycle configuration of the tests)
+
 METHODS = ("3D-Var", "4D-Var")
 
 
 def config(method: str, cycles: int, spin_up: int, directory: Path, algorithm: str) -> dict[str, Any]:
     """The Lorenz-96 cycle of ``tests/ensemble/test_cycle.py::l96_cycle`` (``4D-Var``: lag 1, three outer loops)."""
-    start = "2010-01-01T00:00:00Z"
-    cfg: dict[str, Any] = {
-        "model plugin": "lorenz96",
-        "geometry": {"resol": 40},
-        "model": {"name": "Lorenz96", "tstep": "PT6H"},
-        "truth": {"initial condition": {"date": start, "analytic init": {"method": "random", "seed": 3}},
-                  "spin-up": "P20D"},
-        "observations": {"obs frequency": "PT6H", "obs density": 40, "obs error": 1.0, "seed": 5},
-        "cycling": {"method": method, "cycles": cycles, "window length": "PT6H", "spin-up cycles": spin_up, "seed": 1},
-        "output": {"directory": str(directory), "plots": False},
-        "cost function": {"background error": {
-            "covariance model": "SABER",
-            "saber central block": {"saber block name": "spectral correlation", "length scale": 0.02},
-            "saber outer blocks": [{"saber block name": "StdDev", "read": {"value": 0.6}}]}},
-        "variational": {"minimizer": {"algorithm": algorithm},
-                        "iterations": [{"ninner": 20, "gradient norm reduction": 1e-6}]},
-    }
+    cfg = l96_cycle(method, directory, cycles=cycles)
+    cfg["cycling"]["spin-up cycles"] = spin_up
+    cfg["variational"]["minimizer"]["algorithm"] = algorithm
     if method == "4D-Var":
         cfg["cost function"]["linear model"] = {"name": "Lorenz96TLM", "tstep": "PT6H"}
         cfg["variational"]["iterations"] *= 3

@@ -59,7 +59,7 @@ def build_wheel(project: Path, dest: Path) -> Path:
     files: dict[str, bytes] = {}
     for path in sorted((project / "src").rglob("*.py")):
         files[path.relative_to(project / "src").as_posix()] = path.read_bytes()
-    metadata = [f"Metadata-Version: 2.1", f"Name: {meta['name']}", f"Version: {version}",
+    metadata = ["Metadata-Version: 2.1", f"Name: {meta['name']}", f"Version: {version}",
                 f"Summary: {meta.get('description', '')}", f"Requires-Python: {meta.get('requires-python', '')}"]
     metadata += [f"Requires-Dist: {dep}" for dep in meta.get("dependencies", [])]
     files[f"{info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
