@@ -49,6 +49,8 @@ from pyoops.assimilation.adaptive_inflation import (
     AdaptiveInflation,
     AdaptiveInflationParameters,
     ObsSpaceEnsemble,
+    member_perturbations,
+    point_spread,
     read_inflation_file,
     write_inflation_file,
 )
@@ -335,11 +337,7 @@ class LocalEnsembleDAApplication(Application):
         scheme = AdaptiveInflation(params, selection.npoints)
         if params.input_file is not None:
             read_inflation_file(params.input_file, scheme, "adaptive inflation.input file")
-        xp = None
-        if params.spatial == "local" and params.scheme in ("anderson", "el gharamti"):
-            n = hb.shape[0]
-            xp = np.stack([(np.asarray(a) - np.asarray(a).mean(axis=0)).reshape(n, -1) for a in fields.values()],
-                          axis=-1)
+        xp = member_perturbations(fields) if params.needs_state_perturbations else None
         ens, _ = ObsSpaceEnsemble.from_hofx(hb, net.y, net.variance, selection.npoints,
                                             selection if params.spatial == "local" else None, xp)
         scheme.update(ens)
@@ -427,8 +425,7 @@ class LocalEnsembleDAApplication(Application):
         outputs: list[str] = []
         if adaptive is not None:
             if self._model is None:
-                adaptive.record_spread_ratio(_point_spread(background.fields, selection.npoints),
-                                             _point_spread(analyses[self._date].fields, selection.npoints))
+                adaptive.record_spread_ratio(point_spread(background.fields), point_spread(analyses[self._date].fields))
             outputs.append(write_inflation_file(params.adaptive_inflation.output_file, adaptive))
         if params.output_archive is not None:
             outputs.append(self._write_archive(params.output_archive.filename, observers, hb, net.flatten(hofx_a),
@@ -532,12 +529,6 @@ class LocalEnsembleDAApplication(Application):
                           geometry=self.geometry_schema_type(plugin),
                           model=union_of_parameters(self.registry.model) | None,
                           observations=observations)
-
-
-def _point_spread(fields: Any, npoints: int) -> np.ndarray:
-    """Ensemble standard deviation per grid point, root mean square over the variables ``(npoints,)``."""
-    var = [np.asarray(a).reshape(np.shape(a)[0], npoints).var(axis=0, ddof=1) for a in fields.values()]
-    return np.sqrt(np.mean(var, axis=0))
 
 
 def _spread(fields: Any) -> float:

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -86,7 +86,10 @@ __all__ = [
     "ObsSpaceEnsemble",
     "SCHEMES",
     "fisher_scoring_step",
-    "make_adaptive_inflation",
+    "member_perturbations",
+    "point_spread",
+    "read_inflation_file",
+    "write_inflation_file",
 ]
 
 SCHEMES = ("likelihood", "miyoshi", "anderson", "el gharamti", "enkf-n")
@@ -135,6 +138,11 @@ class AdaptiveInflationParameters(Parameters):
         return self.initial_sd if self.initial_sd is not None else _DEFAULT_SD[self.scheme]
 
     @property
+    def needs_state_perturbations(self) -> bool:
+        """The local DART schemes weight each observation by its ensemble correlation with the point's state."""
+        return self.spatial == "local" and self.scheme in ("anderson", "el gharamti")
+
+    @property
     def limits(self) -> tuple[float, float]:
         if self.bounds is not None:
             return self.bounds
@@ -180,8 +188,7 @@ class ObsSpaceEnsemble:
         ok = np.isfinite(d) & np.isfinite(var) & (var > 0) & np.isfinite(yp).all(axis=0)
         rinv = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
         if selection is None:
-            index, weight, point_row = (np.arange(d.size)[None, :], np.ones((1, d.size)),
-                                        np.zeros(npoints, dtype=np.intp))
+            index, weight, point_row = _single_row(d.size, npoints)
         else:
             index, weight, point_row = selection.index, selection.weight, selection.point_row
         return cls(np.where(ok, yp, 0.0), np.where(ok, d, 0.0), rinv, index, weight, point_row,
@@ -194,11 +201,29 @@ class ObsSpaceEnsemble:
                                     self.weight)
 
 
+def _single_row(nobs: int, npoints: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index, weight and point_row of one row holding every observation at weight 1, shared by every point."""
+    return np.arange(nobs)[None, :], np.ones((1, nobs)), np.zeros(npoints, dtype=np.intp)
+
+
 def _global_rows(ens: ObsSpaceEnsemble) -> ObsSpaceEnsemble:
     """The same ensemble with a single row holding every observation at weight 1."""
-    p = ens.departures.size
-    return ObsSpaceEnsemble(ens.perturbations, ens.departures, ens.inverse_variance, np.arange(p)[None, :],
-                            np.ones((1, p)), np.zeros(ens.point_row.size, dtype=np.intp), ens.state_perturbations)
+    return replace(ens, **dict(zip(("index", "weight", "point_row"),
+                                   _single_row(ens.departures.size, ens.point_row.size))))
+
+
+def member_perturbations(fields: Any) -> np.ndarray:
+    """Perturbations about the ensemble mean, ``(N, npoints, nvars)``, from members ``{variable: (N, *grid)}``."""
+    arrays = [np.asarray(a) for a in fields.values()]
+    n = arrays[0].shape[0]
+    return np.stack([(a - a.mean(axis=0)).reshape(n, -1) for a in arrays], axis=-1)
+
+
+def point_spread(fields: Any) -> np.ndarray:
+    """Ensemble standard deviation per grid point (:math:`N-1`), root mean square over the variables ``(npoints,)``."""
+    arrays = [np.asarray(a) for a in fields.values()]
+    n = arrays[0].shape[0]
+    return np.sqrt(np.mean([a.reshape(n, -1).var(axis=0, ddof=1) for a in arrays], axis=0))
 
 
 class AdaptiveInflation:
@@ -237,10 +262,11 @@ class AdaptiveInflation:
         return np.broadcast_to(self.mean, (self.npoints,)).copy()
 
     # -- update ------------------------------------------------------------------------------------
-    def update(self, ens: ObsSpaceEnsemble, obs_error_amplitude: float = 1.0) -> np.ndarray:
+    def update(self, ens: ObsSpaceEnsemble) -> np.ndarray:
         """Damp, update from this cycle's innovations, bound and cap; returns the field to use now.
 
-        ``obs_error_amplitude`` :math:`a_o`: the analysis uses :math:`a_o\\mathbf R` (online R tuning).
+        ``ens.inverse_variance`` is that of :math:`\\mathbf R` as the analysis will use it (with online R
+        tuning: :math:`a_o\\mathbf R`).
         """
         p = self.params
         if p.damping != 1.0:
@@ -250,17 +276,16 @@ class AdaptiveInflation:
         rows = ens.point_row if p.spatial == "local" else np.zeros(1, dtype=np.intp)
         scheme = p.scheme
         if scheme in ("anderson", "el gharamti"):
-            self._dart(ens, rows, obs_error_amplitude)
+            self._dart(ens, rows)
         else:
             stats = ens.spectral()
             gamma, q, dd, peff = (stats.gamma[rows], stats.q[rows], stats.dd[rows], stats.p_eff[rows])
-            ao = float(obs_error_amplitude)
             if scheme == "likelihood":
-                self._likelihood(SpectralInnovations(gamma, q, dd, peff, stats.nobs[rows], stats.members), ao)
+                self._likelihood(SpectralInnovations(gamma, q, dd, peff, stats.nobs[rows], stats.members))
             elif scheme == "miyoshi":
-                self._miyoshi(gamma.sum(axis=-1), dd, peff, ao)
+                self._miyoshi(gamma.sum(axis=-1), dd, peff)
             else:
-                self.mean = enkf_n_inflation(gamma / ao, q / ao, stats.members, p.xN)
+                self.mean = enkf_n_inflation(gamma, q, stats.members, p.xN)
         return self.limit()
 
     def limit(self) -> np.ndarray:
@@ -285,9 +310,9 @@ class AdaptiveInflation:
         with np.errstate(divide="ignore", invalid="ignore"):
             self.spread_ratio = np.where(sa > 0, sf / sa, np.nan)
 
-    def _likelihood(self, stats: SpectralInnovations, ao: float) -> None:
+    def _likelihood(self, stats: SpectralInnovations) -> None:
         lam = self.mean
-        grad, fisher = stats.score(lam, np.full(lam.shape, ao))
+        grad, fisher = stats.score(lam, np.ones(lam.shape))
         has = stats.gamma.sum(axis=-1) > 0
         # A Fisher-scoring step on log lambda, limited to a factor e per cycle.
         step, self.information = fisher_scoring_step(self.information, grad[..., 0], fisher[..., 0, 0],
@@ -295,16 +320,16 @@ class AdaptiveInflation:
         self.mean = lam * np.exp(-step)
         self.sd = 1.0 / np.sqrt(np.maximum(self.information, np.finfo(np.float64).tiny))
 
-    def _miyoshi(self, trace: np.ndarray, dd: np.ndarray, peff: np.ndarray, ao: float) -> None:
+    def _miyoshi(self, trace: np.ndarray, dd: np.ndarray, peff: np.ndarray) -> None:
         has = (trace > 0) & (peff > 0)
         t = np.where(has, trace, 1.0)
         pe = np.where(has, peff, 1.0)
-        lam_o = (dd - ao * pe) / t
-        v_o = (2.0 / pe) * ((self.mean * t + ao * pe) / t) ** 2
+        lam_o = (dd - pe) / t
+        v_o = (2.0 / pe) * ((self.mean * t + pe) / t) ** 2
         sb2 = self.sd**2
         self.mean = np.where(has, self.mean + sb2 / (sb2 + v_o) * (lam_o - self.mean), self.mean)
 
-    def _dart(self, ens: ObsSpaceEnsemble, rows: np.ndarray, ao: float) -> None:
+    def _dart(self, ens: ObsSpaceEnsemble, rows: np.ndarray) -> None:
         p = self.params
         n = ens.members
         cn = 1.0 + 1.0 / n if p.scheme == "el gharamti" else 1.0
@@ -319,7 +344,7 @@ class AdaptiveInflation:
             gam = w
         sd_start = self.sd.copy()
         lam, sd = self.mean.copy(), self.sd.copy()
-        obs_var = ao / np.where(ens.inverse_variance > 0, ens.inverse_variance, np.inf)
+        obs_var = 1.0 / np.where(ens.inverse_variance > 0, ens.inverse_variance, np.inf)
         for c in range(idx.shape[1]):
             j = idx[:, c]
             g = gam[:, c]
@@ -473,9 +498,6 @@ def enkf_n_inflation(gamma: np.ndarray, q: np.ndarray, members: int, xN: float =
         u = new
     return u
 
-
-def make_adaptive_inflation(params: AdaptiveInflationParameters | None, npoints: int) -> AdaptiveInflation | None:
-    return None if params is None else AdaptiveInflation(params, npoints)
 
 
 # Inflation files (restart of a single-analysis application, as DART's inflation files) -------------

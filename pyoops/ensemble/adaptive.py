@@ -276,8 +276,7 @@ class CycleAdaptation:
         return self.obs_error is not None and self.obs_error.params.scheme == "desroziers"
 
     def needs_state_perturbations(self) -> bool:
-        p = self.params.inflation
-        return p is not None and p.spatial == "local" and p.scheme in ("anderson", "el gharamti")
+        return self.params.inflation is not None and self.params.inflation.needs_state_perturbations
 
 
 def write_adaptive(directory: Path, adaptation: CycleAdaptation, times: list[Any], skip: int,

@@ -99,6 +99,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from pyoops.assimilation.adaptive_inflation import member_perturbations, point_spread
 from pyoops.assimilation.letkf import (
     LocalEnsembleDAParameters,
     ObsLocalization,
@@ -1169,15 +1170,11 @@ class CycleExperiment:
         """Inflation field ``(npoints,)`` and R variances ``(p,)`` for this cycle's analysis."""
         a = self.adaptation
         local = a.params.inflation is not None and a.params.inflation.spatial == "local"
-        sel = selection if (local or self.method in ("LETKF", "LETKF-hybrid")) else None
-        if sel is None and local:
-            sel = self._local_selection(twin)
-        xp = None
-        if a.needs_state_perturbations():
-            n = hx.shape[0]
-            xp = np.stack([(xb[v] - xb[v].mean(axis=0)).reshape(n, -1) for v in self.variables], axis=-1)
+        if local and selection is None:
+            selection = self._local_selection(twin)
+        xp = member_perturbations(xb) if a.needs_state_perturbations() else None
         return a.before_analysis(hx, twin.values.ravel(), twin.error.ravel(), self._group_of_obs(twin),
-                                 sel if local else None, xp)
+                                 selection if local else None, xp)
 
     def _adapt_needs_hxa(self) -> bool:
         return self.adaptation is not None and self.adaptation.needs_analysis_hofx()
@@ -1187,9 +1184,7 @@ class CycleExperiment:
         a = self.adaptation
         sf = sa = None
         if a.params.inflation is not None and a.params.inflation.cap is not None:
-            n = next(iter(xb.values())).shape[0]
-            sf = np.sqrt(np.mean([xb[v].reshape(n, -1).var(axis=0, ddof=1) for v in self.variables], axis=0))
-            sa = np.sqrt(np.mean([xa[v].reshape(n, -1).var(axis=0, ddof=1) for v in self.variables], axis=0))
+            sf, sa = point_spread(xb), point_spread(xa)
         a.after_analysis(None if hxa is None else hxa.mean(axis=0), twin.values.ravel(), twin.error.ravel(),
                          self._group_of_obs(twin), sf, sa)
 
