@@ -65,13 +65,7 @@ from pyoops.assimilation.letkf import (
     modulate,
     modulation_modes,
 )
-from pyoops.config.parameters import (
-    DateTimeField,
-    Parameters,
-    TimeWindowParameters,
-    VariableName,
-    validate,
-)
+from pyoops.config.parameters import DateTimeField, Parameters, TimeWindowParameters, VariableName, validate
 from pyoops.config.yaml_io import require_mapping
 from pyoops.diagnostics.regions import ArchiveRegions, archive_regions
 from pyoops.fields.fieldset import FieldSet
@@ -89,11 +83,7 @@ from pyoops.registry import ModelPlugin
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError
 from pyoops.util.resources import require_memory
-from pyoops.util.sizes import (
-    check_generated_observations,
-    check_output_files,
-    state_bytes,
-)
+from pyoops.util.sizes import check_generated_observations, check_output_files, state_bytes
 from pyoops.util.variables import Variables
 
 __all__ = [
@@ -469,11 +459,7 @@ class LocalEnsembleDAApplication(Application):
         :math:`H(x^b_k)` (:math:`N-1`) times the prior inflation ``mult`` as the assumed background
         variance, and the perturbations (inflated alike)."""
         from pyoops.diagnostics.archive import InnovationArchiveWriter
-        from pyoops.diagnostics.collect import (
-            ensemble_innovations,
-            observer_records,
-            select,
-        )
+        from pyoops.diagnostics.collect import ensemble_innovations, observer_records, select
 
         record, used = observer_records(observers)
         record.update(ensemble_innovations(hxb, hxa, prior_inflation))

@@ -164,11 +164,7 @@ class TrainEmulatorApplication(Application):
         return members, target
 
     def run(self, params: TrainEmulatorParameters, show_progress: bool | None = None) -> dict[str, Any]:
-        from pyoops.emulators.training import (
-            TrainingOptions,
-            fit_emulator,
-            training_set,
-        )
+        from pyoops.emulators.training import TrainingOptions, fit_emulator, training_set
 
         members, n = self._read(params)
         data = training_set(members, self.layout, n)

@@ -19,11 +19,7 @@ from pydantic import Field
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
-from pyoops.assimilation.driver import (
-    VariationalSection,
-    check_minimizer_memory,
-    run_incremental,
-)
+from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory, run_incremental
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.hbht import BackgroundVarianceParameters
 from pyoops.diagnostics.regions import ArchiveRegions, Regions, archive_regions

@@ -52,10 +52,7 @@ from pyoops.assimilation.adaptive_inflation import (
     AdaptiveInflationParameters,
     ObsSpaceEnsemble,
 )
-from pyoops.assimilation.adaptive_obs_error import (
-    AdaptiveObsError,
-    AdaptiveObsErrorParameters,
-)
+from pyoops.assimilation.adaptive_obs_error import AdaptiveObsError, AdaptiveObsErrorParameters
 from pyoops.config.parameters import Parameters
 from pyoops.util.atomic import atomic_output
 from pyoops.util.figures import pyplot, save_figure
