@@ -197,14 +197,13 @@ class CycleAdaptation:
         lam = np.ones(self.npoints)
         if self.joint:
             lam = self._joint_update(yp, d, rinv)
-            self._lam = lam
-            self._departures = d
-            return lam, np.where(ok, self.obs_error.per_observation(groups) * var, np.inf)
-        if self.inflation is not None:
-            # The schemes see R as the analysis will use it: a_o sigma^2 per observation.
-            lam = self.inflation.update(replace(ens, inverse_variance=rinv / ao_obs))
+        else:
+            if self.inflation is not None:
+                # The schemes see R as the analysis will use it: a_o sigma^2 per observation.
+                lam = self.inflation.update(replace(ens, inverse_variance=rinv / ao_obs))
+            if self.obs_error is not None:
+                self.obs_error.update_from_innovations(yp, d, rinv, groups, float(np.mean(lam)))
         if self.obs_error is not None:
-            self.obs_error.update_from_innovations(yp, d, rinv, groups, float(np.mean(lam)))
             ao_obs = self.obs_error.per_observation(groups)
         self._lam = lam
         self._departures = d
