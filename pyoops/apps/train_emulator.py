@@ -189,7 +189,8 @@ class TrainEmulatorApplication(Application):
                   "validation": _validation_scores(emulator, validation, options.seed), "history": history}
         if params.output.directory is not None:
             directory = Path(params.output.directory)
-            outputs.append(_plot_history(history, directory / "loss_curve.png", t.loss))
+            outputs.append(plot_history(history, directory / "loss_curve.png", f"{t.loss} of log sigma_N",
+                                        "train-emulator loss"))
             name = directory / "training.json"
             with atomic_output(name, ".json") as tmp:
                 tmp.write_text(json.dumps(report, indent=1) + "\n")
@@ -224,7 +225,8 @@ def _validation_scores(emulator: Any, validation: Any, seed: int) -> dict[str, f
     return {"rmse emulator": rmse(mu_c, y), "rmse naive": rmse(naive, y), "coverage 90": coverage(mu_c, s_c, y)}
 
 
-def _plot_history(history: list[dict[str, float]], filename: Path, loss: str) -> str:
+def plot_history(history: list[dict[str, float]], filename: Path, ylabel: str, title: str) -> str:
+    """The training and validation loss per epoch, the best epoch marked (PNG written atomically)."""
     plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
@@ -234,7 +236,7 @@ def _plot_history(history: list[dict[str, float]], filename: Path, loss: str) ->
     best = int(np.argmin([h["validation loss"] for h in history]))
     ax.axvline(epochs[best], color="0.6", ls="--", lw=0.8, label=f"best (epoch {epochs[best]})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{loss} of log sigma_N")
-    ax.set_title("train-emulator loss")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     return save_figure(fig, filename)

@@ -25,15 +25,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["NumpyGridConvNet"]
+__all__ = ["NumpyGridConvNet", "NumpyGridTrunk"]
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
 
 
-class NumpyGridConvNet:
-    r"""The forward pass of a ``GridConvNet`` from its ``state_dict`` (arrays), in float64.
+class NumpyGridTrunk:
+    r"""The forward pass of a :class:`~pyoops.emulators.network.GridTrunk` from its parameters, in float64.
 
     The fields are handled flat, shape :math:`(B, C, n)` with :math:`n` the horizontal
     points; the :math:`k^d` neighbours of every point (wrapped or clipped at the edges,
@@ -44,22 +44,23 @@ class NumpyGridConvNet:
     Parameters
     ----------
     state:
-        ``{name: array}`` of the network's parameters (``GridConvNet.state_dict()``).
+        ``{name: array}`` of the network's parameters (a ``state_dict``).
     periodic:
         Periodicity of each horizontal axis.
     kernel, depth, global_context:
         The architecture the weights belong to.
+    prefix:
+        The trunk's name in ``state`` (e.g. ``"encoder."`` for a sub-module), empty for the whole network.
     """
 
     def __init__(self, state: Mapping[str, np.ndarray], periodic: Sequence[bool], kernel: int, depth: int,
-                 global_context: bool) -> None:
-        w = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
+                 global_context: bool, prefix: str = "") -> None:
+        w = {k[len(prefix):]: np.asarray(v, dtype=np.float64) for k, v in state.items() if k.startswith(prefix)}
         self.periodic = tuple(bool(p) for p in periodic)
         self.ndim = len(self.periodic)
         self.kernel = int(kernel)
         self.depth = int(depth)
         self.global_context = bool(global_context)
-        self.channels = w["beta"].size
         #: The pointwise layers as (out, in) matrices with (out, 1) biases, and the convolutions as (in k^d, out)
         #: matrices.
         self.point = {name: (w[f"{name}.weight"].reshape(w[f"{name}.weight"].shape[:2]), w[f"{name}.bias"][:, None])
@@ -70,8 +71,6 @@ class NumpyGridConvNet:
                 name = f"blocks.{i}.conv{j}"
                 weight = w[f"{name}.weight"]
                 self.conv[name] = (weight.reshape(weight.shape[0], -1).T.copy(), w[f"{name}.bias"])
-        self.beta = w["beta"][:, None]
-        self.gamma = w["gamma"][:, None]
         self._neighbours: dict[tuple[int, ...], np.ndarray] = {}
 
     def neighbours(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -99,9 +98,9 @@ class NumpyGridConvNet:
         matrix, bias = self.point[name]
         return np.matmul(matrix, h) + bias
 
-    def __call__(self, predictors: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(mu, log_s)``, each ``(B, C, *horizontal)``, as ``GridConvNet.forward``."""
-        x = np.asarray(predictors, dtype=np.float64)
+    def trunk(self, inputs: np.ndarray) -> np.ndarray:
+        """The head's output ``(B, C_out, *horizontal)`` from ``(B, C_in, *horizontal)`` inputs."""
+        x = np.asarray(inputs, dtype=np.float64)
         shape = x.shape[2:]
         idx = self.neighbours(shape)
         h = _gelu(self._point("inp", x.reshape(x.shape[0], x.shape[1], -1)))
@@ -111,6 +110,26 @@ class NumpyGridConvNet:
         if self.global_context:
             h = h + self._point("context", h.mean(axis=2, keepdims=True))
         out = self._point("head", h)
+        return out.reshape(out.shape[:2] + shape)
+
+
+class NumpyGridConvNet(NumpyGridTrunk):
+    r"""The forward pass of a ``GridConvNet`` from its ``state_dict`` (arrays), in float64: the trunk
+    (:class:`NumpyGridTrunk`) and the heads :math:`\mu = b + \beta + \mathrm{out}_{:C}`,
+    :math:`\log s = \gamma + \mathrm{out}_{C:}`."""
+
+    def __init__(self, state: Mapping[str, np.ndarray], periodic: Sequence[bool], kernel: int, depth: int,
+                 global_context: bool) -> None:
+        super().__init__(state, periodic, kernel, depth, global_context)
+        self.beta = np.asarray(state["beta"], dtype=np.float64)[:, None]
+        self.gamma = np.asarray(state["gamma"], dtype=np.float64)[:, None]
+        self.channels = self.beta.shape[0]
+
+    def __call__(self, predictors: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(mu, log_s)``, each ``(B, C, *horizontal)``, as ``GridConvNet.forward``."""
+        out = self.trunk(predictors)
+        shape = out.shape[2:]
+        out = out.reshape(out.shape[0], out.shape[1], -1)
         flat_base = np.asarray(base, dtype=np.float64).reshape(out.shape[0], self.channels, -1)
         mu = flat_base + self.beta + out[:, : self.channels]
         log_s = self.gamma + out[:, self.channels:]

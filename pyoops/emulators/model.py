@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ from pyoops.emulators.network import GridConvNet, parameter_count
 from pyoops.util.atomic import atomic_output, input_path
 from pyoops.util.errors import InputFileError
 
-__all__ = ["EMULATOR_FORMAT", "Emulator", "cached_emulator", "emulator_files", "load_emulator", "state_bytes"]
+__all__ = ["EMULATOR_FORMAT", "Emulator", "cached_emulator", "emulator_files", "load_emulator", "load_weights",
+           "read_description", "save_network", "state_bytes"]
 
 EMULATOR_FORMAT = "pyoops EDA stddev emulator"
 EMULATOR_FORMAT_VERSION = 1
@@ -162,21 +163,29 @@ class Emulator:
 
     def save(self, name: "str | os.PathLike[str]") -> list[str]:
         """Write ``<stem>.pt`` and ``<stem>.yaml`` atomically; returns their names."""
-        weights, described = emulator_files(name)
-        buffer = io.BytesIO()
-        torch.save(self.net.state_dict(), buffer)
-        data = buffer.getvalue()
-        with atomic_output(weights, ".pt") as tmp:
-            tmp.write_bytes(data)
-        text = yaml.safe_dump(self.description(weights.name, hashlib.sha256(data).hexdigest()), sort_keys=False)
-        with atomic_output(described, ".yaml") as tmp:
-            tmp.write_text(text)
-        return [str(weights), str(described)]
+        return save_network(name, self.net, self.description)
 
 
-def load_emulator(name: "str | os.PathLike[str]") -> Emulator:
-    """Read an emulator written by :meth:`Emulator.save` (either file of the pair); InputFileError on any problem."""
+def save_network(name: "str | os.PathLike[str]", net: torch.nn.Module,
+                 description: Callable[[str, str], dict[str, Any]]) -> list[str]:
+    """Write the weights ``<stem>.pt`` of ``net`` and the YAML ``description(weights name, sha256)`` as
+    ``<stem>.yaml``, each atomically; returns their names."""
     weights, described = emulator_files(name)
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    data = buffer.getvalue()
+    with atomic_output(weights, ".pt") as tmp:
+        tmp.write_bytes(data)
+    text = yaml.safe_dump(description(weights.name, hashlib.sha256(data).hexdigest()), sort_keys=False)
+    with atomic_output(described, ".yaml") as tmp:
+        tmp.write_text(text)
+    return [str(weights), str(described)]
+
+
+def read_description(name: "str | os.PathLike[str]", fmt: str, version: int) -> tuple[dict[str, Any], Path]:
+    """The YAML description of a saved network (either file of the pair) checked for ``format`` and
+    ``format version``, and the description's path; InputFileError on any problem."""
+    _, described = emulator_files(name)
     try:
         text = input_path(str(described)).read_text()
     except FileNotFoundError:
@@ -185,16 +194,17 @@ def load_emulator(name: "str | os.PathLike[str]") -> Emulator:
         raise InputFileError(str(described), f"cannot be read ({exc.strerror or exc})") from None
     try:
         spec = yaml.safe_load(text)
-        if not isinstance(spec, dict) or spec.get("format") != EMULATOR_FORMAT:
-            raise ValueError(f"format is not {EMULATOR_FORMAT!r}")
-        if spec.get("format version") != EMULATOR_FORMAT_VERSION:
-            raise ValueError(f"format version {spec.get('format version')}, expected {EMULATOR_FORMAT_VERSION}")
-        layout = GridLayout.from_dict(spec["layout"])
-        norm = spec["normalisation"]
-        emulator = Emulator(layout, spec["members"], spec["target members"], spec["predictors"], spec["network"],
-                            norm["mean"], norm["std"], spec.get("geometry"), spec.get("training"))
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise InputFileError(str(described), f"is not a pyoops emulator description ({exc})") from None
+        if not isinstance(spec, dict) or spec.get("format") != fmt:
+            raise ValueError(f"format is not {fmt!r}")
+        if spec.get("format version") != version:
+            raise ValueError(f"format version {spec.get('format version')}, expected {version}")
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InputFileError(str(described), f"is not a {fmt} description ({exc})") from None
+    return spec, described
+
+
+def load_weights(net: torch.nn.Module, spec: Mapping[str, Any], described: Path) -> None:
+    """Load the weights file named in ``spec`` (next to ``described``) into ``net``, checking its sha256."""
     weights = described.parent / spec["weights"]
     try:
         data = input_path(str(weights)).read_bytes()
@@ -204,27 +214,41 @@ def load_emulator(name: "str | os.PathLike[str]") -> Emulator:
         raise InputFileError(str(weights), f"emulator weights do not match the sha256 in {described}")
     try:
         state = torch.load(io.BytesIO(data), weights_only=True)
-        emulator.net.load_state_dict(state)
+        net.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, EOFError) as exc:
         raise InputFileError(str(weights), f"emulator weights do not fit the network in {described} "
                                            f"({str(exc).splitlines()[0]})") from None
+
+
+def load_emulator(name: "str | os.PathLike[str]") -> Emulator:
+    """Read an emulator written by :meth:`Emulator.save` (either file of the pair); InputFileError on any problem."""
+    spec, described = read_description(name, EMULATOR_FORMAT, EMULATOR_FORMAT_VERSION)
+    try:
+        layout = GridLayout.from_dict(spec["layout"])
+        norm = spec["normalisation"]
+        emulator = Emulator(layout, spec["members"], spec["target members"], spec["predictors"], spec["network"],
+                            norm["mean"], norm["std"], spec.get("geometry"), spec.get("training"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(str(described), f"is not a pyoops emulator description ({exc})") from None
+    load_weights(emulator.net, spec, described)
     return emulator
 
 
-_cache: dict[tuple[str, int, int], Emulator] = {}
+_cache: dict[tuple[Any, str, int, int], Any] = {}
 
 
-def cached_emulator(name: "str | os.PathLike[str]") -> Emulator:
-    """:func:`load_emulator`, kept per file (path, size and modification time of its weights) in this process:
-    a B rebuilt every cycle does not reread it."""
+def cached_emulator(name: "str | os.PathLike[str]", loader: Callable[[Any], Any] | None = None) -> Any:
+    """``loader(name)`` (default :func:`load_emulator`), kept per file (path, size and modification time of its
+    weights) in this process: a B rebuilt every cycle does not reread it."""
+    loader = loader or load_emulator
     weights, described = emulator_files(name)
     try:
         stat = os.stat(weights)
-        key = (os.path.abspath(described), stat.st_size, stat.st_mtime_ns)
+        key = (loader, os.path.abspath(described), stat.st_size, stat.st_mtime_ns)
     except OSError:
-        return load_emulator(name)  # names the missing file
+        return loader(name)  # names the missing file
     if key not in _cache:
         if len(_cache) > 8:
             _cache.clear()
-        _cache[key] = load_emulator(name)
+        _cache[key] = loader(name)
     return _cache[key]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GridConvNet", "GridPad", "parameter_count"]
+__all__ = ["GridConvNet", "GridPad", "GridTrunk", "parameter_count"]
 
 
 class GridPad(nn.Module):
@@ -69,7 +69,61 @@ class _Residual(nn.Module):
         return h + self.conv2(self.pad(F.gelu(self.conv1(self.pad(h)))))
 
 
-class GridConvNet(nn.Module):
+class GridTrunk(nn.Module):
+    r"""The residual trunk shared by the emulators: :math:`\mathrm{out} = W_\mathrm{head}\,h` with
+
+    .. math::
+
+        h_0 = \mathrm{GELU}(W_\mathrm{in} u),\quad
+        h_l = h_{l-1} + W_{l,2} * \mathrm{GELU}(W_{l,1} * h_{l-1}),\quad
+        h = h_L + W_\mathrm{ctx}\langle h_L\rangle \ (\text{optional}),
+
+    padded convolutions along the horizontal axes, pointwise :math:`W_\mathrm{in}, W_\mathrm{ctx},
+    W_\mathrm{head}`; the head starts at zero, so an untrained trunk outputs zero.
+
+    Parameters
+    ----------
+    in_channels, out_channels:
+        Input and output channels.
+    periodic:
+        Periodicity of each horizontal axis (1 or 2 axes).
+    width, depth, kernel:
+        Hidden channels, residual blocks (two convolutions each), odd kernel size.
+    global_context:
+        Add the domain mean of the hidden features back at every point.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, periodic: Sequence[bool], width: int = 32,
+                 depth: int = 3, kernel: int = 5, global_context: bool = True) -> None:
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"the kernel size must be odd, got {kernel}")
+        ndim = len(periodic)
+        if ndim not in (1, 2):
+            raise ValueError(f"1 or 2 horizontal axes, got {ndim}")
+        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
+        self.ndim = ndim
+        self.inp = conv(in_channels, width, 1)
+        self.blocks = nn.ModuleList(_Residual(conv, width, kernel, periodic) for _ in range(depth))
+        self.context = conv(width, width, 1) if global_context else None
+        self.head = conv(width, out_channels, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def trunk(self, u: torch.Tensor) -> torch.Tensor:
+        """The head's output ``(B, out_channels, *horizontal)`` from the inputs ``(B, in_channels, *horizontal)``."""
+        h = F.gelu(self.inp(u))
+        for block in self.blocks:
+            h = block(h)
+        if self.context is not None:
+            h = h + self.context(h.mean(dim=tuple(range(2, 2 + self.ndim)), keepdim=True))
+        return self.head(h)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.trunk(u)
+
+
+class GridConvNet(GridTrunk):
     """The emulator network (see the module docstring).
 
     Parameters
@@ -88,32 +142,14 @@ class GridConvNet(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, periodic: Sequence[bool], width: int = 32, depth: int = 3,
                  kernel: int = 5, global_context: bool = True) -> None:
-        super().__init__()
-        if kernel % 2 != 1:
-            raise ValueError(f"the kernel size must be odd, got {kernel}")
-        ndim = len(periodic)
-        if ndim not in (1, 2):
-            raise ValueError(f"1 or 2 horizontal axes, got {ndim}")
-        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
-        self.ndim = ndim
+        super().__init__(in_channels, 2 * channels, periodic, width, depth, kernel, global_context)
         self.channels = int(channels)
-        self.inp = conv(in_channels, width, 1)
-        self.blocks = nn.ModuleList(_Residual(conv, width, kernel, periodic) for _ in range(depth))
-        self.context = conv(width, width, 1) if global_context else None
-        self.head = conv(width, 2 * channels, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
         self.beta = nn.Parameter(torch.zeros(channels))
         self.gamma = nn.Parameter(torch.zeros(channels))
 
     def forward(self, predictors: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, log_s)`` of :math:`\\log\\hat\\sigma_N`, each ``(B, C, *horizontal)``."""
-        h = F.gelu(self.inp(predictors))
-        for block in self.blocks:
-            h = block(h)
-        if self.context is not None:
-            h = h + self.context(h.mean(dim=tuple(range(2, 2 + self.ndim)), keepdim=True))
-        out = self.head(h)
+        out = self.trunk(predictors)
         shape = (1, self.channels) + (1,) * self.ndim
         mu = base + self.beta.view(shape) + out[:, : self.channels]
         log_s = self.gamma.view(shape) + out[:, self.channels:]
