@@ -41,6 +41,9 @@ variable           dimensions               type    content
 ``<v>``            cycle, member, grid...   float64 background of every member
 ``<v>_mean``       cycle, grid...           float64 :math:`\bar x`
 ``<v>_stddev``     cycle, grid...           float64 :math:`\hat\sigma_N` (:math:`N-1` normalisation)
+``<v>_analysis``   cycle, member, grid...   float64 analysis of every member (archives written with
+                                                    ``analyses=True``: the pairs an emulator of the
+                                                    members' analyses learns from)
 ================== ======================== ======= ===========================================
 
 Reading: :func:`read_member_archive` (checked, numpy arrays) and
@@ -112,10 +115,13 @@ class MemberArchiveWriter(LogArchiveWriter):
         What produced the members, stored as attributes.
     resumable:
         ``True``: append to ``<filename>.log`` (needed to :meth:`resume`); ``False``: in memory.
+    analyses:
+        Also archive every member's analysis (``<v>_analysis``): each cycle then appends the
+        backgrounds and their analyses, the (background, analysis) pairs of every member.
     """
 
     def __init__(self, filename: "str | os.PathLike[str]", geometry: Any, variables: Sequence[str], members: int,
-                 *, application: str = "", method: str = "", resumable: bool = True) -> None:
+                 *, application: str = "", method: str = "", resumable: bool = True, analyses: bool = False) -> None:
         if int(members) < 2:
             raise ValueError(f"a member archive needs at least 2 members, got {members}")
         self.filename = Path(filename)
@@ -132,6 +138,9 @@ class MemberArchiveWriter(LogArchiveWriter):
                             for d in sorted({d for ds in self.dims.values() for d in ds}) if d in coords},
             "attributes": {"application": str(application), "method": str(method),
                            "geometry": _geometry_description(geometry)}}
+        self.analyses = bool(analyses)
+        if self.analyses:   # only then: the header (hence the resume check) of background-only logs is unchanged
+            self._header["analyses"] = True
         self._log = AppendLog(self.filename, encode_log_header(_LOG_MAGIC, self._header), _LOG_FORMAT,
                               _LOG_VERSION, resumable=resumable)
         self._ncycles = 0
@@ -144,24 +153,22 @@ class MemberArchiveWriter(LogArchiveWriter):
 
     @property
     def payload_bytes(self) -> int:
-        """Bytes of one cycle's members."""
-        return 8 * self.members * sum(math.prod(s) for s in self.shapes.values())
+        """Bytes of one cycle's members (backgrounds, and analyses if archived)."""
+        return 8 * self.members * sum(math.prod(s) for s in self.shapes.values()) * (2 if self.analyses else 1)
 
-    def append_cycle(self, cycle: int, time: Any, members: Mapping[str, Any]) -> None:
-        """Append the backgrounds ``{variable: (N, *grid)}`` of cycle ``cycle`` valid at ``time``."""
+    def append_cycle(self, cycle: int, time: Any, members: Mapping[str, Any],
+                     analyses: Mapping[str, Any] | None = None) -> None:
+        """Append the backgrounds ``{variable: (N, *grid)}`` of cycle ``cycle`` valid at ``time`` (and, in an
+        archive of analyses, the members' ``analyses``, same layout)."""
         cycle = int(cycle)
         if self._last_cycle is not None and cycle <= self._last_cycle:
             raise ValueError(f"cycle {cycle} appended after cycle {self._last_cycle}: cycle indices must increase")
-        parts = []
-        for v in self.variables:
-            if v not in members:
-                raise ValueError(f"no members of variable {v!r} (the archive has {self.variables})")
-            a = np.asarray(members[v], dtype="<f8")
-            if a.shape != (self.members, *self.shapes[v]):
-                raise ValueError(f"members of {v!r} have shape {a.shape}, expected {(self.members, *self.shapes[v])}")
-            if not np.isfinite(a).all():
-                raise ValueError(f"members of {v!r} have non-finite values")
-            parts.append(np.ascontiguousarray(a).tobytes())
+        if (analyses is not None) != self.analyses:
+            raise ValueError("this archive keeps the members' analyses: give them" if self.analyses else
+                             "this archive keeps backgrounds only, but analyses were given")
+        parts = [self._payload(members, "members")]
+        if analyses is not None:
+            parts.append(self._payload(analyses, "analyses"))
         payload = b"".join(parts)
         seconds = time.seconds_since_epoch() if hasattr(time, "seconds_since_epoch") else float(time)
         head = np.zeros(1, _CHUNK)
@@ -170,6 +177,19 @@ class MemberArchiveWriter(LogArchiveWriter):
         self._log.append(head.tobytes() + payload)
         self._ncycles += 1
         self._last_cycle = cycle
+
+    def _payload(self, members: Mapping[str, Any], what: str) -> bytes:
+        parts = []
+        for v in self.variables:
+            if v not in members:
+                raise ValueError(f"no {what} of variable {v!r} (the archive has {self.variables})")
+            a = np.asarray(members[v], dtype="<f8")
+            if a.shape != (self.members, *self.shapes[v]):
+                raise ValueError(f"{what} of {v!r} have shape {a.shape}, expected {(self.members, *self.shapes[v])}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{what} of {v!r} have non-finite values")
+            parts.append(np.ascontiguousarray(a).tobytes())
+        return b"".join(parts)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What the application's checkpoint stores to :meth:`resume` (after the cycle's append)."""
@@ -278,6 +298,10 @@ def _assemble(filename: Path, fh: Any, nbytes: int, header: dict[str, Any], name
                 out[f"{v}_stddev"] = ds.createVariable(f"{v}_stddev", "f8", ("cycle", *dims[v]),
                                                        chunksizes=(1, *shape))
                 out[f"{v}_stddev"].long_name = f"ensemble standard deviation of {v} (N-1 normalisation)"
+                if header.get("analyses"):
+                    out[f"{v}_analysis"] = ds.createVariable(f"{v}_analysis", "f8", ("cycle", "member", *dims[v]),
+                                                             chunksizes=(1, n, *shape))
+                    out[f"{v}_analysis"].long_name = f"analysis of every member, {v}"
             for i, offset in enumerate(offsets):
                 fh.seek(offset)
                 data = fh.read(payload)
@@ -292,11 +316,17 @@ def _assemble(filename: Path, fh: Any, nbytes: int, header: dict[str, Any], name
                     out[v][i] = a
                     out[f"{v}_mean"][i] = a.mean(axis=0)
                     out[f"{v}_stddev"][i] = sample_stddev(a)
+                if header.get("analyses"):
+                    for v in variables:
+                        count = n * math.prod(shapes[v])
+                        out[f"{v}_analysis"][i] = np.frombuffer(data, "<f8", count, start).reshape((n, *shapes[v]))
+                        start += 8 * count
 
 
 @dataclass(frozen=True)
 class MemberArchive:
-    """The contents of a member archive: ``members[v]`` of shape ``(ncycles, N, *grid)``."""
+    """The contents of a member archive: ``members[v]`` (backgrounds) of shape ``(ncycles, N, *grid)``, and
+    ``analyses[v]`` (same shape) if the archive keeps the members' analyses (else None)."""
 
     members: dict[str, np.ndarray]
     cycle: np.ndarray
@@ -304,6 +334,7 @@ class MemberArchive:
     geometry: Any
     attributes: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    analyses: dict[str, np.ndarray] | None = None
 
     @property
     def variables(self) -> list[str]:
@@ -338,7 +369,8 @@ class MemberArchive:
     def select_cycles(self, keep: np.ndarray) -> "MemberArchive":
         keep = np.asarray(keep)
         return MemberArchive({v: a[keep] for v, a in self.members.items()}, self.cycle[keep], self.time[keep],
-                             self.geometry, self.attributes, self.source)
+                             self.geometry, self.attributes, self.source,
+                             None if self.analyses is None else {v: a[keep] for v, a in self.analyses.items()})
 
 
 def read_member_archive(path: "str | os.PathLike[str]", geometry: Any = None,
@@ -366,11 +398,14 @@ def read_member_archive(path: "str | os.PathLike[str]", geometry: Any = None,
         missing = [v for v in wanted if v not in stored]
         if missing:
             raise InputFileError(name, f"member archive has no variable(s) {missing} (it has {stored})")
-        members = {}
-        for v in wanted:
-            var = ds.variables[v]
+        def values(name: str) -> np.ndarray:
+            var = ds.variables[name]
             var.set_auto_mask(False)
-            members[v] = np.asarray(var[...], dtype=np.float64)
+            return np.asarray(var[...], dtype=np.float64)
+
+        members = {v: values(v) for v in wanted}
+        analyses = ({v: values(f"{v}_analysis") for v in wanted}
+                    if all(f"{v}_analysis" in ds.variables for v in wanted) else None)
         cycle = np.asarray(ds.variables["cycle"][...], dtype=np.int64)
         time = np.asarray(ds.variables["time"][...], dtype=np.int64)
-    return MemberArchive(members, cycle, time, described, attrs, name)
+    return MemberArchive(members, cycle, time, described, attrs, name, analyses)
