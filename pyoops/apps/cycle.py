@@ -41,6 +41,7 @@ from pyoops.ensemble.cycling import (
 )
 from pyoops.ensemble.adaptive import AdaptiveParameters, plot_adaptive, write_adaptive
 from pyoops.ensemble.eda import EDAParameters
+from pyoops.ensemble.emulated_members import EmulatedMembersParameters
 from pyoops.ensemble.executors import ParallelParameters
 from pyoops.registry import ModelPlugin
 
@@ -59,6 +60,10 @@ class CycleOutputParameters(Parameters):
     member_archive: bool = Field(False, description="Ensemble methods: write the member archive members.nc (every "
                                                     "cycle's member backgrounds, their mean and standard deviation), "
                                                     "the training data of EDA emulators.")
+    member_archive_analyses: bool = Field(
+        False, alias="member archive analyses", description="With the member archive: also every member's "
+                                                            "analysis (the pairs a generator of emulated members "
+                                                            "learns from; LETKF, EnKF, EDA).")
     background_error_variance: BackgroundVarianceParameters = Field(
         default_factory=BackgroundVarianceParameters, alias="background error variance",
         description="Archive of variational methods: how diag(HBH^T) is computed (exact or randomized).")
@@ -87,6 +92,9 @@ class CycleParameters(ApplicationParameters):
     adaptive: AdaptiveParameters | None = Field(
         None, description="Online adaptive inflation and observation error (ensemble filters, EDA members) and hybrid "
                           "weight (hybrid, EDA-hybrid, LETKF-hybrid).")
+    emulated_members: EmulatedMembersParameters | None = Field(
+        None, alias="emulated members", description="Hybrid ensemble: members 1..real analysed, the others' analyses "
+                                                    "emulated from their backgrounds (LETKF, EnKF, EDA).")
     parallel: ParallelParameters = Field(default_factory=ParallelParameters,
                                          description="How members are distributed (serial, processes, dask).")
     output: CycleOutputParameters = Field(description="Output directory.")

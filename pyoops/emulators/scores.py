@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["Z90", "coverage", "ensemble_crps", "gaussian_crps", "pit", "rmse"]
+__all__ = ["Z90", "coverage", "energy_score", "ensemble_crps", "gaussian_crps", "pit", "rmse"]
 
 #: :math:`\Phi^{-1}(0.95)`: the central 90 % interval is :math:`\mu \pm Z_{90}\,s`.
 Z90 = 1.6448536269514722
@@ -47,6 +47,16 @@ def ensemble_crps(samples: np.ndarray, y: np.ndarray) -> np.ndarray:
     weights = (2.0 * np.arange(1, k + 1) - k - 1).reshape((k,) + (1,) * (x.ndim - 1))
     spread = 2.0 * (weights * x).sum(axis=0)
     return skill - spread / (2.0 * k * (k - 1))
+
+
+def energy_score(samples: np.ndarray, y: np.ndarray) -> float:
+    r"""Fair energy score of ``samples`` ``(K, D)`` at ``y`` ``(D,)``:
+    :math:`\frac1K\sum_i\lVert x_i - y\rVert - \frac{1}{2K(K-1)}\sum_{i\ne j}\lVert x_i - x_j\rVert`."""
+    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    k = x.shape[0]
+    skill = np.linalg.norm(x - np.asarray(y, dtype=np.float64).reshape(1, -1), axis=1).mean()
+    pairs = np.linalg.norm(x[:, None] - x[None], axis=2).sum()
+    return float(skill - pairs / (2.0 * k * (k - 1)))
 
 
 def pit(mu: np.ndarray, sd: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -120,6 +120,7 @@ from pyoops.ensemble.eda import (
     run_eda,
 )
 from pyoops.ensemble.cycle_log import CycleLog, read_cycle_log
+from pyoops.ensemble.emulated_members import EmulatedMembers
 from pyoops.ensemble.executors import MemberExecutor
 from pyoops.util.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
@@ -161,6 +162,8 @@ METHODS = ("3D-Var", "4D-Var", "3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hyb
 ENSEMBLE_METHODS = ("3D-EnVar", "4D-EnVar", "hybrid", "EDA", "EDA-hybrid", "LETKF", "EnKF", "LETKF-hybrid")
 #: Methods whose B is a Hybrid of a static and an ensemble chain (the adaptive hybrid weight).
 HYBRID_METHODS = ("hybrid", "EDA-hybrid", "LETKF-hybrid")
+#: Methods whose members can be emulated (``emulated members``).
+EMULATED_MEMBER_METHODS = ("LETKF", "EnKF", "EDA", "EDA-hybrid")
 FOUR_D_COST_TYPES = ("4D-Var", "3D-FGAT", "4D-FGAT", "4D-Ens-Var")
 
 #: Per-cycle statistics (NaN where not applicable), in the order of the output files.
@@ -441,7 +444,10 @@ class CycleExperiment:
         self.document = document or {}
         self.archive = bool(getattr(params.output, "archive", False))
         self.member_archive = bool(getattr(params.output, "member_archive", False))
+        self.member_archive_analyses = bool(getattr(params.output, "member_archive_analyses", False))
         self.last_innovations: dict[str, Any] | None = None
+        #: The members' analyses of the last cycle, paired with their backgrounds (``member archive analyses``).
+        self.last_member_analyses: dict[str, np.ndarray] | None = None
         #: Experiment hook ``(k, members) -> ensemble``: replaces the ensemble fed to the Ensemble block (and to the
         #: adaptive hybrid weight's C_e) at cycle ``k`` (e.g. draws from B_s in ``benchmarks/adaptive_hybrid.py``).
         self.ensemble_hook: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
@@ -450,6 +456,10 @@ class CycleExperiment:
         self._setup_adaptive()
         if self.member_archive and not self.nmembers:
             raise ConfigError(f"method {self.method} has no ensemble members to archive", "output.member archive")
+        if self.member_archive_analyses and not self.member_archive:
+            raise ConfigError("the members' analyses go into the member archive: set 'member archive: true'",
+                              "output.member archive analyses")
+        self._setup_emulated_members()
         if self.cycling.initial_ensemble is not None and not self.nmembers:
             raise ConfigError(f"method {self.method} has no ensemble members", "cycling.initial ensemble")
         if self.cycling.initial_background is not None and not self.control_member:
@@ -579,6 +589,35 @@ class CycleExperiment:
                 raise ConfigError(f"'eda' does not apply to the deterministic method {method}", "eda")
         # Validate the cost function once, on the first window.
         self._validate_cost_function()
+
+    def _setup_emulated_members(self) -> None:
+        """The generator of ``emulated members`` (None without the section)."""
+        params = getattr(self.params, "emulated_members", None)
+        self.emulated: EmulatedMembers | None = None
+        if params is None:
+            return
+        if self.method not in EMULATED_MEMBER_METHODS:
+            raise ConfigError(f"emulated members need a method that analyses every member ({', '.join(EMULATED_MEMBER_METHODS)}), "
+                              f"not {self.method}", "emulated members")
+        if self.method in ("EDA", "EDA-hybrid") and (self.control_member or self.cost_type == "4D-Ens-Var"):
+            raise ConfigError("emulated members in an EDA need 'eda: {control member: false}' and a cost type other "
+                              "than 4D-Ens-Var", "emulated members")
+        if params.real + params.emulated != self.nmembers:
+            raise ConfigError(f"real + emulated = {params.real + params.emulated} members, cycling.members is "
+                              f"{self.nmembers}", "emulated members")
+        if self.adaptation is not None:
+            raise ConfigError("emulated members and the adaptive schemes are not combined", "emulated members")
+        self.emulated = EmulatedMembers(params, self.geometry, self.variables, self.start, self.registry,
+                                        self.plugin, self.cycling.seed)
+
+    def _emulate(self, k: int, backgrounds: dict[str, np.ndarray], analyses: dict[str, np.ndarray]
+                 ) -> dict[str, np.ndarray]:
+        """Record the members' (background, analysis) pairs for the archive, and with ``emulated members`` the
+        hybrid ensemble: the real members' analyses and the emulated ones."""
+        if self.emulated is not None:
+            analyses = self.emulated.complete(k, backgrounds, analyses)
+        self.last_member_analyses = analyses if self.member_archive_analyses else None
+        return analyses
 
     def _setup_adaptive(self) -> None:
         """The ``adaptive`` section: which methods take which scheme (:mod:`pyoops.ensemble.adaptive`)."""
@@ -939,7 +978,7 @@ class CycleExperiment:
                 if archive is not None:
                     archive.append(k, self.last_innovations, state)
                 if members_archive is not None:
-                    members_archive.append(k, backgrounds, state)
+                    members_archive.append(k, backgrounds, state, self.last_member_analyses)
                 if (k + 1) % self.cycling.checkpoint_every == 0 or k + 1 == last:
                     if self.adaptation is not None:
                         state["adaptive"] = self.adaptation.state_arrays()
@@ -1021,6 +1060,7 @@ class CycleExperiment:
                      executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
         xb = state["members"]
         xa, innovations = self._letkf_members(twin, xb)
+        xa = self._emulate(k, xb, xa)
         state["members"], _ = self.forecast_fields(xa, self.analysis_time(k), self.cycling.window_length, (), executor)
         return _filter_statistics(xb, xa, t_a), innovations
 
@@ -1216,6 +1256,7 @@ class CycleExperiment:
             self.eda.seed, m, "cycle", k).standard_normal(error.shape) for m in range(1, self.nmembers + 1)])
         xa = perturbed_obs_enkf_analysis(xf, hx, twin.values, error ** 2, perturbations)
         xa = inflate_perturbations(xa, xf, self.eda.inflation)
+        xa = self._emulate(k, xb, xa)
         if self.adaptation is not None:
             self._adapt_after(twin, self._ensemble_hofx(ob, xa) if self._adapt_needs_hxa() else None, xf, xa)
         innovations = (ensemble_innovations(hx.reshape(hx.shape[0], -1), self._ensemble_hofx(ob, xa))
@@ -1274,11 +1315,17 @@ class CycleExperiment:
                          ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
                          record_hofx=self.archive, hbht=self.params.output.background_error_variance
                          if self.archive else None, hbht_member=labels[0], run_token=self.run_token)
-        result = run_eda(setup, labels, executor)
-        innovations = variational_innovations(result.diagnostics, labels, control is not None) \
+        # With emulated members only the real ones (1..M) are analysed; B_e still has all N backgrounds.
+        analysed = labels if self.emulated is None else labels[:self.emulated.real]
+        result = run_eda(setup, analysed, executor)
+        innovations = variational_innovations(result.diagnostics, analysed, control is not None) \
             if self.archive else None
-        # Analyses valid at a_k.
-        analyses = {v: np.stack([result.analyses[m][-1][v] for m in labels]) for v in self.variables}
+        # Analyses valid at s_k (the end of each member's minimisation), then, for 4-D windows, at a_k.
+        analyses = {v: np.stack([result.analyses[m][-1][v] for m in analysed]) for v in self.variables}
+        if n:
+            first = 1 if control is not None else 0
+            hybrid = self._emulate(k, members, {v: analyses[v][first:] for v in self.variables})
+            analyses = {v: np.concatenate([analyses[v][:first], hybrid[v]]) for v in self.variables}
         if self.four_d and self.cost_type != "4D-Ens-Var":
             analyses, _ = self.forecast_fields(analyses, s_k, L, (), executor)
         # Posterior inflation of the perturbed members around their mean.
@@ -1414,12 +1461,14 @@ class _MemberArchive:
 
         self.experiment = experiment
         self.writer = MemberArchiveWriter(filename, experiment.geometry, experiment.variables, experiment.nmembers,
-                                          application="cycle", method=experiment.method)
+                                          application="cycle", method=experiment.method,
+                                          analyses=experiment.member_archive_analyses)
         if state.get("member archive") is not None:
             self.writer.resume(state["member archive"])
 
-    def append(self, k: int, members: dict[str, np.ndarray], state: dict[str, Any]) -> None:
-        self.writer.append_cycle(k, self.experiment.background_time(k), members)
+    def append(self, k: int, members: dict[str, np.ndarray], state: dict[str, Any],
+               analyses: dict[str, np.ndarray] | None = None) -> None:
+        self.writer.append_cycle(k, self.experiment.background_time(k), members, analyses)
         state["member archive"] = self.writer.checkpoint_state()
 
     def close(self) -> None:

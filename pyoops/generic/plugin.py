@@ -62,6 +62,8 @@ APPLICATIONS: tuple[tuple[str, str, str], ...] = (
      "estimate hybrid weight, inflation, localization and amplitudes of B and R from innovation archives"),
     ("train-emulator", "pyoops.apps.train_emulator:TrainEmulatorApplication",
      "train an emulator of the N-member EDA standard deviation from M members (needs pyoops[ml])"),
+    ("train-member-generator", "pyoops.apps.train_member_generator:TrainMemberGeneratorApplication",
+     "train the generator of emulated EDA members from archived (background, analysis) pairs (needs pyoops[ml])"),
 )
 
 

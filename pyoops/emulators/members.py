@@ -1,0 +1,191 @@
+r"""Emulated EDA members: what the real members tell, the linear emulator and the bridge sampler (numpy).
+
+Setting
+-------
+An EDA (or an ETKF) turns :math:`N` backgrounds :math:`x^{b,(n)}` into :math:`N` analyses
+:math:`x^{a,(n)}`.  A hybrid ensemble analyses only the :math:`M = N_s` *real* members
+:math:`S` and *emulates* the analyses of the others from their backgrounds, conditioned on
+the real pairs :math:`\{(x^{b,(i)}, x^{a,(i)})\}_{i\in S}` and on all :math:`N` backgrounds.
+
+Coordinates
+-----------
+Everything is expressed per cycle and per point in units of the backgrounds' spread:
+with :math:`\bar x^b` and :math:`\sigma^b` the mean and standard deviation
+(:math:`N-1` normalisation) of *all* :math:`N` backgrounds,
+:math:`u = (x - \bar x^b)/\sigma^b`.  The emulated member starts at
+:math:`u_0 = u^{b}_j` and must end at a draw of :math:`u_1 = u^a_j`.
+
+Context of the real members (:func:`member_context`, permutation invariant)
+---------------------------------------------------------------------------
+At every point, from the :math:`M` real pairs (:math:`\delta_i = u^a_i - u^b_i`):
+
+``real background mean``  :math:`\bar u^b_S`;
+``real mean increment``   :math:`\bar\delta_S`;
+``log spread ratio``      :math:`\log(\mathrm{sd}_S(u^a) / \mathrm{sd}_S(u^b))`;
+``covariance slope``      :math:`\kappa_S = \mathrm{cov}_S(\delta, q) / \mathrm{var}_S(q)` with
+                          :math:`q_i = \mathbf P^b (u^b_i - \bar u^b_S)` (not clipped: it scales with the
+                          backgrounds' spread and the number of values, and a clip biases the filter);
+``log background stddev`` :math:`\log\sigma^b` and ``background mean`` :math:`\bar x^b`
+                          (the flow; both normalised with climatological constants from training).
+
+Here :math:`\mathbf P^b v = \frac{1}{(N-1)D}\sum_{n=1}^N u^b_n\,\langle u^b_n, v\rangle` is the
+covariance of *all* :math:`N` backgrounds (:math:`D` values per member), applied by
+:func:`covariance_apply` without forming it.  A square-root filter moves every member's
+deviation by :math:`\mathbf T\delta = (\mathbf I + \mathbf P^b\boldsymbol\Gamma)^{-1/2}\delta
+\approx \delta - \tfrac12\mathbf P^b\boldsymbol\Gamma\delta` (:math:`\boldsymbol\Gamma =
+\mathbf H^\mathsf T\mathbf R^{-1}\mathbf H`): the correction of a member is the *full* background
+covariance applied to its deviation, which a regression on the :math:`M` real backgrounds alone
+cannot represent outside their span (a pointwise or span-restricted regression makes the
+emulated members' own directions decay or grow cycle after cycle and the hybrid filter
+diverges).  The real pairs tell how strongly the observations act, point by point: the slope
+:math:`\kappa_S` estimates :math:`-\tfrac12\boldsymbol\Gamma` (and the inflation) locally.
+
+The **covariance-regression emulator** (:func:`linear_endpoint`, the non-learned baseline and
+the learned generator's starting point) is
+:math:`\hat u_1 = u_0 + \bar\delta_S + \kappa_S \odot \mathbf P^b (u_0 - \bar u^b_S)`.
+
+Bridge sampler (:func:`bridge_sample`)
+--------------------------------------
+The generator is a stochastic flow from the background to the analysis: a Brownian bridge
+:math:`U_t = (1-t)u_0 + t u_1 + \sigma\sqrt{t(1-t)}\,\xi` between the two ends of every
+training pair, whose drift is learned by regressing the endpoint,
+:math:`D_\theta(U_t, t\mid u_0, C) \approx \mathbb E[u_1 \mid U_t, u_0, C]` (bridge matching:
+the minimiser of the squared error is that conditional mean).  Sampling runs the bridge's
+exact Gaussian transition from :math:`t` to :math:`s > t` with the endpoint replaced by
+its estimate,
+
+.. math::
+
+    U_s = U_t + \frac{s-t}{1-t}\big(D_\theta(U_t, t) - U_t\big)
+          + \sigma\sqrt{\frac{(s-t)(1-s)}{1-t}}\;\xi, \qquad \xi\sim\mathcal N(0, \mathbf I),
+
+on :math:`t_k = k/K`, :math:`k = 0..K-1` (the last step lands on :math:`D_\theta` without
+noise).  With the exact conditional mean this is the Markovian projection of the mixture of
+bridges, whose law at :math:`t = 1` is :math:`p(u_1 \mid u_0, C)`: the noise gives distinct
+draws from one background, the learned drift carries the observations' information.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CONTEXT_FEATURES", "STDDEV_FLOOR", "bridge_sample", "covariance_apply", "drift_inputs",
+           "linear_endpoint", "member_context", "member_covariance_term", "normalise", "normalised_cycle"]
+
+CONTEXT_FEATURES = ("real background mean", "real mean increment", "log spread ratio", "covariance slope",
+                    "log background stddev", "background mean")
+#: Floor of the standard deviations divided by (a member copy gives zero spread).
+STDDEV_FLOOR = 1e-12
+
+
+def normalise(backgrounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`(\bar x^b, \sigma^b)` over the member axis of all backgrounds ``(B, N, C, *h)``, each
+    ``(B, C, *h)`` (:math:`\sigma^b` with :math:`N-1` normalisation, floored at :data:`STDDEV_FLOOR`)."""
+    xb = np.asarray(backgrounds, dtype=np.float64)
+    centre = xb.mean(axis=1)
+    scale = np.maximum(xb.std(axis=1, ddof=1), STDDEV_FLOOR)
+    return centre, scale
+
+
+def normalised_cycle(layout: Any, backgrounds: Mapping[str, np.ndarray], real_analyses: Mapping[str, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""One cycle in the generator's coordinates: :math:`(\bar x^b, \sigma^b)` ``(1, C, *h)``, all normalised
+    backgrounds ``(1, N, C, *h)`` and the normalised real analyses ``(1, M, C, *h)``, from ``{variable:
+    (N, *grid)}`` backgrounds and ``(M, *grid)`` real analyses in the channels of ``layout``
+    (a :class:`~pyoops.emulators.features.GridLayout`)."""
+    xb = layout.to_channels(backgrounds)[None]
+    centre, scale = normalise(xb)
+    ub = (xb - centre[:, None]) / scale[:, None]
+    ua_real = (layout.to_channels(real_analyses)[None] - centre[:, None]) / scale[:, None]
+    return centre, scale, ub, ua_real
+
+
+def covariance_apply(ub: np.ndarray, v: np.ndarray) -> np.ndarray:
+    r""":math:`\mathbf P^b v` for every ``v`` ``(B, K, C, *h)`` with the covariance of all normalised backgrounds
+    ``ub`` ``(B, N, C, *h)`` (mean zero by construction), without forming it."""
+    b, n = ub.shape[:2]
+    flat = ub.reshape(b, n, -1)
+    inner = np.einsum("bnf,bkf->bkn", flat, v.reshape(b, v.shape[1], -1)) / flat.shape[2]
+    return np.einsum("bkn,bnf->bkf", inner, flat).reshape(v.shape) / (n - 1)
+
+
+def member_context(ub: np.ndarray, real: Any, ua_real: np.ndarray, centre: np.ndarray, scale: np.ndarray,
+                   climate: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    r"""The context ``(B, 6C, *h)`` of the module docstring.
+
+    ``ub``: all normalised backgrounds ``(B, N, C, *h)``; ``real``: the real members' indices
+    (a sequence, or ``(B, M)`` per example); ``ua_real``: their normalised analyses ``(B, M, C, *h)``;
+    ``climate``: ``(mean, std)`` ``(2C,)`` of :math:`(\log\sigma^b, \bar x^b)`, which normalise the last
+    two features (None: left raw)."""
+    ua = np.asarray(ua_real, dtype=np.float64)
+    ub_r = _take(ub, real)
+    delta = ua - ub_r
+    mb = ub_r.mean(axis=1)
+    dev = ub_r - mb[:, None]
+    q = covariance_apply(ub, dev)
+    q = q - q.mean(axis=1, keepdims=True)
+    var_q = np.maximum((q ** 2).mean(axis=1), STDDEV_FLOOR ** 2)
+    slope = (q * (delta - delta.mean(axis=1, keepdims=True))).mean(axis=1) / var_q
+    var_b = np.maximum((dev ** 2).mean(axis=1), STDDEV_FLOOR ** 2)
+    ratio = np.log(np.maximum(ua.std(axis=1), STDDEV_FLOOR) / np.sqrt(var_b))
+    flow = np.concatenate([np.log(scale), centre], axis=1)
+    if climate is not None:
+        mean, std = (np.asarray(a, dtype=np.float64) for a in climate)
+        shape = (1, -1) + (1,) * (flow.ndim - 2)
+        flow = (flow - mean.reshape(shape)) / std.reshape(shape)
+    return np.concatenate([mb, delta.mean(axis=1), ratio, slope, flow], axis=1)
+
+
+def _take(members: np.ndarray, index: Any) -> np.ndarray:
+    """Members ``index`` (a sequence, or ``(B, K)`` per example) of ``(B, N, C, *h)``."""
+    idx = np.asarray(index)
+    if idx.ndim == 1:
+        return members[:, idx]
+    return np.take_along_axis(members, idx.reshape(idx.shape + (1,) * (members.ndim - 2)), axis=1)
+
+
+def member_covariance_term(ub: np.ndarray, u0: np.ndarray, context: np.ndarray, channels: int) -> np.ndarray:
+    r""":math:`q = \mathbf P^b (u_0 - \bar u^b_S)` for the emulated backgrounds ``u0`` ``(B, K, C, *h)``."""
+    c = int(channels)
+    return covariance_apply(ub, u0 - context[:, None, :c])
+
+
+def linear_endpoint(u0: np.ndarray, q: np.ndarray, context: np.ndarray, channels: int) -> Any:
+    r""":math:`\hat u_1 = u_0 + \bar\delta_S + \kappa_S \odot q` for ``u0`` and :math:`q` ``(B, K, C, *h)``
+    (:func:`member_covariance_term`) and ``context`` ``(B, 6C, *h)`` (numpy arrays or tensors)."""
+    c = int(channels)
+    dbar, slope = (context[:, None, k * c:(k + 1) * c] for k in (1, 3))
+    return u0 + dbar + slope * q
+
+
+def drift_inputs(u: np.ndarray, u0: np.ndarray, q: np.ndarray, t: float, context: np.ndarray, pooled: np.ndarray
+                 ) -> np.ndarray:
+    r"""The drift trunk's input ``(B K, 3C + 1 + 6C + E, *h)``: ``u, u0, q`` ``(B, K, C, *h)`` at time ``t``,
+    ``context`` ``(B, 6C, *h)`` and the set encoding ``pooled`` ``(B, E, *h)`` repeated for the ``K`` members."""
+    b, k = u.shape[:2]
+    spatial = u.shape[3:]
+    parts = [u, u0, q, np.full((b, k, 1, *spatial), float(t)),
+             np.broadcast_to(context[:, None], (b, k, *context.shape[1:])),
+             np.broadcast_to(pooled[:, None], (b, k, *pooled.shape[1:]))]
+    return np.concatenate(parts, axis=2).reshape(b * k, -1, *spatial)
+
+
+def bridge_sample(endpoint: Callable[[np.ndarray, float], np.ndarray], u0: np.ndarray, sigma: float, steps: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    r"""Run the bridge sampler of the module docstring from ``u0`` with ``steps`` steps.
+
+    ``endpoint(U, t)`` returns :math:`D_\theta(U_t, t)` with the shape of ``U``; the noise is drawn
+    from ``rng`` (one ``standard_normal(u0.shape)`` per step but the last)."""
+    if steps < 1:
+        raise ValueError(f"the sampler needs at least one step, got {steps}")
+    u = np.array(u0, dtype=np.float64)
+    for k in range(steps):
+        t, s = k / steps, (k + 1) / steps
+        target = endpoint(u, t)
+        u = u + (s - t) / (1.0 - t) * (target - u)
+        if k + 1 < steps and sigma > 0:
+            u = u + sigma * np.sqrt((s - t) * (1.0 - s) / (1.0 - t)) * rng.standard_normal(u.shape)
+    return u

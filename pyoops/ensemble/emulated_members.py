@@ -1,0 +1,166 @@
+r"""Cycling with emulated members: :math:`M` real analyses, the other :math:`N - M` produced by a generator.
+
+A hybrid ensemble (ECMWF's hybrid 4D-Var/ML EDA) keeps the analyses of the *real* members
+:math:`1..M` and replaces those of members :math:`M+1..N` by draws from a generator fed with
+their backgrounds, the real pairs and all :math:`N` backgrounds; all :math:`N` members are then
+forecast to the next cycle, so the next background covariance has :math:`N` members again.
+In an EDA only the :math:`M` real 4D-Vars are run (their :math:`\mathbf B_e` still comes from
+all :math:`N` backgrounds).  In the ETKF/LETKF the transform is computed from all :math:`N`
+backgrounds and applied to the real members only (for that filter there is no saving: it is the
+testbed of the method, as in the slides' Lorenz-96 experiment).
+
+Generators (``emulated members: generator:``)
+---------------------------------------------
+``flow``
+    The trained stochastic flow of :mod:`pyoops.emulators.member_model` (``model:`` its file;
+    needs ``pyoops[ml]``).
+``linear``
+    The covariance regression (:func:`pyoops.emulators.members.linear_endpoint`): the member's
+    background plus the real members' mean increment plus :math:`\kappa_S\odot\mathbf P^b(u_0 - \bar u^b_S)`,
+    the covariance of all :math:`N` backgrounds applied to its deviation and scaled point by point by
+    the regression of the real increments on the same term — the flow's untrained starting point.
+``resample``
+    Controls without information: Gaussian draws with the real analyses' mean and covariance,
+    :math:`\bar x^a_S + \frac{1}{\sqrt{M-1}}\sum_{i\in S}\omega_i (x^a_i - \bar x^a_S)`,
+    :math:`\omega\sim\mathcal N(0, \mathbf I_M)` — they add no direction outside the real span
+    (such members leave an ETKF analysis unchanged).
+``static B``
+    Non-learned information: :math:`\bar x^a_S + \alpha\,\eta`, :math:`\eta\sim\mathcal N(0, \mathbf B_s)`
+    with ``background error`` the static B (a SABER section); with ``match real spread`` (default)
+    :math:`\alpha` makes the draws' mean variance equal to the real analyses' (the best case of
+    this control), else :math:`\alpha = 1`.
+
+Every draw comes from the stream ``generator(seed, "emulated members", k)`` of cycle :math:`k`:
+a run and its restart after a kill draw the same members.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from pyoops.config.parameters import Parameters
+from pyoops.util.errors import ConfigError
+from pyoops.util.random import generator
+
+__all__ = ["EmulatedMembers", "EmulatedMembersParameters"]
+
+GENERATORS = ("flow", "linear", "resample", "static B")
+
+
+class EmulatedMembersParameters(Parameters):
+    """The ``emulated members`` section of ``cycle``."""
+
+    generator: Literal["flow", "linear", "resample", "static B"] = Field(
+        "flow", description="flow (a trained generator, 'model'), linear (local regression on the real pairs), "
+                            "resample (Gaussian with the real analyses' mean and covariance: no information), "
+                            "static B (real mean plus static-B draws).")
+    model: str | None = Field(None, description="flow: the generator (.pt or .yaml of pyoops "
+                                                "train-member-generator).")
+    real: int = Field(ge=2, description="M, the members analysed for real (members 1..M).")
+    emulated: int = Field(ge=1, description="N - M, the members whose analyses are emulated (members M+1..N).")
+    steps: int | None = Field(None, ge=1, description="flow: sampler steps (default: the generator's).")
+    background_error: dict[str, Any] | None = Field(
+        None, alias="background error", description="static B: the static covariance (SABER section).")
+    match_real_spread: bool = Field(True, description="static B: scale the draws to the real analyses' mean variance.")
+
+    @model_validator(mode="after")
+    def _options_of_generator(self) -> "EmulatedMembersParameters":
+        if (self.generator == "flow") != (self.model is not None):
+            raise ValueError("'model' names the generator of 'flow', and only of it")
+        if (self.generator == "static B") != (self.background_error is not None):
+            raise ValueError("'background error' is the static B of 'static B', and only of it")
+        return self
+
+
+class EmulatedMembers:
+    """The generator of a cycling run (see the module docstring).
+
+    Parameters
+    ----------
+    params:
+        The ``emulated members`` section.
+    geometry, variables, time, registry, plugin:
+        Where the members live (the static B is built on them).
+    seed:
+        The experiment's seed.
+    """
+
+    def __init__(self, params: EmulatedMembersParameters, geometry: Any, variables: list[str], time: Any,
+                 registry: Any, plugin: Any, seed: int) -> None:
+        self.params = params
+        self.kind = params.generator
+        self.real = int(params.real)
+        self.emulated = int(params.emulated)
+        self.variables = list(variables)
+        self.seed = int(seed)
+        self.model: Any = None
+        self.covariance: Any = None
+        if self.kind == "flow":
+            from pyoops.emulators import require_torch
+
+            require_torch("emulated members with generator 'flow'")
+            from pyoops.emulators.member_model import load_member_generator
+            from pyoops.emulators.model import cached_emulator
+
+            self.model = cached_emulator(params.model, load_member_generator)
+            if self.model.real != self.real:
+                raise ConfigError(f"the generator {params.model} was trained with {self.model.real} real members, "
+                                  f"not {self.real}", "emulated members.real")
+            if list(self.model.layout.variables) != self.variables:
+                raise ConfigError(f"the generator {params.model} emulates {list(self.model.layout.variables)}, the "
+                                  f"members have {self.variables}", "emulated members.model")
+        elif self.kind == "linear":
+            from pyoops.emulators.features import GridLayout
+
+            self.layout = GridLayout.from_geometry(geometry, self.variables, "emulated members")
+        elif self.kind == "static B":
+            from pyoops.saber.chain import ErrorCovariance
+
+            self.covariance = ErrorCovariance(params.background_error, geometry, self.variables, time, registry,
+                                              plugin, path="emulated members.background error")
+
+    @property
+    def members(self) -> int:
+        return self.real + self.emulated
+
+    def complete(self, k: int, backgrounds: dict[str, np.ndarray], analyses: dict[str, np.ndarray]
+                 ) -> dict[str, np.ndarray]:
+        """The hybrid ensemble of cycle ``k``: the real analyses (the first :math:`M` of ``analyses``; later
+        ones are ignored) followed by the emulated ones, ``{variable: (N, *grid)}``."""
+        m = self.real
+        real = {v: np.asarray(analyses[v][:m], dtype=np.float64) for v in self.variables}
+        rng = generator(self.seed, "emulated members", k)
+        emulated = self._emulate(backgrounds, real, rng)
+        return {v: np.concatenate([real[v], emulated[v]]) for v in self.variables}
+
+    def _emulate(self, backgrounds: dict[str, np.ndarray], real: dict[str, np.ndarray], rng: np.random.Generator
+                 ) -> dict[str, np.ndarray]:
+        m, e = self.real, self.emulated
+        if self.kind == "flow":
+            return self.model.sample(backgrounds, real, range(m), range(m, m + e), rng, self.params.steps)
+        if self.kind == "linear":
+            return self._linear(backgrounds, real)
+        mean = {v: a.mean(axis=0) for v, a in real.items()}
+        if self.kind == "resample":
+            omega = rng.standard_normal((e, m)) / np.sqrt(m - 1)
+            return {v: mean[v] + np.tensordot(omega, real[v] - mean[v], axes=1) for v in self.variables}
+        draws = self.covariance.randomize(rng, e).fields
+        alpha = 1.0
+        if self.params.match_real_spread:
+            real_var = np.mean([np.var(real[v], axis=0, ddof=1).mean() for v in self.variables])
+            draw_var = np.mean([np.mean(np.asarray(draws[v]) ** 2) for v in self.variables])
+            alpha = float(np.sqrt(real_var / draw_var)) if draw_var > 0 else 1.0
+        return {v: mean[v] + alpha * np.asarray(draws[v]) for v in self.variables}
+
+    def _linear(self, backgrounds: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pyoops.emulators.members import linear_endpoint, member_context, member_covariance_term, normalised_cycle
+
+        m, layout = self.real, self.layout
+        centre, scale, ub, ua_real = normalised_cycle(layout, backgrounds, real)
+        context = member_context(ub, range(m), ua_real, centre, scale)
+        u0 = ub[:, m:]
+        u1 = linear_endpoint(u0, member_covariance_term(ub, u0, context, layout.channels), context, layout.channels)
+        return layout.from_channels(centre[0] + scale[0] * u1[0])
