@@ -1224,6 +1224,16 @@ class CycleExperiment:
         return _filter_statistics(xb, xa, t_a), innovations
 
     # Variational and EDA ---------------------------------------------------------------------------
+    @staticmethod
+    def _cycle_observers(twin: TwinObservations, cost_cfg: dict[str, Any], executor: MemberExecutor) -> Any:
+        """The cycle's observer for the analyses run in this process (the serial engine) when the cost function
+        observes exactly ``twin``'s observations: its file is not read again nor its observer rebuilt."""
+        from pyoops.generic.observers import Observers
+
+        if executor.engine != "serial" or cost_cfg.get("observations") != {"observers": [twin.observer]}:
+            return None
+        return Observers([twin.built_observer])
+
     def _cycle_variational(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray],
                            state: dict[str, Any], executor: MemberExecutor
                            ) -> tuple[dict[str, float], dict[str, Any] | None]:
@@ -1273,7 +1283,8 @@ class CycleExperiment:
                          [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
                          ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
                          record_hofx=self.archive, hbht=self.params.output.background_error_variance
-                         if self.archive else None, hbht_member=labels[0], run_token=self.run_token)
+                         if self.archive else None, hbht_member=labels[0], run_token=self.run_token,
+                         observers=self._cycle_observers(twin, cost_cfg, executor))
         result = run_eda(setup, labels, executor)
         innovations = variational_innovations(result.diagnostics, labels, control is not None) \
             if self.archive else None
