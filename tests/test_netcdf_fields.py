@@ -288,3 +288,30 @@ def test_atomic_write_failure_inside_netcdf_variable_write(tmp_path, grid, rng, 
     assert f.read_bytes() == before
     assert _leftovers(tmp_path) == ["state.nc"]
     assert not any(name.startswith(".pyoops-") for name in os.listdir(tmp_path))
+
+
+def test_read_float64_gives_the_bits_of_the_masked_read(tmp_path):
+    """The unmasked fast path of read_float64 and netCDF4's masked read agree bit for bit, fill values as NaN."""
+    from pyoops.fields.netcdf import as_float64, read_float64
+
+    filename = tmp_path / "kinds.nc"
+    with netCDF4.Dataset(filename, "w") as ds:
+        ds.createDimension("n", 5)
+        ds.createVariable("default_fill", "f8", ("n",))[:] = [1, 2, netCDF4.default_fillvals["f8"], np.nan, 5]
+        ds.createVariable("fill_attribute", "f8", ("n",), fill_value=-9.0)[:] = [1, -9, 3, 4, 5]
+        ds.createVariable("int64", "i8", ("n",))[:] = [1, 2, netCDF4.default_fillvals["i8"], 4, 5]
+        ds.createVariable("float32", "f4", ("n",))[:] = [1.5, 2, 3, 4, 5]
+        v = ds.createVariable("valid_max", "f8", ("n",))
+        v.valid_max = 3.0
+        v[:] = [1, 2, 3, 4, 5]
+        ds.createVariable("int32", "i4", ("n",))[:] = [1, 2, 3, 4, 5]
+        ds.createVariable("unwritten", "f8", ("n",))[:2] = [1, 2]
+        ds.createVariable("int8", "i1", ("n",))[:] = [1, 2, 3, -127, 5]
+    with netCDF4.Dataset(filename) as ds:
+        for name, nc in ds.variables.items():
+            fast, masked = read_float64(nc), as_float64(nc[...])
+            assert fast.dtype == np.float64 and type(fast) is np.ndarray, name
+            assert np.array_equal(fast, masked, equal_nan=True), name
+            assert nc.mask, name   # the variable's masking is left as it was
+        assert np.isnan(read_float64(ds.variables["default_fill"])[2])
+        assert np.isnan(read_float64(ds.variables["unwritten"])[2:]).all()

@@ -185,7 +185,9 @@ def bridge_sample(endpoint: Callable[[np.ndarray, float], np.ndarray], u0: np.nd
     for k in range(steps):
         t, s = k / steps, (k + 1) / steps
         target = endpoint(u, t)
+        if k + 1 == steps:
+            return np.array(target, dtype=np.float64)      # the bridge's last step lands on the endpoint
         u = u + (s - t) / (1.0 - t) * (target - u)
-        if k + 1 < steps and sigma > 0:
+        if sigma > 0:
             u = u + sigma * np.sqrt((s - t) * (1.0 - s) / (1.0 - t)) * rng.standard_normal(u.shape)
     return u

@@ -1101,6 +1101,7 @@ class CycleExperiment:
         if self.adaptation is not None and self.adaptation.hybrid_weight is not None:
             cost_cfg = self._adapt_hybrid_weight(twin, cost_cfg, control, ensemble)
         xa, _ = self._letkf_members(twin, xb)
+        xa = self._emulate(k, xb, xa)    # no emulated members here (refused at set-up): records the pairs
         setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), {0: control},
                          [twin.values], ensemble, self.cycling.seed, ("cycle", k), False, run_token=self.run_token)
         xc = run_eda(setup, [0], executor).analyses[0][-1]
@@ -1265,6 +1266,16 @@ class CycleExperiment:
         return _filter_statistics(xb, xa, t_a), innovations
 
     # Variational and EDA ---------------------------------------------------------------------------
+    @staticmethod
+    def _cycle_observers(twin: TwinObservations, cost_cfg: dict[str, Any], executor: MemberExecutor) -> Any:
+        """The cycle's observer for the analyses run in this process (the serial engine) when the cost function
+        observes exactly ``twin``'s observations: its file is not read again nor its observer rebuilt."""
+        from pyoops.generic.observers import Observers
+
+        if executor.engine != "serial" or cost_cfg.get("observations") != {"observers": [twin.observer]}:
+            return None
+        return Observers([twin.built_observer])
+
     def _cycle_variational(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray],
                            state: dict[str, Any], executor: MemberExecutor
                            ) -> tuple[dict[str, float], dict[str, Any] | None]:
@@ -1314,7 +1325,8 @@ class CycleExperiment:
                          [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
                          ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
                          record_hofx=self.archive, hbht=self.params.output.background_error_variance
-                         if self.archive else None, hbht_member=labels[0], run_token=self.run_token)
+                         if self.archive else None, hbht_member=labels[0], run_token=self.run_token,
+                         observers=self._cycle_observers(twin, cost_cfg, executor))
         # With emulated members only the real ones (1..M) are analysed; B_e still has all N backgrounds.
         analysed = labels if self.emulated is None else labels[:self.emulated.real]
         result = run_eda(setup, analysed, executor)

@@ -165,6 +165,12 @@ class EDASetup:
         :class:`~pyoops.diagnostics.hbht.BackgroundVarianceParameters`: member
         ``hbht_member`` also returns :math:`\mathrm{diag}(\mathbf{HBH}^\mathrm{T})`
         (``"background error variance"``), randomized with the stream labels ``labels``.
+    observers:
+        In-process only (the serial engine): the :class:`~pyoops.generic.observers.Observers`
+        the caller already built from exactly the ``observations`` section and time window of
+        ``cost_function`` (e.g. the cycle's observer, which read the same file), used instead of
+        building them again.  Their ObsValue is reset for every member, as for built ones.  Not
+        pickled: a worker process builds its own.
     """
 
     model_plugin: str
@@ -185,6 +191,10 @@ class EDASetup:
     #: analyses of the same run (every cycle, every worker process), never by another run,
     #: whose files (a matrix, a standard-deviation field) may have changed on disk.
     run_token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    observers: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "observers": None}    # built again where it is unpickled
 
 
 @dataclass
@@ -264,7 +274,8 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
     times = _background_dates(cost)
     analyses: dict[int, list[dict[str, np.ndarray]]] = {}
     diagnostics: dict[int, dict[str, Any]] = {}
-    observers = cost.observers()  # shared by the members: only ObsValue changes, and it is reset each time
+    # Shared by the members: only ObsValue changes, and it is reset each time.
+    observers = setup.observers if setup.observers is not None else cost.observers()
     values = setup.obs_values if setup.obs_values is not None else [ob.obs_space.obs_values().values.copy()
                                                                     for ob in observers]
     if len(values) != len(observers):

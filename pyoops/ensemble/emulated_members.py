@@ -36,16 +36,20 @@ a run and its restart after a kill draw the same members.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from pyoops.config.parameters import Parameters
+from pyoops.emulators.features import GridLayout
 from pyoops.util.errors import ConfigError
 from pyoops.util.random import generator
 
 __all__ = ["EmulatedMembers", "EmulatedMembersParameters"]
+
+logger = logging.getLogger("pyoops")
 
 GENERATORS = ("flow", "linear", "resample", "static B")
 
@@ -109,12 +113,16 @@ class EmulatedMembers:
             if self.model.real != self.real:
                 raise ConfigError(f"the generator {params.model} was trained with {self.model.real} real members, "
                                   f"not {self.real}", "emulated members.real")
-            if list(self.model.layout.variables) != self.variables:
-                raise ConfigError(f"the generator {params.model} emulates {list(self.model.layout.variables)}, the "
-                                  f"members have {self.variables}", "emulated members.model")
+            layout = GridLayout.from_geometry(geometry, self.variables, "emulated members")
+            if (self.model.layout.variables, self.model.layout.shape) != (layout.variables, layout.shape):
+                raise ConfigError(f"the generator {params.model} emulates {list(self.model.layout.variables)} on a grid "
+                                  f"of shape {self.model.layout.shape}, the members have {self.variables} on "
+                                  f"{layout.shape}", "emulated members.model")
+            if self.model.members != self.members:
+                logger.warning("the generator %s was trained on a %d-member ensemble, this one has %d: its inputs "
+                               "(the spread and covariance of all members) come from another ensemble size",
+                               params.model, self.model.members, self.members)
         elif self.kind == "linear":
-            from pyoops.emulators.features import GridLayout
-
             self.layout = GridLayout.from_geometry(geometry, self.variables, "emulated members")
         elif self.kind == "static B":
             from pyoops.saber.chain import ErrorCovariance

@@ -155,6 +155,37 @@ def as_float64(data: Any) -> np.ndarray:
     return np.asarray(data, dtype=np.float64)
 
 
+#: Attributes that make netCDF4 mask or scale what it reads (besides the type's default fill value).
+_MASKING_ATTRIBUTES = frozenset({"missing_value", "_FillValue", "valid_range", "valid_min", "valid_max",
+                                 "scale_factor", "add_offset", "_Unsigned"})
+
+
+def read_float64(nc: Any) -> np.ndarray:
+    """``as_float64(nc[...])``: all of netCDF variable ``nc`` as float64, masked (fill) values as NaN.
+
+    The bits are those of ``as_float64(nc[...])``.  A number variable with none of the
+    :data:`_MASKING_ATTRIBUTES` is masked by netCDF4 only where it holds its type's default
+    fill value: it is read unmasked and those values set to NaN here, which avoids netCDF4's
+    masked array (about 0.04 ms a read, which counts when a cycle reads small files).
+    """
+    import netCDF4
+
+    dtype = nc.dtype
+    if not (isinstance(dtype, np.dtype) and dtype.kind in "iuf" and dtype.itemsize > 1 and nc.mask
+            and _MASKING_ATTRIBUTES.isdisjoint(nc.ncattrs())):
+        return as_float64(nc[...])
+    nc.set_auto_mask(False)
+    try:
+        raw = nc[...]
+    finally:
+        nc.set_auto_mask(True)
+    fill = raw == np.array(netCDF4.default_fillvals[dtype.str[1:]], dtype)
+    out = np.array(raw, dtype=np.float64)
+    if fill.any():
+        out[fill] = np.nan
+    return out
+
+
 def require_file_memory(filename: str, nbytes: float, what: str) -> None:
     """Raise an :class:`~pyoops.util.errors.InputFileError` naming the file if reading ``what`` (``nbytes``) would not fit in memory."""
     try:
@@ -281,7 +312,7 @@ def _field_values(name: str, var: str, nc: Any, has_member: bool, allow_members:
                                    f"{member} was requested")
     selected = has_member and member is not None
     require_file_memory(name, 8.0 * math.prod(nc.shape[1:] if selected else nc.shape), f"variable '{var}'")
-    arr = as_float64(nc[member] if selected else nc[...])
+    arr = as_float64(nc[member]) if selected else read_float64(nc)
     bad = non_finite_summary(arr)
     if bad:
         raise InputFileError(name, f"variable '{var}' has {bad}; a field file must hold finite values only")
@@ -309,7 +340,7 @@ def _grid_difference(ds: Any, name: str, geometry: GeometryLike, dims: list[str]
         if dim in units and file_units is not None and str(file_units).strip() != units[dim]:
             raise InputFileError(name, f"coordinate '{dim}' is in {str(file_units)!r} in the file, "
                                        f"{units[dim]!r} in the geometry")
-        difference = _coordinate_difference(dim, as_float64(nc[...]), coords[dim], units.get(dim), keys.get(dim))
+        difference = _coordinate_difference(dim, read_float64(nc), coords[dim], units.get(dim), keys.get(dim))
         if difference:
             return difference
     return _attribute_difference(ds, name, geometry)

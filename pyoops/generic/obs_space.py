@@ -28,10 +28,10 @@ from pydantic import Field, model_validator
 
 from pyoops.config.parameters import DurationField, Parameters, VariableName
 from pyoops.fields.netcdf import (
-    as_float64,
     check_number_variable,
     non_finite_summary,
     open_dataset,
+    read_float64,
     require_file_memory,
 )
 from pyoops.interface.geometry import Locations
@@ -153,7 +153,7 @@ class ObsSpace:
                     continue
                 for var in ds.groups[group].variables:
                     nc = _location_variable(filename, ds.groups[group], var)
-                    self._db[(group, var)] = as_float64(nc[...]) if group != "EffectiveQC" else np.asarray(nc[...])
+                    self._db[(group, var)] = read_float64(nc) if group != "EffectiveQC" else np.asarray(nc[...])
         finally:
             ds.close()
         inside = self.window.contains_seconds(times)
@@ -311,7 +311,7 @@ def _location_variable(filename: str, group: Any, var: str, need: str = "") -> A
 
 def _finite_metadata(filename: str, nc: Any, var: str, what: str) -> np.ndarray:
     """Values of ``MetaData/<var>``, refused unless all are finite (every observation needs ``what``)."""
-    values = as_float64(nc[...])
+    values = read_float64(nc)
     bad = non_finite_summary(values)
     if bad:
         raise InputFileError(filename, f"MetaData/{var} has {bad}; every observation needs {what}")

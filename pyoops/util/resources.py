@@ -14,6 +14,9 @@ The figures come from the operating system:
 ``PYOOPS_MEMORY_LIMIT`` (bytes, or a number with ``KiB``/``MiB``/``GiB``/``TiB``) sets a
 lower limit than the machine's, e.g. on a shared node.
 
+A request of at most :data:`ALWAYS_FITS` (1 MiB) is checked against that limit only: reading the
+machine's figures would cost more than the allocation.
+
 Besides those machine limits, a few documented caps (:data:`MAX_MEMBERS`,
 :data:`MAX_OUTPUT_FILES`) bound counts whose cost is not only memory.
 """
@@ -99,13 +102,20 @@ def memory_available() -> int:
     return min(candidates)
 
 
+#: A request of at most this many bytes is not checked against the machine's memory (reading
+#: ``/proc/meminfo`` and the cgroup limit costs more than the allocation, e.g. every cycle's small
+#: observation and truth files); a ``PYOOPS_MEMORY_LIMIT`` is still applied to it.
+ALWAYS_FITS = 2**20
+
+
 def require_memory(nbytes: float, what: str, path: str | None = None) -> None:
     """Raise a :class:`~pyoops.util.errors.ConfigError` naming ``path`` if ``nbytes`` do not fit in memory.
 
     ``what`` completes the sentence ``"<what> would need 22.4 GiB"``, e.g.
     ``"resol: 3000000000 (one state of 1 variable)"``.
     """
-    if not math.isfinite(nbytes) or nbytes > memory_available():
+    if not math.isfinite(nbytes) or (nbytes > ALWAYS_FITS or os.environ.get("PYOOPS_MEMORY_LIMIT")) \
+            and nbytes > memory_available():
         raise ConfigError(f"{what} would need {format_bytes(nbytes)}; this machine has "
                           f"{format_bytes(memory_available())} available", path)
 

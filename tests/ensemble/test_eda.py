@@ -245,3 +245,15 @@ def test_eda_writes_the_innovation_archive(eda_files: dict[str, Any], tmp_path: 
     np.testing.assert_allclose(group("BackgroundErrorVariance"), expected, rtol=1e-8)
     cost = xr.open_dataset(path, group="Cycle")["costAtAnalysis"].values
     assert cost.shape == (1,) and np.isfinite(cost).all()
+
+
+def test_setup_observers_stay_in_the_process() -> None:
+    """EDASetup.observers (the caller's built observers, serial engine) are not pickled to worker processes."""
+    import pickle
+
+    from pyoops.ensemble.eda import EDASetup
+
+    setup = EDASetup("lorenz96", {}, {}, observers=[object()])
+    copy = pickle.loads(pickle.dumps(setup))
+    assert copy.observers is None and setup.observers is not None
+    assert copy.run_token == setup.run_token and copy.model_plugin == "lorenz96"
