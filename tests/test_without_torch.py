@@ -58,3 +58,36 @@ def test_emulated_stddev_without_torch_fails_in_one_line(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("needs PyTorch, which is not installed: pip install 'pyoops[ml]'")
     assert "\n" not in result.stdout.strip()
+
+
+def test_emulated_members_without_torch(tmp_path: Path) -> None:
+    """The generator's training and a 'flow' cycle need PyTorch (one line, exit 2); the non-learned generators
+    and the member archive of analyses run without it."""
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "model plugin": "lorenz96", "geometry": {"resol": 40},
+        "training data": {"archives": [str(tmp_path / "members.nc")]},
+        "generator": {"real members": 3}, "output": {"model": str(tmp_path / "gen.pt")}}))
+    result = run_without_torch("-m", "pyoops.cli", "train-member-generator", str(config), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'pyoops[ml]'" in lines[0], result.stderr
+    cycle = {"model plugin": "lorenz96", "geometry": {"resol": 40}, "model": {"name": "Lorenz96", "tstep": "PT6H"},
+             "truth": {"initial condition": {"date": "2010-01-01T00:00:00Z",
+                                             "analytic init": {"method": "random", "seed": 3}}, "spin-up": "P5D"},
+             "observations": {"obs frequency": "PT6H", "obs density": 40, "obs error": 1.0, "seed": 5},
+             "cycling": {"method": "LETKF", "cycles": 4, "window length": "PT6H", "members": 6, "seed": 1},
+             "emulated members": {"generator": "flow", "model": str(tmp_path / "gen.pt"), "real": 3, "emulated": 3},
+             "output": {"directory": str(tmp_path / "out"), "plots": False, "member archive": True,
+                        "member archive analyses": True}}
+    config = tmp_path / "cycle.yaml"
+    config.write_text(yaml.safe_dump(cycle))
+    result = run_without_torch("-m", "pyoops.cli", "cycle", str(config), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'pyoops[ml]'" in lines[0], result.stderr
+    cycle["emulated members"] = {"generator": "linear", "real": 3, "emulated": 3}
+    config.write_text(yaml.safe_dump(cycle))
+    result = run_without_torch("-m", "pyoops.cli", "cycle", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "members.nc").exists()

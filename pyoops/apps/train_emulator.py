@@ -87,8 +87,9 @@ class EmulatorParameters(Parameters):
     network: NetworkParameters = Field(default_factory=NetworkParameters, description="Architecture.")
 
 
-class TrainingParameters(Parameters):
-    loss: Literal["gaussian nll", "crps"] = Field("gaussian nll", description="Proper score on log sigma_N.")
+class OptimiserParameters(Parameters):
+    """What every emulator's training loop takes (:func:`pyoops.emulators.training.optimise`)."""
+
     epochs: int = Field(200, gt=0, description="Most epochs.")
     batch_size: int = Field(32, gt=0, description="Cycles per minibatch.")
     learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate (halved on plateaus).")
@@ -97,6 +98,10 @@ class TrainingParameters(Parameters):
     seed: int = Field(0, ge=0, description="Seed of the weights, subsets and shuffling.")
     threads: int = Field(1, gt=0, description="PyTorch intra-op threads (results are bitwise reproducible for a "
                                               "given number).")
+
+
+class TrainingParameters(OptimiserParameters):
+    loss: Literal["gaussian nll", "crps"] = Field("gaussian nll", description="Proper score on log sigma_N.")
 
 
 class TrainEmulatorOutputParameters(Parameters):

@@ -45,6 +45,7 @@ from pyoops.apps.base import Application, ApplicationParameters, specialise
 from pyoops.apps.train_emulator import (
     MAX_PARAMETERS,
     NetworkParameters,
+    OptimiserParameters,
     TrainEmulatorOutputParameters,
     TrainingDataParameters,
     plot_history,
@@ -78,15 +79,10 @@ class GeneratorParameters(Parameters):
     bridge: BridgeParameters = Field(default_factory=BridgeParameters, description="Noise and sampler steps.")
 
 
-class GeneratorTrainingParameters(Parameters):
+class GeneratorTrainingParameters(OptimiserParameters):
     epochs: int = Field(40, gt=0, description="Most epochs.")
-    batch_size: int = Field(32, gt=0, description="Cycles per minibatch.")
     learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate (halved on plateaus).")
-    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
     patience: int = Field(8, gt=0, description="Stop after this many epochs without a better validation loss.")
-    seed: int = Field(0, ge=0, description="Seed of the weights, subsets, bridge times and noise, shuffling.")
-    threads: int = Field(1, gt=0, description="PyTorch intra-op threads (results are bitwise reproducible for a "
-                                              "given number).")
 
 
 class TrainMemberGeneratorParameters(ApplicationParameters):

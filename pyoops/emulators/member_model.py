@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from pyoops.emulators.features import GridLayout
 from pyoops.emulators.inference import NumpyGridTrunk

@@ -27,10 +27,8 @@ data, options and threads on the same CPU and library versions.
 
 from __future__ import annotations
 
-import copy
-import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +37,8 @@ import torch
 
 from pyoops.emulators.features import GridLayout
 from pyoops.emulators.member_model import MemberGenerator
-from pyoops.emulators.members import member_context, member_covariance_term, normalise
-from pyoops.emulators.training import deterministic_torch
-from pyoops.util.logging import progress
+from pyoops.emulators.members import member_context, member_covariance_term, normalise, take_members
+from pyoops.emulators.training import deterministic_torch, optimise
 from pyoops.util.random import generator
 
 __all__ = ["MemberPairs", "MemberTrainingOptions", "fit_member_generator", "member_pairs"]
@@ -110,17 +107,16 @@ class _Draws:
         n = pairs.nmembers
         subsets = np.argsort(rng.random((pairs.ncycles, n)), axis=1)
         s_idx, k_idx = np.sort(subsets[:, :real], axis=1), np.sort(subsets[:, real:], axis=1)
-        take = (lambda a, idx: np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1))
-        ub_real, ua_real = take(pairs.ub, s_idx), take(pairs.ua, s_idx)
-        u0, u1 = take(pairs.ub, k_idx), take(pairs.ua, k_idx)
+        ub_real, ua_real = take_members(pairs.ub, s_idx), take_members(pairs.ua, s_idx)
+        u0, u1 = take_members(pairs.ub, k_idx), take_members(pairs.ua, k_idx)
         t = rng.random(u0.shape[:2])
         xi = rng.standard_normal(u0.shape)
         bridge = t.reshape(t.shape + (1,) * (u0.ndim - 2))
         ut = (1 - bridge) * u0 + bridge * u1 + sigma * np.sqrt(bridge * (1 - bridge)) * xi
         context = member_context(pairs.ub, s_idx, ua_real, pairs.centre, pairs.scale, climate)
         q = member_covariance_term(pairs.ub, u0, context, pairs.ub.shape[2])
-        as_tensor = (lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)))
-        self.tensors = [as_tensor(a) for a in (ut, u0, q, t, context, ub_real, ua_real, u1)]
+        self.tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+                        for a in (ut, u0, q, t, context, ub_real, ua_real, u1)]
 
     def batch(self, index: "torch.Tensor | slice") -> list[torch.Tensor]:
         return [a[index] for a in self.tensors]
@@ -154,43 +150,15 @@ def fit_member_generator(layout: GridLayout, real: int, network: Mapping[str, An
         val = _Draws(validation, m, climate, sigma, generator(seed, "member generator", "validation"))
         with torch.no_grad():
             linear_loss = float(_loss(net, val.batch(slice(None))))   # the zero-head network: covariance regression
-        optimiser = torch.optim.Adam(net.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5,
-                                                               patience=max(1, options.patience // 3))
-        history: list[dict[str, float]] = []
-        best, best_state, since_best = math.inf, copy.deepcopy(net.state_dict()), 0
-        bar = progress(range(options.epochs), total=options.epochs, desc="train member generator",
-                       enabled=show_progress)
-        for epoch in bar:
-            t0 = time.perf_counter()
+        def epoch_losses(epoch: int) -> Iterator[tuple[torch.Tensor, int]]:
             draws = _Draws(train, m, climate, sigma, generator(seed, "member generator", "epoch", epoch))
             order = generator(seed, "member generator", "shuffle", epoch).permutation(train.ncycles)
-            net.train()
-            total = 0.0
             for start in range(0, train.ncycles, options.batch_size):
                 b = torch.from_numpy(order[start:start + options.batch_size])
-                loss = _loss(net, draws.batch(b))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach()) * len(b)
-            net.eval()
-            with torch.no_grad():
-                vloss = float(_loss(net, val.batch(slice(None))))
-            scheduler.step(vloss)
-            history.append({"epoch": epoch + 1, "train loss": total / train.ncycles, "validation loss": vloss,
-                            "learning rate": float(optimiser.param_groups[0]["lr"]),
-                            "seconds": time.perf_counter() - t0})
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix({"train": f"{total / train.ncycles:.4f}", "val": f"{vloss:.4f}"})
-            if vloss < best:
-                best, best_state, since_best = vloss, copy.deepcopy(net.state_dict()), 0
-            else:
-                since_best += 1
-                if since_best >= options.patience:
-                    break
-        net.load_state_dict(best_state)
-        net.eval()
+                yield _loss(net, draws.batch(b)), len(b)
+
+        history, best = optimise(net, epoch_losses, lambda: float(_loss(net, val.batch(slice(None)))), options,
+                                 "train member generator", show_progress)
     model._numpy = None
     best_epoch = int(np.argmin([h["validation loss"] for h in history])) + 1
     model.training = {"seed": seed, "epochs run": len(history), "best epoch": best_epoch,

@@ -73,7 +73,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CONTEXT_FEATURES", "STDDEV_FLOOR", "bridge_sample", "covariance_apply", "drift_inputs",
-           "linear_endpoint", "member_context", "member_covariance_term", "normalise", "normalised_cycle"]
+           "linear_endpoint", "member_context", "member_covariance_term", "normalise", "normalised_cycle",
+           "take_members"]
 
 CONTEXT_FEATURES = ("real background mean", "real mean increment", "log spread ratio", "covariance slope",
                     "log background stddev", "background mean")
@@ -121,7 +122,7 @@ def member_context(ub: np.ndarray, real: Any, ua_real: np.ndarray, centre: np.nd
     ``climate``: ``(mean, std)`` ``(2C,)`` of :math:`(\log\sigma^b, \bar x^b)`, which normalise the last
     two features (None: left raw)."""
     ua = np.asarray(ua_real, dtype=np.float64)
-    ub_r = _take(ub, real)
+    ub_r = take_members(ub, real)
     delta = ua - ub_r
     mb = ub_r.mean(axis=1)
     dev = ub_r - mb[:, None]
@@ -139,7 +140,7 @@ def member_context(ub: np.ndarray, real: Any, ua_real: np.ndarray, centre: np.nd
     return np.concatenate([mb, delta.mean(axis=1), ratio, slope, flow], axis=1)
 
 
-def _take(members: np.ndarray, index: Any) -> np.ndarray:
+def take_members(members: np.ndarray, index: Any) -> np.ndarray:
     """Members ``index`` (a sequence, or ``(B, K)`` per example) of ``(B, N, C, *h)``."""
     idx = np.asarray(index)
     if idx.ndim == 1:

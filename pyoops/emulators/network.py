@@ -124,21 +124,9 @@ class GridTrunk(nn.Module):
 
 
 class GridConvNet(GridTrunk):
-    """The emulator network (see the module docstring).
-
-    Parameters
-    ----------
-    in_channels:
-        Predictor channels ``P*C``.
-    channels:
-        Target channels ``C`` (variables times levels).
-    periodic:
-        Periodicity of each horizontal axis (1 or 2 axes).
-    width, depth, kernel:
-        Hidden channels, residual blocks (two convolutions each), odd kernel size.
-    global_context:
-        Add the domain mean of the hidden features back at every point.
-    """
+    """The emulator network (see the module docstring): a :class:`GridTrunk` from ``in_channels`` = ``P*C``
+    predictor channels to the two heads of ``channels`` = ``C`` target channels each (variables times levels),
+    and the per-channel offsets ``beta``, ``gamma``; the other parameters are the trunk's."""
 
     def __init__(self, in_channels: int, channels: int, periodic: Sequence[bool], width: int = 32, depth: int = 3,
                  kernel: int = 5, global_context: bool = True) -> None:

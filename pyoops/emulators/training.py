@@ -36,7 +36,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,7 @@ from pyoops.emulators.model import Emulator
 from pyoops.util.logging import progress
 from pyoops.util.random import generator
 
-__all__ = ["TrainingOptions", "TrainingSet", "deterministic_torch", "draw_subsets", "fit_emulator",
+__all__ = ["TrainingOptions", "TrainingSet", "deterministic_torch", "draw_subsets", "fit_emulator", "optimise",
            "training_set"]
 
 
@@ -129,6 +129,55 @@ def loss_terms(kind: str, mu: torch.Tensor, log_s: torch.Tensor, y: torch.Tensor
     raise ValueError(f"loss must be 'gaussian nll' or 'crps', got {kind!r}")
 
 
+def optimise(net: torch.nn.Module, epoch_losses: Callable[[int], Iterable[tuple[torch.Tensor, int]]],
+             validation_loss: Callable[[], float], options: Any, desc: str, show_progress: bool | None = None
+             ) -> tuple[list[dict[str, float]], float]:
+    """The training loop of the emulators (see the module docstring): Adam, the learning rate halved after
+    ``patience``/3 epochs without a better validation loss, early stopping after ``patience``, the best weights
+    kept (loaded into ``net`` on return).
+
+    ``epoch_losses(epoch)`` yields ``(loss, examples)`` for every minibatch of an epoch (the loss of the
+    current weights; each is followed by one optimiser step); ``validation_loss()`` is evaluated without
+    gradients after every epoch.  ``options`` has ``epochs``, ``learning_rate``, ``weight_decay`` and
+    ``patience``.  Returns the history (one dict per epoch: ``epoch``, ``train loss``, ``validation loss``,
+    ``learning rate``, ``seconds``) and the best validation loss.
+    """
+    optimiser = torch.optim.Adam(net.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5,
+                                                           patience=max(1, options.patience // 3))
+    history: list[dict[str, float]] = []
+    best, best_state, since_best = math.inf, copy.deepcopy(net.state_dict()), 0
+    bar = progress(range(options.epochs), total=options.epochs, desc=desc, enabled=show_progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        net.train()
+        total, count = 0.0, 0
+        for loss, examples in epoch_losses(epoch):
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * examples
+            count += examples
+        net.eval()
+        with torch.no_grad():
+            val = float(validation_loss())
+        scheduler.step(val)
+        train_loss = total / max(count, 1)
+        history.append({"epoch": epoch + 1, "train loss": train_loss, "validation loss": val,
+                        "learning rate": float(optimiser.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix({"train": f"{train_loss:.4f}", "val": f"{val:.4f}"})
+        if val < best:
+            best, best_state, since_best = val, copy.deepcopy(net.state_dict()), 0
+        else:
+            since_best += 1
+            if since_best >= options.patience:
+                break
+    net.load_state_dict(best_state)
+    net.eval()
+    return history, best
+
+
 def _normalisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     axes = (0,) + tuple(range(2, x.ndim))
     mean = x.mean(axis=axes)
@@ -167,45 +216,20 @@ def fit_emulator(layout: GridLayout, members: int, features: Sequence[str], netw
             draw_subsets(validation.ncycles, n, m, generator(seed, "emulator", "validation"))))
         val_y = torch.from_numpy(validation.target.astype(np.float32))
         train_y = torch.from_numpy(train.target.astype(np.float32))
-        optimiser = torch.optim.Adam(net.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5,
-                                                               patience=max(1, options.patience // 3))
-        history: list[dict[str, float]] = []
-        best, best_state, since_best = math.inf, copy.deepcopy(net.state_dict()), 0
-        bar = progress(range(options.epochs), total=options.epochs, desc="train-emulator", enabled=show_progress)
-        for epoch in bar:
-            t0 = time.perf_counter()
+        def epoch_losses(epoch: int) -> Iterator[tuple[torch.Tensor, int]]:
             idx = draw_subsets(train.ncycles, n, m, generator(seed, "emulator", "subsets", epoch))
             x, base = emulator.inputs(train.subset(idx))
             order = generator(seed, "emulator", "shuffle", epoch).permutation(train.ncycles)
-            net.train()
-            total = 0.0
             for start in range(0, train.ncycles, options.batch_size):
                 b = torch.from_numpy(order[start:start + options.batch_size])
                 mu, log_s = net(x[b], base[b])
-                loss = loss_terms(options.loss, mu, log_s, train_y[b]).mean()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach()) * len(b)
-            net.eval()
-            with torch.no_grad():
-                vmu, vlog_s = net(val_x, val_base)
-                val = float(loss_terms(options.loss, vmu, vlog_s, val_y).mean())
-            scheduler.step(val)
-            history.append({"epoch": epoch + 1, "train loss": total / train.ncycles, "validation loss": val,
-                            "learning rate": float(optimiser.param_groups[0]["lr"]),
-                            "seconds": time.perf_counter() - t0})
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix({"train": f"{total / train.ncycles:.4f}", "val": f"{val:.4f}"})
-            if val < best:
-                best, best_state, since_best = val, copy.deepcopy(net.state_dict()), 0
-            else:
-                since_best += 1
-                if since_best >= options.patience:
-                    break
-        net.load_state_dict(best_state)
-        net.eval()
+                yield loss_terms(options.loss, mu, log_s, train_y[b]).mean(), len(b)
+
+        def validation_loss() -> float:
+            vmu, vlog_s = net(val_x, val_base)
+            return float(loss_terms(options.loss, vmu, vlog_s, val_y).mean())
+
+        history, best = optimise(net, epoch_losses, validation_loss, options, "train-emulator", show_progress)
     best_epoch = int(np.argmin([h["validation loss"] for h in history])) + 1
     emulator.training = {"seed": seed, "loss": options.loss, "epochs run": len(history), "best epoch": best_epoch,
                          "best validation loss": best, "training cycles": train.ncycles,

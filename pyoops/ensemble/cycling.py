@@ -597,8 +597,8 @@ class CycleExperiment:
         if params is None:
             return
         if self.method not in EMULATED_MEMBER_METHODS:
-            raise ConfigError(f"emulated members need a method that analyses every member ({', '.join(EMULATED_MEMBER_METHODS)}), "
-                              f"not {self.method}", "emulated members")
+            raise ConfigError(f"emulated members need a method that analyses every member "
+                              f"({', '.join(EMULATED_MEMBER_METHODS)}), not {self.method}", "emulated members")
         if self.method in ("EDA", "EDA-hybrid") and (self.control_member or self.cost_type == "4D-Ens-Var"):
             raise ConfigError("emulated members in an EDA need 'eda: {control member: false}' and a cost type other "
                               "than 4D-Ens-Var", "emulated members")

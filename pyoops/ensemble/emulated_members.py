@@ -115,8 +115,8 @@ class EmulatedMembers:
                                   f"not {self.real}", "emulated members.real")
             layout = GridLayout.from_geometry(geometry, self.variables, "emulated members")
             if (self.model.layout.variables, self.model.layout.shape) != (layout.variables, layout.shape):
-                raise ConfigError(f"the generator {params.model} emulates {list(self.model.layout.variables)} on a grid "
-                                  f"of shape {self.model.layout.shape}, the members have {self.variables} on "
+                raise ConfigError(f"the generator {params.model} emulates {list(self.model.layout.variables)} on a "
+                                  f"grid of shape {self.model.layout.shape}, the members have {self.variables} on "
                                   f"{layout.shape}", "emulated members.model")
             if self.model.members != self.members:
                 logger.warning("the generator %s was trained on a %d-member ensemble, this one has %d: its inputs "

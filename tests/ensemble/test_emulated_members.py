@@ -211,6 +211,13 @@ def _bad(cfg: dict[str, Any], tmp_path: Path, io: Any, cli: Callable[..., Any]) 
     return err[0]
 
 
+def _bad_app(app: str, cfg: dict[str, Any], tmp_path: Path, io: Any, cli: Callable[..., Any]) -> str:
+    config = io.write_yaml(tmp_path / "bad_app.yaml", cfg)
+    code, _, err = cli(app, config)
+    assert code == 2 and len(err) == 1, err
+    return err[0]
+
+
 def test_bad_emulated_member_configs(tmp_path: Path, io: Any, cli: Callable[..., Any]) -> None:
     out = tmp_path / "out"
     cfg = hybrid_letkf(out)
@@ -247,21 +254,27 @@ def test_bad_emulated_member_configs(tmp_path: Path, io: Any, cli: Callable[...,
 def test_flow_generator_trained_on_a_letkf_archive_cycles_reproducibly(tmp_path: Path, io: Any,
                                                                        cli: Callable[..., Any]) -> None:
     pytest.importorskip("torch")
-    from pyoops.emulators.features import GridLayout
-    from pyoops.emulators.member_training import MemberTrainingOptions, fit_member_generator, member_pairs
 
-    # Training data: a full LETKF of N members with their analyses archived.
+    # Training data: a full LETKF of N members with their analyses archived; the generator from the application.
     _, archive = _run(hybrid_letkf(tmp_path / "full", cycles=40, generator_=None))
     np.testing.assert_array_equal(archive.cycle, np.arange(40))
-    layout = GridLayout.from_geometry(StructuredGrid.periodic_1d(40), ["x"])
-    pairs = member_pairs(archive.members, archive.analyses, layout)
-    gen, history = fit_member_generator(
-        layout, REAL, {"width": 8, "depth": 1, "kernel": 5, "set width": 8, "set channels": 4}, 0.3, 2,
-        pairs.select(np.arange(32)), pairs.select(np.arange(32, 40)),
-        MemberTrainingOptions(epochs=2, batch_size=16, learning_rate=1e-2, seed=0), show_progress=False)
-    assert len(history) == 2
-    model = tmp_path / "gen.pt"
-    gen.save(model)
+    model = tmp_path / "gen" / "gen.pt"
+    train = {"model plugin": "lorenz96", "geometry": {"resol": 40},
+             "training data": {"archives": [archive.source], "skip cycles": 0, "validation fraction": 0.2},
+             "generator": {"real members": REAL, "network": {"width": 8, "depth": 1, "kernel": 5, "set width": 8,
+                                                             "set channels": 4},
+                           "bridge": {"sigma": 0.3, "steps": 2}},
+             "training": {"epochs": 2, "batch size": 16, "learning rate": 1e-2, "seed": 0},
+             "output": {"model": str(model), "directory": str(tmp_path / "gen")}}
+    summary = pyoops.run("train-member-generator", train)
+    assert summary["epochs"] == 2
+    for name in ("gen.pt", "gen.yaml", "training.json", "loss_curve.png"):
+        assert (tmp_path / "gen" / name).exists(), name
+    # An archive of backgrounds only cannot train a generator: one line naming the key.
+    pyoops.run("cycle", hybrid_letkf(tmp_path / "bg", cycles=5, generator_=None, analyses=False))
+    bad = copy.deepcopy(train)
+    bad["training data"]["archives"] = [str(tmp_path / "bg" / "members.nc")]
+    assert "member archive analyses" in _bad_app("train-member-generator", bad, tmp_path, io, cli)
     runs = []
     for name in ("a", "b"):
         cfg = hybrid_letkf(tmp_path / name, cycles=10, generator_="flow", model=str(model))
