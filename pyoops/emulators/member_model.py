@@ -5,7 +5,7 @@ Files: ``<name>.pt`` (the :class:`~pyoops.emulators.member_network.MemberFlowNet
 ``sha256``, ``real members`` :math:`M`, ``members`` :math:`N` of the training EDA, ``layout``,
 ``geometry``, ``network``, ``bridge`` (noise :math:`\sigma` and sampler steps :math:`K`),
 ``climate`` (the normalisation of :math:`\log\sigma^b` and :math:`\bar x^b`) and ``training``),
-written and read as the standard-deviation emulator's (:mod:`.model`).
+written and read as the standard-deviation emulator's (:mod:`pyoops.emulators.model`).
 
 Sampling (:meth:`MemberGenerator.sample`): the real members' context and set encoding are
 computed once, then the bridge sampler of :mod:`.members` runs the trained network's forward

@@ -19,14 +19,19 @@ Context of the real members (:func:`member_context`, permutation invariant)
 ---------------------------------------------------------------------------
 At every point, from the :math:`M` real pairs (:math:`\delta_i = u^a_i - u^b_i`):
 
-``real background mean``  :math:`\bar u^b_S`;
-``real mean increment``   :math:`\bar\delta_S`;
-``log spread ratio``      :math:`\log(\mathrm{sd}_S(u^a) / \mathrm{sd}_S(u^b))`;
-``covariance slope``      :math:`\kappa_S = \mathrm{cov}_S(\delta, q) / \mathrm{var}_S(q)` with
-                          :math:`q_i = \mathbf P^b (u^b_i - \bar u^b_S)` (not clipped: it scales with the
-                          backgrounds' spread and the number of values, and a clip biases the filter);
-``log background stddev`` :math:`\log\sigma^b` and ``background mean`` :math:`\bar x^b`
-                          (the flow; both normalised with climatological constants from training).
+``real background mean``
+    :math:`\bar u^b_S`;
+``real mean increment``
+    :math:`\bar\delta_S`;
+``log spread ratio``
+    :math:`\log(\mathrm{sd}_S(u^a) / \mathrm{sd}_S(u^b))`;
+``covariance slope``
+    :math:`\kappa_S = \mathrm{cov}_S(\delta, q) / \mathrm{var}_S(q)` with
+    :math:`q_i = \mathbf P^b (u^b_i - \bar u^b_S)` (not clipped: it scales with the backgrounds'
+    spread and the number of values, and a clip biases the filter);
+``log background stddev``, ``background mean``
+    :math:`\log\sigma^b` and :math:`\bar x^b` (the flow; both normalised with climatological
+    constants from training).
 
 Here :math:`\mathbf P^b v = \frac{1}{(N-1)D}\sum_{n=1}^N u^b_n\,\langle u^b_n, v\rangle` is the
 covariance of *all* :math:`N` backgrounds (:math:`D` values per member), applied by

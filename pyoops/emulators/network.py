@@ -120,6 +120,7 @@ class GridTrunk(nn.Module):
         return self.head(h)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """:meth:`trunk`."""
         return self.trunk(u)
 
 

@@ -164,7 +164,7 @@ def read_float64(nc: Any) -> np.ndarray:
     """``as_float64(nc[...])``: all of netCDF variable ``nc`` as float64, masked (fill) values as NaN.
 
     The bits are those of ``as_float64(nc[...])``.  A number variable with none of the
-    :data:`_MASKING_ATTRIBUTES` is masked by netCDF4 only where it holds its type's default
+    ``_MASKING_ATTRIBUTES`` is masked by netCDF4 only where it holds its type's default
     fill value: it is read unmasked and those values set to NaN here, which avoids netCDF4's
     masked array (about 0.04 ms a read, which counts when a cycle reads small files).
     """

@@ -290,3 +290,63 @@ def test_flow_generator_trained_on_a_letkf_archive_cycles_reproducibly(tmp_path:
     cfg = hybrid_letkf(tmp_path / "c", cycles=10, generator_="flow", model=str(model))
     cfg["emulated members"].update(real=2, emulated=4)
     assert "trained with 3 real members" in _bad(cfg, tmp_path, io, cli)
+
+
+def test_sigkilled_flow_run_resumes_bitwise(tmp_path: Path) -> None:
+    """SIGKILL a cycle whose members are emulated by a (randomly weighted) flow with bridge noise, mid-way; the
+    resumed run equals an uninterrupted one bitwise: statistics, members and the archive of analyses."""
+    torch = pytest.importorskip("torch")
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from pyoops.cli import main
+    from pyoops.emulators.features import GridLayout
+    from pyoops.emulators.member_model import MemberGenerator
+
+    layout = GridLayout.from_geometry(StructuredGrid.periodic_1d(40), ["x"])
+    gen = MemberGenerator(layout, REAL, N, {"width": 8, "depth": 1, "kernel": 3, "set width": 4, "set channels": 2},
+                          0.3, 3, (np.zeros(2), np.ones(2)))
+    with torch.no_grad():   # a non-zero head: the flow differs from the covariance regression
+        for p in gen.net.parameters():
+            p.copy_(0.05 * torch.from_numpy(np.random.default_rng(p.numel()).standard_normal(tuple(p.shape))))
+    model = tmp_path / "gen.pt"
+    gen.save(model)
+    total = 120
+    cfg = hybrid_letkf(tmp_path / "killed", cycles=total, generator_="flow", model=str(model))
+    config = tmp_path / "cycle.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    ckpt = tmp_path / "killed" / "checkpoint.npz"
+
+    def done() -> int:
+        try:
+            with np.load(ckpt) as data:
+                return int(json.loads(bytes(data["meta"]).decode())["cycle"])
+        except (OSError, ValueError, KeyError, EOFError):
+            return 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "pyoops.cli", "cycle", str(config), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while done() < 15 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert 15 <= done() < total, f"the run was not killed mid-way ({done()} cycles done)"
+    assert main(["cycle", str(config), "--quiet"]) == 0
+    straight = copy.deepcopy(cfg)
+    straight["output"]["directory"] = str(tmp_path / "straight")
+    ref = pyoops.run("cycle", straight)["experiment"]
+    resumed = load_checkpoint(ckpt)
+    for name in STATISTICS:
+        np.testing.assert_array_equal(np.asarray(resumed["stats"][name]), np.asarray(ref.stats[name]), err_msg=name)
+    np.testing.assert_array_equal(resumed["members"]["x"], ref.members["x"])
+    a, b = (read_member_archive(tmp_path / d / "members.nc") for d in ("killed", "straight"))
+    np.testing.assert_array_equal(a.members["x"], b.members["x"])
+    np.testing.assert_array_equal(a.analyses["x"], b.analyses["x"])
