@@ -1059,14 +1059,14 @@ class CycleExperiment:
     def _cycle_letkf(self, k: int, twin: TwinObservations, t_a: dict[str, np.ndarray], state: dict[str, Any],
                      executor: MemberExecutor) -> tuple[dict[str, float], dict[str, Any] | None]:
         xb = state["members"]
-        xa, innovations = self._letkf_members(twin, xb)
-        xa = self._emulate(k, xb, xa)
+        xa, innovations = self._letkf_members(twin, xb, k)
         state["members"], _ = self.forecast_fields(xa, self.analysis_time(k), self.cycling.window_length, (), executor)
         return _filter_statistics(xb, xa, t_a), innovations
 
-    def _letkf_members(self, twin: TwinObservations, xb: dict[str, np.ndarray]
+    def _letkf_members(self, twin: TwinObservations, xb: dict[str, np.ndarray], k: int
                        ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
-        """The LETKF analysis of the members ``xb`` (with the adaptive schemes) and the archive's innovations."""
+        """The LETKF analysis of the members ``xb`` of cycle ``k`` (with the adaptive schemes; with emulated
+        members, the hybrid ensemble) and the archive's innovations (of the ensemble returned)."""
         ob = twin.built_observer
         selection = self._local_selection(twin)
         hx = ob.obs_operator.simulate_obs(ob.geovals(FieldSet(xb, copy=False))).values   # (N, nv, nlocs)
@@ -1081,7 +1081,7 @@ class CycleExperiment:
             mult = infl.mult * lam
         xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(), variance, selection,
                             mult, infl.rtpp, infl.rtps, infl.posterior_mult)
-        xa = _copy(xa)
+        xa = self._emulate(k, xb, _copy(xa))
         hxa = self._ensemble_hofx(ob, xa) if self.archive or self._adapt_needs_hxa() else None
         if adapt:
             self._adapt_after(twin, hxa, xb, xa)
@@ -1100,8 +1100,7 @@ class CycleExperiment:
         cost_cfg = self.cost_config(k, twin.observer)
         if self.adaptation is not None and self.adaptation.hybrid_weight is not None:
             cost_cfg = self._adapt_hybrid_weight(twin, cost_cfg, control, ensemble)
-        xa, _ = self._letkf_members(twin, xb)
-        xa = self._emulate(k, xb, xa)    # no emulated members here (refused at set-up): records the pairs
+        xa, _ = self._letkf_members(twin, xb, k)
         setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), {0: control},
                          [twin.values], ensemble, self.cycling.seed, ("cycle", k), False, run_token=self.run_token)
         xc = run_eda(setup, [0], executor).analyses[0][-1]
