@@ -16,7 +16,8 @@ Steps (serially):
 3. training the generator on those pairs;
 4. evaluation on ``--seeds`` held-out twins (other truth perturbation... other observation and
    perturbation seeds), ``--cycles`` cycles each: ``full 20``, ``10 real``, ``10 + 10 flow``,
-   ``10 + 10 resample``; time-mean forecast (background) and analysis RMSE of the ensemble mean
+   ``10 + 10 resample``, ``10 + 10 static B`` (draws from the static B scaled to the real
+   analyses' variance); time-mean forecast (background) and analysis RMSE of the ensemble mean
    against the truth, spread, seconds per cycle of the whole ``cycle`` run.
 
 Run::
@@ -57,7 +58,7 @@ STATIC_B = {"covariance model": "SABER",
                                    {"saber block name": "StdDev", "read": {"value": {"x": 3.0e6}}},
                                    {"saber block name": "QG walls"},
                                    {"saber block name": "QG balance"}]}
-ROWS = ("full 20", "10 real", "10 + 10 flow", "10 + 10 resample")
+ROWS = ("full 20", "10 real", "10 + 10 flow", "10 + 10 resample", "10 + 10 static B")
 
 
 def initial_ensemble(directory: Path, members: int, seed: int) -> str:
@@ -165,7 +166,8 @@ def train(args: argparse.Namespace, ensemble: str) -> dict[str, Any]:
         geometry.describe(), False)
     train_seconds = time.perf_counter() - started
     model.save(OUT / "generator.pt")
-    shutil.rmtree(directory, ignore_errors=True)
+    if not args.keep_training_data:
+        shutil.rmtree(directory, ignore_errors=True)   # about 2 MB per cycle
     return {"data seconds": data_seconds, "training seconds": train_seconds, "parameters": model.parameters,
             **{k: v for k, v in model.training.items() if k != "seconds"}, "history": history}
 
@@ -176,6 +178,7 @@ def row_config(name: str, ensemble: str, args: argparse.Namespace, seed: int) ->
         "full 20": (20, None), "10 real": (10, None),
         "10 + 10 flow": (20, {"generator": "flow", "model": str(OUT / "generator.pt"), **hybrid}),
         "10 + 10 resample": (20, {"generator": "resample", **hybrid}),
+        "10 + 10 static B": (20, {"generator": "static B", "background error": STATIC_B, **hybrid}),
     }
     members, emulated = spec[name]
     return cycle_config(OUT / f"run-{os.getpid()}", members, args.cycles, args.spin_up, seed, ensemble, args,
@@ -202,6 +205,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--skip-training", action="store_true", help="reuse output/emulated_members_qg/generator.pt")
+    ap.add_argument("--keep-training-data", action="store_true", help="keep the training run's member archive")
     ap.add_argument("--results", default="results.json", help="file name of the results in the output directory")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
