@@ -154,32 +154,42 @@ def run_cycle(cfg: dict[str, Any], spin_up: int, real: int | None) -> dict[str, 
     return out
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    from pyoops.emulators.features import GridLayout
+def train_from_run(cfg: dict[str, Any], layout: Any, skip: int, args: argparse.Namespace, kernel: int,
+                   batch_size: int, output: Path, geometry: Any = None, keep: bool = False) -> dict[str, Any]:
+    """Run the full system ``cfg`` (archiving its analyses), train the generator on its cycles after ``skip``
+    (the last 20 % for early stopping), save it as ``output``; the timings and the training report."""
     from pyoops.emulators.member_training import MemberTrainingOptions, fit_member_generator, member_pairs
     from pyoops.ensemble.member_archive import read_member_archive
 
-    directory = OUT / "training-run"
-    cfg = cycle_config(directory, 20, args.train_cycles, 200, args.train_seed, archive=True)
+    directory = Path(cfg["output"]["directory"])
     started = time.perf_counter()
     pyoops.run("cycle", cfg)
     data_seconds = time.perf_counter() - started
     archive = read_member_archive(directory / "members.nc")
-    skip = 200
-    layout = GridLayout(("x",), (40,), (0,), (True,), (1.0 / 40,))
-    pairs = member_pairs({"x": archive.members["x"][skip:]}, {"x": archive.analyses["x"][skip:]}, layout)
+    pairs = member_pairs({v: a[skip:] for v, a in archive.members.items()},
+                         {v: a[skip:] for v, a in (archive.analyses or {}).items()}, layout)
     n = pairs.ncycles
-    nval = n // 5
+    nval = max(1, n // 5)
     started = time.perf_counter()
     model, history = fit_member_generator(
-        layout, 10, {"width": args.width, "depth": args.depth, "kernel": 5}, args.sigma, args.steps,
+        layout, 10, {"width": args.width, "depth": args.depth, "kernel": kernel}, args.sigma, args.steps,
         pairs.select(np.arange(n - nval)), pairs.select(np.arange(n - nval, n)),
-        MemberTrainingOptions(epochs=args.epochs, patience=8, seed=args.train_seed, threads=1), None, False)
+        MemberTrainingOptions(epochs=args.epochs, batch_size=batch_size, patience=8, seed=args.train_seed, threads=1),
+        geometry, False)
     train_seconds = time.perf_counter() - started
-    model.save(OUT / "generator.pt")
-    shutil.rmtree(directory, ignore_errors=True)
+    model.save(output)
+    if not keep:
+        shutil.rmtree(directory, ignore_errors=True)
     return {"data seconds": data_seconds, "training seconds": train_seconds, "parameters": model.parameters,
             **{k: v for k, v in model.training.items() if k != "seconds"}, "history": history}
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    from pyoops.emulators.features import GridLayout
+
+    cfg = cycle_config(OUT / "training-run", 20, args.train_cycles, 200, args.train_seed, archive=True)
+    layout = GridLayout(("x",), (40,), (0,), (True,), (1.0 / 40,))
+    return train_from_run(cfg, layout, 200, args, 5, 32, OUT / "generator.pt")
 
 
 def paired(diffs: list[float]) -> tuple[float, float, float]:

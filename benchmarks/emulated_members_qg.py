@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyoops  # noqa: E402
-from emulated_members import paired  # noqa: E402
+from emulated_members import paired, train_from_run  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "output" / "emulated_members_qg"
 START = "2010-01-01T00:00:00Z"
@@ -141,35 +141,13 @@ def run_cycle(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def train(args: argparse.Namespace, ensemble: str) -> dict[str, Any]:
     from pyoops.emulators.features import GridLayout
-    from pyoops.emulators.member_training import MemberTrainingOptions, fit_member_generator, member_pairs
-    from pyoops.ensemble.member_archive import read_member_archive
     from pyoops.registry import get_registry
 
-    directory = OUT / "training-run"
-    cfg = cycle_config(directory, 20, args.train_cycles, 0, args.train_seed, ensemble, args, archive=True)
-    started = time.perf_counter()
-    pyoops.run("cycle", cfg)
-    data_seconds = time.perf_counter() - started
+    cfg = cycle_config(OUT / "training-run", 20, args.train_cycles, 0, args.train_seed, ensemble, args, archive=True)
     geometry = get_registry().model_plugin("qg").make_geometry(GEOMETRY, "geometry")
-    archive = read_member_archive(directory / "members.nc")
-    layout = GridLayout.from_geometry(geometry, archive.variables)
-    skip = args.train_skip
-    pairs = member_pairs({v: a[skip:] for v, a in archive.members.items()},
-                         {v: a[skip:] for v, a in archive.analyses.items()}, layout)
-    n = pairs.ncycles
-    nval = max(1, n // 5)
-    started = time.perf_counter()
-    model, history = fit_member_generator(
-        layout, 10, {"width": args.width, "depth": args.depth, "kernel": 3}, args.sigma, args.steps,
-        pairs.select(np.arange(n - nval)), pairs.select(np.arange(n - nval, n)),
-        MemberTrainingOptions(epochs=args.epochs, batch_size=8, patience=8, seed=args.train_seed, threads=1),
-        geometry.describe(), False)
-    train_seconds = time.perf_counter() - started
-    model.save(OUT / "generator.pt")
-    if not args.keep_training_data:
-        shutil.rmtree(directory, ignore_errors=True)   # about 2 MB per cycle
-    return {"data seconds": data_seconds, "training seconds": train_seconds, "parameters": model.parameters,
-            **{k: v for k, v in model.training.items() if k != "seconds"}, "history": history}
+    layout = GridLayout.from_geometry(geometry, list(geometry.variables))
+    return train_from_run(cfg, layout, args.train_skip, args, 3, 8, OUT / "generator.pt", geometry.describe(),
+                          args.keep_training_data)
 
 
 def row_config(name: str, ensemble: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pyoops.apps import make_application
 from pyoops.config.yaml_io import load_config
 from pyoops.ensemble.cycling import STATISTICS, load_checkpoint
 
-from .test_cycle import _one_line_error, l96_cycle
+from .test_cycle import _one_line_error, killed_and_straight, l96_cycle
 
 SCHEMES = ["likelihood", "miyoshi", "anderson", "el gharamti", "enkf-n"]
 LOCALIZATION = [{"localization method": "Gaspari-Cohn", "lengthscale": 0.4}]
@@ -131,48 +131,9 @@ def test_bad_adaptive_configs(tmp_path: Path, capsys: Any) -> None:
 def test_sigkilled_adaptive_run_resumes_bitwise(tmp_path: Path) -> None:
     """SIGKILL a run with local adaptive inflation and online R mid-way; the resumed run equals an uninterrupted
     one bitwise (statistics, members, adaptive.nc series and fields)."""
-    import json
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import yaml
-
-    from pyoops.cli import main
-
-    total = 120
-    cfg = _adaptive_letkf(tmp_path / "killed", "likelihood", "local", cycles=total)
+    cfg = _adaptive_letkf(tmp_path / "killed", "likelihood", "local", cycles=120)
     cfg["adaptive"]["obs error"] = {"scheme": "desroziers", "initial": 2.0}
-    config = tmp_path / "cycle.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    ckpt = tmp_path / "killed" / "checkpoint.npz"
-
-    def done() -> int:
-        try:
-            with np.load(ckpt) as data:
-                return int(json.loads(bytes(data["meta"]).decode())["cycle"])
-        except (OSError, ValueError, KeyError, EOFError):
-            return 0
-
-    proc = subprocess.Popen([sys.executable, "-m", "pyoops.cli", "cycle", str(config), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while done() < 15 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert 15 <= done() < total, f"the run was not killed mid-way ({done()} cycles done)"
-    assert main(["cycle", str(config), "--quiet"]) == 0
-    straight = copy.deepcopy(cfg)
-    straight["output"]["directory"] = str(tmp_path / "straight")
-    ref = pyoops.run("cycle", straight)["experiment"]
-    resumed = load_checkpoint(ckpt)
-    for name in STATISTICS:
-        np.testing.assert_array_equal(np.asarray(resumed["stats"][name]), np.asarray(ref.stats[name]), err_msg=name)
-    np.testing.assert_array_equal(resumed["members"]["x"], ref.members["x"])
+    killed_and_straight(cfg, tmp_path, 15)
     with netCDF4.Dataset(tmp_path / "killed" / "adaptive.nc") as a, \
             netCDF4.Dataset(tmp_path / "straight" / "adaptive.nc") as b:
         for var in b.variables:

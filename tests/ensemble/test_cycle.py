@@ -132,13 +132,13 @@ def _cycles_done(ckpt: Path) -> int:
         return 0
 
 
-def test_killed_run_resumes_bitwise(tmp_path: Path) -> None:
-    """SIGKILL a cycling run after some cycles; resuming gives bitwise the statistics and the innovation
-    archive of an uninterrupted run."""
-    total = 150
-    cfg = l96_cycle("LETKF", tmp_path / "killed", cycles=total, members=10)
-    cfg["local ensemble DA"] = {"inflation": {"mult": 1.04}}
-    cfg["output"]["archive"] = True
+def killed_and_straight(cfg: dict[str, Any], tmp_path: Path, at: int) -> tuple[dict[str, Any], Any]:
+    """Run ``cfg`` (output directory ``tmp_path/killed``) as a process, SIGKILL it once ``at`` cycles are
+    checkpointed, resume it in-process to the end; run it uninterrupted in ``tmp_path/straight``.  Returns the
+    resumed checkpoint and the uninterrupted run's experiment state."""
+    total = cfg["cycling"]["cycles"]
+    cfg = copy.deepcopy(cfg)
+    cfg["output"]["directory"] = str(tmp_path / "killed")
     config = tmp_path / "cycle.yaml"
     config.write_text(yaml.safe_dump(cfg))
     ckpt = tmp_path / "killed" / "checkpoint.npz"
@@ -146,13 +146,13 @@ def test_killed_run_resumes_bitwise(tmp_path: Path) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while _cycles_done(ckpt) < 20 and time.monotonic() < deadline and proc.poll() is None:
+        while _cycles_done(ckpt) < at and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     done = _cycles_done(ckpt)
-    assert 20 <= done < total, f"the run was not killed mid-way ({done} cycles done)"
+    assert at <= done < total, f"the run was not killed mid-way ({done} cycles done)"
     assert proc.returncode == -signal.SIGKILL
     assert main(["cycle", str(config), "--quiet"]) == 0                 # resumes
     resumed = load_checkpoint(ckpt)
@@ -165,6 +165,16 @@ def test_killed_run_resumes_bitwise(tmp_path: Path) -> None:
         assert a.shape == (total,)
         np.testing.assert_array_equal(a, b, err_msg=name)
     np.testing.assert_array_equal(resumed["members"]["x"], ref.members["x"])
+    return resumed, ref
+
+
+def test_killed_run_resumes_bitwise(tmp_path: Path) -> None:
+    """SIGKILL a cycling run after some cycles; resuming gives bitwise the statistics and the innovation
+    archive of an uninterrupted run."""
+    cfg = l96_cycle("LETKF", tmp_path / "killed", cycles=150, members=10)
+    cfg["local ensemble DA"] = {"inflation": {"mult": 1.04}}
+    cfg["output"]["archive"] = True
+    resumed, ref = killed_and_straight(cfg, tmp_path, 20)
     np.testing.assert_array_equal(resumed["truth"]["x"], ref.truth["x"])
     archive = (tmp_path / "killed" / "innovations.nc").read_bytes()
     assert archive == (tmp_path / "straight" / "innovations.nc").read_bytes()

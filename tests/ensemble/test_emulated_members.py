@@ -19,7 +19,7 @@ from pyoops.util.appendlog import log_path
 from pyoops.util.errors import InputFileError
 from pyoops.util.random import generator
 
-from .test_cycle import l96_cycle
+from .test_cycle import killed_and_straight, l96_cycle
 
 N, REAL, EMULATED = 6, 3, 3
 STATIC = {"covariance model": "SABER",
@@ -296,15 +296,6 @@ def test_sigkilled_flow_run_resumes_bitwise(tmp_path: Path) -> None:
     """SIGKILL a cycle whose members are emulated by a (randomly weighted) flow with bridge noise, mid-way; the
     resumed run equals an uninterrupted one bitwise: statistics, members and the archive of analyses."""
     torch = pytest.importorskip("torch")
-    import json
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import yaml
-
-    from pyoops.cli import main
     from pyoops.emulators.features import GridLayout
     from pyoops.emulators.member_model import MemberGenerator
 
@@ -316,37 +307,8 @@ def test_sigkilled_flow_run_resumes_bitwise(tmp_path: Path) -> None:
             p.copy_(0.05 * torch.from_numpy(np.random.default_rng(p.numel()).standard_normal(tuple(p.shape))))
     model = tmp_path / "gen.pt"
     gen.save(model)
-    total = 120
-    cfg = hybrid_letkf(tmp_path / "killed", cycles=total, generator_="flow", model=str(model))
-    config = tmp_path / "cycle.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    ckpt = tmp_path / "killed" / "checkpoint.npz"
-
-    def done() -> int:
-        try:
-            with np.load(ckpt) as data:
-                return int(json.loads(bytes(data["meta"]).decode())["cycle"])
-        except (OSError, ValueError, KeyError, EOFError):
-            return 0
-
-    proc = subprocess.Popen([sys.executable, "-m", "pyoops.cli", "cycle", str(config), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while done() < 15 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert 15 <= done() < total, f"the run was not killed mid-way ({done()} cycles done)"
-    assert main(["cycle", str(config), "--quiet"]) == 0
-    straight = copy.deepcopy(cfg)
-    straight["output"]["directory"] = str(tmp_path / "straight")
-    ref = pyoops.run("cycle", straight)["experiment"]
-    resumed = load_checkpoint(ckpt)
-    for name in STATISTICS:
-        np.testing.assert_array_equal(np.asarray(resumed["stats"][name]), np.asarray(ref.stats[name]), err_msg=name)
-    np.testing.assert_array_equal(resumed["members"]["x"], ref.members["x"])
+    cfg = hybrid_letkf(tmp_path / "killed", cycles=120, generator_="flow", model=str(model))
+    killed_and_straight(cfg, tmp_path, 15)
     a, b = (read_member_archive(tmp_path / d / "members.nc") for d in ("killed", "straight"))
     np.testing.assert_array_equal(a.members["x"], b.members["x"])
     np.testing.assert_array_equal(a.analyses["x"], b.analyses["x"])
