@@ -25,14 +25,7 @@ import numpy as np
 from pyoops.emulators.features import GridLayout
 from pyoops.emulators.inference import NumpyGridTrunk
 from pyoops.emulators.member_network import MemberFlowNet
-from pyoops.emulators.members import (
-    bridge_sample,
-    drift_inputs,
-    linear_endpoint,
-    member_context,
-    member_covariance_term,
-    normalised_cycle,
-)
+from pyoops.emulators.members import bridge_sample, drift_inputs, emulation_cycle
 from pyoops.emulators.model import load_weights, read_description, save_network
 from pyoops.emulators.network import parameter_count
 from pyoops.util.errors import InputFileError
@@ -95,25 +88,18 @@ class MemberGenerator:
         :math:`N`, in the same order); ``emulated``: the :math:`K` members to emulate from their
         backgrounds; ``rng``: the sampler's noise; ``steps``: sampler steps (default: the saved :math:`K`).
         """
-        real, emulated = list(real), list(emulated)
+        real = list(real)
         if len(real) != self.real:
             raise ValueError(f"this generator was trained with {self.real} real members, got {len(real)}")
-        centre, scale, ub, ua_real = normalised_cycle(self.layout, backgrounds, real_analyses)
-        ub_real = ub[:, real]
-        context = member_context(ub, real, ua_real, centre, scale, self.climate)
+        cyc = emulation_cycle(self.layout, backgrounds, real_analyses, real, emulated, self.climate)
         encoder, drift = self.numpy_network()
-        m = len(real)
-        pairs = np.concatenate([ub_real, ua_real - ub_real], axis=2).reshape(m, -1, *ub.shape[3:])
-        pooled = encoder.trunk(pairs).mean(axis=0)[None]
-        u0 = ub[:, emulated]
-        q = member_covariance_term(ub, u0, context, self.layout.channels)
-        linear = linear_endpoint(u0, q, context, self.layout.channels)
+        pairs = np.concatenate([cyc.ub_real, cyc.ua_real - cyc.ub_real], axis=2)
+        pooled = encoder.trunk(pairs.reshape(len(real), -1, *cyc.ub.shape[3:])).mean(axis=0)[None]
 
         def endpoint(u: np.ndarray, t: float) -> np.ndarray:
-            return linear + drift.trunk(drift_inputs(u, u0, q, t, context, pooled)).reshape(u.shape)
+            return cyc.linear + drift.trunk(drift_inputs(u, cyc.u0, cyc.q, t, cyc.context, pooled)).reshape(u.shape)
 
-        u1 = bridge_sample(endpoint, u0, self.sigma, int(steps or self.steps), rng)
-        return self.layout.from_channels(centre[0] + scale[0] * u1[0])
+        return cyc.physical(self.layout, bridge_sample(endpoint, cyc.u0, self.sigma, int(steps or self.steps), rng))
 
     # Files ----------------------------------------------------------------------------------------
     def description(self, weights_name: str, sha256: str) -> dict[str, Any]:

@@ -72,14 +72,15 @@ draws from one background, the learned drift carries the observations' informati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CONTEXT_FEATURES", "STDDEV_FLOOR", "bridge_sample", "covariance_apply", "drift_inputs",
-           "linear_endpoint", "member_context", "member_covariance_term", "normalise", "normalised_cycle",
-           "take_members"]
+__all__ = ["CONTEXT_FEATURES", "STDDEV_FLOOR", "EmulationCycle", "bridge_sample", "covariance_apply", "drift_inputs",
+           "emulation_cycle", "linear_endpoint", "member_context", "member_covariance_term", "normalise",
+           "normalised_cycle", "take_members"]
 
 CONTEXT_FEATURES = ("real background mean", "real mean increment", "log spread ratio", "covariance slope",
                     "log background stddev", "background mean")
@@ -107,6 +108,47 @@ def normalised_cycle(layout: Any, backgrounds: Mapping[str, np.ndarray], real_an
     ub = (xb - centre[:, None]) / scale[:, None]
     ua_real = (layout.to_channels(real_analyses)[None] - centre[:, None]) / scale[:, None]
     return centre, scale, ub, ua_real
+
+
+@dataclass(frozen=True)
+class EmulationCycle:
+    r"""One cycle in the generator's coordinates (:func:`emulation_cycle`), batch axis of length 1.
+
+    ``centre``, ``scale``: :math:`(\bar x^b, \sigma^b)` ``(1, C, *h)``; ``ub``: all normalised backgrounds
+    ``(1, N, C, *h)``; ``ub_real``, ``ua_real``: the real members' normalised backgrounds and analyses
+    ``(1, M, C, *h)``; ``context`` ``(1, 6C, *h)``; ``u0``: the emulated members' normalised backgrounds and
+    ``q`` their :func:`member_covariance_term` ``(1, K, C, *h)``; ``linear``: the covariance regression's
+    endpoint (:func:`linear_endpoint`)."""
+
+    centre: np.ndarray
+    scale: np.ndarray
+    ub: np.ndarray
+    ub_real: np.ndarray
+    ua_real: np.ndarray
+    context: np.ndarray
+    u0: np.ndarray
+    q: np.ndarray
+    linear: np.ndarray
+
+    def physical(self, layout: Any, u1: np.ndarray) -> dict[str, np.ndarray]:
+        """The normalised endpoints ``u1`` ``(1, K, C, *h)`` back in the variables of ``layout``, ``(K, *grid)``."""
+        return layout.from_channels(self.centre[0] + self.scale[0] * u1[0])
+
+
+def emulation_cycle(layout: Any, backgrounds: Mapping[str, np.ndarray], real_analyses: Mapping[str, np.ndarray],
+                    real: Sequence[int], emulated: Sequence[int],
+                    climate: tuple[np.ndarray, np.ndarray] | None = None) -> EmulationCycle:
+    r"""The generator's inputs for one cycle, from ``{variable: (N, *grid)}`` backgrounds and the ``(M, *grid)``
+    analyses of the members ``real`` (in that order), in the channels of ``layout`` (a
+    :class:`~pyoops.emulators.features.GridLayout`); ``emulated``: the members to emulate; ``climate``: as in
+    :func:`member_context`."""
+    real, emulated = list(real), list(emulated)
+    centre, scale, ub, ua_real = normalised_cycle(layout, backgrounds, real_analyses)
+    context = member_context(ub, real, ua_real, centre, scale, climate)
+    u0 = ub[:, emulated]
+    q = member_covariance_term(ub, u0, context, layout.channels)
+    return EmulationCycle(centre, scale, ub, ub[:, real], ua_real, context, u0, q,
+                          linear_endpoint(u0, q, context, layout.channels))
 
 
 def covariance_apply(ub: np.ndarray, v: np.ndarray) -> np.ndarray:

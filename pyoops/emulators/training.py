@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from pyoops.emulators.features import GridLayout, log_stddev, predictors
+from pyoops.emulators.members import take_members
 from pyoops.emulators.model import Emulator
 from pyoops.util.logging import progress
 from pyoops.util.random import generator
@@ -72,11 +73,7 @@ class TrainingSet:
 
     def subset(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Members ``idx`` (``(ncycles, M)``) of every cycle, ``{variable: (ncycles, M, *grid)}``."""
-        out = {}
-        for v, a in self.members.items():
-            take = idx.reshape(idx.shape + (1,) * (a.ndim - 2))
-            out[v] = np.take_along_axis(a, take, axis=1)
-        return out
+        return {v: take_members(a, idx) for v, a in self.members.items()}
 
 
 def training_set(members: Mapping[str, np.ndarray], layout: GridLayout, n: int) -> TrainingSet:

@@ -164,11 +164,8 @@ class EmulatedMembers:
         return {v: mean[v] + alpha * np.asarray(draws[v]) for v in self.variables}
 
     def _linear(self, backgrounds: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from pyoops.emulators.members import linear_endpoint, member_context, member_covariance_term, normalised_cycle
+        from pyoops.emulators.members import emulation_cycle
 
-        m, layout = self.real, self.layout
-        centre, scale, ub, ua_real = normalised_cycle(layout, backgrounds, real)
-        context = member_context(ub, range(m), ua_real, centre, scale)
-        u0 = ub[:, m:]
-        u1 = linear_endpoint(u0, member_covariance_term(ub, u0, context, layout.channels), context, layout.channels)
-        return layout.from_channels(centre[0] + scale[0] * u1[0])
+        m, e = self.real, self.emulated
+        cyc = emulation_cycle(self.layout, backgrounds, real, range(m), range(m, m + e))
+        return cyc.physical(self.layout, cyc.linear)
