@@ -79,6 +79,12 @@ def cycle_config(directory: Path, members: int, cycles: int, spin_up: int, seed:
         "output": {"directory": str(directory), "plots": False},
         "resume": False,
     }
+    return with_emulation(cfg, emulated, archive)
+
+
+def with_emulation(cfg: dict[str, Any], emulated: dict[str, Any] | None, archive: bool) -> dict[str, Any]:
+    """``cfg`` with its ``emulated members`` section (if any) and, with ``archive``, the member archive of
+    backgrounds and analyses (the training data)."""
     if emulated is not None:
         cfg["emulated members"] = emulated
     if archive:
@@ -116,18 +122,27 @@ class Recorder:
         cycling.CycleExperiment._emulate = self._emulate
 
 
-def run_cycle(cfg: dict[str, Any], spin_up: int, real: int | None) -> dict[str, Any]:
+def timed_cycle(cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, float, str | None]:
+    """Run ``cycle`` for ``cfg`` in a fresh output directory: its ``statistics.json`` and the wall seconds of the
+    whole run, or None and the error of a run that stopped (a diverged filter is a result, not a crash of the
+    benchmark)."""
     directory = Path(cfg["output"]["directory"])
     if directory.exists():
         shutil.rmtree(directory)
     started = time.perf_counter()
+    try:
+        pyoops.run("cycle", cfg)
+    except Exception as exc:
+        return None, time.perf_counter() - started, str(exc)[:300]
+    return json.loads((directory / "statistics.json").read_text()), time.perf_counter() - started, None
+
+
+def run_cycle(cfg: dict[str, Any], spin_up: int, real: int | None) -> dict[str, Any]:
+    directory = Path(cfg["output"]["directory"])
     with Recorder() as rec:
-        try:
-            pyoops.run("cycle", cfg)
-        except Exception as exc:           # a diverged filter is a result, not a crash of the benchmark
-            return {"rmse": float("nan"), "error": str(exc)[:200]}
-    seconds = time.perf_counter() - started
-    stats = json.loads((directory / "statistics.json").read_text())
+        stats, seconds, error = timed_cycle(cfg)
+    if stats is None:
+        return {"rmse": float("nan"), "error": error}
     means = stats["time means"]
     truth = np.array(rec.truth[spin_up:])
     ens = np.array(rec.analyses[spin_up:])                 # (cycles, N, 40)
@@ -152,6 +167,17 @@ def run_cycle(cfg: dict[str, Any], spin_up: int, real: int | None) -> dict[str, 
     out["all ranks"] = np.bincount((ens < truth[:, None]).sum(axis=1).ravel(), minlength=ens.shape[1] + 1).tolist()
     shutil.rmtree(directory, ignore_errors=True)
     return out
+
+
+def add_training_arguments(ap: argparse.ArgumentParser, train_cycles: int) -> None:
+    """The options of the full run that makes the training data and of the generator (:func:`train_from_run`)."""
+    ap.add_argument("--train-cycles", type=int, default=train_cycles, help="cycles of the full system")
+    ap.add_argument("--train-seed", type=int, default=101, help="truth seed of the training twin, training seed")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--sigma", type=float, default=0.3, help="bridge noise, in units of the background spread")
+    ap.add_argument("--steps", type=int, default=10, help="sampler steps")
 
 
 def train_from_run(cfg: dict[str, Any], layout: Any, skip: int, args: argparse.Namespace, kernel: int,
@@ -234,13 +260,7 @@ def report(results: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--train-cycles", type=int, default=5200)
-    ap.add_argument("--train-seed", type=int, default=101)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--sigma", type=float, default=0.3)
-    ap.add_argument("--steps", type=int, default=10)
+    add_training_arguments(ap, train_cycles=5200)
     ap.add_argument("--cycles", type=int, default=2200)
     ap.add_argument("--spin-up", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5])

@@ -36,7 +36,6 @@ import os
 import platform
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyoops  # noqa: E402
-from emulated_members import paired, train_from_run  # noqa: E402
+from emulated_members import (  # noqa: E402
+    add_training_arguments,
+    paired,
+    timed_cycle,
+    train_from_run,
+    with_emulation,
+)
 
 OUT = Path(__file__).resolve().parent / "output" / "emulated_members_qg"
 START = "2010-01-01T00:00:00Z"
@@ -112,30 +117,19 @@ def cycle_config(directory: Path, members: int, cycles: int, spin_up: int, seed:
         "output": {"directory": str(directory), "plots": False},
         "resume": False,
     }
-    if emulated is not None:
-        cfg["emulated members"] = emulated
-    if archive:
-        cfg["output"].update({"member archive": True, "member archive analyses": True})
-    return cfg
+    return with_emulation(cfg, emulated, archive)
 
 
 def run_cycle(cfg: dict[str, Any]) -> dict[str, Any]:
-    directory = Path(cfg["output"]["directory"])
-    if directory.exists():
-        shutil.rmtree(directory)
-    started = time.perf_counter()
-    try:
-        pyoops.run("cycle", cfg)
-    except Exception as exc:           # a diverged filter is a result, not a crash of the benchmark
-        return {"forecast rmse": float("nan"), "error": str(exc)[:300]}
-    seconds = time.perf_counter() - started
-    stats = json.loads((directory / "statistics.json").read_text())
+    stats, seconds, error = timed_cycle(cfg)
+    if stats is None:
+        return {"forecast rmse": float("nan"), "error": error}
     means = stats["time means"]
     out = {"forecast rmse": means["forecast mean rmse"], "analysis rmse": means["analysis mean rmse"],
            "forecast spread": means["forecast spread"], "analysis spread": means["analysis spread"],
            "seconds per cycle": seconds / cfg["cycling"]["cycles"],
            "loop seconds per cycle": stats["seconds per cycle"]}
-    shutil.rmtree(directory, ignore_errors=True)
+    shutil.rmtree(cfg["output"]["directory"], ignore_errors=True)
     return out
 
 
@@ -165,14 +159,8 @@ def row_config(name: str, ensemble: str, args: argparse.Namespace, seed: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--train-cycles", type=int, default=300)
+    add_training_arguments(ap, train_cycles=300)
     ap.add_argument("--train-skip", type=int, default=20)
-    ap.add_argument("--train-seed", type=int, default=101)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--sigma", type=float, default=0.3)
-    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--obs", type=int, default=40, help="streamfunction observations per time")
     ap.add_argument("--ninner", type=int, default=10)
     ap.add_argument("--beta", type=float, default=0.5, help="ensemble weight of the hybrid B (0: static EDA)")
