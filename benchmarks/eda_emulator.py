@@ -1,6 +1,7 @@
-"""Benchmark: emulating a 50-member EDA's standard deviation from 5 members on Lorenz-96 (issue 15).
+"""Benchmark: emulating a 50-member EDA's standard deviation from 5 members, on Lorenz-96 and QG (issue 15).
 
-Stages (``--stage``; ``all`` runs them in order, each reusing what the previous wrote in ``--directory``):
+``--model lorenz96`` (default) or ``--model qg``; the QG twin is described after the stages.  Stages (``--stage``;
+``all`` runs them in order, each reusing what the previous wrote in ``--directory``):
 
 ``data``
     Two Lorenz-96 EDAs (n = 40, F = 8; every point observed every PT6H with sigma_o = 1; 3D-Var with the static
@@ -40,9 +41,27 @@ Stages (``--stage``; ``all`` runs them in order, each reusing what the previous 
     (3) ML-es: StdDev emulated from 5 members.  Control's 6-h forecast (background) RMSE against the truth; ratio
     of mean squared errors to 50-es with 95 % block-bootstrap intervals.
 
+QG (``--model qg``): the channel 40 x 20 (layers 4500/5500 m, perfect model, the baroclinic-instability truth of
+``emulated_members_qg.py``), the streamfunction observed at 40 random points every 3 hours with error 4e5 m^2/s,
+6-hour windows, an EDA of strong-constraint 4D-Vars (QgTLM with its matrices stored, DRPCG, 10 inner iterations,
+perturbed observations, a control) whose B is the tutorial's static balanced B (diffusion 1000 km, vertical
+correlation 0.6, QG walls and balance) with sigma_b of the streamfunction taken from the EDA every cycle
+(``StdDev`` ``calibration``: the 50-es system); initial members are draws from the static B (sigma 3e6).
+
+* *training*: 50 members, 200 cycles from day 9 of the truth (first 20 skipped);
+* *test*: 250 members, 40 cycles from day 60 (after all the training cycles: held out in time, with other
+  observation and perturbation seeds), sigma_b calibrated on all 250 members so that they stay exchangeable;
+  members 1..50 give sigma_50, 51..250 are the pool of the bound (200 completions of 45 from 200);
+* *cycling*: 540 cycles from day 60 (first 40 spin-up), 50-es / 5-es / ML-es from 5 as for Lorenz-96, the
+  control's 6-hour forecast RMSE (streamfunction, m^2/s).
+
+The emulator sees and predicts the streamfunction x (two layers: 2 channels), the variable whose sigma_b the B takes
+(q, u and v follow from x through the QG balance).  The tables are per layer.
+
 Prints every number, writes ``results.json`` and the plots to ``--directory``.  Usage::
 
     python benchmarks/eda_emulator.py --stage all --directory /tmp/eda_emulator
+    PYTHONPATH=.:plugins/qg/src python benchmarks/eda_emulator.py --model qg --stage all --directory /tmp/eda_qg
 """
 
 from __future__ import annotations
@@ -61,64 +80,166 @@ import numpy as np
 
 import pyoops
 
-TRAIN = {"cycles": 2050, "members": 50, "seeds": (3, 5, 1)}
-TEST = {"cycles": 250, "members": 500, "seeds": (11, 13, 17)}
-SKIP, M, N, DRAWS = 50, 5, 50, 200
+M, N, DRAWS = 5, 50, 200
 
 
-def static_b(stddev: dict[str, Any]) -> dict[str, Any]:
-    return {"covariance model": "SABER",
-            "saber central block": {"saber block name": "spectral correlation", "length scale": 0.02},
-            "saber outer blocks": [{"saber block name": "StdDev", **stddev}]}
+class Case:
+    """One model's twin: the EDA's configuration, the data runs, the emulator's training and the cycling runs."""
+
+    name = ""
+    train: dict[str, Any] = {}
+    test: dict[str, Any] = {}
+    skip = 0                     # spin-up cycles left out of the archives
+    cycling = {"cycles": 0, "spin-up": 0}
+    analysis = ""                # what one member's analysis is, for the inference cost
+    fixed_stddev: dict[str, Any] = {}   # a StdDev section needing no ensemble (the analysis timed alone)
+
+    def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
+                     stddev: dict[str, Any] | None = None, archive: bool = True,
+                     spin_up: int | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def data_stddev(self, name: str) -> dict[str, Any] | None:
+        """The StdDev section of the ``name`` (train/test) data run (None: the case's default)."""
+        return None
+
+    def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
+        raise NotImplementedError
 
 
-def cycle_config(directory: Path, cycles: int, members: int, seeds: tuple[int, int, int],
-                 stddev: dict[str, Any] | None = None, archive: bool = True, spin_up: int = SKIP) -> dict[str, Any]:
-    truth_seed, obs_seed, eda_seed = seeds
-    return {
-        "model plugin": "lorenz96",
-        "geometry": {"resol": 40},
-        "model": {"name": "Lorenz96", "tstep": "PT6H"},
-        "truth": {"initial condition": {"date": "2010-01-01T00:00:00Z",
-                                        "analytic init": {"method": "random", "seed": truth_seed}},
-                  "spin-up": "P20D"},
-        "observations": {"obs frequency": "PT6H", "obs density": 40, "obs error": 1.0, "seed": obs_seed},
-        "cycling": {"method": "EDA", "cycles": cycles, "window length": "PT6H", "spin-up cycles": spin_up,
-                    "seed": eda_seed, "members": members, "checkpoint every": 50},
-        "eda": {"seed": eda_seed},
-        "cost function": {"background error": static_b(stddev or {"read": {"value": 0.6}})},
-        "variational": {"minimizer": {"algorithm": "DRPCG"},
-                        "iterations": [{"ninner": 20, "gradient norm reduction": 1e-6}]},
-        "output": {"directory": str(directory), "plots": True, "member archive": archive},
-    }
+class Lorenz96(Case):
+    name = "lorenz96"
+    train = {"cycles": 2050, "members": 50, "seeds": (3, 5, 1)}
+    test = {"cycles": 250, "members": 500, "seeds": (11, 13, 17)}
+    skip = 50
+    cycling = {"cycles": 600, "spin-up": 100}
+    analysis = "3D-Var"
+    fixed_stddev = {"read": {"value": 0.6}}
+
+    @staticmethod
+    def static_b(stddev: dict[str, Any]) -> dict[str, Any]:
+        return {"covariance model": "SABER",
+                "saber central block": {"saber block name": "spectral correlation", "length scale": 0.02},
+                "saber outer blocks": [{"saber block name": "StdDev", **stddev}]}
+
+    def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
+                     stddev: dict[str, Any] | None = None, archive: bool = True,
+                     spin_up: int | None = None) -> dict[str, Any]:
+        truth_seed, obs_seed, eda_seed = run["seeds"]
+        return {
+            "model plugin": "lorenz96",
+            "geometry": {"resol": 40},
+            "model": {"name": "Lorenz96", "tstep": "PT6H"},
+            "truth": {"initial condition": {"date": "2010-01-01T00:00:00Z",
+                                            "analytic init": {"method": "random", "seed": truth_seed}},
+                      "spin-up": "P20D"},
+            "observations": {"obs frequency": "PT6H", "obs density": 40, "obs error": 1.0, "seed": obs_seed},
+            "cycling": {"method": "EDA", "cycles": cycles, "window length": "PT6H",
+                        "spin-up cycles": self.skip if spin_up is None else spin_up,
+                        "seed": eda_seed, "members": members, "checkpoint every": 50},
+            "eda": {"seed": eda_seed},
+            "cost function": {"background error": self.static_b(stddev or self.fixed_stddev)},
+            "variational": {"minimizer": {"algorithm": "DRPCG"},
+                            "iterations": [{"ninner": 20, "gradient norm reduction": 1e-6}]},
+            "output": {"directory": str(directory), "plots": True, "member archive": archive},
+        }
+
+    def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
+        return {"model plugin": "lorenz96", "geometry": {"resol": 40},
+                "training data": {"archives": [str(base / "train" / "members.nc")], "skip cycles": self.skip,
+                                  "validation fraction": 0.2},
+                "emulator": {"members": M, "target members": N, "predictors": ["mean", "gradient"],
+                             "network": {"width": 32, "depth": 3, "kernel": 5, "global context": True}},
+                "training": {"loss": "gaussian nll", "epochs": 300, "batch size": 64, "learning rate": 3e-3,
+                             "patience": 30, "seed": 1, "threads": threads},
+                "output": {"model": str(base / "emulator" / "emulator.pt"), "directory": str(base / "emulator")}}
 
 
-def stage_data(base: Path) -> dict[str, Any]:
+class QG(Case):
+    name = "qg"
+    train = {"cycles": 200, "members": 50, "seeds": (0, 5, 1), "truth spin-up": "P9D"}
+    test = {"cycles": 40, "members": 250, "seeds": (0, 13, 17), "truth spin-up": "P60D"}
+    skip = 20
+    cycling = {"cycles": 540, "spin-up": 40, "truth spin-up": "P60D"}
+    analysis = "4D-Var"
+    fixed_stddev = {"read": {"value": {"x": 3.0e6}}}
+
+    def initial_ensemble(self, base: Path, members: int, spin_up: str, seed: int) -> tuple[str, str]:
+        """Draws from the static B around the truth after ``spin_up`` (made once per size, spin-up and seed):
+        the members' %mem% template and the control's file (draw ``members + 1``)."""
+        from emulated_members_qg import initial_ensemble
+
+        directory = base / "initial" / f"{spin_up}-{members}-{seed}"
+        template = str(directory / "ens.%mem%.nc")
+        control = template.replace("%mem%", str(members + 1))
+        if not Path(control).exists():
+            initial_ensemble(directory, members + 1, seed, spin_up)
+        return template, control
+
+    def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
+                     stddev: dict[str, Any] | None = None, archive: bool = True,
+                     spin_up: int | None = None) -> dict[str, Any]:
+        from emulated_members_qg import GEOMETRY, STATIC_B, _truth_init
+
+        _, obs_seed, eda_seed = run["seeds"]
+        template, control = self.initial_ensemble(base, members, run["truth spin-up"], eda_seed)
+        outer = [dict(b) for b in STATIC_B["saber outer blocks"]]
+        outer = [{"saber block name": "StdDev", **(stddev or {"calibration": {}})}
+                 if b["saber block name"] == "StdDev" else b for b in outer]
+        return {
+            "model plugin": "qg", "geometry": GEOMETRY, "model": {"name": "QG", "tstep": "PT1H"},
+            "truth": {"initial condition": _truth_init(), "spin-up": run["truth spin-up"]},
+            "observations": {"name": "streamfunction", "simulated variables": ["x"], "obs frequency": "PT3H",
+                             "obs density": 40, "obs error": 4.0e5, "locations": "random", "locations seed": 1,
+                             "seed": obs_seed},
+            "cycling": {"method": "EDA", "members": members, "cycles": cycles, "window length": "PT6H",
+                        "spin-up cycles": self.skip if spin_up is None else spin_up, "seed": eda_seed,
+                        "checkpoint every": 50, "initial ensemble": {"filename": template},
+                        "initial background": {"filename": control}},
+            "eda": {"seed": eda_seed, "control member": True},
+            "cost function": {"cost type": "4D-Var",
+                              "linear model": {"name": "QgTLM", "tstep": "PT1H", "trajectory": "matrices"},
+                              "background error": {**STATIC_B, "saber outer blocks": outer}},
+            "variational": {"minimizer": {"algorithm": "DRPCG"},
+                            "iterations": [{"ninner": 10, "gradient norm reduction": 1e-3}]},
+            "output": {"directory": str(directory), "plots": False, "member archive": archive},
+        }
+
+    def data_stddev(self, name: str) -> dict[str, Any] | None:
+        return {"calibration": {}}
+
+    def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
+        from emulated_members_qg import GEOMETRY
+
+        return {"model plugin": "qg", "geometry": GEOMETRY,
+                "training data": {"archives": [str(base / "train" / "members.nc")], "skip cycles": self.skip,
+                                  "validation fraction": 0.2},
+                "emulator": {"members": M, "target members": N, "variables": ["x"], "predictors": ["mean", "gradient"],
+                             "network": {"width": 24, "depth": 3, "kernel": 3, "global context": True}},
+                "training": {"loss": "gaussian nll", "epochs": 300, "batch size": 16, "learning rate": 3e-3,
+                             "patience": 30, "seed": 1, "threads": threads},
+                "output": {"model": str(base / "emulator" / "emulator.pt"), "directory": str(base / "emulator")}}
+
+
+CASES: dict[str, Case] = {"lorenz96": Lorenz96(), "qg": QG()}
+
+
+def stage_data(base: Path, case: Case, runs: tuple[str, ...] = ("train", "test")) -> dict[str, Any]:
     out = {}
-    for name, spec in (("train", TRAIN), ("test", TEST)):
+    for name, spec in ((name, {"train": case.train, "test": case.test}[name]) for name in runs):
         t0 = time.perf_counter()
-        summary = pyoops.run("cycle", cycle_config(base / name, spec["cycles"], spec["members"], spec["seeds"]))
+        cfg = case.cycle_config(base, base / name, spec["cycles"], spec["members"], spec, case.data_stddev(name))
+        summary = pyoops.run("cycle", cfg)
         out[name] = {"seconds": time.perf_counter() - t0, **{k: v for k, v in summary.items() if k.startswith("mean")}}
         print(f"data {name}: {spec['members']} members x {spec['cycles']} cycles in {out[name]['seconds']:.0f} s; "
-              f"mean forecast spread {summary.get('mean forecast spread', float('nan')):.3f}, "
-              f"control forecast RMSE {summary['mean forecast rmse']:.3f}", flush=True)
+              f"mean forecast spread {summary.get('mean forecast spread', float('nan')):.4g}, "
+              f"control forecast RMSE {summary['mean forecast rmse']:.4g}", flush=True)
     return out
 
 
-def train_config(base: Path, threads: int = 1) -> dict[str, Any]:
-    return {"model plugin": "lorenz96", "geometry": {"resol": 40},
-            "training data": {"archives": [str(base / "train" / "members.nc")], "skip cycles": SKIP,
-                              "validation fraction": 0.2},
-            "emulator": {"members": M, "target members": N, "predictors": ["mean", "gradient"],
-                         "network": {"width": 32, "depth": 3, "kernel": 5, "global context": True}},
-            "training": {"loss": "gaussian nll", "epochs": 300, "batch size": 64, "learning rate": 3e-3,
-                         "patience": 30, "seed": 1, "threads": threads},
-            "output": {"model": str(base / "emulator" / "emulator.pt"), "directory": str(base / "emulator")}}
-
-
-def stage_train(base: Path) -> dict[str, Any]:
+def stage_train(base: Path, case: Case) -> dict[str, Any]:
     t0 = time.perf_counter()
-    summary = pyoops.run("train-emulator", train_config(base))
+    summary = pyoops.run("train-emulator", case.train_config(base))
     seconds = time.perf_counter() - t0
     print(f"train: {summary['parameters']} parameters, {summary['epochs']} epochs, {summary['training seconds']:.0f} s "
           f"of training ({seconds:.0f} s with reading), validation RMSE log sigma {summary['rmse emulator']:.4f} "
@@ -126,7 +247,29 @@ def stage_train(base: Path) -> dict[str, Any]:
     return {"seconds with reading": seconds, **{k: v for k, v in summary.items() if k != "outputs"}}
 
 
-def stage_evaluate(base: Path) -> dict[str, Any]:
+def channel_names(layout: Any) -> list[str]:
+    """One name per channel of ``layout`` (variable, then level), e.g. ``x`` or ``x level 2``."""
+    per = layout.channels // len(layout.variables)
+    if per == 1:
+        return list(layout.variables)
+    return [f"{v} level {k + 1}" for v in layout.variables for k in range(per)]
+
+
+def scores(errors: dict[str, np.ndarray], crps: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    table = {}
+    for name, e in errors.items():
+        table[name] = {"rmse": float(np.sqrt(np.mean(e ** 2))), "bias": float(e.mean())}
+        if name in crps:
+            table[name]["crps"] = float(crps[name].mean())
+    return table
+
+
+def gap_closed(table: dict[str, dict[str, float]]) -> float:
+    """Fraction of the naive-to-bound RMSE gap the emulator closes."""
+    return (table["naive"]["rmse"] - table["emulator"]["rmse"]) / (table["naive"]["rmse"] - table["bound"]["rmse"])
+
+
+def stage_evaluate(base: Path, case: Case) -> dict[str, Any]:
     from pyoops.diagnostics.statistics import block_bootstrap_ratios, default_block_length
     from pyoops.emulators.bound import completion_stddevs, log_stddev_noise, oracle_relative_sd
     from pyoops.emulators.model import load_emulator
@@ -134,37 +277,55 @@ def stage_evaluate(base: Path) -> dict[str, Any]:
     from pyoops.ensemble.member_archive import read_member_archive
 
     emulator = load_emulator(base / "emulator" / "emulator.pt")
-    train = read_member_archive(base / "train" / "members.nc")
-    test = read_member_archive(base / "test" / "members.nc")
-    train_x = train.members["x"][SKIP:, :N]
-    clim = np.log(train_x.std(axis=1, ddof=1)).mean(axis=0)                 # (40,)
-    x = test.members["x"][SKIP:]                                              # (C, 500, 40)
-    C = x.shape[0]
-    y = np.log(x[:, :N].std(axis=1, ddof=1))                                  # (C, 40) log sigma_50
-    log5 = np.log(x[:, :M].std(axis=1, ddof=1))
-    naive = log5 + emulator.training["naive offset"][0]
+    layout = emulator.layout
+    train = read_member_archive(base / "train" / "members.nc", variables=layout.variables)
+    test = read_member_archive(base / "test" / "members.nc", variables=layout.variables)
+
+    def channels(fields: dict[str, np.ndarray]) -> np.ndarray:
+        """``{variable: (B, *shape)}`` -> ``(B, channels, horizontal points)``."""
+        c = layout.to_channels(fields)
+        return c.reshape(c.shape[:2] + (-1,))
+
+    def log_sd(members: dict[str, np.ndarray], take: slice) -> np.ndarray:
+        return channels({v: np.log(a[:, take].std(axis=1, ddof=1)) for v, a in members.items()})
+
+    train_x = {v: train.members[v][case.skip:] for v in layout.variables}
+    clim = log_sd(train_x, slice(0, N)).mean(axis=0)                               # (K, H)
+    x = {v: test.members[v][case.skip:] for v in layout.variables}                   # (C, P, *shape)
+    C = next(iter(x.values())).shape[0]
+    y = log_sd(x, slice(0, N))                                                       # (C, K, H) log sigma_50
+    naive = log_sd(x, slice(0, M)) + np.asarray(emulator.training["naive offset"])[None, :, None]
     climatology = np.broadcast_to(clim, y.shape)
-    mu, s = emulator.predict({"x": x[:, :M]})
-    mu, s = mu["x"], s["x"]
+    mu_f, s_f = emulator.predict({v: a[:, :M] for v, a in x.items()})
+    mu, s = channels(mu_f), channels(s_f)
     rng = np.random.default_rng(0)
-    completions = np.stack([np.log(completion_stddevs(x[c, :M], x[c, N:], N, DRAWS, rng)) for c in range(C)], axis=1)
-    bound = completions.mean(axis=0)                                          # (C, 40)
+    completions = np.empty((DRAWS,) + y.shape)                                    # (draws, C, K, H)
+    for c in range(C):
+        members_c = channels({v: a[c] for v, a in x.items()})                      # (P, K, H), one cycle
+        cols = members_c.reshape(members_c.shape[0], -1)
+        completions[:, c] = np.log(completion_stddevs(cols[:M], cols[N:], N, DRAWS, rng)).reshape(
+            (DRAWS,) + y.shape[1:])
+    bound = completions.mean(axis=0)
     bound_mc_se = float(np.sqrt(np.mean(completions.var(axis=0, ddof=1) / DRAWS)))
-    log500 = np.log(x.std(axis=1, ddof=1))
+    log_all = log_sd(x, slice(None))
+    pool = next(iter(x.values())).shape[1]
 
     errors = {"naive": naive - y, "climatology": climatology - y, "emulator": mu - y, "bound": bound - y,
-              "oracle (log sigma_500)": log500 - y}
+              f"oracle (log sigma_{pool})": log_all - y}
     crps = {"naive": np.abs(naive - y), "climatology": np.abs(climatology - y), "emulator": gaussian_crps(mu, s, y),
             "bound": ensemble_crps(completions, y)}
-    table = {}
-    for name, e in errors.items():
-        table[name] = {"rmse": float(np.sqrt(np.mean(e ** 2))), "bias": float(e.mean())}
-        if name in crps:
-            table[name]["crps"] = float(crps[name].mean())
-    gap = (table["naive"]["rmse"] - table["emulator"]["rmse"]) / (table["naive"]["rmse"] - table["bound"]["rmse"])
+    table = scores(errors, crps)
+    gap = gap_closed(table)
+    per_channel = {}
+    for k, name in enumerate(channel_names(layout)):
+        row = scores({n: e[:, k] for n, e in errors.items()}, {n: c[:, k] for n, c in crps.items()})
+        per_channel[name] = {"scores": row, "gap closed": gap_closed(row),
+                             "emulator coverage 90": coverage(mu[:, k], s[:, k], y[:, k], Z90)}
     # Bootstrap over cycles (common blocks for the three squared-error series).
-    per_cycle = np.stack([(errors[k] ** 2).sum(axis=1) for k in ("naive", "emulator", "bound")], axis=1)
-    count = np.full_like(per_cycle, y.shape[1])
+    points = int(np.prod(y.shape[1:]))
+    per_cycle = np.stack([(errors[k] ** 2).reshape(C, -1).sum(axis=1) for k in ("naive", "emulator", "bound")],
+                         axis=1)
+    count = np.full_like(per_cycle, points)
     reps = np.sqrt(block_bootstrap_ratios(per_cycle, count, np.random.default_rng(0), samples=2000))
     gaps = (reps[:, 0] - reps[:, 1]) / (reps[:, 0] - reps[:, 2])
     gap_ci = [float(v) for v in np.quantile(gaps, [0.025, 0.975])]
@@ -175,21 +336,28 @@ def stage_evaluate(base: Path) -> dict[str, Any]:
                    "emulator PIT histogram (10 bins)": np.histogram(pits, bins=10, range=(0, 1))[0].tolist(),
                    "emulator mean predictive sd": float(s.mean())}
     # Per-cycle coverage spread: how much the coverage varies between blocks of cycles.
-    cov_reps = block_bootstrap_ratios((np.abs(mu - y) <= Z90 * s).sum(axis=1)[:, None], count[:, :1],
-                                      np.random.default_rng(1), samples=2000)
+    inside = (np.abs(mu - y) <= Z90 * s).reshape(C, -1).sum(axis=1)[:, None]
+    cov_reps = block_bootstrap_ratios(inside, count[:, :1], np.random.default_rng(1), samples=2000)
     calibration["emulator coverage 90, 95 % interval"] = [float(v) for v in np.quantile(cov_reps, [0.025, 0.975])]
     oracle = {"theory sd of log sigma_50": log_stddev_noise(N), "theory sd(sigma_50)/sigma": oracle_relative_sd(N),
               "theory sd of log sigma_5": log_stddev_noise(M), "theory sd(sigma_5)/sigma": oracle_relative_sd(M)}
-    cost = inference_cost(base, emulator, x[0, :M])
+    cost = inference_cost(base, case, emulator, {v: a[0, :M] for v, a in x.items()})
     result = {"test cycles": C, "points": int(y.size), "block length": default_block_length(C), "scores": table,
               "gap closed": gap, "gap closed 95 % interval": gap_ci, "bound Monte Carlo standard error": bound_mc_se,
-              "calibration": calibration, "oracle": oracle, "inference": cost,
+              "per channel": per_channel, "calibration": calibration, "oracle": oracle, "inference": cost,
               "emulator parameters": emulator.parameters}
-    plots(base, y, naive, mu, s, bound, completions, pits)
-    print(f"evaluate on {C} held-out cycles x 40 points, against log sigma_50:")
+    plots(base, case, y, naive, mu, s, bound, pits)
+    print(f"evaluate on {C} held-out cycles x {points} points, against log sigma_50:")
     print(f"  {'':<24}{'RMSE':>8}{'CRPS':>8}{'bias':>8}")
     for name, row in table.items():
         print(f"  {name:<24}{row['rmse']:>8.4f}{row.get('crps', math.nan):>8.4f}{row['bias']:>8.4f}")
+    if len(per_channel) > 1:
+        print(f"  per channel: {'':<10}{'naive':>8}{'clim':>8}{'emul.':>8}{'bound':>8}{'gap':>8}{'cov90':>8}")
+        for name, row in per_channel.items():
+            r = row["scores"]
+            print(f"  {name:<22}" + "".join(f"{r[k]['rmse']:>8.4f}" for k in ("naive", "climatology", "emulator",
+                                                                                 "bound"))
+                  + f"{100 * row['gap closed']:>7.1f}%{row['emulator coverage 90']:>8.3f}")
     print(f"  gap closed by the emulator: {100 * gap:.1f} % (95 % interval {100 * gap_ci[0]:.1f}-"
           f"{100 * gap_ci[1]:.1f} %); bound MC standard error {bound_mc_se:.4f}")
     print(f"  90 % interval coverage: emulator {calibration['emulator coverage 90']:.3f} (95 % interval "
@@ -198,14 +366,14 @@ def stage_evaluate(base: Path) -> dict[str, Any]:
           f"{calibration['bound coverage 90 (5-95 % of the completions)']:.3f}")
     print(f"  PIT histogram (10 bins): {calibration['emulator PIT histogram (10 bins)']}")
     print(f"  oracle floor: sd of log sigma_50 {oracle['theory sd of log sigma_50']:.4f} (Gaussian theory); "
-          f"RMSE of log sigma_50 against log sigma_500: {table['oracle (log sigma_500)']['rmse']:.4f}")
-    print(f"  inference {1e3 * cost['predict seconds']:.3f} ms per cycle, one 3D-Var analysis "
+          f"RMSE of log sigma_50 against log sigma_{pool}: {table[f'oracle (log sigma_{pool})']['rmse']:.4f}")
+    print(f"  inference {1e3 * cost['predict seconds']:.3f} ms per cycle, one {case.analysis} analysis "
           f"{1e3 * cost['analysis seconds']:.2f} ms: {100 * cost['ratio']:.1f} %", flush=True)
     return result
 
 
-def inference_cost(base: Path, emulator: Any, members: np.ndarray) -> dict[str, float]:
-    """Median time of Emulator.predict on one cycle's 5 members and of one member's 3D-Var analysis."""
+def inference_cost(base: Path, case: Case, emulator: Any, members: dict[str, np.ndarray]) -> dict[str, float]:
+    """Median time of Emulator.predict on one cycle's 5 members and of one member's analysis."""
     import torch
 
     from pyoops.apps import make_application
@@ -215,14 +383,14 @@ def inference_cost(base: Path, emulator: Any, members: np.ndarray) -> dict[str, 
     from pyoops.util.datetime import DateTime
 
     torch.set_num_threads(1)
-    emulator.predict({"x": members})
+    emulator.predict(members)
     times = []
     for _ in range(200):
         t0 = time.perf_counter()
-        emulator.predict({"x": members})
+        emulator.predict(members)
         times.append(time.perf_counter() - t0)
     app = make_application("cycle")
-    cfg = cycle_config(base / "scratch", 1, 5, TRAIN["seeds"], archive=False)
+    cfg = case.cycle_config(base, base / "scratch", 1, 5, case.train, case.fixed_stddev, archive=False)
     app.validate(load_config(cfg))
     e = app.experiment
     state = e.initial_experiment_state()
@@ -231,7 +399,7 @@ def inference_cost(base: Path, emulator: Any, members: np.ndarray) -> dict[str, 
     truth_at = e.advance_truth(truth, e.analysis_time(0), e.obs_times(w) + [e.analysis_time(0)])
     twin = e.observe(w, truth_at)
     setup = EDASetup(cfg["model plugin"], e.cost_config(0, twin.observer), cfg["variational"],
-                     {1: {"x": state["members"]["x"][0]}}, [twin.values], None, 1, ("cycle", 0))
+                     {1: {v: a[0] for v, a in state["members"].items()}}, [twin.values], None, 1, ("cycle", 0))
     analyse_members(setup, [1])
     analysis = []
     for _ in range(20):
@@ -242,24 +410,28 @@ def inference_cost(base: Path, emulator: Any, members: np.ndarray) -> dict[str, 
     return {"predict seconds": p, "analysis seconds": a, "ratio": p / a}
 
 
-def plots(base: Path, y: np.ndarray, naive: np.ndarray, mu: np.ndarray, s: np.ndarray, bound: np.ndarray,
-          completions: np.ndarray, pits: np.ndarray) -> None:
+def plots(base: Path, case: Case, y: np.ndarray, naive: np.ndarray, mu: np.ndarray, s: np.ndarray,
+          bound: np.ndarray, pits: np.ndarray) -> None:
+    """``eda_emulator_<model>.png``: the first held-out cycle along the first channel's first 40 points (the
+    Lorenz-96 ring; for QG one row of the first layer's streamfunction), and the PIT histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-    c = 0
-    xs = np.arange(y.shape[1])
+    c, k = 0, 0
+    row = slice(0, 40) if case.name == "lorenz96" else slice(10 * 40, 11 * 40)
+    xs = np.arange(40)
     ax = axes[0]
-    ax.fill_between(xs, np.exp(mu[c] - 1.645 * s[c]), np.exp(mu[c] + 1.645 * s[c]), color="C0", alpha=0.25,
+    m, sd = mu[c, k, row], s[c, k, row]
+    ax.fill_between(xs, np.exp(m - 1.645 * sd), np.exp(m + 1.645 * sd), color="C0", alpha=0.25,
                     label="emulator 90 %")
-    ax.plot(xs, np.exp(mu[c]), "C0-", label="emulator median")
-    ax.plot(xs, np.exp(naive[c]), "C1.:", label="naive rescaled sigma_5")
-    ax.plot(xs, np.exp(bound[c]), "C2--", label="bound E[.|F_5]")
-    ax.plot(xs, np.exp(y[c]), "k-", lw=1.5, label="sigma_50")
-    ax.set_xlabel("grid point")
+    ax.plot(xs, np.exp(m), "C0-", label="emulator median")
+    ax.plot(xs, np.exp(naive[c, k, row]), "C1.:", label="naive rescaled sigma_5")
+    ax.plot(xs, np.exp(bound[c, k, row]), "C2--", label="bound E[.|F_5]")
+    ax.plot(xs, np.exp(y[c, k, row]), "k-", lw=1.5, label="sigma_50")
+    ax.set_xlabel("grid point" if case.name == "lorenz96" else "grid point along the middle row, layer 1")
     ax.set_ylabel("background sigma")
     ax.set_title("first held-out cycle")
     ax.legend(fontsize="small")
@@ -268,28 +440,53 @@ def plots(base: Path, y: np.ndarray, naive: np.ndarray, mu: np.ndarray, s: np.nd
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xlabel("PIT of log sigma_50 under N(mu, s^2)")
     ax.set_title("emulator calibration (held-out cycles)")
-    fig.savefig(base / "eda_emulator_l96.png", dpi=100)
+    fig.savefig(base / f"eda_emulator_{'l96' if case.name == 'lorenz96' else case.name}.png", dpi=100)
     plt.close(fig)
 
 
-def stage_cycling(base: Path, cycles: int = 600, spin_up: int = 100) -> dict[str, Any]:
+def finished_series(directory: Path, cycles: int) -> tuple[np.ndarray, float] | None:
+    """The control's forecast RMSE of every cycle and the loop's seconds of a finished ``cycle`` run in
+    ``directory`` (its ``statistics.nc``), or None if it has not run all ``cycles``."""
+    import xarray as xr
+
+    path = directory / "statistics.nc"
+    if not (directory / "statistics.json").exists() or not path.exists():
+        return None
+    with xr.open_dataset(path) as stats:
+        if stats.sizes["cycle"] != cycles:
+            return None
+        return np.asarray(stats["forecast_rmse"].values), float(stats["seconds"].values.sum())
+
+
+def stage_cycling(base: Path, case: Case, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The three cycling runs (``only``: just those named, e.g. to run them in two processes); a run that has
+    finished before (all its cycles in its ``statistics.nc``) is read, not run again.  The comparison is made when
+    all three are there."""
     from pyoops.diagnostics.statistics import ratio_estimates
 
+    cycles, spin_up = case.cycling["cycles"], case.cycling["spin-up"]
+    run = {**case.test, **{k: v for k, v in case.cycling.items() if k == "truth spin-up"}}
     model = str(base / "emulator" / "emulator.pt")
-    runs = {"50-es": (50, {"calibration": {}}), "5-es": (5, {"calibration": {}}),
-            "ML-es from 5": (5, {"emulated stddev": {"model": model, "members": 5}})}
+    runs = {"50-es": (N, {"calibration": {}}), "5-es": (M, {"calibration": {}}),
+            "ML-es from 5": (M, {"emulated stddev": {"model": model, "members": M}})}
     series, seconds = {}, {}
     for name, (members, stddev) in runs.items():
-        cfg = cycle_config(base / "cycling" / name.replace(" ", "_"), cycles, members, TEST["seeds"], stddev,
-                           archive=False, spin_up=spin_up)
-        cfg["resume"] = False
-        t0 = time.perf_counter()
-        state = pyoops.run("cycle", cfg)["experiment"]
-        seconds[name] = time.perf_counter() - t0
-        series[name] = np.asarray(state.stats["forecast rmse"])[spin_up:]
-        print(f"cycling {name}: mean control forecast RMSE {series[name].mean():.4f} ({seconds[name]:.0f} s)",
+        directory = base / "cycling" / name.replace(" ", "_")
+        done = finished_series(directory, cycles)
+        if done is None and only is not None and name not in only:
+            continue
+        if done is None:
+            cfg = case.cycle_config(base, directory, cycles, members, run, stddev, archive=False, spin_up=spin_up)
+            cfg["resume"] = False
+            pyoops.run("cycle", cfg)
+            done = finished_series(directory, cycles)
+            assert done is not None, f"{directory}: the cycle run left no complete statistics"
+        series[name], seconds[name] = done[0][spin_up:], done[1]
+        print(f"cycling {name}: mean control forecast RMSE {series[name].mean():.4g} (loop {seconds[name]:.0f} s)",
               flush=True)
-    out: dict[str, Any] = {"cycles": cycles, "spin-up cycles": spin_up, "seconds": seconds, "methods": {}}
+    if len(series) < len(runs):
+        return {"cycles": cycles, "finished": sorted(series), "loop seconds": seconds}
+    out: dict[str, Any] = {"cycles": cycles, "spin-up cycles": spin_up, "loop seconds": seconds, "methods": {}}
     ref = series["50-es"] ** 2
     for name in ("5-es", "ML-es from 5"):
         est = ratio_estimates((series[name] ** 2)[:, None], ref[:, None], rng=np.random.default_rng(0),
@@ -301,12 +498,12 @@ def stage_cycling(base: Path, cycles: int = 600, spin_up: int = 100) -> dict[str
         print(f"  {name}: RMS forecast error change vs 50-es {100 * change:+.2f} % (95 % interval "
               f"{100 * lo:+.2f} to {100 * hi:+.2f} %)", flush=True)
     out["methods"]["50-es"] = {"rms forecast error": float(np.sqrt(np.mean(ref)))}
-    plot_cycling(base, series, out)
+    plot_cycling(base, case, series, out)
     return out
 
 
-def plot_cycling(base: Path, series: dict[str, np.ndarray], result: dict[str, Any]) -> None:
-    """``eda_emulator_cycling.png``: running 50-cycle RMS of the control's 6-h forecast error, and the change of
+def plot_cycling(base: Path, case: Case, series: dict[str, np.ndarray], result: dict[str, Any]) -> None:
+    """``eda_emulator_cycling[_qg].png``: running 50-cycle RMS of the control's 6-h forecast error, and the change of
     the RMS error against 50-es with its 95 % interval."""
     import matplotlib
 
@@ -330,14 +527,19 @@ def plot_cycling(base: Path, series: dict[str, np.ndarray], result: dict[str, An
     axes[1].axhline(0, color="k", lw=0.8)
     axes[1].set_ylabel("change in RMS forecast error vs 50-es [%]")
     axes[1].set_title("95 % block-bootstrap intervals")
-    fig.savefig(base / "eda_emulator_cycling.png", dpi=100)
+    fig.savefig(base / f"eda_emulator_cycling{'' if case.name == 'lorenz96' else '_' + case.name}.png", dpi=100)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=["data", "train", "evaluate", "cycling", "all"], default="all")
+    parser.add_argument("--model", choices=sorted(CASES), default="lorenz96")
     parser.add_argument("--directory", default="eda_emulator_out")
+    parser.add_argument("--data-runs", default="train,test",
+                        help="the data stage's runs, comma-separated (two processes may make one each)")
+    parser.add_argument("--cycling-runs", default=None,
+                        help="the cycling stage's runs to make, comma-separated (default: all three)")
     args = parser.parse_args(argv)
     base = Path(args.directory)
     base.mkdir(parents=True, exist_ok=True)
@@ -347,12 +549,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{pyoops.__version__}, {platform.machine()}, {os.cpu_count()} cpus; load average before: "
           "%.2f %.2f %.2f" % os.getloadavg(), flush=True)
     results_file = base / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     stages = ["data", "train", "evaluate", "cycling"] if args.stage == "all" else [args.stage]
+    case = CASES[args.model]
     for stage in stages:
-        results[stage] = globals()[f"stage_{stage}"](base)
-        results[stage]["load average after"] = list(os.getloadavg())
-        results_file.write_text(json.dumps(results, indent=1, default=float) + "\n")
+        if stage == "data":
+            result = stage_data(base, case, tuple(args.data_runs.split(",")))
+        elif stage == "cycling" and args.cycling_runs:
+            result = stage_cycling(base, case, tuple(args.cycling_runs.split(",")))
+        else:
+            result = globals()[f"stage_{stage}"](base, case)
+        result["load average after"] = list(os.getloadavg())
+        # Re-read before writing: another process may have recorded a stage (e.g. the other data run) meanwhile.
+        results = json.loads(results_file.read_text()) if results_file.exists() else {}
+        results[stage] = {**results.get(stage, {}), **result} if stage == "data" else result
+        scratch = results_file.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(results, indent=1, default=float) + "\n")
+        scratch.replace(results_file)
     print("load average after: %.2f %.2f %.2f" % os.getloadavg())
     return 0
 

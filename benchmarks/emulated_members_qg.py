@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyoops  # noqa: E402
+from pyoops.util.datetime import DateTime, Duration  # noqa: E402
 from emulated_members import (  # noqa: E402
     add_training_arguments,
     paired,
@@ -55,7 +56,6 @@ from emulated_members import (  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "output" / "emulated_members_qg"
 START = "2010-01-01T00:00:00Z"
-T0 = "2010-01-10T00:00:00Z"
 GEOMETRY = {"nx": 40, "ny": 20, "depths": [4500.0, 5500.0]}
 STATIC_B = {"covariance model": "SABER",
             "saber central block": {"saber block name": "diffusion", "horizontal length scale": 1.0e6},
@@ -66,16 +66,17 @@ STATIC_B = {"covariance model": "SABER",
 ROWS = ("full 20", "10 real", "10 + 10 flow", "10 + 10 resample", "10 + 10 static B")
 
 
-def initial_ensemble(directory: Path, members: int, seed: int) -> str:
-    """The truth at T0 plus ``members`` draws from the static B; returns the %mem% file template."""
+def initial_ensemble(directory: Path, members: int, seed: int, spin_up: str = "P9D") -> str:
+    """The truth after ``spin_up`` plus ``members`` draws from the static B; returns the %mem% file template."""
     directory.mkdir(parents=True, exist_ok=True)
     truth = str(directory / "truth.%date%.nc")
+    at = str(DateTime(START) + Duration(spin_up))
     pyoops.run("forecast", {"model plugin": "qg", "geometry": GEOMETRY, "model": {"name": "QG", "tstep": "PT1H"},
-                            "initial condition": _truth_init(), "forecast length": "P9D",
-                            "output": {"filename": truth, "first": "P9D", "frequency": "P1D"}})
+                            "initial condition": _truth_init(), "forecast length": spin_up,
+                            "output": {"filename": truth, "first": spin_up, "frequency": "P1D"}})
     template = str(directory / "ens.%mem%.nc")
     pyoops.run("gen-ens-pert-b", {"model plugin": "qg", "geometry": GEOMETRY,
-                                  "background": {"date": T0, "filename": truth.replace("%date%", T0)},
+                                  "background": {"date": at, "filename": truth.replace("%date%", at)},
                                   "background error": STATIC_B, "members": members, "seed": seed,
                                   "perturbed states": True, "output": {"filename": template}})
     return template

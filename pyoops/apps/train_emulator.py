@@ -80,6 +80,8 @@ class NetworkParameters(Parameters):
 
 class EmulatorParameters(Parameters):
     members: int = Field(5, ge=2, description="M, the members the emulator sees.")
+    variables: list[str] | None = Field(None, min_length=1, description="The variables whose sigma is emulated "
+                                        "(inputs and outputs; default: every variable of the geometry).")
     target_members: int | None = Field(None, ge=3, description="N, the ensemble size emulated (default: the "
                                                                 "archive's).")
     predictors: list[Literal["mean", "gradient"]] = Field(
@@ -130,7 +132,12 @@ class TrainEmulatorApplication(Application):
         from pyoops.emulators.features import GridLayout, number_of_predictors
 
         self._geometry = self.geometry(params.geometry)
-        self.layout = GridLayout.from_geometry(self._geometry, list(self._geometry.variables))
+        known = list(self._geometry.variables)
+        variables = params.emulator.variables or known
+        unknown = [v for v in variables if v not in known]
+        if unknown:
+            raise ConfigError(f"the geometry has no variable(s) {unknown}; it has {known}", "emulator.variables")
+        self.layout = GridLayout.from_geometry(self._geometry, variables)
         from pyoops.emulators.network import GridConvNet, parameter_count
 
         e = params.emulator

@@ -136,14 +136,13 @@ class StdDev(SaberOuterBlock):
         if params.members != emulator.members:
             raise ConfigError(f"the emulator {params.model} takes {emulator.members} members, not {params.members}",
                               join_path(path, "members"))
-        missing = [v for v in emulator.layout.variables if v not in self.variables]
-        if missing or tuple(self.geometry.field_shape(self.variables[0])) != emulator.layout.shape:
-            raise ConfigError(f"the emulator {params.model} is for variables {list(emulator.layout.variables)} on "
-                              f"fields of shape {emulator.layout.shape}; this block has {list(self.variables)} of "
-                              f"shape {self.geometry.field_shape(self.variables[0])}", join_path(path, "model"))
+        if tuple(self.geometry.field_shape(self.variables[0])) != emulator.layout.shape:
+            raise ConfigError(f"the emulator {params.model} is for fields of shape {emulator.layout.shape}; this "
+                              f"block's are {self.geometry.field_shape(self.variables[0])}", join_path(path, "model"))
         extra = [v for v in self.variables if v not in emulator.layout.variables]
         if extra:
-            raise ConfigError(f"the emulator {params.model} gives no σ for {extra}", join_path(path, "model"))
+            raise ConfigError(f"the emulator {params.model} gives no σ for {extra} (it emulates "
+                              f"{list(emulator.layout.variables)})", join_path(path, "model"))
         ensemble = self.context.ensemble
         if ensemble is None:
             raise ConfigError("needs an ensemble (its first members are the emulator's input): give 'ensemble' in "
@@ -151,10 +150,16 @@ class StdDev(SaberOuterBlock):
         if self.context.ensemble_is_perturbations and emulator.features:
             raise ConfigError(f"the emulator uses the members' {', '.join(emulator.features)}, which perturbations "
                               "('ensemble pert') do not carry", path)
+        # The emulator's input is every variable it was trained on (it may emulate more than this block uses,
+        # e.g. a QG emulator of x, q, u and v feeding a StdDev of x): the ensemble must carry them all.
+        absent = [v for v in emulator.layout.variables if v not in ensemble]
+        if absent:
+            raise ConfigError(f"the emulator {params.model} reads the members' {list(emulator.layout.variables)}; "
+                              f"the ensemble has no {absent}", join_path(path, "model"))
         n = next(iter(ensemble.values())).shape[0]
         if n < params.members:
             raise ConfigError(f"the ensemble has {n} members, fewer than {params.members}", join_path(path, "members"))
-        sigma = emulator.stddev({v: np.asarray(ensemble[v])[: params.members] for v in self.variables},
+        sigma = emulator.stddev({v: np.asarray(ensemble[v])[: params.members] for v in emulator.layout.variables},
                                 params.statistic)
         self.sigma = FieldSet({v: sigma[v] for v in self.variables}, copy=False)
         self._check(path)
