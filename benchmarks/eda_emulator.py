@@ -538,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--directory", default="eda_emulator_out")
     parser.add_argument("--data-runs", default="train,test",
                         help="the data stage's runs, comma-separated (two processes may make one each)")
+    parser.add_argument("--cycling-cycles", type=int, default=None,
+                        help="cycles of each cycling run (default: the model's, 600 for Lorenz-96, 540 for QG)")
     parser.add_argument("--cycling-runs", default=None,
                         help="the cycling stage's runs to make, comma-separated (default: all three)")
     args = parser.parse_args(argv)
@@ -551,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     results_file = base / "results.json"
     stages = ["data", "train", "evaluate", "cycling"] if args.stage == "all" else [args.stage]
     case = CASES[args.model]
+    if args.cycling_cycles:
+        case.cycling = {**case.cycling, "cycles": args.cycling_cycles}
     for stage in stages:
         if stage == "data":
             result = stage_data(base, case, tuple(args.data_runs.split(",")))

@@ -1229,9 +1229,13 @@ class CycleExperiment:
                          self._group_of_obs(twin), sf, sa)
 
     def _inflate_members(self, members: dict[str, np.ndarray], lam: np.ndarray) -> dict[str, np.ndarray]:
-        """Prior inflation: perturbations about the mean times :math:`\\sqrt{\\lambda_g}` per grid point."""
+        """Prior inflation: perturbations about the mean times :math:`\\sqrt{\\lambda_g}` per grid point (``lam`` one
+        value per point of the field, or one global value)."""
         out = {}
         for v, a in members.items():
+            if lam.size not in (1, a[0].size):
+                raise ValueError(f"inflation of {v!r}: {lam.size} values for a field of {a[0].size} points "
+                                 "(one per point, or one global value)")
             factor = np.sqrt(lam).reshape(a.shape[1:]) if lam.size == a[0].size else np.sqrt(lam.reshape(-1)[0])
             mean = a.mean(axis=0)
             out[v] = mean + factor * (a - mean)
