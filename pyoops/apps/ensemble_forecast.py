@@ -1,10 +1,25 @@
-"""``pyoops ensemble-forecast``: advance every member of an ensemble in one batched forecast.
+"""``pyoops ensemble-forecast``: advance every member of an ensemble in batched forecasts, serially or in parallel.
 
-The members are read into one State whose arrays have a leading member axis, and
-the model advances them all in one call per time step (the model's ``step`` acts on
-batched FieldSets, as DAPPER's ensembles are arrays).  A model whose step acts
-member by member (as the interface test kit's batched-forecast test requires) gives
-bitwise the same members as one forecast per member.  YAML::
+The members are read into arrays with a leading member axis and cut into *forecast
+batches* (:func:`forecast_batches`): the model advances the members of a batch in one
+call per time step (the model's ``step`` acts on batched FieldSets, as DAPPER's
+ensembles are arrays).  A model whose step acts member by member (as the interface test
+kit's batched-forecast test requires) gives bitwise the same members as one forecast
+per member.
+
+The batches depend only on the number of members, the size of a member and
+``batch size``, never on the ``parallel`` engine: the executor
+(:mod:`pyoops.ensemble.executors`) hands each task whole batches (``min(batches, workers
+x tasks per worker)`` tasks of nearly equal numbers of batches), a task forecasts its
+batches one after the other with :func:`forecast_task` (a module-level function that
+returns NumPy arrays), and the serial engine runs the same function on all the batches
+in the calling process.  Every member is therefore computed by the same arithmetic
+(the same batch) whatever the engine and the number of workers: members, mean, spread
+and the summary are bitwise identical to the serial run's, even for a model whose
+batched arithmetic depends on which members share a batch (QG on small grids, whose
+wall correction is a matrix product over the batch).  The tasks return the members at
+the output times and at the end; the calling process writes every output file, as the
+serial run does.  YAML::
 
     model plugin: lorenz96
     geometry: {resol: 40}
@@ -20,17 +35,23 @@ bitwise the same members as one forecast per member.  YAML::
       frequency: PT6H
     output mean: {filename: out/fc.mean.%date%.nc, frequency: PT6H}
     output spread: {filename: out/fc.spread.%date%.nc, frequency: PT6H}
+    batch size: 10                # members per batched forecast (default: about 65536 values a batch)
+    parallel: {engine: processes, workers: 2}   # serial (default) | processes | dask, as for eda and cycle
 
 ``%mem%`` in an output file name is replaced by the member's number as the input
 numbered it (``start`` and ``zero padding`` of ``members from template``, else
 1, 2, ...); without ``%mem%`` all members go to one file with a ``member``
 dimension.  Outputs follow ``frequency``/``first`` as in ``pyoops forecast`` (default:
 the final time only).  The spread is the standard deviation with :math:`N - 1`.
+
+Memory: the members at every output time are held until the tasks are done (they come
+back together), so the ensemble is checked to fit ``2 + output times`` times in memory.
 """
 
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,14 +60,15 @@ from pydantic import Field
 from pyoops.apps.base import Application, ApplicationParameters, specialise, union_of_parameters
 from pyoops.apps.forecast import OutputParameters, StateWriter, check_output_times
 from pyoops.assimilation.costfunction import VariableName
-from pyoops.config.parameters import DurationField, Parameters
+from pyoops.config.parameters import DurationField, Parameters, validate
+from pyoops.ensemble.executors import MemberExecutor, ParallelParameters, member_chunks
 from pyoops.util.sizes import check_members, end_date, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import check_same_geometry, write_fields
 from pyoops.generic.ensemble import EnsembleSourceParameters, member_filenames, read_ensemble
-from pyoops.generic.forecast import forecast, number_of_steps
+from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
 from pyoops.registry import ModelPlugin
-from pyoops.util.datetime import DateTime
+from pyoops.util.datetime import DateTime, Duration
 from pyoops.util.errors import ConfigError, join_path
 from pyoops.util.variables import Variables
 
@@ -55,6 +77,8 @@ __all__ = [
     "EnsembleForecastParameters",
     "EnsembleWriter",
     "ensemble_date",
+    "forecast_batches",
+    "forecast_task",
     "ensemble_mean",
     "ensemble_spread",
     "member_labels",
@@ -197,13 +221,19 @@ class EnsembleForecastParameters(ApplicationParameters):
     output: OutputParameters | None = Field(None, description="Member files: %mem% and %date% are replaced.")
     output_mean: OutputParameters | None = Field(None, description="Ensemble mean files.")
     output_spread: OutputParameters | None = Field(None, description="Ensemble standard deviation files.")
+    batch_size: int | None = Field(
+        None, gt=0, description="Members advanced together in one batched forecast (default: as many as hold "
+                                "about 65536 grid values, at least one). The batches, not the engine, fix the "
+                                "arithmetic: results do not depend on 'parallel'.")
+    parallel: ParallelParameters = Field(default_factory=ParallelParameters,
+                                         description="Executor of the forecast batches (as for eda and cycle).")
 
 
 class EnsembleForecastApplication(Application):
     """Batched forecast of all members: ``initial condition`` → ``forecast length`` → outputs."""
 
     name = "ensemble-forecast"
-    summary = "advance every member of an ensemble in one batched forecast"
+    summary = "advance every member of an ensemble in batched forecasts, serially or in parallel"
     Parameters = EnsembleForecastParameters
 
     def validate_plugins(self, params: EnsembleForecastParameters) -> None:
@@ -219,7 +249,7 @@ class EnsembleForecastApplication(Application):
             number_of_steps(params.forecast_length, model.time_resolution)
         except ConfigError as exc:
             raise ConfigError(exc.message, "forecast length") from None
-        end_date(self._date, params.forecast_length, "forecast length")
+        end = end_date(self._date, params.forecast_length, "forecast length")
         n = member_count(params.initial_condition) or 1
         one = state_bytes(geometry, self._variables)
         for key in ("output", "output_mean", "output_spread"):
@@ -231,6 +261,16 @@ class EnsembleForecastApplication(Application):
             size = one * n if members and "%mem%" not in option.filename else one
             check_output_times(option, params.forecast_length, model.time_resolution, key.replace("_", " "),
                                files_per_time=per_time, bytes_each=size)
+        source = member_count(params.initial_condition)
+        if source is not None:  # the members at every output time come back together (see the module docs)
+            writers = [EnsembleWriter(o) for o in (params.output, params.output_mean, params.output_spread)
+                       if o is not None]
+            for w in writers:
+                w.initialize(SimpleNamespace(time=self._date), end, model.time_resolution)
+            count = len(record_times(writers, self._date, params.forecast_length, model.time_resolution))
+            if count > 1:
+                check_members(source, geometry, self._variables, member_count_path(params.initial_condition,
+                              "initial condition"), copies=2 + count)
         self._geometry, self._model = geometry, model
 
     def run(self, params: EnsembleForecastParameters) -> dict[str, Any]:
@@ -239,7 +279,7 @@ class EnsembleForecastApplication(Application):
         n = next(iter(fields.values())).shape[0]
         labels = member_labels(params.initial_condition, n)
         state = self.plugin.state(self._geometry, fields, self._date)
-        writers = []
+        writers: list[EnsembleWriter] = []
         if params.output is not None:
             writers.append(EnsembleWriter(params.output, "members", labels))
         if params.output_mean is not None:
@@ -247,18 +287,112 @@ class EnsembleForecastApplication(Application):
         if params.output_spread is not None:
             writers.append(EnsembleWriter(params.output_spread, "spread"))
         initial_spread = _rms_spread(state.fields)
-        logger.info("Ensemble forecast of %d members from %s", n, state.time)
-        forecast(self._model, state, params.forecast_length, writers)
-        final_spread = _rms_spread(state.fields)
-        logger.info("Final %s: mean norm %.12g, spread %.6g", state.time, ensemble_mean(state.fields).rms(),
+        step = self._model.time_resolution
+        end = state.time + params.forecast_length
+        for w in writers:
+            w.initialize(state, end, step)
+        times = record_times(writers, state.time, params.forecast_length, step)
+        batches = forecast_batches(n, state_bytes(self._geometry, self._variables) / 8.0, params.batch_size)
+        with MemberExecutor(params.parallel) as executor:
+            groups = member_chunks(len(batches), executor.ntasks)
+            logger.info("Ensemble forecast of %d members from %s: %d batches, %d tasks, engine %s", n, state.time,
+                        len(batches), len(groups), executor.engine)
+            tasks = []
+            for group in groups:
+                members = [m for b in group for m in batches[b]]
+                first = members[0]
+                tasks.append({"model plugin": params.model_plugin, "geometry": dict(params.geometry),
+                              "model": dict(params.model), "time": str(state.time),
+                              "length": str(params.forecast_length), "record": [str(t) for t in times],
+                              "fields": {v: np.asarray(a[first:first + len(members)]) for v, a in fields.items()},
+                              "batches": [[m - first for m in batches[b]] for b in group]})
+            parts = executor.map(forecast_task, tasks)
+        recorded = {str(t): FieldSet({v: np.concatenate([p[str(t)][v] for p in parts]) for v in fields},
+                                     copy=False) for t in times}
+        del parts
+        for t in times:  # the writers see the states in time order, as during a forecast
+            at = self.plugin.state(self._geometry, recorded[str(t)], t)
+            for w in writers:
+                w.process(at)
+        final = self.plugin.state(self._geometry, recorded[str(end)], end)
+        for w in writers:
+            w.finalize(final)
+        final_spread = _rms_spread(final.fields)
+        logger.info("Final %s: mean norm %.12g, spread %.6g", final.time, ensemble_mean(final.fields).rms(),
                     final_spread)
-        return {"members": n, "final date": str(state.time), "initial spread": initial_spread,
+        return {"members": n, "final date": str(final.time), "initial spread": initial_spread,
                 "final spread": final_spread, "outputs": [name for w in writers for name in w.written],
-                "state": state}
+                "state": final}
 
     def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:
         return specialise(EnsembleForecastParameters, "EnsembleForecastParameters",
                           geometry=self.geometry_schema_type(plugin), model=union_of_parameters(self.registry.model))
+
+
+# The forecast tasks ------------------------------------------------------------------------------
+#: Grid values (members x values of a member) of a default forecast batch: batching pays while batches are small
+#: (Lorenz-96: 20x for 40 members of 40 values) and is neutral for large states (QG, docs/benchmarks.rst).
+BATCH_VALUES = 1 << 16
+
+
+def forecast_batches(nmembers: int, member_values: float, batch_size: int | None = None) -> list[list[int]]:
+    """Members ``0..nmembers-1`` in contiguous batches of at most ``batch_size`` members (sizes differ by 1 at most).
+
+    The default ``batch_size`` is ``BATCH_VALUES // member_values`` (at least 1).  The
+    batches depend on nothing else (never on the engine or the workers).
+    """
+    size = batch_size or max(1, int(BATCH_VALUES // max(1.0, float(member_values))))
+    return member_chunks(nmembers, -(-int(nmembers) // int(size)))
+
+
+def record_times(writers: list[Any], start: DateTime, length: Duration, step: Duration) -> list[DateTime]:
+    """The model times at which a writer (already initialised) is due, and the end time, in order."""
+    end = start + length
+    nsteps = int(round(length / step))
+    due = [w for w in writers if w.output.frequency is not None]
+    times = [start + step * k for k in range(nsteps) if any(w._due(start + step * k) for w in due)] if due else []
+    return times + [end]
+
+
+def _copy(fields: Any) -> dict[str, np.ndarray]:
+    """C-ordered float64 copies (NumPy's reductions over the member axis depend on the memory order)."""
+    return {v: np.array(a, dtype=np.float64, order="C") for v, a in fields.items()}
+
+
+class _Recorder(PostProcessor):
+    def __init__(self, times: Any):
+        self.times = set(times)
+        self.states: dict[str, dict[str, np.ndarray]] = {}
+
+    def process(self, state: Any) -> None:
+        if state.time in self.times:
+            self.states[str(state.time)] = _copy(state.fields)
+
+
+def forecast_task(task: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """Executor task: forecast the batches of some members, one after the other (module level, picklable).
+
+    ``task``: ``model plugin``, ``geometry`` and ``model`` (configurations), ``time`` and
+    ``length`` (ISO strings), ``record`` (the times to return), ``fields`` (the task's
+    members stacked) and ``batches`` (lists of rows of ``fields``, contiguous, in order).
+    Returns, for each recorded time, the task's members (C-ordered float64 arrays).
+    """
+    from pyoops.registry import get_registry
+
+    registry = get_registry()
+    plugin = registry.model_plugin(task["model plugin"])
+    geometry = plugin.geometry(validate(plugin.geometry.Parameters, task["geometry"], "geometry"))
+    factory = registry.model
+    model = factory.maker_for(task["model"], "model")(factory.parameters(task["model"], "model"), geometry)
+    times = [DateTime(t) for t in task["record"]]
+    parts = []
+    for batch in task["batches"]:
+        fields = FieldSet(_copy({v: a[batch] for v, a in task["fields"].items()}), copy=False)
+        state = plugin.state(geometry, fields, DateTime(task["time"]))
+        rec = _Recorder(times)
+        forecast(model, state, Duration(task["length"]), [rec], show_progress=False)
+        parts.append(rec.states)
+    return {str(t): {v: np.concatenate([p[str(t)][v] for p in parts]) for v in task["fields"]} for t in times}
 
 
 def _rms_spread(fields: FieldSet) -> float:

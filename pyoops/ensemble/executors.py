@@ -1,10 +1,12 @@
 """Run ensemble members through an executor: serially, in local processes, or on a dask cluster.
 
-The ``parallel`` section of the ensemble applications (``eda``, ``cycle``)::
+The ``parallel`` section of the ensemble applications (``eda``, ``cycle``, ``ensemble-forecast``)::
 
     parallel:
       engine: serial          # serial | processes | dask
       workers: 2              # processes: pool size; dask: workers of the LocalCluster started
+      tasks per worker: 1     # chunks of members per worker
+      processes: true         # dask LocalCluster: worker processes (true) or threads (false)
       scheduler: tcp://127.0.0.1:8786   # dask only: use this running scheduler instead of a LocalCluster
 
 Work is cut into *tasks*, each a chunk of members (:func:`member_chunks`), and every
@@ -13,6 +15,25 @@ A task computes each of its members independently (seeded random streams are
 derived from the member number, never from the order of execution), so the
 results are bitwise identical whatever the engine and the number of workers:
 the serial engine runs the very same function in the calling process.
+
+Chunking rule: an ensemble of ``N`` members (or ``N`` units of work, such as the
+forecast batches of ``ensemble-forecast``) is cut into ``min(N, workers x tasks per
+worker)`` contiguous chunks whose sizes differ by at most one (:attr:`MemberExecutor.ntasks`);
+the serial engine makes one chunk.  Each chunk is one task: one pickled message to a
+worker and one result back, so a task carries many members and the per-task overhead
+(pickling, the round trip to the worker, dask's scheduling, the transfer of the members'
+arrays) is paid ``workers x tasks per worker`` times per map, never once per member.
+``tasks per worker`` above 1 balances members of unequal cost at the price of more
+messages; there are never more chunks than members, so no worker gets an empty task.
+
+Threads: the workers of ``processes`` and of a dask ``LocalCluster`` of processes share
+the machine's cores, so each limits its BLAS and OpenMP thread pools to one thread
+(:func:`limit_worker_threads`, with :mod:`threadpoolctl`: the process pool's initializer, a
+dask worker plugin, and a check at the start of every task that one of them ran); ``workers``
+processes then use ``workers`` cores, not ``workers`` times the cores.  The calling
+process (the serial engine), the threads of ``processes: false`` (which share the
+calling process and its thread pools) and the workers of a given ``scheduler``
+(started and configured by whoever runs them) are left as they are.
 
 ``processes`` uses :class:`concurrent.futures.ProcessPoolExecutor`; ``dask`` a
 ``distributed.Client``, connected to ``scheduler`` when given, or to a
@@ -32,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
@@ -41,8 +63,8 @@ from pydantic import Field, model_validator
 from pyoops.config.parameters import Parameters
 from pyoops.util.errors import ConfigError
 
-__all__ = ["CONNECT_TIMEOUT", "MemberExecutor", "ParallelParameters", "check_scheduler", "make_executor",
-           "member_chunks"]
+__all__ = ["CONNECT_TIMEOUT", "MemberExecutor", "ParallelParameters", "check_scheduler", "limit_worker_threads",
+           "make_executor", "member_chunks"]
 
 logger = logging.getLogger("pyoops")
 
@@ -131,6 +153,53 @@ def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
                       "cluster", "parallel.scheduler")
 
 
+#: Environment variables read by BLAS and OpenMP runtimes when they load, set to 1 in worker processes.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+_thread_limits: Any = None
+
+
+def limit_worker_threads() -> None:
+    """One BLAS/OpenMP thread in this (worker) process.
+
+    The thread pools of the libraries already loaded are limited with
+    :func:`threadpoolctl.threadpool_limits`; the environment variables of
+    :data:`THREAD_VARIABLES` are set to 1 for the libraries loaded later (SciPy's own
+    OpenBLAS is loaded at its first ``scipy.linalg`` import, say).  Called in worker
+    processes only: in the calling process it would slow down its own BLAS.
+    """
+    global _thread_limits
+    for name in THREAD_VARIABLES:
+        os.environ[name] = "1"
+    from threadpoolctl import threadpool_limits
+
+    _thread_limits = threadpool_limits(limits=1)  # kept: the limits hold as long as the process
+
+
+class _OneThreadPlugin:
+    """dask worker plugin: :func:`limit_worker_threads` when a worker (process) starts (mixed with
+    ``distributed``'s ``WorkerPlugin`` when registered, so that importing this module does not import dask)."""
+
+    name = "pyoops-one-thread"
+    idempotent = True
+
+    def setup(self, worker: Any) -> None:
+        limit_worker_threads()
+
+
+class _InWorker:
+    """Picklable ``task -> func(task)`` that limits the worker's threads first (cheap once limited)."""
+
+    def __init__(self, func: Callable[..., Any]):
+        self.func = func
+
+    def __call__(self, task: Any) -> Any:
+        if _thread_limits is None:
+            limit_worker_threads()
+        return self.func(task)
+
+
 def member_chunks(nmembers: int, nchunks: int) -> list[list[int]]:
     """Members ``0..nmembers-1`` cut into at most ``nchunks`` contiguous, nearly equal chunks."""
     nchunks = max(1, min(int(nchunks), int(nmembers)))
@@ -165,6 +234,8 @@ class MemberExecutor:
         self._client: Any = None
         self._cluster: Any = None
         self._started = False
+        #: Whether tasks run in worker processes of this machine that limit their threads to one.
+        self.limits_threads = False
 
     # Life cycle ---------------------------------------------------------------------------
     @property
@@ -192,7 +263,8 @@ class MemberExecutor:
         if self.engine == "processes":
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=limit_worker_threads)
+            self.limits_threads = True
         elif self.engine == "dask":
             try:
                 from distributed import Client, LocalCluster
@@ -212,12 +284,23 @@ class MemberExecutor:
                     self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                                  processes=self.params.processes, dashboard_address=":0")
                     self._client = Client(self._cluster, set_as_default=False)
+                    if self.params.processes:
+                        self._register_thread_limits()
                 except Exception as exc:
                     self.close()
                     raise ConfigError(f"cannot start a local dask cluster of {self.workers} workers: "
                                       f"{_reason(exc)}", "parallel.engine") from None
             logger.info("dask: %s", self._client)
         return self
+
+    def _register_thread_limits(self) -> None:
+        """Run :func:`limit_worker_threads` in every worker of the local cluster (and in those it restarts)."""
+        from distributed.diagnostics.plugin import WorkerPlugin
+
+        plugin = type("OneThreadPlugin", (_OneThreadPlugin, WorkerPlugin), {})()
+        register = getattr(self._client, "register_plugin", None) or self._client.register_worker_plugin
+        register(plugin, name=_OneThreadPlugin.name)
+        self.limits_threads = True
 
     def close(self) -> None:
         """Shut the worker pool (or the dask client and cluster) down; waits for running tasks."""
@@ -231,6 +314,7 @@ class MemberExecutor:
             self._cluster.close()
             self._cluster = None
         self._started = False
+        self.limits_threads = False
 
     def __enter__(self) -> "MemberExecutor":
         return self.start()
@@ -245,6 +329,8 @@ class MemberExecutor:
         if self.engine == "serial" or len(tasks) == 0:
             return [func(t) for t in tasks]
         self.start()
+        if self.limits_threads:
+            func = _InWorker(func)
         if self.engine == "processes":
             return list(self._pool.map(func, tasks))
         futures = self._client.map(func, tasks, pure=False)

@@ -49,7 +49,7 @@ APPLICATIONS: tuple[tuple[str, str, str], ...] = (
     ("variational", "pyoops.apps.variational:VariationalApplication",
      "incremental 3D-Var, 3D/4D-FGAT, 4D-Var, 4D-Ens-Var (hybrid through the SABER Hybrid block)"),
     ("ensemble-forecast", "pyoops.apps.ensemble_forecast:EnsembleForecastApplication",
-     "advance every member of an ensemble in one batched forecast"),
+     "advance every member of an ensemble in batched forecasts, serially or in parallel"),
     ("letkf", "pyoops.apps.letkf:LocalEnsembleDAApplication",
      "local ensemble DA: LETKF or GETKF analysis of an ensemble (3-D or 4-D H(x))"),
     ("cycle", "pyoops.apps.cycle:CycleApplication",

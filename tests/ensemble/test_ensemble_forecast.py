@@ -136,8 +136,110 @@ def test_member_written_on_another_geometry(workdir, io, cli):
     other = plugin.geometry({"resol": 20})
     plugin.state(other, FieldSet({"x": np.ones(20)}), T0).write("other.nc")
     cfg = config({"filename": "out/fc.%mem%.nc"})
-    cfg["initial condition"] = {"members": [{"date": T0, "filename": "ens.001.nc"}, {"date": T0, "filename": "other.nc"}]}
+    cfg["initial condition"] = {"members": [{"date": T0, "filename": "ens.001.nc"},
+                                            {"date": T0, "filename": "other.nc"}]}
     io.write_yaml("bad.yaml", cfg)
     code, out, err = cli("ensemble-forecast", "bad.yaml")
     assert code == 2 and len(err) == 1, err
     assert "other.nc" in err[0] and "another geometry" in err[0]
+
+
+# The parallel section: processes and dask give the serial run's members and statistics, bit for bit ----------------
+def _all_outputs(directory: Path) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for path in sorted(directory.rglob("*.nc")):
+        with netCDF4.Dataset(path) as ds:
+            out[str(path.relative_to(directory))] = {name: np.array(var[:]) for name, var in ds.variables.items()}
+    return out
+
+
+def _same_runs(base: Path, cfg: dict, engines: list[dict], caplog: pytest.LogCaptureFixture) -> None:
+    """``cfg`` (outputs under ``out/``) run serially and with each of ``engines``: the same files and summary."""
+    runs = []
+    caplog.set_level("INFO", logger="pyoops")
+    for k, parallel in enumerate([None] + engines):
+        run = dict(cfg, **({"parallel": parallel} if parallel else {}))
+        run = {key: (dict(value, filename=f"run{k}/{value['filename']}") if key.startswith("output") else value)
+               for key, value in run.items()}
+        caplog.clear()
+        summary = pyoops.run("ensemble-forecast", run)
+        engine = (parallel or {}).get("engine", "serial")
+        assert any(f"tasks, engine {engine}" in r.getMessage() and (engine == "serial" or " 1 tasks" not in
+                   r.getMessage()) for r in caplog.records), [r.getMessage() for r in caplog.records]
+        runs.append((summary, _all_outputs(base / f"run{k}")))
+    serial, files = runs[0]
+    assert len(files) > 3
+    for k, (summary, other) in enumerate(runs[1:], start=1):
+        assert summary["outputs"] == [name.replace("run0/", f"run{k}/") for name in serial["outputs"]]
+        assert summary["initial spread"] == serial["initial spread"]
+        assert summary["final spread"] == serial["final spread"]  # bitwise
+        for var, a in serial["state"].fields.items():
+            assert np.array_equal(summary["state"].fields[var], a)
+        assert other.keys() == files.keys()
+        for name, variables in files.items():
+            for var, a in variables.items():
+                assert np.array_equal(other[name][var], a), (name, var)
+
+
+ENGINES = [{"engine": "processes", "workers": 2},
+           {"engine": "dask", "workers": 2, "processes": False}]
+
+
+def test_forecast_batches_do_not_depend_on_the_engine() -> None:
+    from pyoops.apps.ensemble_forecast import forecast_batches
+
+    assert forecast_batches(7, 40.0, 2) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert forecast_batches(40, 40.0) == [list(range(40))]          # Lorenz-96: one batch, as before
+    assert forecast_batches(4, 102400.0) == [[0], [1], [2], [3]]    # QG 160 x 80, four variables: one member each
+
+
+def test_processes_and_dask_equal_serial_lorenz96(workdir, io, caplog):
+    pytest.importorskip("distributed")
+    make_members(io, n=7, pattern="ens.{k:03d}.nc")
+    cfg = config({"filename": "out/fc.%mem%.%date%.nc", "frequency": "PT12H"},
+                 **{"output mean": {"filename": "out/mean.%date%.nc", "frequency": "PT6H"},
+                    "output spread": {"filename": "out/spread.nc"}, "batch size": 2})
+    cfg["initial condition"]["members from template"]["nmembers"] = 7
+    _same_runs(workdir, cfg, ENGINES, caplog)
+
+
+def test_processes_and_dask_equal_serial_qg(workdir, caplog):
+    """QG on a tiny grid, whose batched arithmetic depends on the batch (a batch of one member differs in the last
+    bit): the batches are the same for every engine, so the members are too."""
+    pytest.importorskip("distributed")
+    from pyoops.fields.fieldset import FieldSet
+    from pyoops.registry import get_registry
+
+    geometry = {"nx": 16, "ny": 9, "depths": [4500.0, 5500.0]}
+    pyoops.run("forecast", {"model plugin": "qg", "geometry": geometry, "model": {"name": "QG", "tstep": "PT1H"},
+                            "initial condition": {"date": T0, "analytic init": {
+                                "method": "baroclinic-instability", "perturbation": 2.0}},
+                            "forecast length": "PT0S", "output": {"filename": "x0.nc"}})
+    plugin = get_registry().model_plugin("qg")
+    geom = plugin.geometry(geometry)
+    with netCDF4.Dataset("x0.nc") as ds:
+        x0 = np.array(ds["x"][:])
+    rng = np.random.default_rng(3)
+    for k in range(1, 6):
+        plugin.state(geom, FieldSet({"x": x0 + 1e5 * rng.standard_normal(x0.shape)}), T0).write(f"qg.{k}.nc")
+    cfg = {"model plugin": "qg", "geometry": geometry, "model": {"name": "QG", "tstep": "PT1H"},
+           "variables": ["x"],
+           "initial condition": {"members from template": {"template": {"date": T0, "filename": "qg.%mem%.nc"},
+                                                           "pattern": "%mem%", "nmembers": 5}},
+           "forecast length": "PT6H", "batch size": 2,
+           "output": {"filename": "out/fc.%mem%.%date%.nc", "frequency": "PT3H"},
+           "output mean": {"filename": "out/mean.nc"}, "output spread": {"filename": "out/spread.nc"}}
+    _same_runs(workdir, cfg, ENGINES, caplog)
+
+
+@pytest.mark.parametrize("parallel, key", [
+    ({"engine": "processes", "wrokers": 2}, "parallel.wrokers"),
+    ({"engine": "threads"}, "parallel.engine"),
+    ({"engine": "processes", "workers": 0}, "parallel.workers"),
+    ({"engine": "processes", "tasks per worker": -1}, "parallel.tasks per worker"),
+])
+def test_bad_parallel_key_is_named(parallel, key, workdir, io):
+    make_members(io)
+    with pytest.raises(ConfigError) as info:
+        pyoops.run("ensemble-forecast", config(parallel=parallel), validate_only=True)
+    assert info.value.path == key, str(info.value)

@@ -104,3 +104,32 @@ def test_parallel_section_errors() -> None:
         validate(ParallelParameters, {"engine": "processes", "workers": 0}, "parallel")
     cfg = copy.deepcopy(ParallelParameters().model_dump())
     assert cfg["engine"] == "serial"
+
+
+def _thread_counts(_: int) -> tuple[int, list[int], bool]:
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    import pyoops.ensemble.executors as executors
+
+    limited = executors._thread_limits is not None and os.environ.get("OPENBLAS_NUM_THREADS") == "1"
+    return os.getpid(), [lib["num_threads"] for lib in threadpool_info()], limited
+
+
+@pytest.mark.parametrize("parallel", [{"engine": "processes", "workers": 2},
+                                      {"engine": "dask", "workers": 2, "processes": True}])
+def test_worker_processes_use_one_blas_thread(parallel: dict[str, Any]) -> None:
+    """Workers share the cores: each limits its BLAS/OpenMP pools to one thread; the calling process keeps its own."""
+    if parallel["engine"] == "dask":
+        pytest.importorskip("distributed")
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    with MemberExecutor(parallel) as ex:
+        results = ex.map(_thread_counts, range(4))
+    assert all(pid != os.getpid() for pid, _, _ in results)
+    assert all(counts and set(counts) == {1} and limited for _, counts, limited in results), results
+    assert [lib["num_threads"] for lib in threadpool_info()] == before
