@@ -1,4 +1,4 @@
-r"""Inference of a trained :class:`~pyoops.emulators.network.GridConvNet` in numpy (float64).
+r"""Inference of a trained :class:`~pyoops.emulators.network.GridConvNet` in numpy.
 
 The emulator's fields are small (a few thousand values), so PyTorch's fixed cost per
 operation (tens of microseconds for each of the network's ~20 operations) dominates a
@@ -39,7 +39,11 @@ everything affine that follows or precedes an affine map is folded into it at lo
 
 These, and :math:`\Phi` from scipy's ``ndtr`` rather than from ``erf``, change the float64
 rounding only (relative differences of order :math:`10^{-15}` in :math:`\mu` and :math:`s`,
-far below the float32 rounding of the network's training).
+far below the float32 rounding of the network's training).  The hidden layers run in float64
+by default, or in float32 (``dtype``; :meth:`Emulator.numpy_network
+<pyoops.emulators.model.Emulator.numpy_network>` does), the precision of the weights and of
+PyTorch's evaluation, for half the cost of the matrix products; the head's output, the base
+:math:`\log\hat\sigma_M` and the predictors stay float64.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 class NumpyGridTrunk:
-    r"""The forward pass of a :class:`~pyoops.emulators.network.GridTrunk` from its parameters, in float64.
+    r"""The forward pass of a :class:`~pyoops.emulators.network.GridTrunk` from its parameters, in float64
+    (or float32: ``dtype``).
 
     The fields are handled point-major, ``(B, n, C)`` with :math:`n` the horizontal points
     flattened row-major; the :math:`k^d` neighbours of every point (wrapped or clipped at the
@@ -83,17 +88,23 @@ class NumpyGridTrunk:
     normalisation:
         ``(mean, std)`` of the input channels, folded into the input layer: the trunk then takes the raw inputs
         :math:`x` for :math:`u = (x - m)/s` (default: the inputs are :math:`u`).
+    dtype:
+        The floating type of the hidden layers (weights folded in float64, then rounded to it); the head's
+        output is float64 either way.  ``np.float32`` halves the cost of the matrix products and evaluates
+        the network in the precision it was trained and is run in by PyTorch.
     """
 
     def __init__(self, state: Mapping[str, np.ndarray], periodic: Sequence[bool], kernel: int, depth: int,
                  global_context: bool, prefix: str = "",
-                 normalisation: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 normalisation: tuple[np.ndarray, np.ndarray] | None = None,
+                 dtype: type[np.floating] = np.float64) -> None:
         w = {k[len(prefix):]: np.asarray(v, dtype=np.float64) for k, v in state.items() if k.startswith(prefix)}
         self.periodic = tuple(bool(p) for p in periodic)
         self.ndim = len(self.periodic)
         self.kernel = int(kernel)
         self.depth = int(depth)
         self.global_context = bool(global_context)
+        self.dtype = np.dtype(dtype)
 
         def pointwise(name: str) -> tuple[np.ndarray, np.ndarray]:  # (in, out) matrix, (out,) bias
             weight = w[f"{name}.weight"]
@@ -105,7 +116,7 @@ class NumpyGridTrunk:
             inp = inp / std[:, None]
             inp_bias = inp_bias - mean @ inp
         #: The input layer ``(C_in, width)`` and its bias.
-        self.inp = (np.ascontiguousarray(inp), inp_bias)
+        self.inp = (self._cast(inp), self._cast(inp_bias))
         #: Per residual block, the first convolution as a ``(k^d C, C)`` matrix (rows neighbour-major, then
         #: channel, matching the gathered rows) and its bias (with the residual stream's constant folded in),
         #: and the second convolution's matrix (its bias is in the stream's constant).
@@ -117,18 +128,19 @@ class NumpyGridTrunk:
                 weight = w[f"blocks.{i}.conv{j}.weight"]
                 taps.append(weight.reshape(weight.shape[0], weight.shape[1], -1).transpose(2, 1, 0))
             bias1 = w[f"blocks.{i}.conv1.bias"] + stream @ taps[0].sum(axis=0)
-            conv1, conv2 = (np.ascontiguousarray(t.reshape(-1, t.shape[2])) for t in taps)
-            self.blocks.append((conv1, bias1, conv2))
+            conv1, conv2 = (self._cast(t.reshape(-1, t.shape[2])) for t in taps)
+            self.blocks.append((conv1, self._cast(bias1), conv2))
             stream = stream + w[f"blocks.{i}.conv2.bias"]
         head, head_bias = pointwise("head")
         #: The context through the head, ``(width, C_out)``, applied to the domain mean of the stream.
         self.context = None
         if self.global_context:
             context, context_bias = pointwise("context")
-            self.context = np.ascontiguousarray(context @ head)
-            head_bias = head_bias + context_bias @ head + stream @ self.context
-        #: The head ``(width, C_out)`` and its bias (every constant added to the head's output folded in).
-        self.head = (np.ascontiguousarray(head), head_bias + stream @ head)
+            context = context @ head
+            head_bias = head_bias + context_bias @ head + stream @ context
+            self.context = self._cast(context)
+        #: The head ``(width, C_out)`` and its float64 bias (every constant added to the head's output folded in).
+        self.head = (self._cast(head), head_bias + stream @ head)
         self._neighbours: dict[tuple[int, ...], np.ndarray] = {}
 
     def neighbours(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -146,13 +158,16 @@ class NumpyGridTrunk:
             self._neighbours[shape] = flat
         return self._neighbours[shape]
 
+    def _cast(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array, dtype=self.dtype)
+
     def points(self, inputs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """The head's output ``(B, n, C_out)`` from point-major inputs ``(B, n, C_in)`` on the horizontal
         ``shape``."""
         b, n = inputs.shape[:2]
         idx = self.neighbours(tuple(shape))
         matrix, bias = self.inp
-        z = inputs.reshape(b * n, -1) @ matrix
+        z = inputs.reshape(b * n, -1).astype(self.dtype, copy=False) @ matrix
         z += bias
         h = _gelu(z)
         for conv1, bias1, conv2 in self.blocks:
@@ -161,13 +176,11 @@ class NumpyGridTrunk:
             inner = _gelu(z)
             h += np.take(inner.reshape(b, n, -1), idx, axis=1, mode="clip").reshape(b * n, -1) @ conv2
         matrix, bias = self.head
-        out = (h @ matrix).reshape(b, n, -1)
         if self.context is not None:
             mean = np.add.reduce(h.reshape(b, n, -1), axis=1)
             mean /= n
             bias = (mean @ self.context + bias)[:, None]
-        out += bias
-        return out
+        return (h @ matrix).reshape(b, n, -1) + bias      # float64
 
     def trunk(self, inputs: np.ndarray) -> np.ndarray:
         """The head's output ``(B, C_out, *horizontal)`` from ``(B, C_in, *horizontal)`` inputs."""
@@ -178,14 +191,15 @@ class NumpyGridTrunk:
 
 
 class NumpyGridConvNet(NumpyGridTrunk):
-    r"""The forward pass of a ``GridConvNet`` from its ``state_dict`` (arrays), in float64: the trunk
-    (:class:`NumpyGridTrunk`, whose ``normalisation`` it takes) and the heads
+    r"""The forward pass of a ``GridConvNet`` from its ``state_dict`` (arrays): the trunk
+    (:class:`NumpyGridTrunk`, whose ``normalisation`` and ``dtype`` it takes) and the heads
     :math:`\mu = b + \beta + \mathrm{out}_{:C}`, :math:`\log s = \gamma + \mathrm{out}_{C:}`
     (:math:`\beta, \gamma` folded into the head's bias)."""
 
     def __init__(self, state: Mapping[str, np.ndarray], periodic: Sequence[bool], kernel: int, depth: int,
-                 global_context: bool, normalisation: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        super().__init__(state, periodic, kernel, depth, global_context, normalisation=normalisation)
+                 global_context: bool, normalisation: tuple[np.ndarray, np.ndarray] | None = None,
+                 dtype: type[np.floating] = np.float64) -> None:
+        super().__init__(state, periodic, kernel, depth, global_context, normalisation=normalisation, dtype=dtype)
         beta, gamma = (np.asarray(state[k], dtype=np.float64) for k in ("beta", "gamma"))
         self.channels = beta.shape[0]
         self.head = (self.head[0], self.head[1] + np.concatenate([beta, gamma]))
