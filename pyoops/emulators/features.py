@@ -165,18 +165,22 @@ class GridLayout:
         for v in self.variables:
             a = np.asarray(fields[v])
             lead = a.ndim - len(self.shape)
-            blocks.append(a.transpose(tuple(range(lead)) + tuple(lead + i for i in order))
-                          .reshape(a.shape[:lead] + (self.points, -1)))
+            if order != tuple(range(len(order))):   # levels first in the file: move them after the horizontal axes
+                a = a.transpose(tuple(range(lead)) + tuple(lead + i for i in order))
+            blocks.append(a.reshape(a.shape[:lead] + (self.points, -1)))
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-1)
 
     def from_points(self, array: np.ndarray) -> dict[str, np.ndarray]:
         """The inverse of :meth:`to_points`: ``(..., n, C)`` -> ``{variable: (..., *shape)}`` (views)."""
-        _, inverse, folded = self._point_axes
+        order, inverse, folded = self._point_axes
         lead = array.ndim - 2
         per_var = self.channels // len(self.variables)
+        out = {v: array[..., k * per_var:(k + 1) * per_var].reshape(array.shape[:lead] + folded)
+               for k, v in enumerate(self.variables)}
+        if order == tuple(range(len(order))):   # the file order is point-major already
+            return out
         axes = tuple(range(lead)) + tuple(lead + i for i in inverse)
-        return {v: array[..., k * per_var:(k + 1) * per_var].reshape(array.shape[:lead] + folded).transpose(axes)
-                for k, v in enumerate(self.variables)}
+        return {v: a.transpose(axes) for v, a in out.items()}
 
 
 def log_stddev(members: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -223,8 +227,9 @@ class PointPredictors:
             minus.append(np.ravel_multi_index(tuple(down), shape))
             # The neighbours are 2 steps apart, but for the one-sided difference at a wall.
             spacing.append((np.full(grid.shape[1], 2) if periodic else up[a] - down[a]) * h)
-        #: ``(A n,)`` rows of the neighbours along every axis, and the ``(A n, 1)`` distances between them.
-        self.plus, self.minus = np.concatenate(plus), np.concatenate(minus)
+        #: ``(2 A n,)`` rows of the neighbours along every axis (the A n forward ones, then the A n backward ones),
+        #: and the ``(A n, 1)`` distances between them.
+        self.neighbours = np.concatenate(plus + minus)
         self.spacing = np.concatenate(spacing)[:, None]
 
     def __call__(self, members: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -244,8 +249,8 @@ class PointPredictors:
             out[:, :, 1] = mean
         if self.gradient:
             axes = len(self.layout.horizontal)
-            grad = mean[:, self.plus]
-            grad -= mean[:, self.minus]
+            pairs = mean.take(self.neighbours, axis=1)
+            grad = pairs[:, : axes * n] - pairs[:, axes * n:]
             grad /= self.spacing
             out[:, :, self.blocks - axes:] = grad.reshape(b, axes, n, c).transpose(0, 2, 1, 3)
         return out.reshape(b, n, self.blocks * c)

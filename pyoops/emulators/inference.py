@@ -27,8 +27,8 @@ everything affine that follows or precedes an affine map is folded into it at lo
   :math:`W_\mathrm{in} u + b = (W_\mathrm{in} S^{-1}) x + (b - W_\mathrm{in} S^{-1} m)`;
 * the domain-mean context into the head (nothing but the head reads :math:`h` after it),
   :math:`W_\mathrm{head}(h + W_\mathrm{ctx}\langle h\rangle + b_\mathrm{ctx}) + b_\mathrm{head}
-  = W_\mathrm{head} h + (W_\mathrm{head} W_\mathrm{ctx})\langle h\rangle
-  + (W_\mathrm{head} b_\mathrm{ctx} + b_\mathrm{head})`;
+  = W_\mathrm{head} h + \langle (W_\mathrm{head} W_\mathrm{ctx}) h\rangle
+  + (W_\mathrm{head} b_\mathrm{ctx} + b_\mathrm{head})`, both products of :math:`h` in one;
 * the heads' constants :math:`\beta, \gamma` into the head's bias;
 * the second convolution's bias :math:`b_{l,2}` of every residual block into the layers
   after it: the stream is kept as :math:`h_l - c_l` with the constant
@@ -42,8 +42,9 @@ rounding only (relative differences of order :math:`10^{-15}` in :math:`\mu` and
 far below the float32 rounding of the network's training).  The hidden layers run in float64
 by default, or in float32 (``dtype``; :meth:`Emulator.numpy_network
 <pyoops.emulators.model.Emulator.numpy_network>` does), the precision of the weights and of
-PyTorch's evaluation, for half the cost of the matrix products; the head's output, the base
-:math:`\log\hat\sigma_M` and the predictors stay float64.
+PyTorch's evaluation, for half the cost of the matrix products; the predictors, the input
+layer (its GELU rounds to ``dtype``), the head's output and the base :math:`\log\hat\sigma_M`
+stay float64.
 """
 
 from __future__ import annotations
@@ -56,13 +57,15 @@ from scipy.special import ndtr
 __all__ = ["NumpyGridConvNet", "NumpyGridTrunk"]
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    r"""The exact GELU :math:`x\,\Phi(x)` (in a new array), with scipy's normal CDF :math:`\Phi`
+def _gelu(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    r"""The exact GELU :math:`x\,\Phi(x)` in a new ``dtype`` array, with scipy's normal CDF :math:`\Phi`
     (``ndtr``: :math:`\tfrac12(1 + \mathrm{erf}(x/\sqrt2))`, through :math:`\mathrm{erfc}` where that
     is more accurate); two array operations instead of the five of the erf formula."""
-    out = ndtr(x)
-    out *= x
-    return out
+    phi = ndtr(x)
+    if phi.dtype != dtype:
+        return np.multiply(x, phi, out=np.empty(x.shape, dtype))
+    phi *= x
+    return phi
 
 
 class NumpyGridTrunk:
@@ -71,9 +74,9 @@ class NumpyGridTrunk:
 
     The fields are handled point-major, ``(B, n, C)`` with :math:`n` the horizontal points
     flattened row-major; the :math:`k^d` neighbours of every point (wrapped or clipped at the
-    edges, which is the padding) are one precomputed index array per horizontal shape, and
-    each convolution is one matrix product of the :math:`(Bn, k^d C)` gathered rows with the
-    :math:`(k^d C, C_\mathrm{out})` weights.
+    edges, which is the padding) are one precomputed index array per batch size and horizontal
+    shape, and each convolution is one matrix product of the :math:`(Bn, k^d C)` gathered rows
+    with the :math:`(k^d C, C_\mathrm{out})` weights.
 
     Parameters
     ----------
@@ -89,9 +92,9 @@ class NumpyGridTrunk:
         ``(mean, std)`` of the input channels, folded into the input layer: the trunk then takes the raw inputs
         :math:`x` for :math:`u = (x - m)/s` (default: the inputs are :math:`u`).
     dtype:
-        The floating type of the hidden layers (weights folded in float64, then rounded to it); the head's
-        output is float64 either way.  ``np.float32`` halves the cost of the matrix products and evaluates
-        the network in the precision it was trained and is run in by PyTorch.
+        The floating type of the hidden layers (weights folded in float64, then rounded to it); the input
+        layer and the head's output are float64 either way.  ``np.float32`` halves the cost of the matrix
+        products and evaluates the network in the precision it was trained and is run in by PyTorch.
     """
 
     def __init__(self, state: Mapping[str, np.ndarray], periodic: Sequence[bool], kernel: int, depth: int,
@@ -115,8 +118,8 @@ class NumpyGridTrunk:
             mean, std = (np.asarray(a, dtype=np.float64) for a in normalisation)
             inp = inp / std[:, None]
             inp_bias = inp_bias - mean @ inp
-        #: The input layer ``(C_in, width)`` and its bias.
-        self.inp = (self._cast(inp), self._cast(inp_bias))
+        #: The input layer ``(C_in, width)`` and its bias, float64 like the inputs (its GELU rounds to ``dtype``).
+        self.inp = (np.ascontiguousarray(inp), inp_bias)
         #: Per residual block, the first convolution as a ``(k^d C, C)`` matrix (rows neighbour-major, then
         #: channel, matching the gathered rows) and its bias (with the residual stream's constant folded in),
         #: and the second convolution's matrix (its bias is in the stream's constant).
@@ -132,16 +135,17 @@ class NumpyGridTrunk:
             self.blocks.append((conv1, self._cast(bias1), conv2))
             stream = stream + w[f"blocks.{i}.conv2.bias"]
         head, head_bias = pointwise("head")
-        #: The context through the head, ``(width, C_out)``, applied to the domain mean of the stream.
-        self.context = None
         if self.global_context:
             context, context_bias = pointwise("context")
             context = context @ head
             head_bias = head_bias + context_bias @ head + stream @ context
-            self.context = self._cast(context)
-        #: The head ``(width, C_out)`` and its float64 bias (every constant added to the head's output folded in).
-        self.head = (self._cast(head), head_bias + stream @ head)
+            head = np.concatenate([head, context], axis=1)
+        #: The head ``(width, C_out)``, with the context through the head beside it (``(width, 2 C_out)``: the
+        #: domain mean of the second half of the product is the context's term), and the float64 bias (every
+        #: constant added to the head's output folded in).
+        self.head = (self._cast(head), head_bias + stream @ head[:, : head_bias.shape[0]])
         self._neighbours: dict[tuple[int, ...], np.ndarray] = {}
+        self._rows: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
 
     def neighbours(self, shape: tuple[int, ...]) -> np.ndarray:
         """``(n, k^d)`` flat indices of the kernel's points around every point (wrap or clip at the edges)."""
@@ -158,6 +162,17 @@ class NumpyGridTrunk:
             self._neighbours[shape] = flat
         return self._neighbours[shape]
 
+    def rows(self, batch: int, shape: tuple[int, ...]) -> np.ndarray:
+        """``(B n k^d,)`` rows of the ``(B n, C)`` fields gathered by a convolution: :meth:`neighbours` for every
+        member of the batch (kept for the last few batch sizes and shapes)."""
+        key = (batch, shape)
+        if key not in self._rows:
+            if len(self._rows) >= 8:
+                self._rows.clear()
+            idx = self.neighbours(shape)
+            self._rows[key] = (np.arange(batch)[:, None] * idx.shape[0] + idx.reshape(1, -1)).ravel()
+        return self._rows[key]
+
     def _cast(self, array: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(array, dtype=self.dtype)
 
@@ -165,22 +180,24 @@ class NumpyGridTrunk:
         """The head's output ``(B, n, C_out)`` from point-major inputs ``(B, n, C_in)`` on the horizontal
         ``shape``."""
         b, n = inputs.shape[:2]
-        idx = self.neighbours(tuple(shape))
+        rows = self.rows(b, tuple(shape))
         matrix, bias = self.inp
-        z = inputs.reshape(b * n, -1).astype(self.dtype, copy=False) @ matrix
+        z = inputs.reshape(b * n, -1) @ matrix
         z += bias
-        h = _gelu(z)
+        h = _gelu(z, self.dtype)
         for conv1, bias1, conv2 in self.blocks:
-            z = np.take(h.reshape(b, n, -1), idx, axis=1, mode="clip").reshape(b * n, -1) @ conv1
+            z = h.take(rows, axis=0, mode="clip").reshape(b * n, -1) @ conv1
             z += bias1
-            inner = _gelu(z)
-            h += np.take(inner.reshape(b, n, -1), idx, axis=1, mode="clip").reshape(b * n, -1) @ conv2
+            inner = _gelu(z, self.dtype)
+            h += inner.take(rows, axis=0, mode="clip").reshape(b * n, -1) @ conv2
         matrix, bias = self.head
-        if self.context is not None:
-            mean = np.add.reduce(h.reshape(b, n, -1), axis=1)
-            mean /= n
-            bias = (mean @ self.context + bias)[:, None]
-        return (h @ matrix).reshape(b, n, -1) + bias      # float64
+        out = (h @ matrix).reshape(b, n, -1)
+        if self.global_context:
+            c = bias.shape[0]
+            context = np.add.reduce(out[:, :, c:], axis=1)
+            context /= n
+            return out[:, :, :c] + (context + bias)[:, None]      # float64
+        return out + bias
 
     def trunk(self, inputs: np.ndarray) -> np.ndarray:
         """The head's output ``(B, C_out, *horizontal)`` from ``(B, C_in, *horizontal)`` inputs."""
