@@ -153,7 +153,8 @@ class Emulator:
         return {v: a[0, pick] for v, a in both.items()}, {v: a[1, pick] for v, a in both.items()}
 
     def stddev(self, members: Mapping[str, np.ndarray], statistic: str = "median") -> dict[str, np.ndarray]:
-        r"""The emulated :math:`\hat\sigma_N`: median :math:`e^\mu` or mean :math:`e^{\mu + s^2/2}` of the log-normal."""
+        r"""The emulated :math:`\hat\sigma_N`: median :math:`e^\mu` or mean :math:`e^{\mu + s^2/2}` of the
+        log-normal."""
         mu, s = self.predict(members)
         if statistic == "median":
             return {v: np.exp(m) for v, m in mu.items()}
