@@ -23,6 +23,14 @@ Predictors from :math:`M` members :math:`x^{(1..M)}` at every point
 
 The target is :math:`\log\hat\sigma_N` of all :math:`N` members, same layout as
 ``log stddev``.
+
+Point-major layout
+------------------
+Inference (:class:`PointPredictors`, :mod:`.inference`) holds the same values point-major,
+``(B, n, C)`` with :math:`n` the horizontal points flattened row-major: every layer of the
+network is then one matrix product over the channel axis, and a centred difference is a
+gather of two precomputed neighbour rows.  :func:`predictors` is that computation put back
+channel-major, so training and inference share one definition of the predictors.
 """
 
 from __future__ import annotations
@@ -30,13 +38,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from pyoops.util.errors import ConfigError
 
-__all__ = ["FEATURES", "GridLayout", "log_stddev", "predictors"]
+__all__ = ["FEATURES", "GridLayout", "PointPredictors", "log_stddev", "predictors"]
 
 FEATURES = ("log stddev", "mean", "gradient")
 #: Floor of the standard deviations whose logarithm is taken (a member copy would give log 0).
@@ -93,19 +102,32 @@ class GridLayout:
         return {"variables": list(self.variables), "shape": list(self.shape), "horizontal": list(self.horizontal),
                 "periodic": list(self.periodic), "spacing": list(self.spacing)}
 
-    @property
+    # The derived shapes are cached: inference asks for them at every prediction.
+    @cached_property
     def levels(self) -> tuple[int, ...]:
         """Indices of the axes folded into channels."""
         return tuple(i for i in range(len(self.shape)) if i not in self.horizontal)
 
-    @property
+    @cached_property
     def spatial_shape(self) -> tuple[int, ...]:
         return tuple(self.shape[i] for i in self.horizontal)
 
-    @property
+    @cached_property
     def channels(self) -> int:
         """The number of channels per predictor (variables times levels)."""
         return len(self.variables) * math.prod(self.shape[i] for i in self.levels)
+
+    @cached_property
+    def points(self) -> int:
+        """The number of horizontal points :math:`n`."""
+        return math.prod(self.spatial_shape)
+
+    @cached_property
+    def _point_axes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """The field axes in point-major order (horizontal, then levels), its inverse permutation, and the shape
+        in that order."""
+        order = self.horizontal + self.levels
+        return order, tuple(int(i) for i in np.argsort(order)), tuple(self.shape[i] for i in order)
 
     def to_channels(self, fields: Mapping[str, np.ndarray]) -> np.ndarray:
         """``{variable: (B, *shape)}`` -> ``(B, C, *horizontal)`` (variable-major, then levels)."""
@@ -135,13 +157,30 @@ class GridLayout:
             out[v] = np.transpose(a, inverse)
         return out
 
-    def gradient(self, fields: np.ndarray, axis: int) -> np.ndarray:
-        """Centred difference of ``(B, C, *horizontal)`` along horizontal axis ``axis`` (wrapping if periodic)."""
-        ax = 2 + axis
-        h = self.spacing[axis]
-        if self.periodic[axis]:
-            return (np.roll(fields, -1, axis=ax) - np.roll(fields, 1, axis=ax)) / (2.0 * h)
-        return np.gradient(fields, h, axis=ax, edge_order=1)
+    def to_points(self, fields: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``{variable: (..., *shape)}`` -> ``(..., n, C)``: :meth:`to_channels` with the channels last and the
+        horizontal points flattened (row-major); any number of leading axes."""
+        order = self._point_axes[0]
+        blocks = []
+        for v in self.variables:
+            a = np.asarray(fields[v])
+            lead = a.ndim - len(self.shape)
+            if order != tuple(range(len(order))):   # levels first in the file: move them after the horizontal axes
+                a = a.transpose(tuple(range(lead)) + tuple(lead + i for i in order))
+            blocks.append(a.reshape(a.shape[:lead] + (self.points, -1)))
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-1)
+
+    def from_points(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        """The inverse of :meth:`to_points`: ``(..., n, C)`` -> ``{variable: (..., *shape)}`` (views)."""
+        order, inverse, folded = self._point_axes
+        lead = array.ndim - 2
+        per_var = self.channels // len(self.variables)
+        out = {v: array[..., k * per_var:(k + 1) * per_var].reshape(array.shape[:lead] + folded)
+               for k, v in enumerate(self.variables)}
+        if order == tuple(range(len(order))):   # the file order is point-major already
+            return out
+        axes = tuple(range(lead)) + tuple(lead + i for i in inverse)
+        return {v: a.transpose(axes) for v, a in out.items()}
 
 
 def log_stddev(members: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -149,23 +188,82 @@ def log_stddev(members: np.ndarray, axis: int = 1) -> np.ndarray:
     return np.log(np.maximum(np.std(members, axis=axis, ddof=1), STDDEV_FLOOR))
 
 
+class PointPredictors:
+    r"""The predictors of ``features`` at every point, point-major (see the module docstring).
+
+    From :math:`M` members :math:`x^{(m)}`, ``(B, M, n, C)`` point-major, the blocks of the
+    result ``(B, n, P C)`` are, in :func:`predictors`' order,
+
+    .. math::
+
+        \log\max(\hat\sigma_M, \sigma_\mathrm{floor}), \qquad \bar x_M, \qquad
+        \frac{\bar x_{i^+_a} - \bar x_{i^-_a}}{(\xi_{i^+_a} - \xi_{i^-_a})} \quad (a = 1..A),
+
+    with :math:`i^\pm_a` the neighbour of point :math:`i` one step along horizontal axis
+    :math:`a` (wrapped on a periodic axis, clipped to the point itself at a wall).  Clipping
+    turns the centred difference into the one-sided one at walls, so the :math:`A` gradients
+    are one gather of precomputed index pairs divided by precomputed spacings, with the
+    values of ``np.roll`` / ``np.gradient(edge_order=1)`` to the bit.  The mean and the
+    variance follow ``np.mean`` / ``np.std(ddof=1)`` operation by operation (same values).
+    """
+
+    def __init__(self, layout: GridLayout, features: Sequence[str]) -> None:
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"unknown predictor(s) {unknown}, known: {list(FEATURES)}")
+        self.layout = layout
+        self.mean = "mean" in features
+        self.gradient = "gradient" in features
+        #: Predictor blocks of C channels each.
+        self.blocks = number_of_predictors(layout, features) // layout.channels
+        shape = layout.spatial_shape
+        grid = np.indices(shape).reshape(len(shape), -1)     # (A, n) coordinates of every point
+        plus, minus, spacing = [], [], []
+        for a, (n, periodic, h) in enumerate(zip(shape, layout.periodic, layout.spacing)):
+            up, down = grid.copy(), grid.copy()
+            up[a] = (grid[a] + 1) % n if periodic else np.minimum(grid[a] + 1, n - 1)
+            down[a] = (grid[a] - 1) % n if periodic else np.maximum(grid[a] - 1, 0)
+            plus.append(np.ravel_multi_index(tuple(up), shape))
+            minus.append(np.ravel_multi_index(tuple(down), shape))
+            # The neighbours are 2 steps apart, but for the one-sided difference at a wall.
+            spacing.append((np.full(grid.shape[1], 2) if periodic else up[a] - down[a]) * h)
+        #: ``(2 A n,)`` rows of the neighbours along every axis (the A n forward ones, then the A n backward ones),
+        #: and the ``(A n, 1)`` distances between them.
+        self.neighbours = np.concatenate(plus + minus)
+        self.spacing = np.concatenate(spacing)[:, None]
+
+    def __call__(self, members: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``(B, n, P C)`` predictors from ``{variable: (B, M, *shape)}`` members (float64)."""
+        x = self.layout.to_points({v: np.asarray(members[v], dtype=np.float64) for v in self.layout.variables})
+        b, m, n, c = x.shape
+        out = np.empty((b, n, self.blocks, c))
+        mean = np.add.reduce(x, axis=1)
+        mean /= m
+        dev = x - mean[:, None]
+        dev *= dev
+        var = np.add.reduce(dev, axis=1)
+        var /= max(m - 1, 0)
+        np.sqrt(var, out=var)
+        np.log(np.maximum(var, STDDEV_FLOOR, out=var), out=out[:, :, 0])
+        if self.mean:
+            out[:, :, 1] = mean
+        if self.gradient:
+            axes = len(self.layout.horizontal)
+            pairs = mean.take(self.neighbours, axis=1)
+            grad = pairs[:, : axes * n] - pairs[:, axes * n:]
+            grad /= self.spacing
+            out[:, :, self.blocks - axes:] = grad.reshape(b, axes, n, c).transpose(0, 2, 1, 3)
+        return out.reshape(b, n, self.blocks * c)
+
+
 def predictors(members: Mapping[str, np.ndarray], layout: GridLayout, features: Sequence[str]) -> np.ndarray:
-    """The predictors ``(B, P*C, *horizontal)`` from ``{variable: (B, M, *shape)}`` members.
+    """The predictors ``(B, P*C, *horizontal)`` from ``{variable: (B, M, *shape)}`` members: the
+    :class:`PointPredictors` channel-major.
 
     ``features`` lists the predictors after ``log stddev`` (which always comes first).
     """
-    unknown = [f for f in features if f not in FEATURES]
-    if unknown:
-        raise ValueError(f"unknown predictor(s) {unknown}, known: {list(FEATURES)}")
-    blocks = [layout.to_channels({v: log_stddev(np.asarray(members[v], dtype=np.float64)) for v in layout.variables})]
-    if "mean" in features or "gradient" in features:
-        mean = layout.to_channels({v: np.asarray(members[v], dtype=np.float64).mean(axis=1)
-                                   for v in layout.variables})
-        if "mean" in features:
-            blocks.append(mean)
-        if "gradient" in features:
-            blocks.extend(layout.gradient(mean, a) for a in range(len(layout.horizontal)))
-    return np.concatenate(blocks, axis=1)
+    x = PointPredictors(layout, features)(members)
+    return np.ascontiguousarray(np.moveaxis(x, 2, 1)).reshape(x.shape[:1] + x.shape[2:] + layout.spatial_shape)
 
 
 def number_of_predictors(layout: GridLayout, features: Sequence[str]) -> int:

@@ -210,9 +210,11 @@ def test_one_architecture_for_every_model_geometry(plugin: str, geometry: dict) 
 
 @pytest.mark.parametrize("periodic,shape,kernel", [((True,), (40,), 5), ((False, True), (9, 16), 3),
                                                    ((True, True), (10, 12), 5)])
-def test_numpy_inference_equals_the_torch_network(periodic: tuple, shape: tuple, kernel: int) -> None:
-    """The numpy forward pass (used by Emulator.predict) reproduces GridConvNet.forward to float32 rounding
-    (torch computes in float32: about 1e-7 relative per operation over ~20 operations of O(1) values, so 1e-5)."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numpy_inference_equals_the_torch_network(periodic: tuple, shape: tuple, kernel: int, dtype: type) -> None:
+    """The numpy forward pass (used by Emulator.predict, in float32) reproduces GridConvNet.forward to float32
+    rounding (torch computes in float32: about 1e-7 relative per operation over ~20 operations of O(1) values,
+    so 1e-5), with float64 or float32 hidden layers."""
     from pyoops.emulators.inference import NumpyGridConvNet
 
     torch.manual_seed(3)
@@ -223,7 +225,41 @@ def test_numpy_inference_equals_the_torch_network(periodic: tuple, shape: tuple,
     x, base = torch.randn((3, 6) + shape), torch.randn((3, 2) + shape)
     with torch.no_grad():
         mu, log_s = net(x, base)
-    numpy_net = NumpyGridConvNet({k: v.numpy() for k, v in net.state_dict().items()}, periodic, kernel, 2, True)
+    numpy_net = NumpyGridConvNet({k: v.numpy() for k, v in net.state_dict().items()}, periodic, kernel, 2, True,
+                                 dtype=dtype)
     mu_np, log_s_np = numpy_net(x.numpy(), base.numpy())
     np.testing.assert_allclose(mu_np, mu.numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(log_s_np, log_s.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [GridLayout(("x",), (40,), (0,), (True,), (0.025,)),
+                                    GridLayout(("q", "p"), (2, 9, 16), (1, 2), (False, True), (0.5, 0.25))])
+def test_predict_equals_the_torch_network_on_normalised_inputs(layout: GridLayout) -> None:
+    """Emulator.predict (point-major predictors, normalisation and constants folded into the numpy weights) gives
+    the torch network's mu and exp(log s) on Emulator.inputs, batched or not (float32 rounding: 1e-5
+    relative to the largest value)."""
+    from pyoops.emulators.model import Emulator
+
+    features = ["mean", "gradient"]
+    rng = np.random.default_rng(5)
+    members = {v: 3.0 + rng.standard_normal((3, 7) + layout.shape) for v in layout.variables}
+    x = predictors({v: a[:, :5] for v, a in members.items()}, layout, features)
+    axes = (0,) + tuple(range(2, x.ndim))   # a normalisation near the data's, not the identity
+    mean = x.mean(axis=axes) + 0.3 * rng.standard_normal(x.shape[1])
+    std = x.std(axis=axes) * rng.uniform(0.7, 1.5, x.shape[1])
+    emulator = Emulator(layout, 5, 50, features, {"width": 8, "depth": 2, "kernel": 3}, mean, std)
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for p in emulator.net.parameters():   # every parameter, the zero head included
+            p.add_(0.3 * torch.randn_like(p))
+    x, base = emulator.inputs({v: a[:, :5] for v, a in members.items()})
+    with torch.no_grad():
+        mu_t, log_s_t = (layout.from_channels(a.double().numpy()) for a in emulator.net(x, base))
+    mu, s = emulator.predict(members)
+    one_mu, one_s = emulator.predict({v: a[1] for v, a in members.items()})
+    for v in layout.variables:
+        assert mu[v].shape == (3,) + layout.shape and one_mu[v].shape == layout.shape
+        np.testing.assert_allclose(mu[v], mu_t[v], rtol=1e-5, atol=1e-5 * np.abs(mu_t[v]).max())
+        np.testing.assert_allclose(np.log(s[v]), log_s_t[v], rtol=1e-5, atol=1e-5 * np.abs(log_s_t[v]).max())
+        np.testing.assert_allclose(one_mu[v], mu[v][1], rtol=1e-12, atol=1e-12)   # BLAS may block by size
+        np.testing.assert_allclose(one_s[v], s[v][1], rtol=1e-12)
