@@ -92,6 +92,7 @@ class Case:
     skip = 0                     # spin-up cycles left out of the archives
     cycling = {"cycles": 0, "spin-up": 0}
     analysis = ""                # what one member's analysis is, for the inference cost
+    extra_train: dict[str, Any] = {}    # further training runs (their name: spec with its StdDev section)
     fixed_stddev: dict[str, Any] = {}   # a StdDev section needing no ensemble (the analysis timed alone)
 
     def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
@@ -100,8 +101,16 @@ class Case:
         raise NotImplementedError
 
     def data_stddev(self, name: str) -> dict[str, Any] | None:
-        """The StdDev section of the ``name`` (train/test) data run (None: the case's default)."""
-        return None
+        """The StdDev section of the ``name`` data run (None: the case's default)."""
+        return self.extra_train.get(name, {}).get("stddev")
+
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """Every data run: ``train``, ``test`` and the extra training runs."""
+        return {"train": self.train, "test": self.test, **self.extra_train}
+
+    def archives(self, base: Path) -> list[str]:
+        """The training archives: ``train`` and each extra training run's."""
+        return [str(base / name / "members.nc") for name in ("train", *self.extra_train)]
 
     def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
         raise NotImplementedError
@@ -111,6 +120,8 @@ class Lorenz96(Case):
     name = "lorenz96"
     train = {"cycles": 2050, "members": 50, "seeds": (3, 5, 1)}
     test = {"cycles": 250, "members": 500, "seeds": (11, 13, 17)}
+    # The system the emulator serves in cycling: sigma_b from the EDA itself (50-es), on the training seeds.
+    extra_train = {"train-50es": {"cycles": 2050, "members": 50, "seeds": (3, 5, 1), "stddev": {"calibration": {}}}}
     skip = 50
     cycling = {"cycles": 600, "spin-up": 100}
     analysis = "3D-Var"
@@ -146,7 +157,7 @@ class Lorenz96(Case):
 
     def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
         return {"model plugin": "lorenz96", "geometry": {"resol": 40},
-                "training data": {"archives": [str(base / "train" / "members.nc")], "skip cycles": self.skip,
+                "training data": {"archives": self.archives(base), "skip cycles": self.skip,
                                   "validation fraction": 0.2},
                 "emulator": {"members": M, "target members": N, "predictors": ["mean", "gradient"],
                              "network": {"width": 32, "depth": 3, "kernel": 5, "global context": True}},
@@ -212,7 +223,7 @@ class QG(Case):
         from emulated_members_qg import GEOMETRY
 
         return {"model plugin": "qg", "geometry": GEOMETRY,
-                "training data": {"archives": [str(base / "train" / "members.nc")], "skip cycles": self.skip,
+                "training data": {"archives": self.archives(base), "skip cycles": self.skip,
                                   "validation fraction": 0.2},
                 "emulator": {"members": M, "target members": N, "variables": ["x"], "predictors": ["mean", "gradient"],
                              "network": {"width": 24, "depth": 3, "kernel": 3, "global context": True}},
@@ -226,7 +237,7 @@ CASES: dict[str, Case] = {"lorenz96": Lorenz96(), "qg": QG()}
 
 def stage_data(base: Path, case: Case, runs: tuple[str, ...] = ("train", "test")) -> dict[str, Any]:
     out = {}
-    for name, spec in ((name, {"train": case.train, "test": case.test}[name]) for name in runs):
+    for name, spec in ((name, case.runs()[name]) for name in runs):
         t0 = time.perf_counter()
         cfg = case.cycle_config(base, base / name, spec["cycles"], spec["members"], spec, case.data_stddev(name))
         summary = pyoops.run("cycle", cfg)

@@ -12,7 +12,7 @@ loss curve (PNG) and a JSON report.  Needs PyTorch (``pip install 'pyoops[ml]'``
     training data:
       archives: [cycle/members.nc]
       skip cycles: 50              # spin-up
-      validation fraction: 0.2     # the last 20 % of the cycles
+      validation fraction: 0.2     # the last 20 % of every archive's cycles
     emulator:
       members: 5                   # M
       target members: 50           # N (default: all the archive has)
@@ -60,8 +60,8 @@ MAX_PARAMETERS = 200_000
 class TrainingDataParameters(Parameters):
     archives: list[str] = Field(min_length=1, description="Member archives (netCDF), pooled in the order given.")
     skip_cycles: int = Field(0, ge=0, description="Cycles left out at the start of every archive (spin-up).")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="The last cycles, this fraction of them, "
-                                                                     "for early stopping.")
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="The last cycles of every archive, "
+                                                                     "this fraction of them, for early stopping.")
 
 
 class NetworkParameters(Parameters):
@@ -151,7 +151,7 @@ class TrainEmulatorApplication(Application):
             raise ConfigError(f"members ({e.members}) must be fewer than target members ({e.target_members})",
                               "emulator.members")
 
-    def _read(self, params: TrainEmulatorParameters) -> tuple[dict[str, np.ndarray], int]:
+    def _read(self, params: TrainEmulatorParameters) -> tuple[dict[str, np.ndarray], int, list[int]]:
         from pyoops.ensemble.member_archive import read_member_archive
 
         d = params.training_data
@@ -173,18 +173,24 @@ class TrainEmulatorApplication(Application):
             raise ConfigError(f"members ({e.members}) must be fewer than the target members ({target})",
                               "emulator.members")
         members = {v: np.concatenate([p.members[v][:, :target] for p in parts]) for v in self.layout.variables}
-        return members, target
+        return members, target, [p.ncycles for p in parts]
 
     def run(self, params: TrainEmulatorParameters, show_progress: bool | None = None) -> dict[str, Any]:
         from pyoops.emulators.training import TrainingOptions, fit_emulator, training_set
 
-        members, n = self._read(params)
+        members, n, lengths = self._read(params)
         data = training_set(members, self.layout, n)
-        ncycles = data.ncycles
-        nval = max(1, int(round(params.training_data.validation_fraction * ncycles)))
-        if ncycles - nval < 1:
-            raise ConfigError(f"{ncycles} cycles leave none for training", "training data.validation fraction")
-        train, validation = data.select(np.arange(ncycles - nval)), data.select(np.arange(ncycles - nval, ncycles))
+        # The last cycles of every archive validate (each archive may be another system or period).
+        keep, check, start = [], [], 0
+        for length in lengths:
+            nval = max(1, int(round(params.training_data.validation_fraction * length)))
+            if length - nval < 1:
+                raise ConfigError(f"an archive of {length} cycles (after the skipped) leaves none for training",
+                                  "training data.validation fraction")
+            keep.append(np.arange(start, start + length - nval))
+            check.append(np.arange(start + length - nval, start + length))
+            start += length
+        train, validation = data.select(np.concatenate(keep)), data.select(np.concatenate(check))
         e, t = params.emulator, params.training
         options = TrainingOptions(t.loss, t.epochs, t.batch_size, t.learning_rate, t.weight_decay, t.patience,
                                   t.seed, t.threads)

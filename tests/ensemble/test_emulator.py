@@ -138,6 +138,17 @@ def test_train_emulator_app_writes_model_yaml_and_curve(l96_archive: Path, tmp_p
         load_emulator(tmp_path / "again" / "emu.pt")
 
 
+def test_every_archive_keeps_its_last_cycles_for_validation(l96_archive: Path, tmp_path: Path) -> None:
+    """Two archives (here the same one twice): each gives its last quarter of the 55 cycles after the 5 skipped."""
+    cfg = _train_config(l96_archive, tmp_path)
+    cfg["training data"]["archives"] = [str(l96_archive)] * 2
+    cfg["training"]["epochs"] = 1
+    pyoops.run("train-emulator", cfg)
+    record = load_emulator(tmp_path / "emu.pt").training
+    assert record["validation cycles"] == 2 * round(0.25 * 55)
+    assert record["training cycles"] == 2 * (55 - round(0.25 * 55))
+
+
 def test_train_emulator_config_errors(l96_archive: Path, tmp_path: Path) -> None:
     cfg = _train_config(l96_archive, tmp_path)
     cfg["emulator"]["network"] = {"width": 256, "depth": 4, "kernel": 5}
