@@ -89,7 +89,7 @@ class Case:
     name = ""
     train: dict[str, Any] = {}
     test: dict[str, Any] = {}
-    skip = 0                     # spin-up cycles left out of the archives
+    skip = 0                     # spin-up cycles left out of the archives (a run's own "skip" overrides it)
     cycling = {"cycles": 0, "spin-up": 0}
     analysis = ""                # what one member's analysis is, for the inference cost
     extra_train: dict[str, Any] = {}    # further training runs (their name: spec with its StdDev section)
@@ -146,7 +146,7 @@ class Lorenz96(Case):
                       "spin-up": "P20D"},
             "observations": {"obs frequency": "PT6H", "obs density": 40, "obs error": 1.0, "seed": obs_seed},
             "cycling": {"method": "EDA", "cycles": cycles, "window length": "PT6H",
-                        "spin-up cycles": self.skip if spin_up is None else spin_up,
+                        "spin-up cycles": run.get("skip", self.skip) if spin_up is None else spin_up,
                         "seed": eda_seed, "members": members, "checkpoint every": 50},
             "eda": {"seed": eda_seed},
             "cost function": {"background error": self.static_b(stddev or self.fixed_stddev)},
@@ -157,7 +157,7 @@ class Lorenz96(Case):
 
     def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
         return {"model plugin": "lorenz96", "geometry": {"resol": 40},
-                "training data": {"archives": self.archives(base), "skip cycles": self.skip,
+                "training data": {"archives": self.archives(base), "skip cycles": self.train.get("skip", self.skip),
                                   "validation fraction": 0.2},
                 "emulator": {"members": M, "target members": N, "predictors": ["mean", "gradient"],
                              "network": {"width": 32, "depth": 3, "kernel": 5, "global context": True}},
@@ -168,23 +168,27 @@ class Lorenz96(Case):
 
 class QG(Case):
     name = "qg"
-    train = {"cycles": 200, "members": 50, "seeds": (0, 5, 1), "truth spin-up": "P9D"}
-    test = {"cycles": 40, "members": 250, "seeds": (0, 13, 17), "truth spin-up": "P60D"}
+    # The training run started from draws of the static B (sigma 3e6): its spread takes about 60 cycles to come
+    # down to the EDA's own (about 1e5 m^2/s); the test and cycling runs start from draws with sigma 4e5, near it.
+    train = {"cycles": 200, "members": 50, "seeds": (0, 5, 1), "truth spin-up": "P9D", "skip": 60}
+    test = {"cycles": 50, "members": 250, "seeds": (0, 13, 17), "truth spin-up": "P60D", "skip": 20,
+            "initial sigma": 4.0e5}
     skip = 20
-    cycling = {"cycles": 540, "spin-up": 40, "truth spin-up": "P60D"}
+    cycling = {"cycles": 560, "spin-up": 60, "truth spin-up": "P60D", "initial sigma": 4.0e5}
     analysis = "4D-Var"
     fixed_stddev = {"read": {"value": {"x": 3.0e6}}}
 
-    def initial_ensemble(self, base: Path, members: int, spin_up: str, seed: int) -> tuple[str, str]:
-        """Draws from the static B around the truth after ``spin_up`` (made once per size, spin-up and seed):
-        the members' %mem% template and the control's file (draw ``members + 1``)."""
+    def initial_ensemble(self, base: Path, members: int, spin_up: str, seed: int,
+                         sigma: float | None = None) -> tuple[str, str]:
+        """Draws from the static B (its sigma, or ``sigma``) around the truth after ``spin_up`` (made once per
+        size, spin-up, seed and sigma): the members' %mem% template and the control's file (draw ``members + 1``)."""
         from emulated_members_qg import initial_ensemble
 
-        directory = base / "initial" / f"{spin_up}-{members}-{seed}"
+        directory = base / "initial" / (f"{spin_up}-{members}-{seed}" + ("" if sigma is None else f"-{sigma:g}"))
         template = str(directory / "ens.%mem%.nc")
         control = template.replace("%mem%", str(members + 1))
         if not Path(control).exists():
-            initial_ensemble(directory, members + 1, seed, spin_up)
+            initial_ensemble(directory, members + 1, seed, spin_up, sigma)
         return template, control
 
     def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
@@ -193,7 +197,8 @@ class QG(Case):
         from emulated_members_qg import GEOMETRY, STATIC_B, _truth_init
 
         _, obs_seed, eda_seed = run["seeds"]
-        template, control = self.initial_ensemble(base, members, run["truth spin-up"], eda_seed)
+        template, control = self.initial_ensemble(base, members, run["truth spin-up"], eda_seed,
+                                                  run.get("initial sigma"))
         outer = [dict(b) for b in STATIC_B["saber outer blocks"]]
         outer = [{"saber block name": "StdDev", **(stddev or {"calibration": {}})}
                  if b["saber block name"] == "StdDev" else b for b in outer]
@@ -204,7 +209,8 @@ class QG(Case):
                              "obs density": 40, "obs error": 4.0e5, "locations": "random", "locations seed": 1,
                              "seed": obs_seed},
             "cycling": {"method": "EDA", "members": members, "cycles": cycles, "window length": "PT6H",
-                        "spin-up cycles": self.skip if spin_up is None else spin_up, "seed": eda_seed,
+                        "spin-up cycles": run.get("skip", self.skip) if spin_up is None else spin_up,
+                        "seed": eda_seed,
                         "checkpoint every": 50, "initial ensemble": {"filename": template},
                         "initial background": {"filename": control}},
             "eda": {"seed": eda_seed, "control member": True},
@@ -223,7 +229,7 @@ class QG(Case):
         from emulated_members_qg import GEOMETRY
 
         return {"model plugin": "qg", "geometry": GEOMETRY,
-                "training data": {"archives": self.archives(base), "skip cycles": self.skip,
+                "training data": {"archives": self.archives(base), "skip cycles": self.train.get("skip", self.skip),
                                   "validation fraction": 0.2},
                 "emulator": {"members": M, "target members": N, "variables": ["x"], "predictors": ["mean", "gradient"],
                              "network": {"width": 24, "depth": 3, "kernel": 3, "global context": True}},
@@ -300,9 +306,9 @@ def stage_evaluate(base: Path, case: Case) -> dict[str, Any]:
     def log_sd(members: dict[str, np.ndarray], take: slice) -> np.ndarray:
         return channels({v: np.log(a[:, take].std(axis=1, ddof=1)) for v, a in members.items()})
 
-    train_x = {v: train.members[v][case.skip:] for v in layout.variables}
+    train_x = {v: train.members[v][case.train.get("skip", case.skip):] for v in layout.variables}
     clim = log_sd(train_x, slice(0, N)).mean(axis=0)                               # (K, H)
-    x = {v: test.members[v][case.skip:] for v in layout.variables}                   # (C, P, *shape)
+    x = {v: test.members[v][case.test.get("skip", case.skip):] for v in layout.variables}   # (C, P, *shape)
     C = next(iter(x.values())).shape[0]
     y = log_sd(x, slice(0, N))                                                       # (C, K, H) log sigma_50
     naive = log_sd(x, slice(0, M)) + np.asarray(emulator.training["naive offset"])[None, :, None]
@@ -476,7 +482,7 @@ def stage_cycling(base: Path, case: Case, only: tuple[str, ...] | None = None) -
     from pyoops.diagnostics.statistics import ratio_estimates
 
     cycles, spin_up = case.cycling["cycles"], case.cycling["spin-up"]
-    run = {**case.test, **{k: v for k, v in case.cycling.items() if k == "truth spin-up"}}
+    run = {**case.test, **{k: v for k, v in case.cycling.items() if k in ("truth spin-up", "initial sigma")}}
     model = str(base / "emulator" / "emulator.pt")
     runs = {"50-es": (N, {"calibration": {}}), "5-es": (M, {"calibration": {}}),
             "ML-es from 5": (M, {"emulated stddev": {"model": model, "members": M}})}

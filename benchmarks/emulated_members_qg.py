@@ -66,8 +66,10 @@ STATIC_B = {"covariance model": "SABER",
 ROWS = ("full 20", "10 real", "10 + 10 flow", "10 + 10 resample", "10 + 10 static B")
 
 
-def initial_ensemble(directory: Path, members: int, seed: int, spin_up: str = "P9D") -> str:
-    """The truth after ``spin_up`` plus ``members`` draws from the static B; returns the %mem% file template."""
+def initial_ensemble(directory: Path, members: int, seed: int, spin_up: str = "P9D",
+                     sigma: float | None = None) -> str:
+    """The truth after ``spin_up`` plus ``members`` draws from the static B (with the streamfunction's standard
+    deviation ``sigma`` if given); returns the %mem% file template."""
     directory.mkdir(parents=True, exist_ok=True)
     truth = str(directory / "truth.%date%.nc")
     at = str(DateTime(START) + Duration(spin_up))
@@ -77,9 +79,17 @@ def initial_ensemble(directory: Path, members: int, seed: int, spin_up: str = "P
     template = str(directory / "ens.%mem%.nc")
     pyoops.run("gen-ens-pert-b", {"model plugin": "qg", "geometry": GEOMETRY,
                                   "background": {"date": at, "filename": truth.replace("%date%", at)},
-                                  "background error": STATIC_B, "members": members, "seed": seed,
+                                  "background error": STATIC_B if sigma is None else with_sigma(sigma),
+                                  "members": members, "seed": seed,
                                   "perturbed states": True, "output": {"filename": template}})
     return template
+
+
+def with_sigma(sigma: float) -> dict[str, Any]:
+    """The static B with the streamfunction's standard deviation ``sigma`` (m^2/s)."""
+    outer = [{"saber block name": "StdDev", "read": {"value": {"x": sigma}}} if b["saber block name"] == "StdDev"
+             else b for b in STATIC_B["saber outer blocks"]]
+    return {**STATIC_B, "saber outer blocks": outer}
 
 
 def _truth_init() -> dict[str, Any]:

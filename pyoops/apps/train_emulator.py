@@ -69,6 +69,8 @@ class NetworkParameters(Parameters):
     depth: int = Field(3, ge=0, description="Residual blocks (two convolutions each).")
     kernel: int = Field(5, gt=0, description="Odd kernel size along each horizontal axis.")
     global_context: bool = Field(True, description="Add the domain mean of the hidden features at every point.")
+    activation: Literal["gelu", "relu"] = Field("gelu", description="Hidden activation: the exact GELU, or the "
+                                                "ReLU (cheaper in numpy inference).")
 
     @field_validator("kernel")
     @classmethod
@@ -142,7 +144,8 @@ class TrainEmulatorApplication(Application):
 
         e = params.emulator
         net = GridConvNet(number_of_predictors(self.layout, e.predictors), self.layout.channels, self.layout.periodic,
-                          e.network.width, e.network.depth, e.network.kernel, e.network.global_context)
+                          e.network.width, e.network.depth, e.network.kernel, e.network.global_context,
+                          e.network.activation)
         count = parameter_count(net)
         if count >= MAX_PARAMETERS:
             raise ConfigError(f"this network has {count} parameters, the limit is {MAX_PARAMETERS}: reduce width, "

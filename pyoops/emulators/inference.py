@@ -68,6 +68,15 @@ def _gelu(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return phi
 
 
+def _relu(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    r"""The ReLU :math:`\max(x, 0)` in a new ``dtype`` array."""
+    return np.maximum(x, 0.0, out=np.empty(x.shape, dtype))
+
+
+#: The numpy twin of each activation of :data:`pyoops.emulators.network.ACTIVATIONS`.
+ACTIVATIONS = {"gelu": _gelu, "relu": _relu}
+
+
 class NumpyGridTrunk:
     r"""The forward pass of a :class:`~pyoops.emulators.network.GridTrunk` from its parameters, in float64
     (or float32: ``dtype``).
@@ -100,7 +109,10 @@ class NumpyGridTrunk:
     def __init__(self, state: Mapping[str, np.ndarray], periodic: Sequence[bool], kernel: int, depth: int,
                  global_context: bool, prefix: str = "",
                  normalisation: tuple[np.ndarray, np.ndarray] | None = None,
-                 dtype: type[np.floating] = np.float64) -> None:
+                 dtype: type[np.floating] = np.float64, activation: str = "gelu") -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"the activation is one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.act = ACTIVATIONS[activation]
         w = {k[len(prefix):]: np.asarray(v, dtype=np.float64) for k, v in state.items() if k.startswith(prefix)}
         self.periodic = tuple(bool(p) for p in periodic)
         self.ndim = len(self.periodic)
@@ -184,11 +196,11 @@ class NumpyGridTrunk:
         matrix, bias = self.inp
         z = inputs.reshape(b * n, -1) @ matrix
         z += bias
-        h = _gelu(z, self.dtype)
+        h = self.act(z, self.dtype)
         for conv1, bias1, conv2 in self.blocks:
             z = h.take(rows, axis=0, mode="clip").reshape(b * n, -1) @ conv1
             z += bias1
-            inner = _gelu(z, self.dtype)
+            inner = self.act(z, self.dtype)
             h += inner.take(rows, axis=0, mode="clip").reshape(b * n, -1) @ conv2
         matrix, bias = self.head
         out = (h @ matrix).reshape(b, n, -1)
@@ -215,8 +227,9 @@ class NumpyGridConvNet(NumpyGridTrunk):
 
     def __init__(self, state: Mapping[str, np.ndarray], periodic: Sequence[bool], kernel: int, depth: int,
                  global_context: bool, normalisation: tuple[np.ndarray, np.ndarray] | None = None,
-                 dtype: type[np.floating] = np.float64) -> None:
-        super().__init__(state, periodic, kernel, depth, global_context, normalisation=normalisation, dtype=dtype)
+                 dtype: type[np.floating] = np.float64, activation: str = "gelu") -> None:
+        super().__init__(state, periodic, kernel, depth, global_context, normalisation=normalisation, dtype=dtype,
+                         activation=activation)
         beta, gamma = (np.asarray(state[k], dtype=np.float64) for k in ("beta", "gamma"))
         self.channels = beta.shape[0]
         self.head = (self.head[0], self.head[1] + np.concatenate([beta, gamma]))

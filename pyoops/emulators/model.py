@@ -82,7 +82,8 @@ class Emulator:
         self.features = list(features)
         self.network = {"width": int(network.get("width", 32)), "depth": int(network.get("depth", 3)),
                         "kernel": int(network.get("kernel", 5)),
-                        "global context": bool(network.get("global context", True))}
+                        "global context": bool(network.get("global context", True)),
+                        "activation": str(network.get("activation", "gelu"))}   # files before it: the GELU
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         self.geometry = geometry
@@ -94,7 +95,8 @@ class Emulator:
     def build_network(self) -> GridConvNet:
         n = self.network
         return GridConvNet(number_of_predictors(self.layout, self.features), self.layout.channels,
-                           self.layout.periodic, n["width"], n["depth"], n["kernel"], n["global context"])
+                           self.layout.periodic, n["width"], n["depth"], n["kernel"], n["global context"],
+                           n["activation"])
 
     @property
     def parameters(self) -> int:
@@ -127,7 +129,8 @@ class Emulator:
         state = {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
         n = self.network
         numpy_net = NumpyGridConvNet(state, self.layout.periodic, n["kernel"], n["depth"], n["global context"],
-                                     normalisation=(self.mean, self.std), dtype=np.float32)
+                                     normalisation=(self.mean, self.std), dtype=np.float32,
+                                     activation=n["activation"])
         self._numpy = (self.net, params, [p._version for p in params], numpy_net)
         return numpy_net
 
@@ -153,14 +156,16 @@ class Emulator:
         return {v: a[0, pick] for v, a in both.items()}, {v: a[1, pick] for v, a in both.items()}
 
     def stddev(self, members: Mapping[str, np.ndarray], statistic: str = "median") -> dict[str, np.ndarray]:
-        r"""The emulated :math:`\hat\sigma_N`: median :math:`e^\mu` or mean :math:`e^{\mu + s^2/2}` of the
-        log-normal."""
+        r"""The emulated :math:`\hat\sigma_N` from the log-normal :math:`\log\hat\sigma_N \sim \mathcal N(\mu, s^2)`:
+        its median :math:`e^\mu` (``median``), mean :math:`\mathbb E\hat\sigma_N = e^{\mu + s^2/2}` (``mean``), or
+        root mean variance :math:`(\mathbb E\hat\sigma_N^2)^{1/2} = e^{\mu + s^2}` (``variance``: the estimate of
+        the variance :math:`\hat\sigma_N^2` that is best in mean square, as a B's variance wants; the median is
+        smaller by :math:`e^{-s^2}`)."""
         mu, s = self.predict(members)
-        if statistic == "median":
-            return {v: np.exp(m) for v, m in mu.items()}
-        if statistic == "mean":
-            return {v: np.exp(m + 0.5 * s[v] ** 2) for v, m in mu.items()}
-        raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
+        shift = {"median": 0.0, "mean": 0.5, "variance": 1.0}.get(statistic)
+        if shift is None:
+            raise ValueError(f"statistic must be 'median', 'mean' or 'variance', got {statistic!r}")
+        return {v: np.exp(m + shift * s[v] ** 2) for v, m in mu.items()}
 
     # Files ----------------------------------------------------------------------------------
     def description(self, weights_name: str, sha256: str) -> dict[str, Any]:

@@ -222,14 +222,16 @@ def test_one_architecture_for_every_model_geometry(plugin: str, geometry: dict) 
 @pytest.mark.parametrize("periodic,shape,kernel", [((True,), (40,), 5), ((False, True), (9, 16), 3),
                                                    ((True, True), (10, 12), 5)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_numpy_inference_equals_the_torch_network(periodic: tuple, shape: tuple, kernel: int, dtype: type) -> None:
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+def test_numpy_inference_equals_the_torch_network(periodic: tuple, shape: tuple, kernel: int, dtype: type,
+                                                  activation: str) -> None:
     """The numpy forward pass (used by Emulator.predict, in float32) reproduces GridConvNet.forward to float32
     rounding (torch computes in float32: about 1e-7 relative per operation over ~20 operations of O(1) values,
-    so 1e-5), with float64 or float32 hidden layers."""
+    so 1e-5), with float64 or float32 hidden layers, for each activation."""
     from pyoops.emulators.inference import NumpyGridConvNet
 
     torch.manual_seed(3)
-    net = GridConvNet(6, 2, periodic, width=8, depth=2, kernel=kernel)
+    net = GridConvNet(6, 2, periodic, width=8, depth=2, kernel=kernel, activation=activation)
     with torch.no_grad():
         for p in (*net.head.parameters(), net.beta, net.gamma):  # not the zero start
             p.normal_(0.0, 0.5)
@@ -237,7 +239,7 @@ def test_numpy_inference_equals_the_torch_network(periodic: tuple, shape: tuple,
     with torch.no_grad():
         mu, log_s = net(x, base)
     numpy_net = NumpyGridConvNet({k: v.numpy() for k, v in net.state_dict().items()}, periodic, kernel, 2, True,
-                                 dtype=dtype)
+                                 dtype=dtype, activation=activation)
     mu_np, log_s_np = numpy_net(x.numpy(), base.numpy())
     np.testing.assert_allclose(mu_np, mu.numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(log_s_np, log_s.numpy(), rtol=0, atol=1e-5)

@@ -70,7 +70,8 @@ def qg_eda(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def train_config(archive: Path, out: Path, variables: list[str]) -> dict:
     return {"model plugin": "qg", "geometry": GEOMETRY,
             "training data": {"archives": [str(archive)], "skip cycles": 2, "validation fraction": 0.25},
-            "emulator": {"members": 5, "variables": variables, "network": {"width": 8, "depth": 1, "kernel": 3}},
+            "emulator": {"members": 5, "variables": variables, "network": {"width": 8, "depth": 1, "kernel": 3,
+                                                                         "activation": "relu"}},
             "training": {"epochs": 3, "patience": 3, "seed": 1, "batch size": 4},
             "output": {"model": str(out / "emu.pt"), "directory": str(out)}}
 
@@ -80,6 +81,7 @@ def test_an_emulator_of_the_streamfunction_feeds_the_qg_stddev_in_a_cycle(qg_eda
     spec = yaml.safe_load((tmp_path / "emu.yaml").read_text())
     # One variable on two layers: two channels of a (y, x) grid with walls in y.
     assert spec["layout"]["variables"] == ["x"] and spec["layout"]["shape"] == [2, 9, 16]
+    assert spec["network"]["activation"] == "relu"
     assert np.isfinite(summary["rmse emulator"])
     emulator = load_emulator(tmp_path / "emu.pt")
     assert emulator.layout.channels == 2

@@ -87,8 +87,9 @@ class EmulatedStdDevParameters(Parameters):
     model: str = Field(description="The emulator (its .pt or .yaml file).")
     members: int = Field(ge=2, description="Members given to the emulator: the first of the ensemble; must be the "
                                            "emulator's M.")
-    statistic: Literal["median", "mean"] = Field(
-        "median", description="σ = exp(μ) (median of the log-normal predictive distribution) or exp(μ + s²/2).")
+    statistic: Literal["median", "mean", "variance"] = Field(
+        "median", description="σ = exp(μ) (median of the log-normal predictive distribution), exp(μ + s²/2) (its "
+                              "mean) or exp(μ + s²) (the square root of its mean variance E[σ²]).")
 
 
 class StdDevParameters(SaberBlockParameters):
