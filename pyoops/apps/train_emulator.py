@@ -86,8 +86,9 @@ class EmulatorParameters(Parameters):
                                         "(inputs and outputs; default: every variable of the geometry).")
     target_members: int | None = Field(None, ge=3, description="N, the ensemble size emulated (default: the "
                                                                 "archive's).")
-    predictors: list[Literal["mean", "gradient"]] = Field(
-        default_factory=lambda: ["mean", "gradient"], description="Predictors besides log stddev.")
+    predictors: list[Literal["mean", "gradient", "relative"]] = Field(
+        default_factory=lambda: ["mean", "gradient"], description="Predictors besides log stddev; 'relative': the "
+        "network sees log stddev relative to its domain mean (scale-equivariant emulator).")
     network: NetworkParameters = Field(default_factory=NetworkParameters, description="Architecture.")
 
 

@@ -219,6 +219,28 @@ def test_one_architecture_for_every_model_geometry(plugin: str, geometry: dict) 
     assert all(mu[v].shape == layout.shape and (s[v] > 0).all() for v in variables)
 
 
+def test_a_relative_emulator_is_scale_equivariant() -> None:
+    """With the ``relative`` flag and no flow predictors, members c x give mu + log c and the same s: the network
+    sees log sigma_M less its domain mean, which scaling leaves as it is (to float32 rounding, 1e-5)."""
+    from pyoops.emulators.model import Emulator
+
+    layout = GridLayout(("x",), (40,), (0,), (True,), (0.025,))
+    torch.manual_seed(0)
+    emulator = Emulator(layout, 5, 50, ["relative"], TINY, np.zeros(1), np.ones(1))
+    with torch.no_grad():
+        for p in emulator.net.parameters():
+            p.normal_(0.0, 0.3)
+    members = np.random.default_rng(2).standard_normal((3, 5, 40)) * np.linspace(0.5, 2.0, 40)
+    mu, s = emulator.predict({"x": members})
+    mu10, s10 = emulator.predict({"x": 10.0 * members})
+    np.testing.assert_allclose(mu10["x"] - mu["x"], np.log(10.0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(s10["x"], s["x"], rtol=1e-5)
+    # Without the flag the network sees the level: the same members scaled give another correction.
+    plain = Emulator(layout, 5, 50, [], TINY, np.zeros(1), np.ones(1), net=emulator.net)
+    shift = plain.predict({"x": 10.0 * members})[0]["x"] - plain.predict({"x": members})[0]["x"]
+    assert np.abs(shift - np.log(10.0)).max() > 1e-3
+
+
 @pytest.mark.parametrize("periodic,shape,kernel", [((True,), (40,), 5), ((False, True), (9, 16), 3),
                                                    ((True, True), (10, 12), 5)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -70,7 +70,8 @@ def qg_eda(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def train_config(archive: Path, out: Path, variables: list[str]) -> dict:
     return {"model plugin": "qg", "geometry": GEOMETRY,
             "training data": {"archives": [str(archive)], "skip cycles": 2, "validation fraction": 0.25},
-            "emulator": {"members": 5, "variables": variables, "network": {"width": 8, "depth": 1, "kernel": 3,
+            "emulator": {"members": 5, "variables": variables, "predictors": ["mean", "gradient", "relative"],
+                         "network": {"width": 8, "depth": 1, "kernel": 3,
                                                                          "activation": "relu"}},
             "training": {"epochs": 3, "patience": 3, "seed": 1, "batch size": 4},
             "output": {"model": str(out / "emu.pt"), "directory": str(out)}}
