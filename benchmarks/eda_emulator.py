@@ -4,21 +4,21 @@
 ``all`` runs them in order, each reusing what the previous wrote in ``--directory``):
 
 ``data``
-    Two Lorenz-96 EDAs (n = 40, F = 8; every point observed every PT6H with sigma_o = 1; 3D-Var with the static
-    B = StdDev 0.6 x spectral correlation 0.02, DRPCG 20 iterations; perturbed observations; a control member),
-    through ``pyoops.run("cycle", ...)`` with ``output: {member archive: true}``:
+    Lorenz-96 EDAs (n = 40, F = 8; every point observed every PT6H with sigma_o = 1; 3D-Var with B = StdDev x
+    spectral correlation 0.02, DRPCG 20 iterations; perturbed observations; a control member), through
+    ``pyoops.run("cycle", ...)`` with ``output: {member archive: true}``, all with sigma_b taken from the EDA itself
+    every cycle (``StdDev`` ``calibration``): the system the emulator serves in cycling (50-es):
 
-    * *training*: N = 50 members, 2050 cycles (truth seed 3, observation seed 5, EDA seed 1);
-    * *test*: N = 500 members, 250 cycles, another truth, other observations and perturbations (seeds 11, 13, 17).
-
-    With a static B the members of an EDA never interact: member k's background depends only on its own initial
-    perturbation and observation perturbations (streams per member), so the first 50 members of the 500-member
-    EDA are exactly a 50-member EDA, and members 51..500 are a pool of further exchangeable members of the same
-    cycles, given the truth and observations.
+    * *training*: N = 50 members, 2050 cycles (truth seed 3, observation seed 5, EDA seed 1), and *train-2*: 6050
+      more cycles of another twin (seeds 23, 25, 21);
+    * *test*: N = 500 members, 250 cycles, another truth, other observations and perturbations (seeds 11, 13, 17),
+      sigma_b from all 500 members: every member gets the same B from a statistic symmetric in the members, so
+      the 500 stay exchangeable; members 1..50 give sigma_50, 51..500 are the pool of the bound.
 ``train``
-    ``pyoops train-emulator`` on the training archive (first 50 cycles skipped, the last 20 % for early
-    stopping), M = 5, predictors log sigma_5, the 5-member mean and its gradient; one PyTorch thread (on the shared
-    2-core machine two threads were 10 times slower per epoch: the tensors are small and the cores busy); timed.
+    ``pyoops train-emulator`` on the training archives (first 50 cycles skipped, the last 20 % of each for early
+    stopping), M = 5, predictors log sigma_5, the 5-member mean and its gradient, ReLU activations; one PyTorch
+    thread (on the shared 2-core machine two threads were 10 times slower per epoch: the tensors are small and
+    the cores busy); timed.
 ``evaluate``
     On the test cycles 50..249 (held out: another run), per point, against y = log sigma_50 (members 1..50):
 
@@ -35,9 +35,9 @@
     round(C^(1/3)) cycles, 2000 replicates, seed 0).  Inference cost: ``Emulator.predict`` on one cycle (median of
     200 calls) against one member's 3D-Var analysis (``analyse_members`` of one member, median of 20).
 ``cycling``
-    Impact in cycling, 600 cycles (first 100 spin-up) of the held-out twin (the test run's truth, observations
-    and perturbation seeds 11, 13, 17, never seen in training): EDA + 3D-Var whose static B takes its sigma_b
-    from the EDA every cycle, (1) 50-es: StdDev calibrated on 50 members, (2) 5-es: on 5 members,
+    Impact in cycling, 600 cycles (first 100 spin-up; ``--cycling-cycles``) of the held-out twin (the test run's
+    truth, observations and perturbation seeds 11, 13, 17, never seen in training): EDA + 3D-Var whose static B
+    takes its sigma_b from the EDA every cycle, (1) 50-es: StdDev calibrated on 50 members, (2) 5-es: on 5 members,
     (3) ML-es: StdDev emulated from 5 members.  Control's 6-h forecast (background) RMSE against the truth; ratio
     of mean squared errors to 50-es with 95 % block-bootstrap intervals.
 
@@ -46,17 +46,20 @@ QG (``--model qg``): the channel 40 x 20 (layers 4500/5500 m, perfect model, the
 6-hour windows, an EDA of strong-constraint 4D-Vars (QgTLM with its matrices stored, DRPCG, 10 inner iterations,
 perturbed observations, a control) whose B is the tutorial's static balanced B (diffusion 1000 km, vertical
 correlation 0.6, QG walls and balance) with sigma_b of the streamfunction taken from the EDA every cycle
-(``StdDev`` ``calibration``: the 50-es system); initial members are draws from the static B (sigma 3e6).
+(``StdDev`` ``calibration``: the 50-es system); the members (and the control) start from draws of the static B.
 
-* *training*: 50 members, 200 cycles from day 9 of the truth (first 20 skipped);
-* *test*: 250 members, 40 cycles from day 60 (after all the training cycles: held out in time, with other
-  observation and perturbation seeds), sigma_b calibrated on all 250 members so that they stay exchangeable;
-  members 1..50 give sigma_50, 51..250 are the pool of the bound (200 completions of 45 from 200);
-* *cycling*: 540 cycles from day 60 (first 40 spin-up), 50-es / 5-es / ML-es from 5 as for Lorenz-96, the
-  control's 6-hour forecast RMSE (streamfunction, m^2/s).
+* *training*: 50 members, 200 cycles from day 9 of the truth, initial draws with sigma 3e6 (first 60 cycles
+  skipped: the spread takes about 60 cycles to come down to the EDA's own);
+* *test*: 250 members, 50 cycles from day 60 (after all the training cycles: held out in time, with other
+  observation and perturbation seeds), initial draws with sigma 4e5 (first 20 skipped), sigma_b calibrated on
+  all 250 members so that they stay exchangeable; members 1..50 give sigma_50, 51..250 are the pool of the bound
+  (200 completions of 45 from 200);
+* *cycling*: 560 cycles from day 60 (first 60 spin-up), initial draws with sigma 4e5, 50-es / 5-es / ML-es from
+  5 as for Lorenz-96, the control's 6-hour forecast RMSE (all variables, dominated by the streamfunction, m^2/s).
 
 The emulator sees and predicts the streamfunction x (two layers: 2 channels), the variable whose sigma_b the B takes
-(q, u and v follow from x through the QG balance).  The tables are per layer.
+(q, u and v follow from x through the QG balance), with the ``relative`` flag (the network sees log sigma_5 less
+its domain mean: the spread level of the test period is not the training period's).  The tables are per layer.
 
 Prints every number, writes ``results.json`` and the plots to ``--directory``.  Usage::
 
