@@ -161,8 +161,8 @@ def test_train_emulator_config_errors(l96_archive: Path, tmp_path: Path) -> None
 
 
 def test_stddev_block_and_a_short_cycle_with_emulated_sigma(l96_archive: Path, tmp_path: Path) -> None:
-    """An EDA of 5 members whose static B takes sigma_b from the emulator: its B's StdDev is the emulator's median
-    from the cycle's 5 backgrounds, and 3 cycles run to finite, sensible analyses."""
+    """An EDA of 5 members whose static B takes sigma_b from the emulator: its B's StdDev is the emulator's
+    e^(mu + s^2) from the cycle's 5 backgrounds, and 3 cycles run to finite, sensible analyses."""
     pyoops.run("train-emulator", _train_config(l96_archive, tmp_path))
     model = str(tmp_path / "emu.pt")
     from pyoops.fields.fieldset import FieldSet
@@ -176,7 +176,7 @@ def test_stddev_block_and_a_short_cycle_with_emulated_sigma(l96_archive: Path, t
                                                "emulated stddev": {"model": model, "members": 5}})
     block = StdDev(params, BlockContext(geometry, geometry.variables, ensemble=FieldSet({"x": members}),
                                         path="background error"))
-    expected = load_emulator(model).stddev({"x": members[:5]})["x"]
+    expected = load_emulator(model).stddev({"x": members[:5]}, "variance")["x"]   # the block's default
     np.testing.assert_allclose(block.sigma["x"], expected, rtol=1e-12)
     wrong = StdDev.Parameters.model_validate({"saber block name": "StdDev",
                                               "emulated stddev": {"model": model, "members": 4}})

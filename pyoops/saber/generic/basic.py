@@ -88,8 +88,9 @@ class EmulatedStdDevParameters(Parameters):
     members: int = Field(ge=2, description="Members given to the emulator: the first of the ensemble; must be the "
                                            "emulator's M.")
     statistic: Literal["median", "mean", "variance"] = Field(
-        "median", description="σ = exp(μ) (median of the log-normal predictive distribution), exp(μ + s²/2) (its "
-                              "mean) or exp(μ + s²) (the square root of its mean variance E[σ²]).")
+        "variance", description="σ = exp(μ + s²) (default: the square root of the predictive mean of σ², the "
+                                "best estimate of the variance B takes, as the ensemble's unbiased variance is), "
+                                "exp(μ + s²/2) (predictive mean of σ) or exp(μ) (predictive median).")
 
 
 class StdDevParameters(SaberBlockParameters):
