@@ -35,7 +35,7 @@
     round(C^(1/3)) cycles, 2000 replicates, seed 0).  Inference cost: ``Emulator.predict`` on one cycle (median of
     200 calls) against one member's 3D-Var analysis (``analyse_members`` of one member, median of 20).
 ``cycling``
-    Impact in cycling, 600 cycles (first 100 spin-up; ``--cycling-cycles``) of the held-out twin (the test run's
+    Impact in cycling, 2100 cycles (first 100 spin-up; ``--cycling-cycles``) of the held-out twin (the test run's
     truth, observations and perturbation seeds 11, 13, 17, never seen in training): EDA + 3D-Var whose static B
     takes its sigma_b from the EDA every cycle, (1) 50-es: StdDev calibrated on 50 members, (2) 5-es: on 5 members,
     (3) ML-es: StdDev emulated from 5 members.  Control's 6-h forecast (background) RMSE against the truth; ratio
@@ -128,7 +128,7 @@ class Lorenz96(Case):
     # 2000 alone the network stops improving after about 25 epochs (validation loss).
     extra_train = {"train-2": {"cycles": 6050, "members": 50, "seeds": (23, 25, 21)}}
     skip = 50
-    cycling = {"cycles": 600, "spin-up": 100}
+    cycling = {"cycles": 2100, "spin-up": 100}
     analysis = "3D-Var"
     fixed_stddev = {"read": {"value": 0.6}}
 
@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-runs", default="train,test",
                         help="the data stage's runs, comma-separated (two processes may make one each)")
     parser.add_argument("--cycling-cycles", type=int, default=None,
-                        help="cycles of each cycling run (default: the model's, 600 for Lorenz-96, 540 for QG)")
+                        help="cycles of each cycling run (default: the model's, 2100 for Lorenz-96, 560 for QG)")
     parser.add_argument("--cycling-runs", default=None,
                         help="the cycling stage's runs to make, comma-separated (default: all three)")
     args = parser.parse_args(argv)
