@@ -55,12 +55,9 @@ ENGINES = {"serial": None,
 
 def static_b() -> dict[str, Any]:
     """The QG tutorial's static B: diffusion (1000 km), 0.6 between the layers, sigma 3e6 m^2/s, walls, balance."""
-    return {"covariance model": "SABER",
-            "saber central block": {"saber block name": "diffusion", "horizontal length scale": 1.0e6},
-            "saber outer blocks": [{"saber block name": "QG vertical correlation", "correlation": 0.6},
-                                   {"saber block name": "StdDev", "read": {"value": {"x": 3.0e6}}},
-                                   {"saber block name": "QG walls"},
-                                   {"saber block name": "QG balance"}]}
+    from qg_4dvar_memory import static_b as tutorial_b   # this directory is on sys.path when run as a script
+
+    return tutorial_b()
 
 
 def prepare(directory: Path, geometry: dict[str, Any], model: dict[str, Any], members: int, spin_up: str,

@@ -70,7 +70,8 @@ def _observers(folder: Path, generate: bool, seed: int = 1) -> list[dict[str, An
     return out
 
 
-def _static_b() -> dict[str, Any]:
+def static_b() -> dict[str, Any]:
+    """The QG tutorial's static B: diffusion (1000 km), 0.6 between the layers, sigma 3e6 m^2/s, walls, balance."""
     return {"covariance model": "SABER",
             "saber central block": {"saber block name": "diffusion", "horizontal length scale": 1.0e6},
             "saber outer blocks": [{"saber block name": "QG vertical correlation", "correlation": 0.6},
@@ -99,7 +100,7 @@ def four_dvar(nx: int, ny: int, window: str, folder: Path, ninner: int, trajecto
     tstep = TSTEPS[nx, ny]
     cost = {"cost type": "4D-Var", "time window": {"begin": T0, "length": window},
             "geometry": {"nx": nx, "ny": ny, "depths": DEPTHS}, "analysis variables": ["x", "q", "u", "v"],
-            "background": {"date": T0, "analytic init": _init(2.0)}, "background error": _static_b(),
+            "background": {"date": T0, "analytic init": _init(2.0)}, "background error": static_b(),
             "observations": {"observers": _observers(folder, generate=False)},
             "model": {"name": "QG", "tstep": tstep}, "linear model": {"name": "QgTLM", "tstep": tstep}}
     if trajectory != "default":  # the QgTLM of code versions without the key
