@@ -330,8 +330,8 @@ class EnsembleForecastApplication(Application):
 
 
 # The forecast tasks ------------------------------------------------------------------------------
-#: Grid values (members x values of a member) of a default forecast batch: batching pays while batches are small
-#: (Lorenz-96: 20x for 40 members of 40 values) and is neutral for large states (QG, docs/benchmarks.rst).
+#: The grid values in a default forecast batch, members times values per member.  Batching pays while batches
+#: are small (Lorenz-96, 20x for 40 members of 40 values) and is neutral for large states (QG, docs/benchmarks.rst).
 BATCH_VALUES = 1 << 16
 
 

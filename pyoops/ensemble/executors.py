@@ -28,7 +28,7 @@ messages; there are never more chunks than members, so no worker gets an empty t
 
 Threads: the workers of ``processes`` and of a dask ``LocalCluster`` of processes share
 the machine's cores, so each limits its BLAS and OpenMP thread pools to one thread
-(:func:`limit_worker_threads`, with :mod:`threadpoolctl`: the process pool's initializer, a
+(:func:`limit_worker_threads`, with ``threadpoolctl``: the process pool's initializer, a
 dask worker plugin, and a check at the start of every task that one of them ran); ``workers``
 processes then use ``workers`` cores, not ``workers`` times the cores.  The calling
 process (the serial engine), the threads of ``processes: false`` (which share the
@@ -164,7 +164,7 @@ def limit_worker_threads() -> None:
     """One BLAS/OpenMP thread in this (worker) process.
 
     The thread pools of the libraries already loaded are limited with
-    :func:`threadpoolctl.threadpool_limits`; the environment variables of
+    ``threadpoolctl.threadpool_limits``; the environment variables of
     :data:`THREAD_VARIABLES` are set to 1 for the libraries loaded later (SciPy's own
     OpenBLAS is loaded at its first ``scipy.linalg`` import, say).  Called in worker
     processes only: in the calling process it would slow down its own BLAS.
