@@ -96,3 +96,36 @@ def test_an_emulator_of_the_streamfunction_feeds_the_qg_stddev_in_a_cycle(qg_eda
 def test_emulator_variables_must_be_the_geometry_s(qg_eda: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="emulator.variables.*no variable.*psi"):
         pyoops.run("train-emulator", train_config(qg_eda["archive"], tmp_path, ["x", "psi"]))
+
+
+def test_stddev_needs_every_variable_the_emulator_reads(tmp_path: Path) -> None:
+    """An emulator of x and q feeds a StdDev of x only if the ensemble carries q as well; one that gives no sigma
+    for a variable of the block is refused, naming the model file."""
+    from pyoops.emulators.features import GridLayout
+    from pyoops.emulators.model import Emulator
+    from pyoops.fields.fieldset import FieldSet
+    from pyoops.registry import get_registry
+    from pyoops.saber.blocks import BlockContext
+    from pyoops.saber.generic.basic import StdDev
+
+    geometry = get_registry().model_plugin("qg").make_geometry(GEOMETRY, "geometry")
+    both = GridLayout.from_geometry(geometry, ["x", "q"])
+    channels = both.channels * (2 + len(both.horizontal))     # log sigma, mean and two gradients per channel
+    Emulator(both, 5, 50, ["mean", "gradient"], {"width": 4, "depth": 1, "kernel": 3},
+             np.zeros(channels), np.ones(channels)).save(tmp_path / "xq.pt")
+    rng = np.random.default_rng(0)
+    members = {v: rng.standard_normal((6,) + both.shape) for v in ("x", "q")}
+    params = StdDev.Parameters.model_validate({"saber block name": "StdDev",
+                                               "emulated stddev": {"model": str(tmp_path / "xq.pt"), "members": 5}})
+    block = StdDev(params, BlockContext(geometry, ["x"], ensemble=FieldSet(members), path="background error"))
+    assert block.sigma["x"].shape == both.shape and np.all(block.sigma["x"] > 0)
+    with pytest.raises(ConfigError, match="emulated stddev.model.*ensemble has no \\['q'\\]"):
+        StdDev(params, BlockContext(geometry, ["x"], ensemble=FieldSet({"x": members["x"]}), path="background error"))
+    x_only = GridLayout.from_geometry(geometry, ["x"])
+    n = x_only.channels * (2 + len(x_only.horizontal))
+    Emulator(x_only, 5, 50, ["mean", "gradient"], {"width": 4, "depth": 1, "kernel": 3},
+             np.zeros(n), np.ones(n)).save(tmp_path / "x.pt")
+    params = StdDev.Parameters.model_validate({"saber block name": "StdDev",
+                                               "emulated stddev": {"model": str(tmp_path / "x.pt"), "members": 5}})
+    with pytest.raises(ConfigError, match="x.pt gives no σ for \\['q'\\]"):
+        StdDev(params, BlockContext(geometry, ["x", "q"], ensemble=FieldSet(members), path="background error"))
