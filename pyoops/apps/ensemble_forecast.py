@@ -66,7 +66,7 @@ from pyoops.util.sizes import check_members, end_date, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import check_same_geometry, write_fields
 from pyoops.generic.ensemble import EnsembleSourceParameters, member_filenames, read_ensemble
-from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
+from pyoops.generic.forecast import StateRecorder, c_ordered_copy, forecast, number_of_steps
 from pyoops.registry import ModelPlugin
 from pyoops.util.datetime import DateTime, Duration
 from pyoops.util.errors import ConfigError, join_path
@@ -354,21 +354,6 @@ def record_times(writers: list[Any], start: DateTime, length: Duration, step: Du
     return times + [end]
 
 
-def _copy(fields: Any) -> dict[str, np.ndarray]:
-    """C-ordered float64 copies (NumPy's reductions over the member axis depend on the memory order)."""
-    return {v: np.array(a, dtype=np.float64, order="C") for v, a in fields.items()}
-
-
-class _Recorder(PostProcessor):
-    def __init__(self, times: Any):
-        self.times = set(times)
-        self.states: dict[str, dict[str, np.ndarray]] = {}
-
-    def process(self, state: Any) -> None:
-        if state.time in self.times:
-            self.states[str(state.time)] = _copy(state.fields)
-
-
 def forecast_task(task: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
     """Executor task: forecast the batches of some members, one after the other (module level, picklable).
 
@@ -387,12 +372,12 @@ def forecast_task(task: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
     times = [DateTime(t) for t in task["record"]]
     parts = []
     for batch in task["batches"]:
-        fields = FieldSet(_copy({v: a[batch] for v, a in task["fields"].items()}), copy=False)
+        fields = FieldSet(c_ordered_copy({v: a[batch] for v, a in task["fields"].items()}), copy=False)
         state = plugin.state(geometry, fields, DateTime(task["time"]))
-        rec = _Recorder(times)
+        rec = StateRecorder(times)
         forecast(model, state, Duration(task["length"]), [rec], show_progress=False)
         parts.append(rec.states)
-    return {str(t): {v: np.concatenate([p[str(t)][v] for p in parts]) for v in task["fields"]} for t in times}
+    return {str(t): {v: np.concatenate([p[t][v] for p in parts]) for v in task["fields"]} for t in times}
 
 
 def _rms_spread(fields: FieldSet) -> float:

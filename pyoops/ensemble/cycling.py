@@ -124,7 +124,7 @@ from pyoops.ensemble.emulated_members import EmulatedMembers
 from pyoops.ensemble.executors import MemberExecutor
 from pyoops.util.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
-from pyoops.generic.forecast import PostProcessor, forecast, number_of_steps
+from pyoops.generic.forecast import StateRecorder, c_ordered_copy, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
 from pyoops.interface.observations import GeoVaLs
 from pyoops.util.atomic import atomic_output, readable_path
@@ -323,31 +323,6 @@ def _mean(members: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {v: a.mean(axis=0) for v, a in members.items()}
 
 
-def _copy(fields: Any) -> dict[str, np.ndarray]:
-    """C-ordered float64 copies.
-
-    The memory order is part of the result: NumPy's reductions over the member axis
-    (``mean(axis=0)``: pairwise with eight partial sums along a contiguous axis, row by
-    row otherwise) and BLAS products sum in a different order for C- and F-ordered
-    arrays.  The LETKF returns its analysis as a transposed view and a model keeps the
-    order of its input, while the chunks of a parallel forecast come back C-ordered:
-    every copy is made C-ordered so that serial and parallel runs agree bitwise.
-    """
-    return {v: np.array(a, dtype=np.float64, order="C") for v, a in fields.items()}
-
-
-class _Recorder(PostProcessor):
-    """Copies of the state at given times during a forecast."""
-
-    def __init__(self, times: Any):
-        self.times = set(times)
-        self.states: dict[DateTime, dict[str, np.ndarray]] = {}
-
-    def process(self, state: Any) -> None:
-        if state.time in self.times:
-            self.states[state.time] = _copy(state.fields)
-
-
 def _forecast_chunk(shared: dict[str, Any], members: list[int]) -> dict[str, Any]:
     """Executor task: batched forecast of some members (module level, picklable)."""
     from pyoops.registry import get_registry
@@ -359,9 +334,9 @@ def _forecast_chunk(shared: dict[str, Any], members: list[int]) -> dict[str, Any
     model = factory.maker_for(shared["model"], "model")(factory.parameters(shared["model"], "model"), geometry)
     fields = {v: a[members] for v, a in shared["fields"].items()}
     state = plugin.state(geometry, FieldSet(fields), DateTime(shared["time"]))
-    rec = _Recorder([DateTime(t) for t in shared["record"]])
+    rec = StateRecorder([DateTime(t) for t in shared["record"]])
     forecast(model, state, Duration(shared["length"]), [rec], show_progress=False)
-    return {"final": _copy(state.fields), "record": {str(t): f for t, f in rec.states.items()}}
+    return {"final": c_ordered_copy(state.fields), "record": {str(t): f for t, f in rec.states.items()}}
 
 
 # The twin: truth and observations --------------------------------------------------------------
@@ -799,7 +774,7 @@ class CycleExperiment:
 
     def advance_truth(self, truth: Any, until: DateTime, record: Any) -> dict[DateTime, dict[str, np.ndarray]]:
         """Advance ``truth`` in place to ``until``, returning copies at the ``record`` times."""
-        rec = _Recorder(record)
+        rec = StateRecorder(record)
         if until < truth.time:
             raise RuntimeError(f"the truth is at {truth.time}, it cannot go back to {until}")
         forecast(self.truth_model, truth, until - truth.time, [rec], show_progress=False)
@@ -821,10 +796,10 @@ class CycleExperiment:
             records = {DateTime(t): {v: np.concatenate([p["record"][t][v] for p in parts]) for v in fields}
                        for t in parts[0]["record"]}
             return final, records
-        state = self.plugin.state(self.geometry, FieldSet(_copy(fields)), time)
-        rec = _Recorder(record)
+        state = self.plugin.state(self.geometry, FieldSet(c_ordered_copy(fields)), time)
+        rec = StateRecorder(record)
         forecast(self.model, state, length, [rec], show_progress=False)
-        return _copy(state.fields), rec.states
+        return c_ordered_copy(state.fields), rec.states
 
     # Cost function of one window ------------------------------------------------------------------
     def cost_config(self, k: int, observer: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -900,7 +875,7 @@ class CycleExperiment:
             else:
                 draws = [read(ens.filename, "cycling.initial ensemble", m) for m in range(self.nmembers)]
             members = {v: np.stack([d[v] for d in draws]) for v in self.variables}
-        return {"cycle": 0, "truth": _copy(truth.fields) if truth is not None else None,
+        return {"cycle": 0, "truth": c_ordered_copy(truth.fields) if truth is not None else None,
                 "truth time": str(truth.time) if truth is not None else None, "control": control,
                 "members": members, "stats": {name: [] for name in STATISTICS}, "seconds": []}
 
@@ -974,7 +949,7 @@ class CycleExperiment:
                 state["statistics log"] = cycle_log.checkpoint_state()
                 state["cycle"] = k + 1
                 if truth is not None:
-                    state["truth"], state["truth time"] = _copy(truth.fields), str(truth.time)
+                    state["truth"], state["truth time"] = c_ordered_copy(truth.fields), str(truth.time)
                 if archive is not None:
                     archive.append(k, self.last_innovations, state)
                 if members_archive is not None:
@@ -1081,7 +1056,7 @@ class CycleExperiment:
             mult = infl.mult * lam
         xa = letkf_analysis(FieldSet(xb, copy=False), hx.reshape(n, -1), twin.values.ravel(), variance, selection,
                             mult, infl.rtpp, infl.rtps, infl.posterior_mult)
-        xa = self._emulate(k, xb, _copy(xa))
+        xa = self._emulate(k, xb, c_ordered_copy(xa))
         hxa = self._ensemble_hofx(ob, xa) if self.archive or self._adapt_needs_hxa() else None
         if adapt:
             self._adapt_after(twin, hxa, xb, xa)
@@ -1180,7 +1155,7 @@ class CycleExperiment:
         inner = cost.geometry
         cov = cost.covariance(inner, ensemble=FieldSet(ensemble, copy=False))
         date = DateTime(cfg["background"]["date"])
-        guess = [self.plugin.state(cost.geometry, FieldSet(_copy(background)), date)]
+        guess = [self.plugin.state(cost.geometry, FieldSet(c_ordered_copy(background)), date)]
         lin = cost.linearise(guess, observers, inner, None)
         flatten, unflatten, _ = _flatteners(inner, cost.variables, 1)
         h, h_ad = cost.linear_h(lin, observers, inner, None, unflatten, flatten)

@@ -20,7 +20,9 @@ from pyoops.util.logging import progress
 
 __all__ = [
     "PostProcessor",
+    "StateRecorder",
     "TrajectorySaver",
+    "c_ordered_copy",
     "forecast",
     "forecast_ad",
     "forecast_tl",
@@ -49,6 +51,31 @@ class TrajectorySaver(PostProcessor):
 
     def process(self, state: State) -> None:
         self.linear_model.set_trajectory(state)
+
+
+def c_ordered_copy(fields: Any) -> dict[str, np.ndarray]:
+    """C-ordered float64 copies of ``{variable: array}``.
+
+    The memory order is part of the result: NumPy's reductions over the member axis
+    (``mean(axis=0)``: pairwise with eight partial sums along a contiguous axis, row by
+    row otherwise) and BLAS products sum in a different order for C- and F-ordered
+    arrays.  The LETKF returns its analysis as a transposed view and a model keeps the
+    order of its input, while the chunks of a parallel forecast come back C-ordered:
+    every copy is made C-ordered so that serial and parallel runs agree bitwise.
+    """
+    return {v: np.array(a, dtype=np.float64, order="C") for v, a in fields.items()}
+
+
+class StateRecorder(PostProcessor):
+    """:func:`c_ordered_copy` of the state's fields at given times during a forecast, in ``states[time]``."""
+
+    def __init__(self, times: Any):
+        self.times = set(times)
+        self.states: dict[DateTime, dict[str, np.ndarray]] = {}
+
+    def process(self, state: Any) -> None:
+        if state.time in self.times:
+            self.states[state.time] = c_ordered_copy(state.fields)
 
 
 def number_of_steps(length: Duration, step: Duration, what: str = "forecast length") -> int:
