@@ -22,7 +22,7 @@ Predictors from :math:`M` members :math:`x^{(1..M)}` at every point
     periodic axes, one-sided at walls;
 ``relative`` (a flag, no channels of its own)
     the network sees :math:`\log\hat\sigma_M - \langle\log\hat\sigma_M\rangle` (the domain mean of
-    each channel removed: :func:`relative_to_domain_mean`) instead of :math:`\log\hat\sigma_M`, while the
+    each channel removed: :func:`network_predictors`) instead of :math:`\log\hat\sigma_M`, while the
     base its mean corrects stays :math:`\log\hat\sigma_M`.  The emulator is then *scale equivariant*:
     members :math:`c\,x` give :math:`\mu + \log c` (the flow predictors aside), so a system whose spread
     level moves away from the training data's is not pulled back to the training climatology.
@@ -51,7 +51,7 @@ import numpy as np
 
 from pyoops.util.errors import ConfigError
 
-__all__ = ["FEATURES", "GridLayout", "PointPredictors", "log_stddev", "predictors", "relative_to_domain_mean"]
+__all__ = ["FEATURES", "GridLayout", "PointPredictors", "log_stddev", "network_predictors", "predictors"]
 
 FEATURES = ("log stddev", "mean", "gradient", "relative")
 #: Floor of the standard deviations whose logarithm is taken (a member copy would give log 0).
@@ -272,16 +272,19 @@ def predictors(members: Mapping[str, np.ndarray], layout: GridLayout, features: 
     return np.ascontiguousarray(np.moveaxis(x, 2, 1)).reshape(x.shape[:1] + x.shape[2:] + layout.spatial_shape)
 
 
-def relative_to_domain_mean(x: np.ndarray, channels: int, point_major: bool) -> np.ndarray:
-    """Predictors ``x`` with their first ``channels`` channels (:math:`\\log\\hat\\sigma_M`) less their mean over
-    the horizontal points of each sample (a new array); ``x`` is ``(B, n, P C)`` point-major or
-    ``(B, P C, *horizontal)`` channel-major."""
+def network_predictors(x: np.ndarray, layout: GridLayout, features: Sequence[str], point_major: bool) -> np.ndarray:
+    """What the network sees of the predictors ``x`` (``(B, n, P C)`` point-major or ``(B, P C, *horizontal)``
+    channel-major): ``x`` itself, or with the ``relative`` flag a new array whose first ``C`` channels
+    (:math:`\\log\\hat\\sigma_M`) have their mean over the horizontal points of each sample removed."""
+    if "relative" not in features:
+        return x
+    c = layout.channels
     out = np.array(x, dtype=np.float64)
     if point_major:
-        out[:, :, :channels] -= out[:, :, :channels].mean(axis=1, keepdims=True)
+        out[:, :, :c] -= out[:, :, :c].mean(axis=1, keepdims=True)
     else:
         axes = tuple(range(2, out.ndim))
-        out[:, :channels] -= out[:, :channels].mean(axis=axes, keepdims=True)
+        out[:, :c] -= out[:, :c].mean(axis=axes, keepdims=True)
     return out
 
 

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import yaml
 
-from pyoops.emulators.features import (GridLayout, PointPredictors, number_of_predictors, predictors,
-                                       relative_to_domain_mean)
+from pyoops.emulators.features import (GridLayout, PointPredictors, network_predictors, number_of_predictors,
+                                       predictors)
 from pyoops.emulators.inference import NumpyGridConvNet
 from pyoops.emulators.network import GridConvNet, parameter_count
 from pyoops.util.atomic import atomic_output, input_path
@@ -108,16 +108,9 @@ class Emulator:
         """Normalised predictors and the raw :math:`\\log\\hat\\sigma_M` base (float64), from ``{v: (B, M, *grid)}``."""
         x = predictors(members, self.layout, self.features)
         base = x[:, : self.layout.channels].copy()
-        x = self.network_predictors(x, point_major=False)
+        x = network_predictors(x, self.layout, self.features, point_major=False)
         shape = (1, -1) + (1,) * len(self.layout.horizontal)
         return (x - self.mean.reshape(shape)) / self.std.reshape(shape), base
-
-    def network_predictors(self, x: np.ndarray, point_major: bool) -> np.ndarray:
-        """What the network sees of the predictors ``x``: ``x`` itself, or with ``relative`` their
-        :math:`\\log\\hat\\sigma_M` relative to its domain mean (:func:`~.features.relative_to_domain_mean`)."""
-        if "relative" not in self.features:
-            return x
-        return relative_to_domain_mean(x, self.layout.channels, point_major)
 
     def inputs(self, members: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`numpy_inputs` as float32 tensors (the network's input in training)."""
@@ -158,7 +151,7 @@ class Emulator:
             self._predictors = PointPredictors(layout, self.features)
         x = self._predictors(fields)
         c = layout.channels
-        out = self.numpy_network().heads(self.network_predictors(x, point_major=True), x[:, :, :c],
+        out = self.numpy_network().heads(network_predictors(x, layout, self.features, point_major=True), x[:, :, :c],
                                          layout.spatial_shape)
         np.exp(out[:, :, c:], out=out[:, :, c:])
         both = layout.from_points(out.reshape(out.shape[:2] + (2, c)).transpose(2, 0, 1, 3))   # (2, B, *grid)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyoops.emulators.features import GridLayout, log_stddev, predictors, relative_to_domain_mean
+from pyoops.emulators.features import GridLayout, log_stddev, network_predictors, predictors
 from pyoops.emulators.members import take_members
 from pyoops.emulators.model import Emulator
 from pyoops.util.logging import progress
@@ -198,8 +198,7 @@ def fit_emulator(layout: GridLayout, members: int, features: Sequence[str], netw
         # Normalisation and the initial offsets from one subset draw of the training cycles.
         first = train.subset(draw_subsets(train.ncycles, n, m, generator(seed, "emulator", "normalisation")))
         x0 = predictors(first, layout, features)
-        mean, std = _normalisation(relative_to_domain_mean(x0, layout.channels, point_major=False)
-                                   if "relative" in features else x0)
+        mean, std = _normalisation(network_predictors(x0, layout, features, point_major=False))
         residual = train.target - x0[:, : layout.channels]
         emulator = Emulator(layout, m, n, list(features), network, mean, std, geometry)
         with torch.random.fork_rng(devices=[]):
