@@ -95,7 +95,10 @@ class Case:
     skip = 0                     # spin-up cycles left out of the archives (a run's own "skip" overrides it)
     cycling = {"cycles": 0, "spin-up": 0}
     analysis = ""                # what one member's analysis is, for the inference cost
-    extra_train: dict[str, Any] = {}    # further training runs (their name: spec with its StdDev section)
+    extra_train: dict[str, Any] = {}    # further training runs of the same system (their name: spec)
+    plugin = ""
+    emulator: dict[str, Any] = {}       # the train-emulator 'emulator' section but M and N
+    batch_size = 0                      # cycles per training minibatch
     fixed_stddev: dict[str, Any] = {}   # a StdDev section needing no ensemble (the analysis timed alone)
 
     def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
@@ -116,8 +119,18 @@ class Case:
         """The training archives: ``train`` and each extra training run's."""
         return [str(base / name / "members.nc") for name in ("train", *self.extra_train)]
 
-    def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
+    def geometry(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
+        """The ``train-emulator`` configuration: the case's archives, emulator and minibatch size."""
+        return {"model plugin": self.plugin, "geometry": self.geometry(),
+                "training data": {"archives": self.archives(base), "skip cycles": self.train.get("skip", self.skip),
+                                  "validation fraction": 0.2},
+                "emulator": {"members": M, "target members": N, **self.emulator},
+                "training": {"loss": "gaussian nll", "epochs": 300, "batch size": self.batch_size,
+                             "learning rate": 3e-3, "patience": 30, "seed": 1, "threads": threads},
+                "output": {"model": str(base / "emulator" / "emulator.pt"), "directory": str(base / "emulator")}}
 
 
 class Lorenz96(Case):
@@ -131,6 +144,13 @@ class Lorenz96(Case):
     cycling = {"cycles": 2100, "spin-up": 100}
     analysis = "3D-Var"
     fixed_stddev = {"read": {"value": 0.6}}
+    plugin = "lorenz96"
+    emulator = {"predictors": ["mean", "gradient"],
+                "network": {"width": 32, "depth": 3, "kernel": 5, "global context": True, "activation": "relu"}}
+    batch_size = 64
+
+    def geometry(self) -> dict[str, Any]:
+        return {"resol": 40}
 
     @staticmethod
     def static_b(stddev: dict[str, Any]) -> dict[str, Any]:
@@ -143,8 +163,8 @@ class Lorenz96(Case):
                      spin_up: int | None = None) -> dict[str, Any]:
         truth_seed, obs_seed, eda_seed = run["seeds"]
         return {
-            "model plugin": "lorenz96",
-            "geometry": {"resol": 40},
+            "model plugin": self.plugin,
+            "geometry": self.geometry(),
             "model": {"name": "Lorenz96", "tstep": "PT6H"},
             "truth": {"initial condition": {"date": "2010-01-01T00:00:00Z",
                                             "analytic init": {"method": "random", "seed": truth_seed}},
@@ -160,18 +180,6 @@ class Lorenz96(Case):
             "output": {"directory": str(directory), "plots": True, "member archive": archive},
         }
 
-    def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
-        return {"model plugin": "lorenz96", "geometry": {"resol": 40},
-                "training data": {"archives": self.archives(base), "skip cycles": self.train.get("skip", self.skip),
-                                  "validation fraction": 0.2},
-                "emulator": {"members": M, "target members": N, "predictors": ["mean", "gradient"],
-                             "network": {"width": 32, "depth": 3, "kernel": 5, "global context": True,
-                                         "activation": "relu"}},
-                "training": {"loss": "gaussian nll", "epochs": 300, "batch size": 64, "learning rate": 3e-3,
-                             "patience": 30, "seed": 1, "threads": threads},
-                "output": {"model": str(base / "emulator" / "emulator.pt"), "directory": str(base / "emulator")}}
-
-
 class QG(Case):
     name = "qg"
     # The training run started from draws of the static B (sigma 3e6): its spread takes about 60 cycles to come
@@ -183,6 +191,10 @@ class QG(Case):
     cycling = {"cycles": 560, "spin-up": 60, "truth spin-up": "P60D", "initial sigma": 4.0e5}
     analysis = "4D-Var"
     fixed_stddev = {"read": {"value": {"x": 3.0e6}}}
+    plugin = "qg"
+    emulator = {"variables": ["x"], "predictors": ["mean", "gradient", "relative"],
+                "network": {"width": 24, "depth": 3, "kernel": 3, "global context": True}}
+    batch_size = 16
 
     def initial_ensemble(self, base: Path, members: int, spin_up: str, seed: int,
                          sigma: float | None = None) -> tuple[str, str]:
@@ -200,7 +212,7 @@ class QG(Case):
     def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
                      stddev: dict[str, Any] | None = None, archive: bool = True,
                      spin_up: int | None = None) -> dict[str, Any]:
-        from emulated_members_qg import GEOMETRY, STATIC_B, _truth_init
+        from emulated_members_qg import STATIC_B, _truth_init
 
         _, obs_seed, eda_seed = run["seeds"]
         template, control = self.initial_ensemble(base, members, run["truth spin-up"], eda_seed,
@@ -209,7 +221,7 @@ class QG(Case):
         outer = [{"saber block name": "StdDev", **(stddev or {"calibration": {}})}
                  if b["saber block name"] == "StdDev" else b for b in outer]
         return {
-            "model plugin": "qg", "geometry": GEOMETRY, "model": {"name": "QG", "tstep": "PT1H"},
+            "model plugin": self.plugin, "geometry": self.geometry(), "model": {"name": "QG", "tstep": "PT1H"},
             "truth": {"initial condition": _truth_init(), "spin-up": run["truth spin-up"]},
             "observations": {"name": "streamfunction", "simulated variables": ["x"], "obs frequency": "PT3H",
                              "obs density": 40, "obs error": 4.0e5, "locations": "random", "locations seed": 1,
@@ -228,18 +240,10 @@ class QG(Case):
             "output": {"directory": str(directory), "plots": False, "member archive": archive},
         }
 
-    def train_config(self, base: Path, threads: int = 1) -> dict[str, Any]:
+    def geometry(self) -> dict[str, Any]:
         from emulated_members_qg import GEOMETRY
 
-        return {"model plugin": "qg", "geometry": GEOMETRY,
-                "training data": {"archives": self.archives(base), "skip cycles": self.train.get("skip", self.skip),
-                                  "validation fraction": 0.2},
-                "emulator": {"members": M, "target members": N, "variables": ["x"],
-                             "predictors": ["mean", "gradient", "relative"],
-                             "network": {"width": 24, "depth": 3, "kernel": 3, "global context": True}},
-                "training": {"loss": "gaussian nll", "epochs": 300, "batch size": 16, "learning rate": 3e-3,
-                             "patience": 30, "seed": 1, "threads": threads},
-                "output": {"model": str(base / "emulator" / "emulator.pt"), "directory": str(base / "emulator")}}
+        return GEOMETRY
 
 
 CASES: dict[str, Case] = {"lorenz96": Lorenz96(), "qg": QG()}
