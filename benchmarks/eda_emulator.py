@@ -212,14 +212,11 @@ class QG(Case):
     def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
                      stddev: dict[str, Any] | None = None, archive: bool = True,
                      spin_up: int | None = None) -> dict[str, Any]:
-        from emulated_members_qg import STATIC_B, _truth_init
+        from emulated_members_qg import _truth_init, with_stddev
 
         _, obs_seed, eda_seed = run["seeds"]
         template, control = self.initial_ensemble(base, members, run["truth spin-up"], eda_seed,
                                                   run.get("initial sigma"))
-        outer = [dict(b) for b in STATIC_B["saber outer blocks"]]
-        outer = [{"saber block name": "StdDev", **(stddev or {"calibration": {}})}
-                 if b["saber block name"] == "StdDev" else b for b in outer]
         return {
             "model plugin": self.plugin, "geometry": self.geometry(), "model": {"name": "QG", "tstep": "PT1H"},
             "truth": {"initial condition": _truth_init(), "spin-up": run["truth spin-up"]},
@@ -234,7 +231,7 @@ class QG(Case):
             "eda": {"seed": eda_seed, "control member": True},
             "cost function": {"cost type": "4D-Var",
                               "linear model": {"name": "QgTLM", "tstep": "PT1H", "trajectory": "matrices"},
-                              "background error": {**STATIC_B, "saber outer blocks": outer}},
+                              "background error": with_stddev(stddev or {"calibration": {}})},
             "variational": {"minimizer": {"algorithm": "DRPCG"},
                             "iterations": [{"ninner": 10, "gradient norm reduction": 1e-3}]},
             "output": {"directory": str(directory), "plots": False, "member archive": archive},

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyoops  # noqa: E402
 from pyoops.util.datetime import DateTime, Duration  # noqa: E402
+from qg_4dvar_memory import static_b  # noqa: E402
 from emulated_members import (  # noqa: E402
     add_training_arguments,
     paired,
@@ -57,12 +58,7 @@ from emulated_members import (  # noqa: E402
 OUT = Path(__file__).resolve().parent / "output" / "emulated_members_qg"
 START = "2010-01-01T00:00:00Z"
 GEOMETRY = {"nx": 40, "ny": 20, "depths": [4500.0, 5500.0]}
-STATIC_B = {"covariance model": "SABER",
-            "saber central block": {"saber block name": "diffusion", "horizontal length scale": 1.0e6},
-            "saber outer blocks": [{"saber block name": "QG vertical correlation", "correlation": 0.6},
-                                   {"saber block name": "StdDev", "read": {"value": {"x": 3.0e6}}},
-                                   {"saber block name": "QG walls"},
-                                   {"saber block name": "QG balance"}]}
+STATIC_B = static_b()
 ROWS = ("full 20", "10 real", "10 + 10 flow", "10 + 10 resample", "10 + 10 static B")
 
 
@@ -85,11 +81,16 @@ def initial_ensemble(directory: Path, members: int, seed: int, spin_up: str = "P
     return template
 
 
+def with_stddev(stddev: dict[str, Any]) -> dict[str, Any]:
+    """The static B with ``stddev`` (the StdDev block's section but its name) for the streamfunction's."""
+    outer = [{"saber block name": "StdDev", **stddev} if b["saber block name"] == "StdDev" else b
+             for b in STATIC_B["saber outer blocks"]]
+    return {**STATIC_B, "saber outer blocks": outer}
+
+
 def with_sigma(sigma: float) -> dict[str, Any]:
     """The static B with the streamfunction's standard deviation ``sigma`` (m^2/s)."""
-    outer = [{"saber block name": "StdDev", "read": {"value": {"x": sigma}}} if b["saber block name"] == "StdDev"
-             else b for b in STATIC_B["saber outer blocks"]]
-    return {**STATIC_B, "saber outer blocks": outer}
+    return with_stddev({"read": {"value": {"x": sigma}}})
 
 
 def _truth_init() -> dict[str, Any]:
