@@ -78,7 +78,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from pyoops.config.parameters import Parameters
-from pyoops.diagnostics.tuning.spectral import SpectralInnovations, spectral_innovations
+from pyoops.diagnostics.tuning.spectral import SpectralInnovations, marginal_innovations, spectral_innovations
 
 __all__ = [
     "AdaptiveInflation",
@@ -119,6 +119,15 @@ class AdaptiveInflationParameters(Parameters):
     cap: float | None = Field(None, gt=0, description="EnKF-C cap r: lambda <= 1 + r (sigma_f/sigma_a - 1), with "
                                                       "the previous analysis's spread ratio at each point.")
     xN: float = Field(1.0, gt=0, description="enkf-n: hyperprior strength (DAPPER's xN).")
+    likelihood_form: Literal["joint", "marginal"] = Field(
+        "joint", alias="likelihood form",
+        description="likelihood: 'joint', the innovations' joint likelihood, in which lambda explains the part of "
+                    "d in the ensemble's span; 'marginal', the product of each observation's own likelihood, in "
+                    "which every observation's whole innovation variance counts (as DART's schemes).")
+    per_cycle: float | None = Field(
+        None, alias="per cycle", gt=0,
+        description="likelihood: the analysis uses this cycle's posterior mode of log lambda, the running estimate "
+                    "its prior worth this many cycles' Fisher information (default: the running estimate).")
 
     @field_validator("bounds")
     @classmethod
@@ -131,6 +140,10 @@ class AdaptiveInflationParameters(Parameters):
     def _scheme_options(self) -> AdaptiveInflationParameters:
         if self.scheme == "enkf-n" and ("initial_sd" in self.model_fields_set or self.damping != 1.0):
             raise ValueError("enkf-n has no memory: 'initial sd' and 'damping' do not apply")
+        if self.per_cycle is not None and self.scheme != "likelihood":
+            raise ValueError("'per cycle' is an option of the likelihood scheme")
+        if self.likelihood_form != "joint" and self.scheme != "likelihood":
+            raise ValueError("'likelihood form' is an option of the likelihood scheme")
         return self
 
     @property
@@ -194,11 +207,12 @@ class ObsSpaceEnsemble:
         return cls(np.where(ok, yp, 0.0), np.where(ok, d, 0.0), rinv, index, weight, point_row,
                    state_perturbations), ok
 
-    def spectral(self) -> SpectralInnovations:
-        """Statistics of every row (localization-weighted)."""
+    def spectral(self, marginal: bool = False) -> SpectralInnovations:
+        """Statistics of every row (localization-weighted); ``marginal``: of the observations' marginal
+        likelihoods (:func:`~pyoops.diagnostics.tuning.spectral.marginal_innovations`)."""
         yt = self.perturbations.T[self.index]                        # (rows, m, N)
-        return spectral_innovations(yt, self.departures[self.index], self.inverse_variance[self.index],
-                                    self.weight)
+        form = marginal_innovations if marginal else spectral_innovations
+        return form(yt, self.departures[self.index], self.inverse_variance[self.index], self.weight)
 
 
 def _single_row(nobs: int, npoints: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,6 +254,8 @@ class AdaptiveInflation:
         self.information = np.full(size, 1.0 / params.sd0**2 if params.scheme == "likelihood" else 0.0)
         #: The spread ratio sigma_f/sigma_a of the previous analysis for the EnKF-C cap, NaN before the first.
         self.spread_ratio = np.full(size, np.nan)
+        #: ``per cycle``: this cycle's posterior mode, which the analysis uses (None: ``mean``).
+        self.cycle_mean: np.ndarray | None = None
 
     # -- state ------------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -258,8 +274,9 @@ class AdaptiveInflation:
 
     # -- the field ----------------------------------------------------------------------------------
     def field(self) -> np.ndarray:
-        """:math:`\\lambda` at every grid point ``(npoints,)``."""
-        return np.broadcast_to(self.mean, (self.npoints,)).copy()
+        """:math:`\\lambda` at every grid point ``(npoints,)`` (this cycle's, with ``per cycle``)."""
+        value = self.mean if self.cycle_mean is None else self.cycle_mean
+        return np.broadcast_to(value, (self.npoints,)).copy()
 
     # -- update ------------------------------------------------------------------------------------
     def update(self, ens: ObsSpaceEnsemble) -> np.ndarray:
@@ -278,15 +295,23 @@ class AdaptiveInflation:
         if scheme in ("anderson", "el gharamti"):
             self._dart(ens, rows)
         else:
-            stats = ens.spectral()
+            stats = ens.spectral(marginal=p.likelihood_form == "marginal")
             gamma, q, dd, peff = (stats.gamma[rows], stats.q[rows], stats.dd[rows], stats.p_eff[rows])
             if scheme == "likelihood":
-                self._likelihood(SpectralInnovations(gamma, q, dd, peff, stats.nobs[rows], stats.members))
+                cycle_stats = SpectralInnovations(gamma, q, dd, peff, stats.nobs[rows], stats.members)
+                self._likelihood(cycle_stats)
             elif scheme == "miyoshi":
                 self._miyoshi(gamma.sum(axis=-1), dd, peff)
             else:
                 self.mean = enkf_n_inflation(gamma, q, stats.members, p.xN)
-        return self.limit()
+        field = self.limit()
+        if scheme == "likelihood" and p.per_cycle is not None:
+            # The running estimate is worth ``per cycle`` cycles of this cycle's Fisher information.
+            _, fisher = cycle_stats.score(self.mean, np.ones(self.mean.shape))
+            precision = p.per_cycle * fisher[..., 0, 0]
+            self.cycle_mean = np.clip(cycle_posterior_mode(cycle_stats, self.mean, precision), *p.limits)
+            field = self.field()
+        return field
 
     def limit(self) -> np.ndarray:
         """Apply the bounds and the EnKF-C cap; returns the field to use now."""
@@ -379,6 +404,34 @@ def fisher_scoring_step(information: np.ndarray, gradient: np.ndarray, fisher: n
     information = rho * np.asarray(information, dtype=np.float64) + fisher
     step = np.where(active, gradient / np.maximum(information, np.finfo(np.float64).tiny), 0.0)
     return np.clip(step, -max_step, max_step), information
+
+
+def cycle_posterior_mode(stats: SpectralInnovations, running: np.ndarray, precision: np.ndarray,
+                         iterations: int = 20) -> np.ndarray:
+    r"""This cycle's posterior mode of :math:`\phi = \log\lambda`, the running estimate its Gaussian prior.
+
+    Minimises :math:`-\log L_t(\phi) + \tfrac{\kappa}{2}(\phi - \bar\phi)^2` with :math:`\bar\phi = \log\bar\lambda`
+    (``running``) and prior precision :math:`\kappa` (``precision``; :math:`kF_t(\bar\phi)` for
+    ``per cycle: k``, :math:`F_t` this cycle's Fisher information; :math:`\infty` returns :math:`\bar\lambda`):
+    the analysis reacts to this cycle's innovations about a centre that the forgetting likelihood keeps
+    consistent.  Fisher scoring, each step within one unit of :math:`\phi`; rows without
+    information keep :math:`\bar\lambda`.
+    """
+    phi_bar = np.log(np.asarray(running, dtype=np.float64))
+    kappa = np.broadcast_to(np.asarray(precision, dtype=np.float64), phi_bar.shape)
+    free = np.isfinite(kappa) & (stats.gamma.sum(axis=-1) > 0)
+    kappa = np.where(free, kappa, 0.0)
+    ones = np.ones(phi_bar.shape)
+    phi = phi_bar.copy()
+    for _ in range(iterations):
+        grad, fisher = stats.score(np.exp(phi), ones)
+        g = grad[..., 0] + kappa * (phi - phi_bar)
+        curvature = fisher[..., 0, 0] + kappa
+        step = np.where(free, np.clip(g / np.where(free & (curvature > 0), curvature, 1.0), -1.0, 1.0), 0.0)
+        phi = phi - step
+        if np.all(np.abs(step) <= 1e-10):
+            break
+    return np.exp(phi)
 
 
 def _obs_state_correlation(ens: ObsSpaceEnsemble, idx: np.ndarray) -> np.ndarray:

@@ -77,6 +77,9 @@ class AdaptiveParameters(Parameters):
     def _something(self) -> AdaptiveParameters:
         if self.inflation is None and self.obs_error is None and self.hybrid_weight is None:
             raise ValueError("give 'inflation', 'obs error' and/or 'hybrid weight'")
+        if self.obs_error is not None and self.inflation is not None and self.inflation.per_cycle is not None:
+            raise ValueError("'inflation.per cycle' is not available with 'obs error' (the joint estimate of lambda "
+                             "and a_o has no per-cycle mode)")
         return self
 
 

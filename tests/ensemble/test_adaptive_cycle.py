@@ -61,6 +61,34 @@ def test_adaptive_letkf_resumes_bitwise(tmp_path: Path, scheme: str, spatial: st
     assert np.isfinite(ref["mean analysis rmse"])
 
 
+@pytest.mark.parametrize("form", ["joint", "marginal"])
+@pytest.mark.parametrize("spatial", ["global", "local"])
+def test_per_cycle_likelihood_resumes_bitwise(tmp_path: Path, spatial: str, form: str) -> None:
+    """``per cycle`` (with either likelihood form): the cycle's posterior mode is recomputed from the checkpointed
+    running estimate, so a run stopped after 3 cycles and resumed equals an uninterrupted one, and the analysis used
+    it (adaptive.nc's series is not the running estimate's)."""
+    cfg = _adaptive_letkf(tmp_path / "resumed", "likelihood", spatial, **{"per cycle": 4, "likelihood form": form})
+    resumed, ref = _stop_and_resume(cfg, tmp_path, 3)
+    for name in STATISTICS:
+        np.testing.assert_array_equal(resumed["experiment"].stats[name], ref["experiment"].stats[name], err_msg=name)
+    np.testing.assert_array_equal(resumed["experiment"].members["x"], ref["experiment"].members["x"])
+    plain = _adaptive_letkf(tmp_path / "plain", "likelihood", spatial, **{"likelihood form": form})
+    pyoops.run("cycle", plain)
+    with netCDF4.Dataset(tmp_path / "resumed" / "adaptive.nc") as a, \
+            netCDF4.Dataset(tmp_path / "straight" / "adaptive.nc") as b, \
+            netCDF4.Dataset(tmp_path / "plain" / "adaptive.nc") as c:
+        for var in ("inflation_mean", "inflation_last", "inflation_time_mean"):
+            np.testing.assert_array_equal(a[var][:], b[var][:], err_msg=var)
+        assert not np.array_equal(a["inflation_mean"][:], c["inflation_mean"][:])
+
+
+def test_per_cycle_with_obs_error_is_refused(tmp_path: Path, capsys: Any) -> None:
+    cfg = _adaptive_letkf(tmp_path / "out", "likelihood", "global", **{"per cycle": 4})
+    cfg["adaptive"]["obs error"] = {"scheme": "likelihood"}
+    line = _one_line_error(tmp_path, capsys, cfg)
+    assert "adaptive" in line and "per cycle" in line
+
+
 def test_adaptive_outputs_and_obs_error(tmp_path: Path) -> None:
     """Inflation and R amplitude together: adaptive.nc holds both series, the plots are written."""
     cfg = _adaptive_letkf(tmp_path / "out", "likelihood", "local")

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SpectralInnovations", "spectral_innovations"]
+__all__ = ["SpectralInnovations", "marginal_innovations", "spectral_innovations"]
 
 
 @dataclass
@@ -142,3 +142,31 @@ def spectral_innovations(perturbations: np.ndarray, departures: np.ndarray, inve
     gamma = np.where(used, gamma, 0.0)
     q = np.where(used, proj**2 / np.where(used, gamma, 1.0), 0.0)
     return SpectralInnovations(gamma, q, (dt * dt).sum(axis=-1), w.sum(axis=-1), (w > 0).sum(axis=-1), n)
+
+
+def marginal_innovations(perturbations: np.ndarray, departures: np.ndarray, inverse_variance: np.ndarray,
+                         weights: np.ndarray | None = None) -> SpectralInnovations:
+    r"""The product of the observations' *marginal* likelihoods, in the form of :class:`SpectralInnovations`.
+
+    Each innovation alone, :math:`d_i \sim N(0, \lambda s_i + a_o\sigma_{o,i}^2/w_i)` with
+    :math:`s_i = \sum_k Y_{ik}^2/(N-1)` the ensemble variance at observation :math:`i`: the same sum as the
+    spectral form with the observations as the directions, :math:`\gamma_i = w_i s_i/\sigma_{o,i}^2` and
+    :math:`q_i = w_i d_i^2/\sigma_{o,i}^2`.  Unlike the joint likelihood, which lets :math:`\lambda` explain only
+    the part of :math:`d` in the span of the ensemble, every observation's whole innovation variance counts
+    (the likelihood DART's adaptive schemes use, one observation at a time); the correlations between the
+    innovations are ignored, so the Fisher information of this composite likelihood overstates what the data
+    hold.  Arguments as :func:`spectral_innovations`; only the :math:`\lambda` parts are meant to be used (the
+    :math:`a_o` parts count every observation once).
+    """
+    y = np.asarray(perturbations, dtype=np.float64)
+    n = y.shape[-1]
+    if n < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {n}")
+    rinv = np.asarray(inverse_variance, dtype=np.float64)
+    w = np.ones_like(rinv) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), rinv.shape)
+    w = np.where(rinv > 0, w, 0.0)
+    gamma = w * rinv * (y * y).sum(axis=-1) / (n - 1)
+    used = gamma > 0
+    gamma = np.where(used, gamma, 0.0)
+    q = np.where(used, w * rinv * np.asarray(departures, dtype=np.float64) ** 2, 0.0)
+    return SpectralInnovations(gamma, q, q.sum(axis=-1), w.sum(axis=-1), (w > 0).sum(axis=-1), n)
