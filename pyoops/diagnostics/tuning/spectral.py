@@ -107,6 +107,17 @@ class SpectralInnovations:
         return grad, fisher
 
 
+def _checked_inputs(perturbations: np.ndarray, inverse_variance: np.ndarray, weights: np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Y, 1/sigma_o^2, w)`` as float arrays, ``w`` broadcast and zero where the observation is not used."""
+    y = np.asarray(perturbations, dtype=np.float64)
+    if y.shape[-1] < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {y.shape[-1]}")
+    rinv = np.asarray(inverse_variance, dtype=np.float64)
+    w = np.ones_like(rinv) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), rinv.shape)
+    return y, rinv, np.where(rinv > 0, w, 0.0)
+
+
 def spectral_innovations(perturbations: np.ndarray, departures: np.ndarray, inverse_variance: np.ndarray,
                          weights: np.ndarray | None = None) -> SpectralInnovations:
     r"""The statistics of :class:`SpectralInnovations` from observation-space arrays.
@@ -123,13 +134,8 @@ def spectral_innovations(perturbations: np.ndarray, departures: np.ndarray, inve
     weights:
         Localization weights :math:`w_i \in [0, 1]` ``(..., m)`` (default 1).
     """
-    y = np.asarray(perturbations, dtype=np.float64)
+    y, rinv, w = _checked_inputs(perturbations, inverse_variance, weights)
     n = y.shape[-1]
-    if n < 2:
-        raise ValueError(f"an ensemble needs at least 2 members, got {n}")
-    rinv = np.asarray(inverse_variance, dtype=np.float64)
-    w = np.ones_like(rinv) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), rinv.shape)
-    w = np.where(rinv > 0, w, 0.0)
     sw = np.sqrt(w * rinv)
     yt = y * (sw / np.sqrt(n - 1))[..., None]
     dt = np.asarray(departures, dtype=np.float64) * sw
@@ -158,13 +164,8 @@ def marginal_innovations(perturbations: np.ndarray, departures: np.ndarray, inve
     hold.  Arguments as :func:`spectral_innovations`; only the :math:`\lambda` parts are meant to be used (the
     :math:`a_o` parts count every observation once).
     """
-    y = np.asarray(perturbations, dtype=np.float64)
+    y, rinv, w = _checked_inputs(perturbations, inverse_variance, weights)
     n = y.shape[-1]
-    if n < 2:
-        raise ValueError(f"an ensemble needs at least 2 members, got {n}")
-    rinv = np.asarray(inverse_variance, dtype=np.float64)
-    w = np.ones_like(rinv) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), rinv.shape)
-    w = np.where(rinv > 0, w, 0.0)
     gamma = w * rinv * (y * y).sum(axis=-1) / (n - 1)
     used = gamma > 0
     gamma = np.where(used, gamma, 0.0)
