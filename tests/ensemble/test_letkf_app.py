@@ -339,6 +339,21 @@ def test_adaptive_inflation_files_chain_analyses(solver, workdir, io):
         np.testing.assert_allclose(read_members(io, "out/an2.{k:02d}.nc"), expected, rtol=1e-10, atol=1e-10)
 
 
+def test_adaptive_inflation_marginal_per_cycle_in_one_analysis(workdir, io):
+    """The letkf application takes the likelihood's options: the file's 'inflation' is the field the analysis used
+    (the cycle's posterior mode), its state the running estimate, which differs from it."""
+    import netCDF4
+
+    setup_3d(io)
+    adaptive = {"scheme": "likelihood", "spatial": "local", "likelihood form": "marginal", "per cycle": 2,
+                "initial": 1.5, "output file": "out/infl.nc"}
+    summary = pyoops.run("letkf", config(**{"adaptive inflation": adaptive}))
+    with netCDF4.Dataset(workdir / "out/infl.nc") as ds:
+        used, running = np.array(ds["inflation"][:]), np.array(ds["mean"][:])
+    assert summary["inflation mean"] == pytest.approx(float(used.mean()))
+    assert used.shape == running.shape and not np.array_equal(used, running)
+
+
 def test_adaptive_inflation_file_mismatch_is_one_line(workdir, io, cli):
     import yaml
 
