@@ -28,6 +28,11 @@ Schemes (``scheme``):
     variance of the estimate, and the fixed point is the maximum of the exponentially weighted
     likelihood of the last ~``memory`` cycles.  :math:`I_0 = 1/\sigma_0^2` (``initial sd``, on the
     log scale) keeps the first steps short.
+    ``likelihood form: marginal`` uses the product of the observations' own likelihoods
+    (:func:`~pyoops.diagnostics.tuning.spectral.marginal_innovations`) instead of the joint one, so
+    that the innovation variance outside the ensemble's span counts too; ``per cycle: k`` gives the
+    analysis the cycle's posterior mode about the running estimate (:func:`cycle_posterior_mode`),
+    the running estimate being worth ``k`` cycles of data.
 ``miyoshi`` (Miyoshi 2011)
     With :math:`T = \mathrm{tr}(\mathbf R_w^{-1}\mathbf{HP}^b\mathbf H^\mathrm T)`, :math:`p_\text{eff} = \sum w_i`,
     the observed :math:`\lambda_o = (d^\mathrm T\mathbf R_w^{-1}d - p_\text{eff})/T` with variance
@@ -85,6 +90,7 @@ __all__ = [
     "AdaptiveInflationParameters",
     "ObsSpaceEnsemble",
     "SCHEMES",
+    "cycle_posterior_mode",
     "fisher_scoring_step",
     "member_perturbations",
     "point_spread",
