@@ -42,9 +42,10 @@ is printed in reStructuredText for ``docs/adaptive.rst``.  No assertion: a bench
 
 ``--seeds S1 S2 ...`` repeats the chosen cases, filters and schemes (and DAPPER) on twins of several
 seeds (``results_seeds.json``, or ``results_seeds_<tag>.json``) and prints each row's mean and
-standard deviation over the seeds, and per case the paired difference between pyoops's own best row and the best peer row (best by the mean
-over seeds) with its 95 % Student-t interval: single-seed time means of this twin differ by
-0.02-0.1 from seed to seed, more than the 0.01 the comparison asks about.
+standard deviation over the seeds, and per case the paired difference between pyoops's own best
+row and the best peer row (best by the mean over seeds) with its 95 % Student-t interval:
+single-seed time means of this twin differ by 0.02-0.1 from seed to seed, more than the 0.01 the
+comparison asks about.
 """
 
 from __future__ import annotations
@@ -434,16 +435,21 @@ def run_seeds(args: argparse.Namespace) -> None:
                             {k: SCHEMES[k] for k in args.schemes})
             results.setdefault(str(seed), {}).setdefault(case, {}).update(rows)
             results_file.write_text(json.dumps(results, indent=1, default=str))
-    results.setdefault("meta", {})[",".join(args.cases)] = {
-        "cycles": args.cycles, "spin-up": args.spin_up, "seeds": args.seeds, "python": platform.python_version(),
-        "numpy": np.__version__, "load": os.getloadavg(), "wall seconds": time.perf_counter() - started}
+    runs = results.setdefault("meta", {}).setdefault(",".join(args.cases), [])
+    if isinstance(runs, dict):                           # written by an earlier version: one run per key
+        runs = results["meta"][",".join(args.cases)] = [runs]
+    runs.append({"cycles": args.cycles, "spin-up": args.spin_up, "seeds": args.seeds, "schemes": args.schemes,
+                 "dapper": not args.no_dapper, "python": platform.python_version(), "numpy": np.__version__,
+                 "load": os.getloadavg(), "wall seconds": time.perf_counter() - started})
     results_file.write_text(json.dumps(results, indent=1, default=str))
     seed_report(results)
 
 
 def seed_report(results: dict[str, Any]) -> None:
     """Per case, every row's mean +- sd over the seeds that ran it (a diverged run counts as failed, not
-    averaged), and the paired difference own best - best peer with a 95 % t interval."""
+    averaged), and the paired difference own best - best peer with a 95 % t interval (rows run on every seed and
+    never diverged; both chosen by their mean on these seeds, which makes either look better than it would on
+    new twins)."""
     from scipy import stats
 
     seeds = [s for s in results if s != "meta"]
@@ -454,12 +460,14 @@ def seed_report(results: dict[str, Any]) -> None:
         print(f"\ncase {case}: {len(runs)} seeds ({', '.join(runs)})")
         table = {}
         for n in names:
-            values = np.array([runs[s][n]["rmse"] if n in runs[s] else np.nan for s in runs])
-            table[n] = values
+            values = np.array([runs[s][n]["rmse"] for s in runs if n in runs[s]])
+            missing = len(runs) - values.size
+            if not missing:
+                table[n] = values
             ok = np.isfinite(values)
             spread = f"{values[ok].std(ddof=1):.4f}" if ok.sum() > 1 else "-"
             print(f"  {n:44s} mean {np.mean(values[ok]) if ok.any() else np.nan:.4f}  sd {spread}  "
-                  f"diverged {int((~ok).sum())}/{values.size}")
+                  f"diverged {int((~ok).sum())}/{values.size}" + (f"  (not run on {missing} seeds)" if missing else ""))
         complete = {n: v for n, v in table.items() if np.all(np.isfinite(v))}
         own, peers = _own_and_peer_names(complete)
         if not own or not peers:

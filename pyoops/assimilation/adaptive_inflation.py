@@ -292,6 +292,7 @@ class AdaptiveInflation:
         tuning: :math:`a_o\\mathbf R`).
         """
         p = self.params
+        self.cycle_mean = None            # this cycle's, set below with ``per cycle``
         if p.damping != 1.0:
             self.mean = 1.0 + p.damping * (self.mean - 1.0)
         if p.spatial == "global":
@@ -315,21 +316,26 @@ class AdaptiveInflation:
             # The running estimate is worth ``per cycle`` cycles of this cycle's Fisher information.
             _, fisher = cycle_stats.score(self.mean, np.ones(self.mean.shape))
             precision = p.per_cycle * fisher[..., 0, 0]
-            self.cycle_mean = np.clip(cycle_posterior_mode(cycle_stats, self.mean, precision), *p.limits)
+            self.cycle_mean = self._limited(cycle_posterior_mode(cycle_stats, self.mean, precision))
             field = self.field()
         return field
 
     def limit(self) -> np.ndarray:
-        """Apply the bounds and the EnKF-C cap; returns the field to use now."""
+        """Apply the bounds and the EnKF-C cap to the running estimate; returns the field to use now."""
+        self.mean = self._limited(self.mean)
+        return self.field()
+
+    def _limited(self, values: np.ndarray) -> np.ndarray:
+        """``values`` within the bounds and under the EnKF-C cap."""
         p = self.params
         lo, hi = p.limits
-        self.mean = np.clip(self.mean, lo, hi)
+        values = np.clip(values, lo, hi)
         if p.cap is not None:
             ok = np.isfinite(self.spread_ratio)
-            self.mean = np.where(ok, np.minimum(self.mean, 1.0 + p.cap * (np.where(ok, self.spread_ratio, 1.0) - 1.0)),
-                                 self.mean)
-            self.mean = np.maximum(self.mean, lo)
-        return self.field()
+            values = np.where(ok, np.minimum(values, 1.0 + p.cap * (np.where(ok, self.spread_ratio, 1.0) - 1.0)),
+                              values)
+            values = np.maximum(values, lo)
+        return values
 
     def record_spread_ratio(self, forecast_spread: np.ndarray, analysis_spread: np.ndarray) -> None:
         """After the analysis: :math:`\\sigma_f/\\sigma_a` per point ``(npoints,)`` (global: domain means), for the cap."""
@@ -412,32 +418,72 @@ def fisher_scoring_step(information: np.ndarray, gradient: np.ndarray, fisher: n
     return np.clip(step, -max_step, max_step), information
 
 
+#: Doublings of the step from the prior's centre when bracketing the cycle's mode (up to |phi - phi_bar| = 512).
+_BRACKET_DOUBLINGS = 10
+
+
 def cycle_posterior_mode(stats: SpectralInnovations, running: np.ndarray, precision: np.ndarray,
-                         iterations: int = 20) -> np.ndarray:
+                         tolerance: float = 1e-12, max_iterations: int = 200) -> np.ndarray:
     r"""This cycle's posterior mode of :math:`\phi = \log\lambda`, the running estimate its Gaussian prior.
 
-    Minimises :math:`-\log L_t(\phi) + \tfrac{\kappa}{2}(\phi - \bar\phi)^2` with :math:`\bar\phi = \log\bar\lambda`
-    (``running``) and prior precision :math:`\kappa` (``precision``; :math:`kF_t(\bar\phi)` for
-    ``per cycle: k``, :math:`F_t` this cycle's Fisher information; :math:`\infty` returns :math:`\bar\lambda`):
-    the analysis reacts to this cycle's innovations about a centre that the forgetting likelihood keeps
-    consistent.  Fisher scoring, each step within one unit of :math:`\phi`; rows without
-    information keep :math:`\bar\lambda`.
+    Minimises :math:`h(\phi) = -\log L_t(\phi) + \tfrac{\kappa}{2}(\phi - \bar\phi)^2` with
+    :math:`\bar\phi = \log\bar\lambda` (``running``) and prior precision :math:`\kappa` (``precision``;
+    :math:`kF_t(\bar\phi)` for ``per cycle: k``, :math:`F_t` this cycle's Fisher information;
+    :math:`\infty` returns :math:`\bar\lambda`): the analysis reacts to this cycle's innovations about a
+    centre that the forgetting likelihood keeps consistent.
+
+    :math:`h` need not be convex, but :math:`h'(\phi) = g_t(\phi) + \kappa(\phi - \bar\phi)` is negative
+    for :math:`\phi \to -\infty` and positive for :math:`\phi \to \infty` (the score :math:`g_t` is
+    bounded), so a bracket :math:`h'(\phi_-) < 0 < h'(\phi_+)` is found by doubling steps from
+    :math:`\bar\phi`, and safeguarded Newton (on the observed curvature; bisection wherever a step leaves
+    the bracket or the curvature is not positive) keeps it until it is narrower than ``tolerance``: the result is a local minimum where
+    :math:`h'` changes sign from negative to positive.  Rows without information (no observation, or
+    :math:`\kappa = \infty`) return ``running`` unchanged; a mode not bracketed within
+    :math:`|\phi - \bar\phi| \le 512` returns the farthest trial (the bounds then apply).
     """
-    phi_bar = np.log(np.asarray(running, dtype=np.float64))
+    running = np.asarray(running, dtype=np.float64)
+    phi_bar = np.log(running)
     kappa = np.broadcast_to(np.asarray(precision, dtype=np.float64), phi_bar.shape)
     free = np.isfinite(kappa) & (stats.gamma.sum(axis=-1) > 0)
     kappa = np.where(free, kappa, 0.0)
     ones = np.ones(phi_bar.shape)
-    phi = phi_bar.copy()
-    for _ in range(iterations):
-        grad, fisher = stats.score(np.exp(phi), ones)
-        g = grad[..., 0] + kappa * (phi - phi_bar)
-        curvature = fisher[..., 0, 0] + kappa
-        step = np.where(free, np.clip(g / np.where(free & (curvature > 0), curvature, 1.0), -1.0, 1.0), 0.0)
-        phi = phi - step
-        if np.all(np.abs(step) <= 1e-10):
+
+    def slope(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        grad, _ = stats.score(np.exp(phi), ones)
+        return grad[..., 0] + kappa * (phi - phi_bar), stats.observed_curvature(np.exp(phi)) + kappa
+
+    g0, _ = slope(phi_bar)
+    below = g0 > 0                       # h' > 0 at the prior's centre: the minimum lies below it
+    lo = np.where(below, -np.inf, phi_bar)
+    hi = np.where(below, phi_bar, np.inf)
+    searching = free & (g0 != 0)
+    step = 1.0
+    for _ in range(_BRACKET_DOUBLINGS):  # a bracket h'(lo) < 0 < h'(hi), moving the open end outwards
+        if not searching.any():
             break
-    return np.exp(phi)
+        trial = np.where(below, phi_bar - step, phi_bar + step)
+        gt, _ = slope(trial)
+        down, up = searching & below, searching & ~below
+        lo = np.where((down & (gt < 0)) | (up & (gt <= 0)), trial, lo)
+        hi = np.where((up & (gt > 0)) | (down & (gt >= 0)), trial, hi)
+        searching = searching & ~((down & (gt < 0)) | (up & (gt > 0)))
+        step *= 2.0
+    # Not bracketed within |phi - phi_bar| <= 512: the mode is beyond any bound; the farthest trial stands for it.
+    phi = np.where(searching, np.where(below, hi, lo), phi_bar)
+    active = free & (g0 != 0) & ~searching
+    phi = np.where(active, 0.5 * (lo + hi), phi)
+    for _ in range(max_iterations):     # safeguarded Newton inside the bracket
+        if not active.any():
+            break
+        g, curvature = slope(phi)
+        lo = np.where(active & (g < 0), phi, lo)
+        hi = np.where(active & (g > 0), phi, hi)
+        newton = phi - g / np.where(curvature > 0, curvature, np.inf)
+        new = np.where((newton > lo) & (newton < hi), newton, 0.5 * (lo + hi))
+        done = (g == 0) | (hi - lo <= tolerance) | (np.abs(new - phi) <= tolerance)
+        phi = np.where(active & (g != 0), new, phi)
+        active = active & ~done
+    return np.where(free & (g0 != 0), np.exp(phi), running)
 
 
 def _obs_state_correlation(ens: ObsSpaceEnsemble, idx: np.ndarray) -> np.ndarray:

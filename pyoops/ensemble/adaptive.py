@@ -77,9 +77,13 @@ class AdaptiveParameters(Parameters):
     def _something(self) -> AdaptiveParameters:
         if self.inflation is None and self.obs_error is None and self.hybrid_weight is None:
             raise ValueError("give 'inflation', 'obs error' and/or 'hybrid weight'")
-        if self.obs_error is not None and self.inflation is not None and self.inflation.per_cycle is not None:
-            raise ValueError("'inflation.per cycle' is not available with 'obs error' (the joint estimate of lambda "
-                             "and a_o has no per-cycle mode)")
+        infl = self.inflation
+        if (infl is not None and self.obs_error is not None and self.obs_error.scheme == "likelihood"
+                and infl.scheme == "likelihood" and infl.spatial == "global"
+                and (infl.per_cycle is not None or infl.likelihood_form != "joint")):
+            raise ValueError("'inflation.per cycle' and 'inflation.likelihood form: marginal' are not available with "
+                             "global likelihood inflation and 'obs error: {scheme: likelihood}' (lambda and a_o are "
+                             "then estimated jointly, from the joint likelihood, without a per-cycle mode)")
         return self
 
 

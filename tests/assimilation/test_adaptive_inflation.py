@@ -156,8 +156,9 @@ def test_inverse_gamma_shape_has_the_asked_mode_and_sd() -> None:
 
 def test_likelihood_scheme_converges_to_the_true_inflation() -> None:
     """Stationary innovations d ~ N(0, lambda* C_e + R) with lambda* = 1.6: after 3000 cycles (memory 300) the
-    estimate lies within 3 of its Fisher standard deviations of lambda* (a 99.7 % statement for a Gaussian
-    estimator; seed 4)."""
+    estimate lies within 3 of its reported Fisher standard deviations of lambda* (seed 4).  With forgetting the
+    reported sd, 1/sqrt(I_t), is sqrt(2) times the estimator's own (sum rho^2j F / (sum rho^j F)^2 = 1/(2 I_t)), so
+    the bound is about 4.2 of the estimator's sd: a failure means bias, not chance."""
     rng = np.random.default_rng(4)
     p, n, lam_true = 30, 10, 1.6
     params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "memory": 300}, "adaptive.inflation")
@@ -173,35 +174,55 @@ def test_likelihood_scheme_converges_to_the_true_inflation() -> None:
     assert sd_log < 0.1   # the data do inform: the window holds enough information
 
 
-def test_cycle_posterior_mode_minimises_the_penalised_likelihood() -> None:
-    """phi_t = argmin -log L_t(phi) + kappa/2 (phi - phi_bar)^2, checked per row against a bounded scalar
-    minimisation of the spectral negative log-likelihood (agreement 1e-6 in phi: the reference's xatol)."""
+@pytest.mark.parametrize("form", [spectral_innovations, marginal_innovations])
+def test_cycle_posterior_mode_minimises_the_penalised_likelihood(form) -> None:
+    """phi_t = argmin -log L_t(phi) + kappa/2 (phi - phi_bar)^2, checked per row against a bounded scalar minimisation
+    (agreement 1e-6 in phi, the reference's accuracy at xatol 1e-9), batched over 60 rows that include the regime
+    the option is for: innovations far larger than the running estimate expects (lambda* up to 30 against
+    lambda_bar 1-2), where Fisher-scoring steps overshoot and a plain iteration oscillates."""
     rng = np.random.default_rng(11)
-    p, n = 12, 6
-    rows = [_ensemble(rng, p, n) for _ in range(3)]
-    d = [s * rng.standard_normal(p) for s in (0.5, 2.0, 4.0)]
-    stats = spectral_innovations(np.stack(rows), np.stack(d), np.ones((3, p)))
-    running = np.array([1.2, 0.9, 1.5])
-    kappa = np.array([0.5, 3.0, 20.0])
+    rows, p, n = 60, 12, 6
+    ys = np.stack([_ensemble(rng, p, n) for _ in range(rows)])
+    lam_true = np.exp(rng.uniform(np.log(0.2), np.log(30.0), rows))
+    d = np.stack([np.linalg.cholesky(lt * y @ y.T / (n - 1) + np.eye(p)) @ rng.standard_normal(p)
+                  for lt, y in zip(lam_true, ys)])
+    stats = form(ys, d, np.ones((rows, p)))
+    running = np.exp(rng.uniform(0.0, np.log(2.0), rows))
+    kappa = rng.choice([0.5, 1.0, 4.0, 16.0], rows) * stats.score(running)[1][:, 0, 0]
     phi = np.log(cycle_posterior_mode(stats, running, kappa))
-    for r in range(3):
-        one = spectral_innovations(rows[r], d[r], np.ones(p))
+    for r in range(rows):
+        one = form(ys[r], d[r], np.ones(p))
 
         def objective(x: float, r: int = r, one=one) -> float:
-            return float(one.negative_log_likelihood(np.exp(x), 1.0)) + 0.5 * kappa[r] * (x - np.log(running[r])) ** 2
+            return float(one.negative_log_likelihood(np.exp(x))) + 0.5 * kappa[r] * (x - np.log(running[r])) ** 2
 
-        ref = scipy.optimize.minimize_scalar(objective, bounds=(-5, 5), method="bounded",
-                                             options={"xatol": 1e-9})
-        assert phi[r] == pytest.approx(ref.x, abs=1e-6)
-    # An infinitely confident prior returns the running estimate; a weaker one moves toward the data.
-    np.testing.assert_array_equal(cycle_posterior_mode(stats, running, np.full(3, np.inf)), running)
+        ref = scipy.optimize.minimize_scalar(objective, bounds=(-15, 15), method="bounded", options={"xatol": 1e-9})
+        assert phi[r] == pytest.approx(ref.x, abs=1e-6), r
+    # An infinitely confident prior returns the running estimate bitwise; a weaker one moves toward the data.
+    np.testing.assert_array_equal(cycle_posterior_mode(stats, running, np.full(rows, np.inf)), running)
     weak = np.log(cycle_posterior_mode(stats, running, 0.1 * kappa))
     assert np.all(np.abs(weak - np.log(running)) >= np.abs(phi - np.log(running)))
 
 
+@pytest.mark.parametrize("form", [spectral_innovations, marginal_innovations])
+def test_observed_curvature_is_the_second_derivative(form) -> None:
+    """observed_curvature = d^2(-log L)/d(log lambda)^2: central second difference with step 1e-4 in log lambda
+    (truncation O(h^2) ~ 1e-8, round-off ~ eps |NLL| / h^2 ~ 1e-7 relative), at lambda below and above the
+    maximum, where it takes both signs."""
+    rng = np.random.default_rng(15)
+    y = _ensemble(rng, 10, 5)
+    stats = form(y, 3.0 * rng.standard_normal(10), np.full(10, 0.8))
+    h = 1e-4
+    for lam in (0.05, 1.0, 4.0, 60.0):
+        nll = [float(stats.negative_log_likelihood(lam * np.exp(k * h))) for k in (-1, 0, 1)]
+        fd = (nll[0] - 2 * nll[1] + nll[2]) / h**2
+        assert float(stats.observed_curvature(lam)) == pytest.approx(fd, rel=1e-5, abs=1e-6)
+
+
 def test_per_cycle_leaves_the_running_estimate_alone() -> None:
-    """``per cycle``: the analysis gets the cycle's posterior mode; the running estimate, its information and so the
-    next cycles' centre are bitwise those of the plain likelihood scheme (the same operations)."""
+    """``per cycle: 4``: the analysis gets the cycle's posterior mode with prior precision 4 F_t(lambda_bar) (bitwise
+    the function's result, within the bounds); the running estimate, its information and so the next cycles'
+    centre are bitwise those of the plain likelihood scheme (the same operations)."""
     rng = np.random.default_rng(12)
     p, n = 20, 8
     plain = AdaptiveInflation(validate(AdaptiveInflationParameters, {"scheme": "likelihood", "memory": 50},
@@ -218,16 +239,33 @@ def test_per_cycle_leaves_the_running_estimate_alone() -> None:
         np.testing.assert_array_equal(per_cycle.mean, plain.mean)
         np.testing.assert_array_equal(per_cycle.information, plain.information)
         np.testing.assert_array_equal(a, np.broadcast_to(plain.mean, 3))
-        assert np.all(b >= 1.0) and np.all(b == b[0])
+        stats = spectral_innovations(y, d, np.ones(p))
+        fisher = stats.score(per_cycle.mean[0])[1][0, 0]
+        expected = np.clip(cycle_posterior_mode(stats, per_cycle.mean[0], 4.0 * fisher), 1.0, 100.0)
+        np.testing.assert_array_equal(b, np.full(3, expected))
         moved += bool(b[0] != a[0])
     assert moved > 10
+
+
+def test_per_cycle_field_obeys_the_cap() -> None:
+    """EnKF-C's cap bounds the field the analysis uses, the cycle's mode as well as the running estimate."""
+    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "per cycle": 1, "cap": 1.0},
+                      "adaptive.inflation")
+    a = AdaptiveInflation(params, 1)
+    a.record_spread_ratio(np.array([1.2]), np.array([1.0]))
+    rng = np.random.default_rng(16)
+    y = _ensemble(rng, 10, 5)
+    lam = a.update(ObsSpaceEnsemble(y.T, 5.0 * rng.standard_normal(10), np.ones(10), np.arange(10)[None],
+                                    np.ones((1, 10)), np.zeros(1, dtype=np.intp)))
+    assert lam[0] == pytest.approx(1.2) and a.cycle_mean[0] == pytest.approx(1.2)
 
 
 def test_marginal_likelihood_scheme_converges_to_the_true_inflation() -> None:
     """Independent innovations d_i ~ N(0, lambda* s_i + 1) (s_i the ensemble variance at observation i, no
     correlation between them, so the marginal likelihood is the exact one): after 3000 cycles (memory 300) the
-    ``likelihood form: marginal`` estimate lies within 3 Fisher standard deviations of lambda* = 1.6 (99.7 % for a
-    Gaussian estimator; seed 14)."""
+    ``likelihood form: marginal`` estimate lies within 3 reported Fisher standard deviations of lambda* = 1.6
+    (about 4.2 of the estimator's own sd, which forgetting makes 1/sqrt(2) of the reported one; seed 14).  The
+    joint form would be biased low here: it charges the innovation variance outside the ensemble's span to R."""
     rng = np.random.default_rng(14)
     p, n, lam_true = 30, 10, 1.6
     params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "memory": 300,
@@ -241,7 +279,6 @@ def test_marginal_likelihood_scheme_converges_to_the_true_inflation() -> None:
                                        np.zeros(1, dtype=np.intp)))
     sd_log = scheme.sd[0]
     assert abs(np.log(scheme.mean[0]) - np.log(lam_true)) < 3 * sd_log
-    assert sd_log < 0.1
 
 
 def test_per_point_mult_equals_one_problem_per_point() -> None:

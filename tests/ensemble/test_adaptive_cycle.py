@@ -82,11 +82,25 @@ def test_per_cycle_likelihood_resumes_bitwise(tmp_path: Path, spatial: str, form
         assert not np.array_equal(a["inflation_mean"][:], c["inflation_mean"][:])
 
 
-def test_per_cycle_with_obs_error_is_refused(tmp_path: Path, capsys: Any) -> None:
-    cfg = _adaptive_letkf(tmp_path / "out", "likelihood", "global", **{"per cycle": 4})
+@pytest.mark.parametrize("option", [{"per cycle": 4}, {"likelihood form": "marginal"}])
+def test_per_cycle_and_marginal_with_joint_obs_error_are_refused(tmp_path: Path, capsys: Any,
+                                                                  option: dict[str, Any]) -> None:
+    """Global likelihood inflation with likelihood R tuning is one joint estimate, which has neither option."""
+    cfg = _adaptive_letkf(tmp_path / "out", "likelihood", "global", **option)
     cfg["adaptive"]["obs error"] = {"scheme": "likelihood"}
     line = _one_line_error(tmp_path, capsys, cfg)
-    assert "adaptive" in line and "per cycle" in line
+    assert "adaptive" in line and "jointly" in line
+
+
+def test_per_cycle_marginal_with_local_inflation_and_obs_error(tmp_path: Path) -> None:
+    """With local inflation R is estimated after the inflation (not jointly): both options then apply, and the run
+    cycles with an R amplitude and a per-cycle field."""
+    cfg = _adaptive_letkf(tmp_path / "out", "likelihood", "local", **{"per cycle": 4, "likelihood form": "marginal"})
+    cfg["adaptive"]["obs error"] = {"scheme": "likelihood"}
+    summary = pyoops.run("cycle", cfg)
+    assert np.isfinite(summary["mean analysis rmse"])
+    with netCDF4.Dataset(tmp_path / "out" / "adaptive.nc") as ds:
+        assert np.all(ds["obs_error_amplitude_x"][:] > 0) and np.all(ds["inflation_mean"][:] >= 1.0)
 
 
 def test_adaptive_outputs_and_obs_error(tmp_path: Path) -> None:

@@ -340,18 +340,29 @@ def test_adaptive_inflation_files_chain_analyses(solver, workdir, io):
 
 
 def test_adaptive_inflation_marginal_per_cycle_in_one_analysis(workdir, io):
-    """The letkf application takes the likelihood's options: the file's 'inflation' is the field the analysis used
-    (the cycle's posterior mode), its state the running estimate, which differs from it."""
+    """The letkf application takes the likelihood's options: the analysis equals the per-point loop with the file's
+    'inflation' field at each point (so that field is the one used: the cycle's posterior mode, 1e-10 as the chained
+    test), the file's state is the running estimate, which differs from it, and the marginal form changes the
+    field against the joint one."""
     import netCDF4
 
-    setup_3d(io)
-    adaptive = {"scheme": "likelihood", "spatial": "local", "likelihood form": "marginal", "per cycle": 2,
-                "initial": 1.5, "output file": "out/infl.nc"}
-    summary = pyoops.run("letkf", config(**{"adaptive inflation": adaptive}))
-    with netCDF4.Dataset(workdir / "out/infl.nc") as ds:
-        used, running = np.array(ds["inflation"][:]), np.array(ds["mean"][:])
-    assert summary["inflation mean"] == pytest.approx(float(used.mean()))
-    assert used.shape == running.shape and not np.array_equal(used, running)
+    xb, pos, y, err = setup_3d(io)
+    fields = {}
+    for form in ("marginal", "joint"):
+        adaptive = {"scheme": "likelihood", "spatial": "local", "likelihood form": form, "per cycle": 2,
+                    "initial": 1.5, "output file": f"out/infl_{form}.nc"}
+        cfg = config(**{"adaptive inflation": adaptive, "output": {"filename": f"out/an_{form}.%mem%.nc"},
+                        "local ensemble DA": {"solver": "LETKF", "inflation": {"mult": 1.0}}})
+        summary = pyoops.run("letkf", cfg)
+        with netCDF4.Dataset(workdir / f"out/infl_{form}.nc") as ds:
+            fields[form], running = np.array(ds["inflation"][:]), np.array(ds["mean"][:])
+        assert summary["inflation mean"] == pytest.approx(float(fields[form].mean()))
+        assert fields[form].shape == running.shape and not np.array_equal(fields[form], running)
+    hx = interp(xb, pos)
+    field = fields["marginal"]
+    expected = np.stack([loop_letkf(xb, hx, y, err**2, pos, 0.25, field[j])[:, j] for j in range(RESOL)], axis=1)
+    np.testing.assert_allclose(read_members(io, "out/an_marginal.{k:02d}.nc"), expected, rtol=1e-10, atol=1e-10)
+    assert not np.allclose(fields["marginal"], fields["joint"])
 
 
 def test_adaptive_inflation_file_mismatch_is_one_line(workdir, io, cli):

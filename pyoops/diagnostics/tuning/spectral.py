@@ -106,6 +106,20 @@ class SpectralInnovations:
                            np.stack([lam * ao * f_la, ao**2 * f_aa], axis=-1)], axis=-2)
         return grad, fisher
 
+    def observed_curvature(self, inflation: float | np.ndarray = 1.0, a_o: float | np.ndarray = 1.0) -> np.ndarray:
+        r"""The observed information in :math:`\phi = \log\lambda`, :math:`\partial^2_\phi(-\log L)`, per batch entry.
+
+        With :math:`u_i = \lambda\gamma_i/S_i`: :math:`\tfrac12\sum_i[u_i(1 - q_i/S_i) - u_i^2(1 - 2q_i/S_i)]`
+        (its expectation is the Fisher information :math:`\tfrac12\sum_i u_i^2`; unlike it, it can be
+        negative away from the maximum).
+        """
+        s, used, _ = self._parts(inflation, a_o)
+        lam = np.asarray(inflation, dtype=np.float64)[..., None]
+        safe = np.where(used, s, 1.0)
+        u = np.where(used, lam * self.gamma / safe, 0.0)
+        r = np.where(used, self.q / safe, 0.0)
+        return 0.5 * (u * (1.0 - r) - u * u * (1.0 - 2.0 * r)).sum(axis=-1)
+
 
 def _checked_inputs(perturbations: np.ndarray, inverse_variance: np.ndarray, weights: np.ndarray | None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
