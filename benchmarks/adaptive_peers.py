@@ -245,7 +245,9 @@ def _fine_truth(twin: dict[str, Any]) -> np.ndarray:
 def run_case(case: str, cycles: int, spin_up: int, seed: int, families: list[str], skip_dapper: bool,
              sweep_values: list[float], schemes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     twin = make_twin(case, cycles, seed)
-    data = OUT / "data" / case
+    # Per process: several runs of this script (other cases, seeds or rows) may share the machine.
+    data = OUT / "data" / f"{case}.{os.getpid()}"
+    run_dir = OUT / "run" / f"{case}.{os.getpid()}"
     if data.exists():
         shutil.rmtree(data)
     start = START
@@ -257,13 +259,13 @@ def run_case(case: str, cycles: int, spin_up: int, seed: int, families: list[str
         localized = family == "LETKF"
         sweep = {}
         for mult in sweep_values:
-            res = run_pyoops(pyoops_config(twin, entries, cycles, spin_up, OUT / "run" / case, localized, mult))
+            res = run_pyoops(pyoops_config(twin, entries, cycles, spin_up, run_dir, localized, mult))
             sweep[mult] = res
             print(f"  {case} fixed {family} mult {mult}: {res['rmse']:.4f}", flush=True)
         if sweep:
             rows[f"fixed {family}"] = sweep
         for name, scheme in schemes.items():
-            res = run_pyoops(pyoops_config(twin, entries, cycles, spin_up, OUT / "run" / case, localized,
+            res = run_pyoops(pyoops_config(twin, entries, cycles, spin_up, run_dir, localized,
                                            adaptive=scheme))
             rows[f"pyoops {family} {name}"] = res
             print(f"  {case} pyoops {family} {name}: {res['rmse']:.4f} (lambda {res.get('lambda', 0):.3f})",
@@ -273,6 +275,7 @@ def run_case(case: str, cycles: int, spin_up: int, seed: int, families: list[str
                 res = run_dapper(family, xN, twin, cycles, spin_up)
                 rows[f"DAPPER {family} EnKF-N xN={xN:g}"] = res
                 print(f"  {case} DAPPER {family} EnKF-N xN={xN:g}: {res['rmse']:.4f}", flush=True)
+    shutil.rmtree(data, ignore_errors=True)
     return rows
 
 
