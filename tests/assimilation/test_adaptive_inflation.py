@@ -247,19 +247,6 @@ def test_per_cycle_leaves_the_running_estimate_alone() -> None:
     assert moved > 10
 
 
-def test_per_cycle_field_obeys_the_cap() -> None:
-    """EnKF-C's cap bounds the field the analysis uses, the cycle's mode as well as the running estimate."""
-    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "per cycle": 1, "cap": 1.0},
-                      "adaptive.inflation")
-    a = AdaptiveInflation(params, 1)
-    a.record_spread_ratio(np.array([1.2]), np.array([1.0]))
-    rng = np.random.default_rng(16)
-    y = _ensemble(rng, 10, 5)
-    lam = a.update(ObsSpaceEnsemble(y.T, 5.0 * rng.standard_normal(10), np.ones(10), np.arange(10)[None],
-                                    np.ones((1, 10)), np.zeros(1, dtype=np.intp)))
-    assert lam[0] == pytest.approx(1.2) and a.cycle_mean[0] == pytest.approx(1.2)
-
-
 def test_marginal_likelihood_scheme_converges_to_the_true_inflation() -> None:
     """Independent innovations d_i ~ N(0, lambda* s_i + 1) (s_i the ensemble variance at observation i, no
     correlation between them, so the marginal likelihood is the exact one): after 3000 cycles (memory 300) the
@@ -314,9 +301,12 @@ def test_state_round_trip_and_bad_shapes() -> None:
         AdaptiveInflation(params, 3).load_state(a.state_arrays())
 
 
-def test_cap_limits_the_inflation() -> None:
-    """EnKF-C's cap: lambda <= 1 + r (sigma_f / sigma_a - 1) with the previous analysis's spread ratio."""
-    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "initial": 3.0, "cap": 0.5},
+@pytest.mark.parametrize("per_cycle", [None, 1.0])
+def test_cap_limits_the_inflation(per_cycle: float | None) -> None:
+    """EnKF-C's cap: lambda <= 1 + r (sigma_f / sigma_a - 1) with the previous analysis's spread ratio; with
+    ``per cycle`` it bounds the field the analysis uses, the cycle's mode as well as the running estimate."""
+    extra = {} if per_cycle is None else {"per cycle": per_cycle}
+    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "initial": 3.0, "cap": 0.5, **extra},
                       "adaptive.inflation")
     a = AdaptiveInflation(params, 1)
     a.record_spread_ratio(np.array([2.0]), np.array([1.0]))
@@ -325,6 +315,8 @@ def test_cap_limits_the_inflation() -> None:
     lam = a.update(ObsSpaceEnsemble(y.T, 10 * rng.standard_normal(5), np.ones(5), np.arange(5)[None],
                                     np.ones((1, 5)), np.zeros(1, dtype=np.intp)))
     assert lam[0] == pytest.approx(1.5)
+    if per_cycle is not None:
+        assert a.cycle_mean[0] == pytest.approx(1.5) and a.mean[0] == pytest.approx(1.5)
 
 
 def test_bad_parameters() -> None:
