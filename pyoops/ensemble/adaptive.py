@@ -73,14 +73,20 @@ class AdaptiveParameters(Parameters):
     hybrid_weight: AdaptiveHybridWeightParameters | None = Field(
         None, alias="hybrid weight", description="Online hybrid weight beta (methods hybrid, EDA-hybrid, LETKF-hybrid).")
 
+    @property
+    def likelihood_pair(self) -> bool:
+        """Global ``likelihood`` inflation with ``likelihood`` R tuning: estimated jointly, from the joint
+        likelihood (:class:`CycleAdaptation`, with one observation group)."""
+        infl, obs = self.inflation, self.obs_error
+        return (infl is not None and obs is not None and infl.scheme == "likelihood" and obs.scheme == "likelihood"
+                and infl.spatial == "global")
+
     @model_validator(mode="after")
     def _something(self) -> AdaptiveParameters:
         if self.inflation is None and self.obs_error is None and self.hybrid_weight is None:
             raise ValueError("give 'inflation', 'obs error' and/or 'hybrid weight'")
-        infl = self.inflation
-        if (infl is not None and self.obs_error is not None and self.obs_error.scheme == "likelihood"
-                and infl.scheme == "likelihood" and infl.spatial == "global"
-                and (infl.per_cycle is not None or infl.likelihood_form != "joint")):
+        if self.likelihood_pair and (self.inflation.per_cycle is not None
+                                     or self.inflation.likelihood_form != "joint"):
             raise ValueError("'inflation.per cycle' and 'inflation.likelihood form: marginal' are not available with "
                              "global likelihood inflation and 'obs error: {scheme: likelihood}' (lambda and a_o are "
                              "then estimated jointly, from the joint likelihood, without a per-cycle mode)")
@@ -108,9 +114,7 @@ class CycleAdaptation:
         self.obs_error = AdaptiveObsError(params.obs_error, groups) if params.obs_error is not None else None
         #: Inflation and R amplitude estimated together (both ``likelihood``, global, one observation group):
         #: one Fisher-scoring step on (log lambda, log a_o) with their joint information.
-        self.joint = (self.inflation is not None and self.obs_error is not None
-                      and params.inflation.scheme == "likelihood" and params.obs_error.scheme == "likelihood"
-                      and params.inflation.spatial == "global" and len(self.groups) == 1)
+        self.joint = params.likelihood_pair and len(self.groups) == 1
         self.joint_information = (np.diag([1.0 / params.inflation.sd0**2, 1.0 / params.obs_error.initial_sd**2])
                                   if self.joint else np.zeros((2, 2)))
         self.hybrid_weight = (AdaptiveHybridWeight(params.hybrid_weight) if params.hybrid_weight is not None
