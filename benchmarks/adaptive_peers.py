@@ -384,6 +384,13 @@ OWN = ("likelihood", "likelihood m100", "likelihood per cycle", "likelihood m100
 PEERS = ("miyoshi", "anderson", "el gharamti", "enkf-n xN=1", "enkf-n xN=2")
 
 
+def _own_and_peer_names(rows: dict[str, Any]) -> tuple[list[str], list[str]]:
+    own = [f"pyoops {f} {s}" for f in ("ETKF", "LETKF") for s in OWN]
+    peers = ([f"pyoops {f} {s}" for f in ("ETKF", "LETKF") for s in PEERS]
+             + [f"DAPPER {f} EnKF-N xN={x}" for f in ("ETKF", "LETKF") for x in ("1", "2")])
+    return [n for n in own if n in rows], [n for n in peers if n in rows]
+
+
 def verdicts(results: dict[str, Any], cases: list[str]) -> None:
     """Per case: pyoops's own best (likelihood with memory 1000 or 100, likelihood + R; either filter) against the
     best peer (DAPPER's EnKF-N with xN 1 or 2 and pyoops's implementation of it, the DART-style and Miyoshi schemes;
@@ -404,9 +411,8 @@ def verdicts(results: dict[str, Any], cases: list[str]) -> None:
             found = [(n, rows[n]["rmse"]) for n in names if n in rows and np.isfinite(rows[n]["rmse"])]
             return min(found, key=lambda t: t[1]) if found else ("-", float("inf"))
 
-        own = best([f"pyoops {f} {s}" for f in ("ETKF", "LETKF") for s in OWN])
-        peer = best([f"pyoops {f} {s}" for f in ("ETKF", "LETKF") for s in PEERS]
-                    + [f"DAPPER {f} EnKF-N xN={x}" for f in ("ETKF", "LETKF") for x in ("1", "2")])
+        own_names, peer_names = _own_and_peer_names(rows)
+        own, peer = best(own_names), best(peer_names)
         fixed = [rows[f"fixed {f}"].get(str(m), rows[f"fixed {f}"].get(m)) for f, m in tuned.items()
                  if f"fixed {f}" in rows]
         fixed_best = min((r["rmse"] for r in fixed if r and np.isfinite(r["rmse"])), default=float("inf"))
@@ -417,13 +423,6 @@ def verdicts(results: dict[str, Any], cases: list[str]) -> None:
         verdict += "; beats the fixed tuned on a" if own[1] < fixed_best else "; does NOT beat the fixed tuned on a"
         print(f"{c:6s} {own[0]:28s} {own[1]:.4f}  {peer[0]:33s} {peer[1]:.4f}  {fixed_best:.4f}             {verdict}")
     print(f"pyoops's own scheme beats every peer in {wins} of {len(cases)} cases")
-
-
-def _own_and_peer_names(rows: dict[str, Any]) -> tuple[list[str], list[str]]:
-    own = [f"pyoops {f} {s}" for f in ("ETKF", "LETKF") for s in OWN]
-    peers = ([f"pyoops {f} {s}" for f in ("ETKF", "LETKF") for s in PEERS]
-             + [f"DAPPER {f} EnKF-N xN={x}" for f in ("ETKF", "LETKF") for x in ("1", "2")])
-    return [n for n in own if n in rows], [n for n in peers if n in rows]
 
 
 def run_seeds(args: argparse.Namespace) -> None:
