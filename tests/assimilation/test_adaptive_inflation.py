@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -58,11 +60,12 @@ def test_spectral_likelihood_equals_the_tuning_model(weighted: bool) -> None:
 
 
 def test_marginal_likelihood_is_the_sum_of_the_observations_own() -> None:
-    """marginal_innovations: -log L = sum_i 1/2 [log v_i + d_i^2 / v_i] + const with v_i = lambda s_i + a_o sigma_i^2/w_i
-    (checked against that sum written out, the constant removed by differencing two parameter values), its lambda
-    score equals a central finite difference, and with one observation it is the joint likelihood (the two forms
-    coincide when there are no correlations to ignore).  Tolerances: 1e-10 relative for closed forms that differ in
-    the order of operations; 1e-6 for the finite difference (step 1e-5 in log lambda, error O(h^2))."""
+    """marginal_innovations: -log L = sum_i 1/2 [log v_i + d_i^2 / v_i] + const with
+    v_i = lambda s_i + a_o sigma_i^2/w_i (checked against that sum written out, the constant removed by
+    differencing two parameter values), its lambda score equals a central finite difference, and with one
+    observation it is the joint likelihood (the two forms coincide when there are no correlations to ignore).
+    Tolerances: 1e-10 relative for closed forms that differ in the order of operations; 1e-6 for the finite
+    difference (step 1e-5 in log lambda, error O(h^2))."""
     rng = np.random.default_rng(13)
     p, n = 9, 7
     y = _ensemble(rng, p, n)
@@ -154,26 +157,6 @@ def test_inverse_gamma_shape_has_the_asked_mode_and_sd() -> None:
     np.testing.assert_allclose(np.sqrt(beta**2 / ((alpha - 1) ** 2 * (alpha - 2))), [0.6, 0.1, 2.0], rtol=1e-9)
 
 
-def test_likelihood_scheme_converges_to_the_true_inflation() -> None:
-    """Stationary innovations d ~ N(0, lambda* C_e + R) with lambda* = 1.6: after 3000 cycles (memory 300) the
-    estimate lies within 3 of its reported Fisher standard deviations of lambda* (seed 4).  With forgetting the
-    reported sd, 1/sqrt(I_t), is sqrt(2) times the estimator's own (sum rho^2j F / (sum rho^j F)^2 = 1/(2 I_t)), so
-    the bound is about 4.2 of the estimator's sd: a failure means bias, not chance."""
-    rng = np.random.default_rng(4)
-    p, n, lam_true = 30, 10, 1.6
-    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "memory": 300}, "adaptive.inflation")
-    scheme = AdaptiveInflation(params, 1)
-    for _ in range(3000):
-        y = _ensemble(rng, p, n, 0.7)
-        c = y @ y.T / (n - 1)
-        d = np.linalg.cholesky(lam_true * c + np.eye(p)) @ rng.standard_normal(p)
-        scheme.update(ObsSpaceEnsemble(y.T, d, np.ones(p), np.arange(p)[None], np.ones((1, p)),
-                                       np.zeros(1, dtype=np.intp)))
-    sd_log = scheme.sd[0]
-    assert abs(np.log(scheme.mean[0]) - np.log(lam_true)) < 3 * sd_log
-    assert sd_log < 0.1   # the data do inform: the window holds enough information
-
-
 @pytest.mark.parametrize("form", [spectral_innovations, marginal_innovations])
 def test_cycle_posterior_mode_minimises_the_penalised_likelihood(form) -> None:
     """phi_t = argmin -log L_t(phi) + kappa/2 (phi - phi_bar)^2, checked per row against a bounded scalar minimisation
@@ -247,25 +230,38 @@ def test_per_cycle_leaves_the_running_estimate_alone() -> None:
     assert moved > 10
 
 
-def test_marginal_likelihood_scheme_converges_to_the_true_inflation() -> None:
-    """Independent innovations d_i ~ N(0, lambda* s_i + 1) (s_i the ensemble variance at observation i, no
-    correlation between them, so the marginal likelihood is the exact one): after 3000 cycles (memory 300) the
-    ``likelihood form: marginal`` estimate lies within 3 reported Fisher standard deviations of lambda* = 1.6
-    (about 4.2 of the estimator's own sd, which forgetting makes 1/sqrt(2) of the reported one; seed 14).  The
-    joint form would be biased low here: it charges the innovation variance outside the ensemble's span to R."""
-    rng = np.random.default_rng(14)
+def _joint_innovations(rng: np.random.Generator, y: np.ndarray, lam: float) -> np.ndarray:
+    """d ~ N(0, lambda C_e + I), C_e = Y Y^T/(N-1): the joint likelihood's model."""
+    return np.linalg.cholesky(lam * y @ y.T / (y.shape[1] - 1) + np.eye(y.shape[0])) @ rng.standard_normal(y.shape[0])
+
+
+def _independent_innovations(rng: np.random.Generator, y: np.ndarray, lam: float) -> np.ndarray:
+    """d_i ~ N(0, lambda s_i + 1) independently, s_i the ensemble variance at i: the marginal likelihood's model."""
+    return np.sqrt(lam * (y * y).sum(axis=1) / (y.shape[1] - 1) + 1.0) * rng.standard_normal(y.shape[0])
+
+
+@pytest.mark.parametrize("form, innovations, seed", [("joint", _joint_innovations, 4),
+                                                     ("marginal", _independent_innovations, 14)])
+def test_likelihood_scheme_converges_to_the_true_inflation(form: str, innovations: Any, seed: int) -> None:
+    """Stationary innovations drawn from the likelihood form's own model with lambda* = 1.6 (joint: d ~ N(0,
+    lambda* C_e + R); marginal: independent d_i ~ N(0, lambda* s_i + 1), for which the marginal likelihood is the
+    exact one and the joint form would be biased low, charging the variance outside the ensemble's span to R): after
+    3000 cycles (memory 300) the estimate lies within 3 of its reported Fisher standard deviations of lambda*.  With
+    forgetting the reported sd, 1/sqrt(I_t), is sqrt(2) times the estimator's own (sum rho^2j F / (sum rho^j F)^2 =
+    1/(2 I_t)), so the bound is about 4.2 of the estimator's sd: a failure means bias, not chance."""
+    rng = np.random.default_rng(seed)
     p, n, lam_true = 30, 10, 1.6
-    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "memory": 300,
-                                                    "likelihood form": "marginal"}, "adaptive.inflation")
+    params = validate(AdaptiveInflationParameters, {"scheme": "likelihood", "memory": 300, "likelihood form": form},
+                      "adaptive.inflation")
     scheme = AdaptiveInflation(params, 1)
     for _ in range(3000):
         y = _ensemble(rng, p, n, 0.7)
-        s = (y * y).sum(axis=1) / (n - 1)
-        d = np.sqrt(lam_true * s + 1.0) * rng.standard_normal(p)
+        d = innovations(rng, y, lam_true)
         scheme.update(ObsSpaceEnsemble(y.T, d, np.ones(p), np.arange(p)[None], np.ones((1, p)),
                                        np.zeros(1, dtype=np.intp)))
     sd_log = scheme.sd[0]
     assert abs(np.log(scheme.mean[0]) - np.log(lam_true)) < 3 * sd_log
+    assert sd_log < 0.1   # the data do inform: the window holds enough information
 
 
 def test_per_point_mult_equals_one_problem_per_point() -> None:
