@@ -456,7 +456,8 @@ def cycle_posterior_mode(stats: SpectralInnovations, running: np.ndarray, precis
     below = g0 > 0                       # h' > 0 at the prior's centre: the minimum lies below it
     lo = np.where(below, -np.inf, phi_bar)
     hi = np.where(below, phi_bar, np.inf)
-    searching = free & (g0 != 0)
+    moves = free & (g0 != 0)             # rows whose mode is not the prior's centre
+    searching = moves
     step = 1.0
     for _ in range(_BRACKET_DOUBLINGS):  # a bracket h'(lo) < 0 < h'(hi), moving the open end outwards
         if not searching.any():
@@ -470,7 +471,7 @@ def cycle_posterior_mode(stats: SpectralInnovations, running: np.ndarray, precis
         step *= 2.0
     # Not bracketed within |phi - phi_bar| <= 512: the mode is beyond any bound; the farthest trial stands for it.
     phi = np.where(searching, np.where(below, hi, lo), phi_bar)
-    active = free & (g0 != 0) & ~searching
+    active = moves & ~searching
     phi = np.where(active, 0.5 * (lo + hi), phi)
     for _ in range(max_iterations):     # safeguarded Newton inside the bracket
         if not active.any():
@@ -483,7 +484,7 @@ def cycle_posterior_mode(stats: SpectralInnovations, running: np.ndarray, precis
         done = (g == 0) | (hi - lo <= tolerance) | (np.abs(new - phi) <= tolerance)
         phi = np.where(active & (g != 0), new, phi)
         active = active & ~done
-    return np.where(free & (g0 != 0), np.exp(phi), running)
+    return np.where(moves, np.exp(phi), running)
 
 
 def _obs_state_correlation(ens: ObsSpaceEnsemble, idx: np.ndarray) -> np.ndarray:
