@@ -69,7 +69,7 @@ def note_input(filename: "str | os.PathLike[str]") -> None:
     """Record that the running application read ``filename`` (no-op outside a session)."""
     session = _SESSION.get()
     if session is not None:
-        session.inputs.setdefault(_key(filename), str(filename))
+        session.inputs.setdefault(session.key(filename), str(filename))
 
 
 def input_path(filename: "str | os.PathLike[str]") -> Path:
@@ -82,7 +82,7 @@ def readable_path(filename: "str | os.PathLike[str]") -> Path:
     """Where to read ``filename`` now: the staged temporary if this run already wrote it, else itself."""
     session = _SESSION.get()
     if session is not None:
-        staged = session.staged.get(_key(filename))
+        staged = session.staged.get(session.key(filename))
         if staged is not None:
             return staged[0]
     return Path(os.path.abspath(filename))
@@ -183,12 +183,25 @@ class OutputSession:
 
     def __init__(self) -> None:
         self.staged: dict[Path, tuple[Path, str, Path]] = {}  # key -> (temporary, name shown, target)
+        # Targets already prepared (directory made, checked, locked) -> their key: a file written again
+        # (a checkpoint, every cycle) skips the directory walk, the path resolution and the lock call.
+        self.prepared: dict[Path, Path] = {}
+        self._keys: dict[tuple[str, str], Path] = {}
         self.kept: list[str] = []
         self.inputs: dict[Path, str] = {}
         self.committed: list[str] = []
         self._created: list[Path] = []
         self._lock_fd: int | None = None
         self._token: contextvars.Token | None = None
+
+    def key(self, filename: "str | os.PathLike[str]") -> Path:
+        """The resolved path that identifies ``filename`` (symbolic links followed), remembered per name and
+        working directory for the run: a file read every cycle is resolved once."""
+        name = (os.getcwd(), os.fspath(filename))
+        key = self._keys.get(name)
+        if key is None:
+            key = self._keys[name] = _key(filename)
+        return key
 
     # Context management ------------------------------------------------------------------
     def __enter__(self) -> "OutputSession":
@@ -215,8 +228,8 @@ class OutputSession:
         return "no output was written"
 
     # Staging ---------------------------------------------------------------------------------
-    def check_not_input(self, target: Path, shown: "str | Path | None" = None) -> None:
-        key = _key(target)
+    def check_not_input(self, target: Path, shown: "str | Path | None" = None, key: "Path | None" = None) -> None:
+        key = key or _key(target)
         if key in self.inputs:
             raise ConfigError(f"output {shown or target} would replace {self.inputs[key]}, an input of this run; "
                               "choose another output file name")
@@ -293,12 +306,17 @@ def atomic_output(filename: "str | os.PathLike[str]", suffix: str = "",
     shown = Path(filename)
     target = Path(os.path.abspath(filename))
     session = _SESSION.get()
-    created: list[Path] = []
-    _prepare_directory(target, created, shown)
-    if session is not None:
-        session._created.extend(created)
-        session.check_not_input(target, shown)
-        session.lock(target, shown)
+    key = session.prepared.get(target) if session is not None else None
+    if key is not None:
+        session.check_not_input(target, shown, key)  # prepared and locked by an earlier write of this run
+    else:
+        created: list[Path] = []
+        _prepare_directory(target, created, shown)
+        if session is not None:
+            session._created.extend(created)
+            session.check_not_input(target, shown)
+            session.lock(target, shown)
+            session.prepared[target] = _key(target)
     tmp = _new_temporary(target, suffix, shown)
     try:
         yield tmp
