@@ -10,7 +10,7 @@ import pytest
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import read_fields, write_fields
 from pyoops.generic.grid import StructuredGrid
-from pyoops.util import DateTime, InputFileError, Variables
+from pyoops.util import DateTime, Duration, InputFileError, Variables
 
 DATE = DateTime("2010-01-02T00:00:00Z")
 
@@ -315,3 +315,81 @@ def test_read_float64_gives_the_bits_of_the_masked_read(tmp_path):
             assert nc.mask, name   # the variable's masking is left as it was
         assert np.isnan(read_float64(ds.variables["default_fill"])[2])
         assert np.isnan(read_float64(ds.variables["unwritten"])[2:]).all()
+
+
+# A time series in one file (a nature run) ----------------------------------------------------------
+
+def _series_file(path, grid, values, seconds, units="seconds since 1970-01-01T00:00:00Z", dims=None):
+    """A file of several times written with plain netCDF4: fields on (time, z, y, x)."""
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", len(seconds))
+        t = ds.createVariable("time", "f8", ("time",))
+        t.units = units
+        t[:] = seconds
+        for dim in grid.dims:
+            ds.createDimension(dim, len(grid.coordinates[dim]))
+            ds.createVariable(dim, "f8", (dim,))[:] = grid.coordinates[dim]
+        for v, arr in values.items():
+            ds.createVariable(v, "f8", dims or ("time", *grid.dims))[:] = arr
+    return path
+
+
+def test_field_series_reads_each_time(tmp_path, grid, rng):
+    from pyoops.fields.netcdf import FieldSeries
+
+    times = [DATE, DATE + Duration("PT6H"), DATE + Duration("PT12H")]
+    values = {v: rng.standard_normal((3, *grid.shape)) for v in grid.variables}
+    f = _series_file(tmp_path / "truth.nc", grid, values, [t.seconds_since_epoch() for t in times])
+    with FieldSeries(f, grid, grid.variables) as series:
+        assert series.times == times
+        for i in (2, 0, 1):
+            fields = series.read(times[i])
+            for v in grid.variables:
+                np.testing.assert_array_equal(fields[v], values[v][i])
+        with pytest.raises(InputFileError, match=r"truth.nc: has no time 2010-01-02T03:00:00Z"):
+            series.read(DATE + Duration("PT3H"))
+    # Other CF units (as xarray writes datetime64 coordinates): hours since a date.
+    g = _series_file(tmp_path / "hours.nc", grid, values, [0.0, 6.0, 12.0], units="hours since 2010-01-02 00:00:00")
+    with FieldSeries(g, grid, Variables(["u"])) as series:
+        np.testing.assert_array_equal(series.read(DATE + Duration("PT12H"))["u"], values["u"][2])
+
+
+def test_field_series_written_by_xarray_is_read(tmp_path, grid, rng):
+    import xarray as xr
+
+    from pyoops.fields.netcdf import FieldSeries
+
+    times = np.array(["2010-01-02T00", "2010-01-02T06"], dtype="datetime64[ns]")
+    psi = rng.standard_normal((2, *grid.shape))
+    coords = {"time": times, **{d: grid.coordinates[d] for d in grid.dims}}
+    xr.Dataset({"psi": (("time", *grid.dims), psi)}, coords=coords).to_netcdf(tmp_path / "x.nc")
+    with FieldSeries(tmp_path / "x.nc", grid, Variables(["psi"])) as series:
+        np.testing.assert_array_equal(series.read(DATE + Duration("PT6H"))["psi"], psi[1])
+
+
+def test_field_series_errors_name_the_file(tmp_path, grid, rng):
+    from pyoops.fields.netcdf import FieldSeries
+
+    values = {v: rng.standard_normal((2, *grid.shape)) for v in grid.variables}
+    s = [DATE.seconds_since_epoch(), (DATE + Duration("PT6H")).seconds_since_epoch()]
+    cases = {
+        "repeated times": (_series_file(tmp_path / "a.nc", grid, values, [s[0], s[0]]), "repeated times"),
+        "no time": (tmp_path / "b.nc", "has no 'time' dimension"),
+        "dims": (_series_file(tmp_path / "c.nc", grid, {"psi": values["psi"][0]}, [s[0]], dims=grid.dims),
+                 "has dimensions ('z', 'y', 'x'), expected ('time', 'z', 'y', 'x')"),
+    }
+    write_fields(tmp_path / "b.nc", grid, _fields(grid, rng), DATE)        # a single state: no time
+    for name, (path, message) in cases.items():
+        with pytest.raises(InputFileError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+            FieldSeries(path, grid, Variables(["psi"]))
+        assert str(path) in str(err.value), name
+    bad = dict(values)
+    bad["psi"] = values["psi"].copy()
+    bad["psi"][1, 0, 0, 0] = np.nan
+    with FieldSeries(_series_file(tmp_path / "d.nc", grid, bad, s), grid, Variables(["psi"])) as series:
+        series.read(DATE)                                              # the other time is not read
+        with pytest.raises(InputFileError, match="variable 'psi' at 2010-01-02T06:00:00Z has 1 non-finite"):
+            series.read(DATE + Duration("PT6H"))
+    other = StructuredGrid.channel_2d(6, 5, lx=3.0, ly=1.0, variables=["psi", "u"], levels=[0, 1])
+    with pytest.raises(InputFileError, match="written on another geometry"):
+        FieldSeries(_series_file(tmp_path / "e.nc", other, values, s), grid, Variables(["psi"]))

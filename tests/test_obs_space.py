@@ -336,3 +336,59 @@ def test_obsvector_algebra(tmp_path, grid):
     assert z.rms() == 1.0
     z.zero()
     assert not z.values.any()
+
+
+# One file of many windows: read once per process ------------------------------------------------
+
+def _many_windows_file(tmp_path, times, name="many.nc"):
+    n = len(times)
+    rng = np.random.default_rng(3)
+    return write_ioda_file(tmp_path / name, {"x": rng.random(n)}, times, {"x": rng.standard_normal(n)},
+                           {"x": 0.5 + rng.random(n)})
+
+
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+@pytest.mark.parametrize("include_begin", [False, True])
+def test_rows_of_a_window_are_those_of_the_window_test(tmp_path, order, include_begin):
+    """``ObsFileContents.rows_in`` (bisection when the times ascend) selects exactly the rows
+    ``TimeWindow.contains_seconds`` accepts, in file order, with times on both window edges."""
+    from pyoops.generic.obs_space import read_obs_file
+
+    base = DateTime("2010-01-01T00:00:00Z")
+    seconds = np.repeat(np.arange(0, 48 * 3600 + 1, 3 * 3600), 3).astype(float)   # every 3 h, on the edges too
+    if order == "shuffled":
+        seconds = np.random.default_rng(1).permutation(seconds)
+    path = _many_windows_file(tmp_path, [base.seconds_since_epoch() + s for s in seconds])
+    contents = read_obs_file(path, ("x",))
+    for start_hours in range(-6, 49, 3):
+        window = TimeWindow(begin=base + Duration(f"PT{abs(start_hours)}H") * (1 if start_hours >= 0 else -1),
+                            length="PT6H", include_begin=include_begin)
+        expected = np.flatnonzero(window.contains_seconds(contents.times))
+        np.testing.assert_array_equal(contents.rows_in(window), expected)
+
+
+def test_one_file_of_many_windows_is_read_once_and_reread_when_it_changes(tmp_path, grid, monkeypatch):
+    """With ``outside window: drop`` the whole file is read once; a window's space then holds its rows
+    (writeable copies; the kept arrays are read-only); a rewritten file is read again."""
+    import pyoops.generic.obs_space as obs_space
+
+    reads = []
+    real = obs_space._read_obs_file
+    monkeypatch.setattr(obs_space, "_read_obs_file", lambda *a: reads.append(a[0]) or real(*a))
+    monkeypatch.setattr(obs_space, "_OBS_FILE_CACHE", {})
+    times = ["2010-01-01T22:00:00Z", "2010-01-02T00:00:00Z", "2010-01-02T04:00:00Z", "2010-01-02T06:00:00Z"]
+    path = _many_windows_file(tmp_path, times)
+    drop = {"filename": path, "outside window": "drop"}
+    first = ObsSpace(_params(obsdatain=drop), WINDOW, grid)
+    second = ObsSpace(_params(obsdatain=drop), TimeWindow(begin=WINDOW.end, length="PT6H"), grid)
+    assert len(reads) == 1 and (first.nlocs, second.nlocs) == (2, 2)
+    whole = obs_space.read_obs_file(path, ("x",), cached=True)
+    np.testing.assert_array_equal(second.obs_values().values[0], whole.db[("ObsValue", "x")][2:])
+    assert not whole.db[("ObsValue", "x")].flags.writeable
+    second.get_db("ObsValue", "x")[0] = 99.0                       # the space's own copy
+    assert whole.db[("ObsValue", "x")][2] != 99.0
+    _many_windows_file(tmp_path, times[:3])                        # rewritten: 3 rows
+    again = ObsSpace(_params(obsdatain=drop), TimeWindow(begin=WINDOW.end, length="PT6H"), grid)
+    assert len(reads) == 2 and again.nlocs == 1
+    ObsSpace(_params(obsdatain={"filename": path}), TimeWindow(begin=WINDOW.begin, length="PT12H"), grid)
+    assert len(reads) == 3                                          # 'fail' (a file per window): not kept

@@ -42,10 +42,14 @@ from pyoops.util.variables import Variables
 #: ``coordinates``, ``field_shape`` and ``describe`` are used).
 GeometryLike = Any
 
-__all__ = ["COORDINATE_RTOL", "as_float64", "check_number_variable", "check_same_geometry", "non_finite_summary",
-           "open_dataset", "read_fields", "require_file_memory", "write_fields"]
+__all__ = ["COORDINATE_RTOL", "EPOCH_SECONDS", "FieldSeries", "as_float64", "check_number_variable",
+           "check_same_geometry", "cf_seconds_since_epoch", "non_finite_summary", "open_dataset", "read_fields",
+           "require_file_memory", "write_fields"]
 
 MEMBER_DIM = "member"
+TIME_DIM = "time"
+#: The time unit pyoops writes (observation times, time series); any CF time unit is read.
+EPOCH_SECONDS = "seconds since 1970-01-01T00:00:00Z"
 
 #: Coordinates (and numbers of the ``geometry`` attribute) agree when they differ by at most this
 #: fraction of the grid spacing (of the value).  pyoops writes float64 coordinates, which netCDF stores
@@ -160,10 +164,10 @@ _MASKING_ATTRIBUTES = frozenset({"missing_value", "_FillValue", "valid_range", "
                                  "scale_factor", "add_offset", "_Unsigned"})
 
 
-def read_float64(nc: Any) -> np.ndarray:
-    """``as_float64(nc[...])``: all of netCDF variable ``nc`` as float64, masked (fill) values as NaN.
+def read_float64(nc: Any, index: Any = Ellipsis) -> np.ndarray:
+    """``as_float64(nc[index])``: netCDF variable ``nc`` (all of it by default) as float64, masked (fill) values as NaN.
 
-    The bits are those of ``as_float64(nc[...])``.  A number variable with none of the
+    The bits are those of ``as_float64(nc[index])``.  A number variable with none of the
     ``_MASKING_ATTRIBUTES`` is masked by netCDF4 only where it holds its type's default
     fill value: it is read unmasked and those values set to NaN here, which avoids netCDF4's
     masked array (about 0.04 ms a read, which counts when a cycle reads small files).
@@ -173,10 +177,10 @@ def read_float64(nc: Any) -> np.ndarray:
     dtype = nc.dtype
     if not (isinstance(dtype, np.dtype) and dtype.kind in "iuf" and dtype.itemsize > 1 and nc.mask
             and _MASKING_ATTRIBUTES.isdisjoint(nc.ncattrs())):
-        return as_float64(nc[...])
+        return as_float64(nc[index])
     nc.set_auto_mask(False)
     try:
-        raw = nc[...]
+        raw = nc[index]
     finally:
         nc.set_auto_mask(True)
     fill = raw == np.array(netCDF4.default_fillvals[dtype.str[1:]], dtype)
@@ -317,6 +321,141 @@ def _field_values(name: str, var: str, nc: Any, has_member: bool, allow_members:
     if bad:
         raise InputFileError(name, f"variable '{var}' has {bad}; a field file must hold finite values only")
     return arr
+
+
+def cf_seconds_since_epoch(filename: str, nc: Any, values: np.ndarray, label: str) -> np.ndarray:
+    """Seconds since 1970-01-01T00:00:00Z of the finite time ``values`` of netCDF variable ``nc`` (in its ``units``).
+
+    :data:`EPOCH_SECONDS` (the default when ``units`` is absent) is taken as it is; any other CF time
+    unit (``hours since 2010-01-01``) is converted with ``cftime``, times without an offset as UTC.
+    ``label`` names the variable in the error (``MetaData/dateTime``).
+    """
+    units = getattr(nc, "units", EPOCH_SECONDS)
+    if str(units).strip() == EPOCH_SECONDS:
+        return values
+    try:
+        import datetime
+
+        import cftime
+
+        dates = cftime.num2date(values, units, only_use_cftime_datetimes=False, only_use_python_datetimes=True)
+        return np.array([DateTime(d if d.tzinfo is not None else d.replace(tzinfo=datetime.timezone.utc))
+                         .seconds_since_epoch() for d in np.atleast_1d(dates)])
+    except Exception:
+        raise InputFileError(filename, f"{label} has units {units!r}, expected '{EPOCH_SECONDS}' "
+                                       "or another CF time unit (with times it can represent)") from None
+
+
+#: :class:`FieldSeries` reads at most this many bytes, and this many times, at once.
+SERIES_BLOCK_BYTES = 16 * 2**20
+SERIES_BLOCK_TIMES = 256
+
+
+class FieldSeries:
+    """A time series of gridded fields in one file, read one time at a time.
+
+    The layout of a state file (:func:`read_fields`) with a leading ``time`` dimension before
+    the grid dimensions of every field, and a coordinate variable ``time(time)`` of distinct
+    times in a CF time unit (``seconds since 1970-01-01T00:00:00Z``; no ``date`` attribute is
+    needed).  This is how a nature run (xarray's ``Dataset.to_netcdf`` of a ``(time, x)`` array,
+    DAPPER's ``xx``) is given in one file.
+
+    The file is opened and checked once — every field's dimensions, number type and grid shape,
+    the grid's identity, the times — and stays open until :meth:`FieldSeries.close`.  :meth:`read` reads the
+    fields of several consecutive times at once (as many as fit in ``SERIES_BLOCK_BYTES``, 16 MiB, at
+    most ``SERIES_BLOCK_TIMES``, 256) and serves the next times from them: a run that reads the
+    times in order pays one netCDF read per block, not per time.  Memory: one block.
+
+    Raises
+    ------
+    InputFileError
+        Naming the file: a missing or malformed ``time`` variable, repeated times, a field not on
+        ``(time, <grid dims>)`` or on another grid.
+    """
+
+    def __init__(self, filename: "str | os.PathLike[str]", geometry: GeometryLike, variables: Variables) -> None:
+        self.filename = name = str(filename)
+        self.variables = Variables(variables)
+        self._ds = ds = open_dataset(name)
+        try:
+            if TIME_DIM not in ds.dimensions or TIME_DIM not in ds.variables:
+                raise InputFileError(name, f"has no '{TIME_DIM}' dimension and coordinate variable (a file of "
+                                           f"several times has fields on ('{TIME_DIM}', <grid dimensions>))")
+            nc_time = ds.variables[TIME_DIM]
+            check_number_variable(name, nc_time, f"coordinate variable '{TIME_DIM}'", (TIME_DIM,))
+            raw = read_float64(nc_time)
+            bad = non_finite_summary(raw)
+            if bad:
+                raise InputFileError(name, f"coordinate variable '{TIME_DIM}' has {bad}")
+            seconds = cf_seconds_since_epoch(name, nc_time, raw, f"coordinate variable '{TIME_DIM}'")
+            self._index = {float(t): i for i, t in enumerate(seconds)}
+            if len(self._index) != len(seconds):
+                raise InputFileError(name, f"coordinate variable '{TIME_DIM}' has repeated times")
+            self._fields = {var: self._field(var, geometry) for var in self.variables}
+            per_time = 8 * sum(math.prod(nc.shape[1:]) for nc in self._fields.values())
+            self._block_times = int(max(1, min(SERIES_BLOCK_TIMES, SERIES_BLOCK_BYTES // max(per_time, 1))))
+            self._block: tuple[int, dict[str, np.ndarray]] = (0, {})
+            difference = _grid_difference(ds, name, geometry, _all_dims(geometry, self.variables))
+            if difference:
+                raise InputFileError(name, f"written on another geometry: {difference}")
+        except BaseException:
+            ds.close()
+            raise
+
+    def _field(self, var: str, geometry: GeometryLike) -> Any:
+        ds, name = self._ds, self.filename
+        if var not in ds.variables:
+            have = [v for v in ds.variables if v not in ds.dimensions]
+            raise InputFileError(name, f"has no variable '{var}' (has: {', '.join(have) or 'none'})")
+        nc = ds.variables[var]
+        expected = (TIME_DIM, *geometry.field_dims(var))
+        if tuple(nc.dimensions) != expected:
+            raise InputFileError(name, f"variable '{var}' has dimensions {tuple(nc.dimensions)}, expected {expected}")
+        check_number_variable(name, nc, f"variable '{var}'")
+        if tuple(nc.shape[1:]) != tuple(geometry.field_shape(var)):
+            raise InputFileError(name, f"variable '{var}' has grid shape {tuple(nc.shape[1:])}, but the geometry "
+                                       f"has {geometry.field_shape(var)}")
+        return nc
+
+    @property
+    def times(self) -> list[DateTime]:
+        """The file's times, in file order."""
+        return [DateTime.from_seconds_since_epoch(t) for t in self._index]
+
+    def read(self, time: DateTime) -> FieldSet:
+        """The fields valid at ``time``, all finite (else an :class:`~pyoops.util.errors.InputFileError` naming
+        the file)."""
+        i = self._index.get(float(time.seconds_since_epoch()))
+        if i is None:
+            raise InputFileError(self.filename, f"has no time {time} (its '{TIME_DIM}' coordinate holds "
+                                                f"{len(self._index)} times)")
+        first, block = self._block
+        if not block or not first <= i < first + len(next(iter(block.values()))):
+            stop = min(i + self._block_times, len(self._index))
+            block = {var: read_float64(nc, slice(i, stop)) for var, nc in self._fields.items()}
+            first = i
+            self._block = (first, block)
+        out = {}
+        for var, values in block.items():
+            arr = values[i - first].copy()
+            bad = non_finite_summary(arr)
+            if bad:
+                raise InputFileError(self.filename, f"variable '{var}' at {time} has {bad}; a field file must "
+                                                    "hold finite values only")
+            out[var] = arr
+        return FieldSet(out, copy=False)
+
+    def close(self) -> None:
+        """Close the file (and drop the block of fields read)."""
+        self._block = (0, {})
+        if self._ds.isopen():
+            self._ds.close()
+
+    def __enter__(self) -> "FieldSeries":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 # Grid identity ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ and positive where ``ObsValue`` is present, is a corrupted file.
 
 from __future__ import annotations
 
-import datetime
+import os
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -28,6 +28,8 @@ from pydantic import Field, model_validator
 
 from pyoops.config.parameters import DurationField, Parameters, VariableName
 from pyoops.fields.netcdf import (
+    EPOCH_SECONDS,
+    cf_seconds_since_epoch,
     check_number_variable,
     non_finite_summary,
     open_dataset,
@@ -35,17 +37,17 @@ from pyoops.fields.netcdf import (
     require_file_memory,
 )
 from pyoops.interface.geometry import Locations
-from pyoops.util.atomic import atomic_output
+from pyoops.util.atomic import atomic_output, input_path
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
 from pyoops.util.errors import ConfigError, InputFileError, join_path
 from pyoops.util.logging import logger
 from pyoops.util.random import generator
 from pyoops.util.variables import Variables
 
-__all__ = ["ObsSpace", "ObsSpaceParameters", "ObsVector"]
+__all__ = ["ObsFileContents", "ObsSpace", "ObsSpaceParameters", "ObsVector", "read_obs_file"]
 
 LOCATION_DIM = "Location"
-DATETIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
+DATETIME_UNITS = EPOCH_SECONDS
 REQUIRED_GROUPS = ("MetaData", "ObsValue", "ObsError")
 
 
@@ -126,44 +128,22 @@ class ObsSpace:
     # Construction ---------------------------------------------------------------------
     def _read(self, filename: str, drop_outside: bool = False) -> Locations:
         """Locations and groups of an input file, checked against the layout (see :meth:`_check_values`);
-        ``drop_outside``: keep only the rows inside the window (else any row outside is an error)."""
-        ds = open_dataset(filename, "observation file")
-        try:
-            for group in REQUIRED_GROUPS:
-                if group not in ds.groups:
-                    raise InputFileError(filename, f"has no group '{group}' (an observation file needs groups "
-                                                   f"{', '.join(REQUIRED_GROUPS)})")
-            if LOCATION_DIM not in ds.dimensions:
-                raise InputFileError(filename, f"has no dimension '{LOCATION_DIM}' (every observation variable is "
-                                               f"on the one dimension '{LOCATION_DIM}')")
-            nvariables = 1 + len(self.location_names) + sum(len(ds.groups[g].variables) for g in ds.groups
-                                                            if g != "MetaData")
-            require_file_memory(filename, 8.0 * nvariables * len(ds.dimensions[LOCATION_DIM]),
-                                f"{nvariables} variables of {len(ds.dimensions[LOCATION_DIM])} observations")
-            meta = ds.groups["MetaData"]
-            times_nc = _location_variable(filename, meta, "dateTime", "(locations need a time)")
-            times = _read_times(filename, times_nc, _finite_metadata(filename, times_nc, "dateTime", "a time"))
-            coords = {}
-            for name in self.location_names:
-                nc = _location_variable(filename, meta, name,
-                                        f"(locations need {', '.join(self.location_names)})")
-                coords[name] = _finite_metadata(filename, nc, name, "a location")
-            for group in ds.groups:
-                if group == "MetaData":
-                    continue
-                for var in ds.groups[group].variables:
-                    nc = _location_variable(filename, ds.groups[group], var)
-                    self._db[(group, var)] = read_float64(nc) if group != "EffectiveQC" else np.asarray(nc[...])
-        finally:
-            ds.close()
-        inside = self.window.contains_seconds(times)
-        if drop_outside and not inside.all():
-            rows = np.flatnonzero(inside)
+        ``drop_outside``: keep only the rows inside the window (else any row outside is an error).
+
+        A file of many windows (``drop_outside``) is read whole once per process and kept
+        (:func:`read_obs_file`, ``cached``): a cycling run selects each window's rows from memory
+        instead of opening and reading the whole file every cycle.
+        """
+        contents = read_obs_file(filename, self.location_names, cached=drop_outside)
+        times, coords, db = contents.times, contents.coords, contents.db
+        if drop_outside:
+            rows = contents.rows_in(self.window)
             times, coords = times[rows], {name: c[rows] for name, c in coords.items()}
-            self._db = {key: values[rows] for key, values in self._db.items()}
-            inside = inside[rows]
+            db = {key: values[rows] for key, values in db.items()}
+        self._db = dict(db)
         self._check_values(filename)
         locations = Locations(coords, times)
+        inside = self.window.contains_seconds(times)
         if not inside.all():
             bad = int((~inside).sum())
             raise InputFileError(filename, f"{bad} observation(s) outside the time window {self.window} "
@@ -299,6 +279,108 @@ class ObsSpace:
         return f"ObsSpace('{self.name}', nlocs={self.nlocs}, variables={self.simulated_variables})"
 
 
+class ObsFileContents:
+    """Everything an observation file holds on ``Location``, checked against the layout.
+
+    ``times`` (seconds since the epoch), ``coords`` (one array per location coordinate) and ``db``
+    (``(group, variable)`` -> values) for all rows of the file, in file order.
+    """
+
+    def __init__(self, times: np.ndarray, coords: dict[str, np.ndarray],
+                 db: dict[tuple[str, str], np.ndarray]) -> None:
+        self.times, self.coords, self.db = times, coords, db
+        self._sorted = bool(np.all(times[1:] >= times[:-1]))
+
+    def rows_in(self, window: TimeWindow) -> "slice | np.ndarray":
+        """The rows inside ``window`` (:meth:`~pyoops.util.datetime.TimeWindow.contains_seconds`), in file order.
+
+        Times in ascending order (as a file of successive windows is written) are bisected, so
+        the cost does not grow with the file; otherwise every row is tested.  Either way the
+        selected rows are the same.
+        """
+        if not self._sorted:
+            return np.flatnonzero(window.contains_seconds(self.times))
+        begin, end = window.begin.seconds_since_epoch(), window.end.seconds_since_epoch()
+        lo = np.searchsorted(self.times, begin, side="left" if window.include_begin else "right")
+        hi = np.searchsorted(self.times, end, side="right")
+        return np.arange(lo, max(lo, hi))
+
+
+#: Files of many windows read by this process: key (path, inode, size, modification time, coordinates)
+#: -> contents.  At most :data:`_OBS_FILE_CACHE_SIZE` entries, the oldest dropped first.
+_OBS_FILE_CACHE: dict[tuple, ObsFileContents] = {}
+_OBS_FILE_CACHE_SIZE = 2
+
+
+def read_obs_file(filename: str, location_names: tuple[str, ...], cached: bool = False) -> ObsFileContents:
+    """Read and check every row of an IODA-like observation file.
+
+    Checked: the groups ``MetaData``, ``ObsValue``, ``ObsError`` and the ``Location`` dimension;
+    every variable a number on ``Location``; ``MetaData/dateTime`` and the location coordinates
+    finite (in CF time units).  Each failure is one :class:`~pyoops.util.errors.InputFileError`
+    naming the file.
+
+    With ``cached`` the contents are kept for the process, keyed by the file's identity and
+    modification (device, inode, size, modification time in ns): reading the same unchanged
+    file again costs a ``stat``; a file replaced or rewritten is read anew.  The kept arrays are
+    read-only.
+    """
+    path = input_path(filename)
+    key = None
+    if cached:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None:
+            key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, tuple(location_names))
+            hit = _OBS_FILE_CACHE.get(key)
+            if hit is not None:
+                return hit
+    contents = _read_obs_file(filename, location_names)
+    if key is not None:
+        for array in (contents.times, *contents.coords.values(), *contents.db.values()):
+            array.setflags(write=False)
+        while len(_OBS_FILE_CACHE) >= _OBS_FILE_CACHE_SIZE:
+            del _OBS_FILE_CACHE[next(iter(_OBS_FILE_CACHE))]
+        _OBS_FILE_CACHE[key] = contents
+    return contents
+
+
+def _read_obs_file(filename: str, location_names: tuple[str, ...]) -> ObsFileContents:
+    ds = open_dataset(filename, "observation file")
+    try:
+        for group in REQUIRED_GROUPS:
+            if group not in ds.groups:
+                raise InputFileError(filename, f"has no group '{group}' (an observation file needs groups "
+                                               f"{', '.join(REQUIRED_GROUPS)})")
+        if LOCATION_DIM not in ds.dimensions:
+            raise InputFileError(filename, f"has no dimension '{LOCATION_DIM}' (every observation variable is "
+                                           f"on the one dimension '{LOCATION_DIM}')")
+        nvariables = 1 + len(location_names) + sum(len(ds.groups[g].variables) for g in ds.groups
+                                                   if g != "MetaData")
+        require_file_memory(filename, 8.0 * nvariables * len(ds.dimensions[LOCATION_DIM]),
+                            f"{nvariables} variables of {len(ds.dimensions[LOCATION_DIM])} observations")
+        meta = ds.groups["MetaData"]
+        times_nc = _location_variable(filename, meta, "dateTime", "(locations need a time)")
+        times = cf_seconds_since_epoch(filename, times_nc, _finite_metadata(filename, times_nc, "dateTime", "a time"),
+                                       "MetaData/dateTime")
+        coords = {}
+        for name in location_names:
+            nc = _location_variable(filename, meta, name, f"(locations need {', '.join(location_names)})")
+            coords[name] = _finite_metadata(filename, nc, name, "a location")
+        db: dict[tuple[str, str], np.ndarray] = {}
+        for group in ds.groups:
+            if group == "MetaData":
+                continue
+            for var in ds.groups[group].variables:
+                nc = _location_variable(filename, ds.groups[group], var)
+                db[(group, var)] = read_float64(nc) if group != "EffectiveQC" else np.asarray(nc[...])
+    finally:
+        ds.close()
+    return ObsFileContents(times, coords, db)
+
+
 def _location_variable(filename: str, group: Any, var: str, need: str = "") -> Any:
     """Variable ``var`` of netCDF ``group``, which must exist and hold numbers on ``Location``."""
     label = f"{group.name}/{var}"
@@ -324,23 +406,6 @@ def _time_text(seconds: float) -> str:
         return str(DateTime.from_seconds_since_epoch(seconds))
     except (OverflowError, ValueError):
         return f"{seconds:.6g} {DATETIME_UNITS}"
-
-
-def _read_times(filename: str, nc: Any, values: np.ndarray) -> np.ndarray:
-    """Seconds since the epoch of the finite ``values`` of ``MetaData/dateTime`` (in its ``units``)."""
-    units = getattr(nc, "units", DATETIME_UNITS)
-    if str(units).strip() == DATETIME_UNITS:
-        return values
-    try:
-        import cftime
-
-        dates = cftime.num2date(values, units, only_use_cftime_datetimes=False, only_use_python_datetimes=True)
-        # CF times without a time-zone offset are UTC; cftime returns them naive.
-        return np.array([DateTime(d if d.tzinfo is not None else d.replace(tzinfo=datetime.timezone.utc))
-                         .seconds_since_epoch() for d in np.atleast_1d(dates)])
-    except Exception:
-        raise InputFileError(filename, f"MetaData/dateTime has units {units!r}, expected '{DATETIME_UNITS}' "
-                                       "or another CF time unit (with times it can represent)") from None
 
 
 def _network(geometry: Any, gen: GenerateParameters, rng: np.random.Generator) -> dict[str, np.ndarray]:
