@@ -62,10 +62,11 @@ series) are not in the checkpoint: each cycle appends its row to the cycle log
 truncated to it) and produces bitwise the same statistics as an uninterrupted run.
 
 Given observations (``observations.obsdatain``): instead of step 2, each cycle reads an
-IODA-like file (``%date%`` = its analysis time) or the rows of one file inside its window;
-the truth is then optional (a run, files ``truth.filename`` at the analysis times, or none:
-RMSEs NaN), and the first backgrounds may be read from ``cycling.initial background`` /
-``initial ensemble`` (required without a truth run, with ``cycling.start`` = :math:`T_0`).
+IODA-like file (``%date%`` = its analysis time) or the rows of one file inside its window
+(that file read once per process); the truth is then optional (a run, files ``truth.filename``
+at the analysis times or one file of every time, or none: RMSEs NaN), and the first
+backgrounds may be read from ``cycling.initial background`` / ``initial ensemble``
+(required without a truth run, with ``cycling.start`` = :math:`T_0`).
 
 Innovation archive (``output.archive``): each cycle's observations, :math:`H(x_b)`,
 :math:`H(x_a)`, assumed background variance in observation space (ensemble variance of
@@ -85,6 +86,7 @@ the same way.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -124,12 +126,13 @@ from pyoops.ensemble.emulated_members import EmulatedMembers
 from pyoops.ensemble.executors import MemberExecutor
 from pyoops.util.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
+from pyoops.fields.netcdf import FieldSeries
 from pyoops.generic.forecast import StateRecorder, c_ordered_copy, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
 from pyoops.interface.observations import GeoVaLs
 from pyoops.util.atomic import atomic_output, readable_path
 from pyoops.util.datetime import DateTime, Duration, TimeWindow
-from pyoops.util.errors import ConfigError, InputFileError, join_path
+from pyoops.util.errors import ConfigError, InputFileError, PyoopsError, join_path
 from pyoops.util.figures import pyplot, save_figure
 from pyoops.util.logging import progress
 from pyoops.util.random import generator
@@ -183,16 +186,15 @@ class TruthParameters(Parameters):
                                    description="Run the truth this long before the first cycle.")
     model: dict[str, Any] | None = Field(None, description="Truth model (default: the assimilating model; "
                                                            "another one makes model error).")
-    filename: str | None = Field(None, description="Truth from files instead of a run: one state file per analysis "
-                                                   "time, %date% replaced by the analysis time (a nature run).")
+    filename: str | None = Field(None, description="Truth from files instead of a run (a nature run): one state file "
+                                                   "per analysis time, %date% replaced by the analysis time; or, "
+                                                   "without %date%, one file of every time (a 'time' dimension).")
 
     @model_validator(mode="after")
     def _one_source(self) -> "TruthParameters":
         if (self.initial_condition is None) == (self.filename is None):
             raise ValueError("give exactly one of 'initial condition' (a truth run) and 'filename' (truth files)")
         if self.filename is not None:
-            if "%date%" not in self.filename:
-                raise ValueError("'filename' must contain %date% (one truth file per analysis time)")
             if self.model is not None or self.spin_up != Duration(0):
                 raise ValueError("'model' and 'spin-up' belong to a truth run ('initial condition')")
         return self
@@ -269,7 +271,14 @@ class CyclingParameters(Parameters):
     initial_perturbation: InitialPerturbationParameters = Field(
         default_factory=InitialPerturbationParameters,
         description="Initial backgrounds: truth + N(0, std^2 I), one stream per member.")
-    checkpoint_every: int = Field(1, gt=0, description="Write the checkpoint every this many cycles (and at the end).")
+    checkpoint_every: int | None = Field(
+        None, gt=0, description="Write the checkpoint every this many cycles (and at the end); default: by wall "
+                                "time, 'checkpoint seconds'.")
+    checkpoint_seconds: float = Field(
+        1.0, ge=0, description="Without 'checkpoint every': write the checkpoint after the first cycle, after any "
+                               "cycle that ends this many wall-clock seconds or more after the last one was "
+                               "written, after the last cycle, and when a cycle fails or is interrupted (the last "
+                               "completed cycle); 0: after every cycle.")
     start: DateTimeField | None = Field(
         None, description="Experiment start T_0 (the first analysis is at T_0 + L) when there is no truth run "
                           "(default: the truth's initial date plus its spin-up).")
@@ -383,6 +392,7 @@ class CycleExperiment:
         #: A truth run (``truth.initial condition``) / truth files (``truth.filename``) / no truth.
         self.truth_run = truth is not None and truth.initial_condition is not None
         self.truth_files = truth.filename if truth is not None else None
+        self._truth_series: FieldSeries | None = None
         truth_cfg = (truth.model if truth is not None else None) or params.model
         self.truth_model = self._make_model(truth_cfg, "truth.model" if truth_cfg is not params.model else "model")
         if self.truth_model.time_resolution != step:
@@ -759,10 +769,23 @@ class CycleExperiment:
         return TwinObservations(cfg, values, sigma, space.locations.times.copy(), space.locations, window, ob)
 
     def read_truth(self, time: DateTime) -> dict[str, np.ndarray]:
-        """The truth at ``time`` from ``truth.filename`` (``%date%`` replaced; geometry and date checked)."""
+        """The truth at ``time`` from ``truth.filename``: its file (``%date%`` replaced; geometry and date
+        checked), or its time in the one file of every time (:class:`~pyoops.fields.netcdf.FieldSeries`,
+        opened and checked at the first read, closed by :meth:`close_inputs`)."""
+        if "%date%" not in self.truth_files:
+            if self._truth_series is None:
+                self._truth_series = FieldSeries(self.truth_files, self.geometry, self.variables)
+            fields = self._truth_series.read(time)
+            return {v: fields[v] for v in self.variables}
         cfg = {"date": str(time), "filename": self.truth_files.replace("%date%", str(time))}
         state = self.plugin.state.from_config(self.geometry, cfg, "truth.filename")
         return {v: np.array(state.fields[v], dtype=np.float64) for v in self.variables}
+
+    def close_inputs(self) -> None:
+        """Close the input files a run keeps open (the truth's file of every time)."""
+        if self._truth_series is not None:
+            self._truth_series.close()
+            self._truth_series = None
 
     # Truth ------------------------------------------------------------------------------------
     def initial_truth(self) -> Any:
@@ -831,6 +854,7 @@ class CycleExperiment:
         cyc = dict(doc.get("cycling", {}))
         cyc.pop("cycles", None)
         cyc.pop("checkpoint every", None)
+        cyc.pop("checkpoint seconds", None)
         cyc.pop("spin-up cycles", None)
         doc["cycling"] = cyc
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
@@ -933,6 +957,8 @@ class CycleExperiment:
         first = state["cycle"]
         last = total if stop_after is None else min(total, first + stop_after)
         bar = progress(range(first, last), total=last - first, desc=f"cycle {self.method}", enabled=show_progress)
+        policy = _CheckpointPolicy(self.cycling.checkpoint_every, self.cycling.checkpoint_seconds, first, last)
+        pending: dict[str, np.ndarray] | None = None   # the last completed cycle's checkpoint, not yet written
         try:
             for k in bar:
                 started = _time.perf_counter()
@@ -954,19 +980,31 @@ class CycleExperiment:
                     archive.append(k, self.last_innovations, state)
                 if members_archive is not None:
                     members_archive.append(k, backgrounds, state, self.last_member_analyses)
-                if (k + 1) % self.cycling.checkpoint_every == 0 or k + 1 == last:
+                due = policy.due(k)
+                if due or policy.keeps_pending:
                     if self.adaptation is not None:
                         state["adaptive"] = self.adaptation.state_arrays()
-                    save_checkpoint(ckpt, state, digest)
+                    pending = checkpoint_arrays(state, digest)
+                    if due:
+                        data, pending = pending, None
+                        write_checkpoint(ckpt, data)
+                        policy.written()
                 if hasattr(bar, "set_postfix") and (k % 10 == 0 or k + 1 == last):
                     bar.set_postfix({"rmse a": f"{stats['analysis rmse']:.3f}"})
         except BaseException:
+            if pending is not None:   # a failed or interrupted cycle: keep the cycles completed before it
+                try:
+                    write_checkpoint(ckpt, pending)
+                except (OSError, PyoopsError) as exc:   # the run's own error is the one to report
+                    logger.warning("%s: the checkpoint of the last completed cycle could not be written (%s)",
+                                   ckpt, exc)
             for a in (archive, members_archive):
                 if a is not None:
                     a.abandon()
             raise
         finally:
             cycle_log.release()  # kept on disk: what a resumed or extended run continues
+            self.close_inputs()
             if own_executor:
                 executor.close()
         for a in (archive, members_archive):
@@ -1480,13 +1518,49 @@ def _locations_key(locations: Any) -> tuple:
 
 
 # Checkpoints -------------------------------------------------------------------------------------
+class _CheckpointPolicy:
+    """When a run writes its checkpoint.
+
+    ``every`` cycles (and after the last), or, without ``every``, by wall time: after the first
+    cycle of the run, after the last, and after any cycle that ends ``seconds`` or more after the
+    last write.  In the wall-time mode the checkpoint of every completed cycle is also kept in
+    memory (:attr:`keeps_pending`), so that a cycle that fails or is interrupted leaves the
+    checkpoint of the cycle before it, as writing after every cycle would; only a kill (SIGKILL,
+    a node failure) loses the cycles of up to ``seconds`` since the last write, which a resumed
+    run recomputes bitwise.
+    """
+
+    def __init__(self, every: int | None, seconds: float, first: int, last: int) -> None:
+        self.every, self.seconds, self.first, self.last = every, seconds, first, last
+        self.keeps_pending = every is None
+        self._written_at = _time.perf_counter()
+
+    def due(self, k: int) -> bool:
+        """Whether the checkpoint is written after cycle ``k`` (0-based)."""
+        if k + 1 == self.last:
+            return True
+        if self.every is not None:
+            return (k + 1) % self.every == 0
+        return k == self.first or _time.perf_counter() - self._written_at >= self.seconds
+
+    def written(self) -> None:
+        self._written_at = _time.perf_counter()
+
+
 def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) -> None:
-    """Write the current experiment state atomically (``.npz``).
+    """Write the current experiment state atomically (``.npz``): :func:`write_checkpoint` of
+    :func:`checkpoint_arrays`."""
+    write_checkpoint(filename, checkpoint_arrays(state, digest))
+
+
+def checkpoint_arrays(state: dict[str, Any], digest: str) -> dict[str, np.ndarray]:
+    """The checkpoint of the current experiment state: the arrays of its ``.npz`` file (copies).
 
     Only what the next cycle needs is written — the truth, the backgrounds, the adaptive schemes'
     arrays, the counters and the logs' positions (``state["statistics log"]``, the archives'
-    states) — so the cost does not grow with the run length: the per-cycle series of
-    ``state["stats"]``, ``state["seconds"]`` and the adaptive series are in the cycle log.
+    states, in the JSON array ``meta``) — so the cost does not grow with the run length: the
+    per-cycle series of ``state["stats"]``, ``state["seconds"]`` and the adaptive series are in
+    the cycle log.
     """
     arrays: dict[str, np.ndarray] = {}
     meta = {"version": CHECKPOINT_VERSION, "digest": digest, "cycle": int(state["cycle"]),
@@ -1496,16 +1570,24 @@ def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) 
         fields = state.get(group)
         meta[group] = None if fields is None else list(fields)
         for v, a in (fields or {}).items():
-            arrays[f"{group}/{v}"] = np.asarray(a)
+            arrays[f"{group}/{v}"] = np.array(a)
     adaptive = state.get("adaptive")
     meta["adaptive"] = None if adaptive is None else sorted(adaptive)
     for key, a in (adaptive or {}).items():
-        arrays[f"adaptive/{key}"] = np.asarray(a, dtype=np.float64)
+        arrays[f"adaptive/{key}"] = np.array(a, dtype=np.float64)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    # Committed at once, not at the end of the run: the checkpoint is what a killed run resumes from.
+    return arrays
+
+
+def write_checkpoint(filename: "str | Path", arrays: dict[str, np.ndarray]) -> None:
+    """Write the arrays of :func:`checkpoint_arrays` to ``filename`` atomically (a temporary renamed into
+    place), committed at once, not at the end of the run: the checkpoint is what a killed run resumes from."""
+    # Zipped in memory and written in one call: np.savez on a file seeks and writes per member.
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     with atomic_output(filename, ".npz", commit="now") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            fh.write(buffer.getbuffer())
 
 
 def load_checkpoint(filename: "str | Path", digest: str | None = None, series: bool = True) -> dict[str, Any]:

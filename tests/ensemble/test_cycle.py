@@ -135,9 +135,12 @@ def _cycles_done(ckpt: Path) -> int:
 def killed_and_straight(cfg: dict[str, Any], tmp_path: Path, at: int) -> tuple[dict[str, Any], Any]:
     """Run ``cfg`` (output directory ``tmp_path/killed``) as a process, SIGKILL it once ``at`` cycles are
     checkpointed, resume it in-process to the end; run it uninterrupted in ``tmp_path/straight``.  Returns the
-    resumed checkpoint and the uninterrupted run's experiment state."""
+    resumed checkpoint and the uninterrupted run's experiment state.  Without a checkpoint setting in ``cfg``
+    the run checkpoints after every cycle (``checkpoint seconds: 0``)."""
     total = cfg["cycling"]["cycles"]
     cfg = copy.deepcopy(cfg)
+    if "checkpoint every" not in cfg["cycling"]:
+        cfg["cycling"].setdefault("checkpoint seconds", 0)
     cfg["output"]["directory"] = str(tmp_path / "killed")
     config = tmp_path / "cycle.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -168,13 +171,17 @@ def killed_and_straight(cfg: dict[str, Any], tmp_path: Path, at: int) -> tuple[d
     return resumed, ref
 
 
-def test_killed_run_resumes_bitwise(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seconds,at", [(0, 20), (1.0, 1)])
+def test_killed_run_resumes_bitwise(tmp_path: Path, seconds: float, at: int) -> None:
     """SIGKILL a cycling run after some cycles; resuming gives bitwise the statistics and the innovation
-    archive of an uninterrupted run."""
+    archive of an uninterrupted run.  ``checkpoint seconds: 0``: a checkpoint after every cycle, killed after
+    20; the default 1 s: killed after the checkpoint of the first cycle, the cycles run after it are lost and
+    recomputed."""
     cfg = l96_cycle("LETKF", tmp_path / "killed", cycles=150, members=10)
     cfg["local ensemble DA"] = {"inflation": {"mult": 1.04}}
     cfg["output"]["archive"] = True
-    resumed, ref = killed_and_straight(cfg, tmp_path, 20)
+    cfg["cycling"]["checkpoint seconds"] = seconds
+    resumed, ref = killed_and_straight(cfg, tmp_path, at)
     np.testing.assert_array_equal(resumed["truth"]["x"], ref.truth["x"])
     archive = (tmp_path / "killed" / "innovations.nc").read_bytes()
     assert archive == (tmp_path / "straight" / "innovations.nc").read_bytes()

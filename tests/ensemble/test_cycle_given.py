@@ -30,7 +30,8 @@ def converter() -> Any:
 
 def twin_to_files(cfg: dict[str, Any], directory: Path, one_obs_file: bool = False) -> dict[str, Any]:
     """Run the twin with its archive, write its observations, truth and initial states as a user would, and
-    return the configuration of the same experiment on those files."""
+    return the configuration of the same experiment on those files (``one_obs_file``: the observations of all
+    windows in one file and the truth at every analysis time in one file)."""
     import xarray as xr
 
     from pyoops.apps import make_application
@@ -59,13 +60,16 @@ def twin_to_files(cfg: dict[str, Any], directory: Path, one_obs_file: bool = Fal
             conv.write_obs_file(directory / f"obs.{a_k}.nc", times[rows], x[rows], y[rows], sigma[rows])
     truth = exp.initial_truth()
     at = exp.advance_truth(truth, analysis_times[-1], analysis_times)
+    if one_obs_file:          # and the truth in one file of every time
+        conv.write_state_series(directory / "truth.nc", [np.datetime64(str(a_k)[:-1]) for a_k in analysis_times],
+                                [at[a_k]["x"] for a_k in analysis_times])
     for a_k in analysis_times:
         conv.write_state_file(directory / f"truth.{a_k}.nc", np.datetime64(str(a_k)[:-1]), at[a_k]["x"])
     initial = exp.initial_experiment_state()
     s0 = np.datetime64(str(exp.background_time(0))[:-1])
     given = copy.deepcopy(cfg)
     given["output"]["directory"] = str(directory / "out")
-    given["truth"] = {"filename": str(directory / "truth.%date%.nc")}
+    given["truth"] = {"filename": str(directory / ("truth.nc" if one_obs_file else "truth.%date%.nc"))}
     given["cycling"]["start"] = str(exp.start)
     obs = {k: v for k, v in cfg["observations"].items() if k not in ("obs frequency", "obs density", "obs error",
                                                                       "seed", "locations", "locations seed")}
@@ -103,12 +107,14 @@ def test_given_files_reproduce_the_twin_bitwise(tmp_path: Path, method: str, mem
                                       ["value"].values, xr.open_dataset(a, group=group)["value"].values)
 
 
-@pytest.mark.parametrize("method,members", [("3D-Var", None), ("LETKF", 8)])
-def test_arrays_in_dapper_layout_reproduce_the_twin_bitwise(tmp_path: Path, method: str, members: int | None) -> None:
+@pytest.mark.parametrize("method,members,one_file", [("3D-Var", None, False), ("LETKF", 8, False),
+                                                     ("3D-Var", None, True), ("LETKF", 8, True)])
+def test_arrays_in_dapper_layout_reproduce_the_twin_bitwise(tmp_path: Path, method: str, members: int | None,
+                                                            one_file: bool) -> None:
     """The path of benchmarks/dapper_compare.py: a twin as plain arrays laid out like DAPPER's ``xx`` (truth at
     T_0 and at every analysis time) and ``yy`` (observations at the analysis times, by grid point), written by
-    numpy_to_cycle.write_filter_experiment, gives bitwise the twin's statistics and analyses (HofXAnalysis:
-    H = I at every grid point)."""
+    numpy_to_cycle.write_filter_experiment (a file per analysis time, or ``one_file``: one observation file and
+    one truth file), gives bitwise the twin's statistics and analyses (HofXAnalysis: H = I at every grid point)."""
     import xarray as xr
 
     from pyoops.apps import make_application
@@ -140,7 +146,8 @@ def test_arrays_in_dapper_layout_reproduce_the_twin_bitwise(tmp_path: Path, meth
     entries = converter().write_filter_experiment(
         tmp_path / "files", start, np.timedelta64(6, "h"), np.array(xx), yy, obs_error=1.0,
         background=None if initial["control"] is None else initial["control"]["x"],
-        ensemble=None if initial["members"] is None else initial["members"]["x"])
+        ensemble=None if initial["members"] is None else initial["members"]["x"], one_file=one_file)
+    assert ("%date%" in entries["truth"]["filename"]) != one_file
     given = copy.deepcopy(cfg)
     given["output"]["directory"] = str(tmp_path / "given")
     given["truth"] = entries["truth"]
@@ -207,3 +214,28 @@ def test_given_files_bad_input(tmp_path: Path, capsys: Any) -> None:
     bad = copy.deepcopy(given)
     del bad["cycling"]["start"]
     assert "cycling.start" in _error(tmp_path, capsys, bad)
+
+
+def test_truth_file_of_every_time_bad_input(tmp_path: Path, capsys: Any) -> None:
+    """A truth file of every time that lacks an analysis time stops the run at that cycle with one line naming
+    the file and the time; the cycles before stay in the checkpoint and the run resumes once the file is whole."""
+    cfg = l96_cycle("3D-Var", tmp_path / "twin", cycles=3)
+    files = tmp_path / "files"
+    given = twin_to_files(cfg, files, one_obs_file=True)
+    conv = converter()
+    import netCDF4
+
+    with netCDF4.Dataset(files / "truth.nc") as ds:
+        seconds, x = ds["time"][:], ds["x"][:]
+    epoch = np.datetime64("1970-01-01T00:00:00", "s")
+    conv.write_state_series(files / "truth.nc", epoch + seconds[:2].astype("timedelta64[s]"), x[:2])
+    msg = _error(tmp_path, capsys, given)
+    missing = str(epoch + np.timedelta64(int(seconds[2]), "s")) + "Z"
+    assert f"truth.nc: has no time {missing}" in msg
+    out = Path(given["output"]["directory"])
+    assert (out / "checkpoint.npz").exists()
+    conv.write_state_series(files / "truth.nc", epoch + seconds.astype("timedelta64[s]"), x)
+    resumed = pyoops.run("cycle", given)["experiment"]
+    whole = pyoops.run("cycle", dict(given, resume=False, output=dict(given["output"], directory=str(tmp_path / "w"))))
+    for name in STATISTICS:
+        np.testing.assert_array_equal(resumed.stats[name], whole["experiment"].stats[name], err_msg=name)

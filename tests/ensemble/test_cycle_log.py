@@ -126,6 +126,57 @@ def test_checkpoint_every_k_resumes_bitwise(tmp_path: Path, adaptive: bool) -> N
                 np.testing.assert_array_equal(a[var][:], b[var][:], err_msg=var)
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_wall_time_checkpoints_keep_the_cycles_before_a_failure(tmp_path: Path, monkeypatch: Any,
+                                                                adaptive: bool) -> None:
+    """The default checkpoint policy (by wall time; here an hour, so never due by time): the checkpoint is
+    written after the first cycle and after the last only, yet a cycle that fails (cycle 6) leaves the
+    checkpoint of the 6 cycles before it, the one writing after every cycle gives, from which the run resumes
+    bitwise."""
+    import pyoops.ensemble.cycling as cycling
+
+    written: list[int] = []
+    real = cycling.write_checkpoint
+
+    def counted(filename: Any, arrays: dict[str, np.ndarray]) -> None:
+        written.append(json.loads(bytes(arrays["meta"]).decode())["cycle"])
+        real(filename, arrays)
+
+    monkeypatch.setattr(cycling, "write_checkpoint", counted)
+    cfg = l96_cycle("LETKF", tmp_path / "killed", cycles=10, members=6)
+    cfg["cycling"]["checkpoint seconds"] = 3600
+    cfg["local ensemble DA"] = {"inflation": {"mult": 1.05}}
+    if adaptive:
+        cfg["adaptive"] = {"inflation": {"scheme": "likelihood", "spatial": "global"}}
+        cfg["local ensemble DA"] = {}
+    _run_until(cfg, fail_at=6)
+    assert written == [1, 6]
+    ckpt = tmp_path / "killed" / "checkpoint.npz"
+    every = copy.deepcopy(cfg)
+    every["cycling"]["checkpoint seconds"] = 0
+    every["output"]["directory"] = str(tmp_path / "every")
+    _run_until(every, fail_at=6)
+    assert written[2:] == [1, 2, 3, 4, 5, 6]
+    with np.load(ckpt) as a, np.load(tmp_path / "every" / "checkpoint.npz") as b:
+        assert a.files == b.files
+        for key in a.files:
+            if key == "meta":         # the same but for the cycle log's checksum (its 'seconds' are wall times)
+                meta_a, meta_b = (json.loads(bytes(m["meta"]).decode()) for m in (a, b))
+                for meta in (meta_a, meta_b):
+                    meta["statistics log"].pop("crc32")
+                assert meta_a == meta_b
+            else:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    del written[:]
+    resumed = pyoops.run("cycle", cfg)["experiment"]
+    assert written == [7, 10]                                  # the first cycle of this run, and the last
+    straight = copy.deepcopy(cfg)
+    straight["output"]["directory"] = str(tmp_path / "straight")
+    ref = pyoops.run("cycle", straight)["experiment"]
+    for name in STATISTICS:
+        np.testing.assert_array_equal(resumed.stats[name], ref.stats[name], err_msg=name)
+
+
 def test_checkpoint_holds_no_series(tmp_path: Path) -> None:
     """The checkpoint holds the current state only: its arrays are the same after 2 and after 8 cycles."""
     cfg = l96_cycle("LETKF", tmp_path / "out", cycles=8, members=4)
