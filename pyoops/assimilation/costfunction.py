@@ -226,10 +226,16 @@ class CostFunction:
         return factory.maker_for(config, path)(factory.parameters(config, path), *args)
 
     def _background_params(self) -> list[StateParameters]:
-        bpath = join_path(self.path, "background")
-        if self.cost_type == "4D-Ens-Var":
-            return validate(BackgroundStatesParameters, self.params.background, bpath).states
-        return [validate(StateParameters, self.params.background, bpath)]
+        """The validated ``background`` section (validated once per cost function)."""
+        cached = self.__dict__.get("_background_parameters")
+        if cached is None:
+            bpath = join_path(self.path, "background")
+            if self.cost_type == "4D-Ens-Var":
+                cached = validate(BackgroundStatesParameters, self.params.background, bpath).states
+            else:
+                cached = [validate(StateParameters, self.params.background, bpath)]
+            self.__dict__["_background_parameters"] = cached
+        return list(cached)
 
     def _check_times(self) -> None:
         w = self.window
@@ -499,8 +505,9 @@ class CostFunction:
 
         return (h, h_ad, h_rows) if with_rows else (h, h_ad)
 
-    def r_operators(self, lin: Linearisation, observers: Observers) -> tuple[Any, Any]:
-        """``(r_inverse, r_multiply)`` on flat observation vectors (0 where unused)."""
+    def r_operators(self, lin: Linearisation, observers: Observers) -> tuple[Any, Any, np.ndarray]:
+        r"""``(r_inverse, r_multiply, inverse variances)`` on flat observation vectors (0 where unused):
+        :math:`\mathbf{R}^{-1}\mathbf{y} = \mathbf{y} \odot` the inverse variances."""
         inv_var = np.concatenate([np.where(lin.masks[i], ob.obs_error.inverse_variance().values, 0.0).ravel()
                                   for i, ob in enumerate(observers)]) if observers else np.zeros(0)
         var = np.where(inv_var > 0, 1.0 / np.where(inv_var > 0, inv_var, 1.0), 0.0)
@@ -511,4 +518,4 @@ class CostFunction:
         def r_multiply(y: np.ndarray) -> np.ndarray:
             return y * var
 
-        return r_inverse, r_multiply
+        return r_inverse, r_multiply, inv_var

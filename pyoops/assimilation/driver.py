@@ -235,7 +235,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             hofx_background = [h.copy() for h in lin.hofx]
         flatten, unflatten, _ = _flatteners(inner, variables, nslots)
         h, h_ad, h_rows = cost.linear_h(lin, observers, inner, linear_model, unflatten, flatten, with_rows=True)
-        r_inverse, r_multiply = cost.r_operators(lin, observers)
+        r_inverse, r_multiply, r_inverse_diagonal = cost.r_operators(lin, observers)
         dxb = flatten([change_resolution((b.fields.subset(variables) - g.fields.subset(variables)), cost.geometry,
                                          inner) for b, g in zip(background, guess)])
 
@@ -269,7 +269,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             b_sqrt_ad=(lambda x: cov.chain.multiply_sqrt_ad(unflatten(x)[0])) if has_sqrt else None,
             ctl_size=cov.ctl_vec_size if has_sqrt else None, vb=vb,
             b_dense=_dense_covariance(cov, b_multiply, dxb.size, path) if direct else None,
-            h_rows=h_rows if direct else None)
+            h_rows=h_rows if direct else None, r_inverse_diagonal=r_inverse_diagonal if direct else None)
         if k == 0 and hbht is not None:
             from pyoops.diagnostics.hbht import diag_hbht
 

@@ -761,9 +761,12 @@ def _direct(problem: QuadraticProblem, trace: _Trace
     if g0 == 0.0:  # already at the minimum
         return x, bx, hx, 0, True
     G = _h_columns(problem, lin, L)
-    RG = np.empty_like(G)
-    for j in range(G.shape[1]):
-        RG[:, j] = lin.Rinv(np.ascontiguousarray(G[:, j]))
+    if problem.r_inverse_diagonal is not None:
+        RG = G * problem.r_inverse_diagonal[:, None]
+    else:
+        RG = np.empty_like(G)
+        for j in range(G.shape[1]):
+            RG[:, j] = lin.Rinv(np.ascontiguousarray(G[:, j]))
     S = G.T @ RG
     S = 0.5 * (S + S.T)
     S[np.diag_indices_from(S)] += 1.0

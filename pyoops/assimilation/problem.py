@@ -197,6 +197,10 @@ class QuadraticProblem:
         :math:`\mathbf{X} \mapsto \mathbf{X}\mathbf{H}^\mathrm{T}`: :attr:`h` applied to every
         row of a ``(k, n)`` array, returning ``(k, p)``; optional, read only by
         ``DirectSolve`` (one batched call instead of :math:`k` calls of :attr:`h`).
+    r_inverse_diagonal:
+        The diagonal of a diagonal :math:`\mathbf{R}^{-1}` (:attr:`p` elements), when
+        :attr:`r_inverse` is the product by it; optional, read only by ``DirectSolve`` (one
+        product with the ``(p, k)`` matrix instead of :math:`k` calls of :attr:`r_inverse`).
     """
 
     b_multiply: Operator
@@ -214,6 +218,7 @@ class QuadraticProblem:
     b_inverse: Operator | None = None
     b_dense: DenseCovariance | None = None
     h_rows: Callable[[np.ndarray], np.ndarray] | None = None
+    r_inverse_diagonal: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("b_multiply", "h", "h_ad", "r_inverse"):
@@ -224,6 +229,8 @@ class QuadraticProblem:
             if value is not None and not callable(value):
                 raise ValueError(f"QuadraticProblem.{name} must be callable or None")
         self.d = _vector(self.d, "d")
+        if self.r_inverse_diagonal is not None:
+            self.r_inverse_diagonal = _vector(self.r_inverse_diagonal, "r_inverse_diagonal", self.d.size)
         self.dxb = _vector(self.dxb, "dxb")
         if self.b_dense is not None and np.shape(self.b_dense.matrix) != (self.dxb.size, self.dxb.size):
             raise ValueError(f"QuadraticProblem.b_dense has shape {np.shape(self.b_dense.matrix)}, expected "

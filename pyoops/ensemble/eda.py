@@ -243,8 +243,12 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
     registry = _registry()
     plugin = registry.model_plugin(setup.model_plugin)
     params = validate(CostFunctionParameters, setup.cost_function, "cost function")
-    cost = CostFunction(params, registry, plugin, memo=_cost_memo(setup.run_token))
-    section = validate(VariationalSection, setup.variational, "variational")
+    memo = _cost_memo(setup.run_token)
+    cost = CostFunction(params, registry, plugin, memo=memo)
+    section_key = "variational " + json.dumps(setup.variational, sort_keys=True, default=str)
+    section = memo.get(section_key)
+    if section is None:      # the same section every cycle of a run: validated once
+        section = memo[section_key] = validate(VariationalSection, setup.variational, "variational")
     ensemble = FieldSet(setup.ensemble, copy=False) if setup.ensemble is not None else None
     covariances: list[tuple[Any, Any]] = []
     # A B without in-memory ensemble depends only on its configuration and the files it reads: built

@@ -450,6 +450,22 @@ def test_direct_solve_operator_applications():
     assert "factor" in vars(shared)  # computed once and kept for the next problem with this B
 
 
+def test_direct_solve_with_the_diagonal_of_r_inverse():
+    """With ``r_inverse_diagonal`` (as the driver gives it for a diagonal R) R^-1 is never called and the
+    analysis is bitwise that of applying r_inverse column by column (the same element-wise products)."""
+    dense = make_dense(5, 12, 9, r_kind="diagonal")
+    diagonal = 1.0 / np.diag(dense.R)
+    calls = []
+    plain = minimize(dense.problem(r_inverse=lambda y: y * diagonal), "DirectSolve", 1, 1e-6)
+    fast = minimize(dense.problem(r_inverse=lambda y: calls.append(1) or y * diagonal, r_inverse_diagonal=diagonal),
+                    "DirectSolve", 1, 1e-6)
+    np.testing.assert_array_equal(fast.dx, plain.dx)
+    assert _rel(fast.dx, dense.blue) <= 1e-13
+    assert len(calls) == 1     # R^-1 d only: not once per column of G
+    with pytest.raises(ValueError, match="r_inverse_diagonal has 8 elements, expected 9"):
+        dense.problem(r_inverse_diagonal=diagonal[:8])
+
+
 def test_direct_solve_falls_back_when_the_batched_h_mixes_rows(caplog):
     """A plugin whose linear operators do not treat a leading axis as a batch: h_rows disagrees
     with h on the first column, DirectSolve warns and applies h column by column."""
