@@ -109,9 +109,18 @@ class BlockContext:
         """The context of the next block inwards."""
         return replace(self, geometry=geometry, variables=Variables(variables), ensemble=ensemble, path=path)
 
+    def without_ensemble(self) -> "BlockContext":
+        """This context with its ensemble released (what a built chain leaves its blocks: see
+        :class:`~pyoops.saber.chain.SaberBlockChain`)."""
+        extras = {**self.extras, "ensemble released": self.ensemble is not None}
+        return replace(self, ensemble=None, extras=extras)
+
     def ensemble_perturbations(self) -> FieldSet:
         """Members minus their mean (or the perturbations as given); an error if there is no ensemble."""
         if self.ensemble is None:
+            if self.extras.get("ensemble released"):
+                raise RuntimeError(f"{self.path}: the ensemble was released when the chain was built; a block uses "
+                                   "it in its constructor, read or direct_calibration and keeps what it needs")
             dropped = self.extras.get("ensemble dropped at")
             if dropped:
                 raise ConfigError(f"this block needs an ensemble, but the ensemble could not be brought inwards "

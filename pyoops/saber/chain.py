@@ -61,6 +61,12 @@ class SaberCovarianceParameters(Parameters):
 class SaberBlockChain:
     """A central block and its outer blocks, applied as :math:`\\mathbf{U}\\mathbf{C}\\mathbf{U}^\\mathsf{T}`.
 
+    The ensemble (read from the section's ``ensemble``, or handed in by ``context``) is brought
+    inwards through the outer blocks' left inverses for the blocks to read and calibrate from while
+    they are built; the built chain then releases it from every block's context
+    (:meth:`~pyoops.saber.blocks.BlockContext.without_ensemble`): the chain holds only what its
+    blocks keep (the ``Ensemble`` block: its scaled perturbations, one copy of the members).
+
     Parameters
     ----------
     config:
@@ -135,6 +141,12 @@ class SaberBlockChain:
         self.central_variables = ctx.variables
         self.central = cls(cparams, ctx.inner(ctx.geometry, active, _subset(ctx.ensemble, active), cpath))
         self._run_central_tests(self.central, cparams, cpath)
+        # Built: the blocks have read and calibrated from the ensemble; the members as given, and their
+        # copies brought through the outer blocks' inverses, are released (what a block needs it keeps,
+        # e.g. the Ensemble block's scaled perturbations).
+        for block in [b for b, _ in self.outer] + [self.central]:
+            if isinstance(getattr(block, "context", None), BlockContext):
+                block.context = block.context.without_ensemble()
 
     @staticmethod
     def _split(params: SaberBlockParameters, variables: Variables, path: str) -> tuple[Variables, Variables]:

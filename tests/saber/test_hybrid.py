@@ -8,9 +8,11 @@ import pytest
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import write_fields
 from pyoops.generic.grid import StructuredGrid
-from pyoops.saber import ErrorCovariance
+from pyoops.saber import BlockContext, ErrorCovariance
+from pyoops.saber.chain import SaberBlockChain
 from pyoops.util import ConfigError, DateTime
 from pyoops.util.random import generator
+from pyoops.util.variables import Variables
 
 TIME = DateTime("2010-01-01T00:00:00Z")
 VARS = ["a", "b"]
@@ -220,3 +222,57 @@ def test_bad_configs_fail_with_one_line_naming_the_key(case, registry, tmp_path)
     with pytest.raises(ConfigError) as err:
         _hybrid(registry, geometry, components)
     _one_line(err, *texts)
+
+
+def _arrays_reachable(root) -> dict[int, tuple[int, ...]]:
+    """The numpy buffers reachable from ``root`` through attributes, dicts, lists and tuples: {base id: shape}."""
+    import dataclasses
+
+    seen, found, todo = set(), {}, [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, type)) or obj is None:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            base = obj
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            found[id(base)] = base.shape
+            continue
+        if isinstance(obj, FieldSet):
+            todo.extend(obj.values())
+        elif isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            todo.extend(obj)
+        elif dataclasses.is_dataclass(obj):
+            todo.extend(getattr(obj, f.name) for f in dataclasses.fields(obj))
+        if hasattr(obj, "__dict__") and not callable(obj):
+            todo.extend(vars(obj).values())
+        elif hasattr(obj, "__dict__") and hasattr(obj, "__self__"):
+            todo.append(obj.__self__)
+    return found
+
+
+def test_built_hybrid_holds_one_copy_of_the_ensemble(registry, tmp_path):
+    """B = S (0.5 C + 0.5 B_e) S with the members given in memory: once built, the chain holds one copy of
+    the ensemble (the Ensemble block's scaled perturbations) and no other array of the ensemble's size — not
+    the members as given, not their copies divided by σ, not the raw perturbations; with the caller's own
+    members, two copies in all.  A block that asks its context for the ensemble after the build is told so."""
+    geometry = StructuredGrid.periodic_2d(16, 12, variables=VARS)
+    members = _members(geometry, 30, 4)
+    size = sum(a.nbytes for a in members.values())
+    ensemble = {"saber central block": {"saber block name": "Ensemble", "localization": {
+        "saber central block": {"saber block name": "test gaussian correlation", "length scale": 0.3}}}}
+    cfg = {"saber outer blocks": [{"saber block name": "StdDev", "read": {"value": {"a": 0.6, "b": 1.5}}}],
+           "saber central block": {"saber block name": "Hybrid", "components": [
+               {"covariance": {"saber central block": STATIC["saber central block"]}, "weight": {"value": 0.5}},
+               {"covariance": ensemble, "weight": {"value": 0.5}}]}}
+    chain = SaberBlockChain(cfg, BlockContext(geometry, Variables(VARS), TIME, registry, ensemble=members))
+    shapes = list(_arrays_reachable(chain).values())
+    ensemble_sized = [shape for shape in shapes if shape[:1] == (30,) and int(np.prod(shape)) >= 30 * 16 * 12]
+    assert len(ensemble_sized) == len(VARS), ensemble_sized       # one array per variable: one copy
+    assert 8 * sum(int(np.prod(shape)) for shape in ensemble_sized) == size
+    with pytest.raises(RuntimeError, match="released when the chain was built"):
+        chain.central.context.ensemble_perturbations()

@@ -203,11 +203,12 @@ class EnsembleBlock(SaberCentralBlock):
         self.geometry = context.geometry
         self.variables = Variables(context.variables)
         self.calibrated: LocalizationLengthResult | None = None
-        self._raw = self._perturbations()
+        self._raw: FieldSet | None = self._perturbations()
         self.nmembers = next(iter(self._raw.values())).shape[0]
         self.members = self._scaled(self._raw)
         self.localization = self._build_localization()
         super().__init__(params, context)
+        self._raw = None      # used by the calibration only: the scaled members are what the block applies
 
     # Construction ----------------------------------------------------------------------------------
     def _perturbations(self) -> FieldSet:
