@@ -7,11 +7,12 @@ exit with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pyoops.util.errors import ConfigError, PluginError, PyoopsError
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.validate_only:
             print(f"{args.config}: valid {args.command} configuration")
             return 0
-        summary = application.execute(params)
+        with _terminate_as_interrupt():
+            summary = application.execute(params)
         _print_summary(summary)
         return 0
     except PyoopsError as exc:
@@ -147,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_one_line(f"pyoops: error: out of memory ({exc or 'an allocation failed'}); reduce the grid, "
                         f"the ensemble or the number of observations{_outputs(exc)}"), file=sys.stderr)
         return EXIT_USER_ERROR
+    except Terminated as exc:
+        print(f"pyoops: terminated (SIGTERM){_outputs(exc)}", file=sys.stderr)
+        return 128 + 15
     except KeyboardInterrupt as exc:
         print(f"pyoops: interrupted{_outputs(exc)}", file=sys.stderr)
         return 130
@@ -169,6 +174,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_one_line(f"pyoops: internal error in {_culprit(exc)}: {type(exc).__name__}: {exc}{_outputs(exc)} "
                         "(a bug; rerun with --debug for the traceback)"), file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received while an application ran (a batch system's time limit, ``kill``)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While the application runs, SIGTERM raises :class:`Terminated`, handled as Ctrl-C is: the run's
+    temporaries are removed, a cycling run writes the checkpoint of its last completed cycle, and the
+    process exits with 143.  Only in the main thread (where Python delivers signals); the previous handler
+    is restored afterwards."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(text: str, limit: int = 2000) -> str:

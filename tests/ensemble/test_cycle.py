@@ -132,11 +132,14 @@ def _cycles_done(ckpt: Path) -> int:
         return 0
 
 
-def killed_and_straight(cfg: dict[str, Any], tmp_path: Path, at: int) -> tuple[dict[str, Any], Any]:
+def killed_and_straight(cfg: dict[str, Any], tmp_path: Path, at: int, sig: int = signal.SIGKILL,
+                        settle: float = 0.0, past: bool = False) -> tuple[dict[str, Any], Any]:
     """Run ``cfg`` (output directory ``tmp_path/killed``) as a process, SIGKILL it once ``at`` cycles are
     checkpointed, resume it in-process to the end; run it uninterrupted in ``tmp_path/straight``.  Returns the
     resumed checkpoint and the uninterrupted run's experiment state.  Without a checkpoint setting in ``cfg``
-    the run checkpoints after every cycle (``checkpoint seconds: 0``)."""
+    the run checkpoints after every cycle (``checkpoint seconds: 0``).  ``sig``: the signal (SIGTERM: the run
+    stops cleanly, exit status 143); ``settle``: seconds to wait after ``at`` cycles before sending it;
+    ``past``: the checkpoint left must hold more than ``at`` cycles."""
     total = cfg["cycling"]["cycles"]
     cfg = copy.deepcopy(cfg)
     if "checkpoint every" not in cfg["cycling"]:
@@ -151,12 +154,14 @@ def killed_and_straight(cfg: dict[str, Any], tmp_path: Path, at: int) -> tuple[d
         deadline = time.monotonic() + 120
         while _cycles_done(ckpt) < at and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
+        time.sleep(settle)
+        proc.send_signal(sig)
     finally:
         proc.wait()
     done = _cycles_done(ckpt)
     assert at <= done < total, f"the run was not killed mid-way ({done} cycles done)"
-    assert proc.returncode == -signal.SIGKILL
+    assert done > at or not past, f"the checkpoint holds {done} cycles"
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + sig), proc.stderr.read()
     assert main(["cycle", str(config), "--quiet"]) == 0                 # resumes
     resumed = load_checkpoint(ckpt)
     assert resumed["cycle"] == total
@@ -182,9 +187,21 @@ def test_killed_run_resumes_bitwise(tmp_path: Path, seconds: float, at: int) -> 
     cfg["output"]["archive"] = True
     cfg["cycling"]["checkpoint seconds"] = seconds
     resumed, ref = killed_and_straight(cfg, tmp_path, at)
+
     np.testing.assert_array_equal(resumed["truth"]["x"], ref.truth["x"])
     archive = (tmp_path / "killed" / "innovations.nc").read_bytes()
     assert archive == (tmp_path / "straight" / "innovations.nc").read_bytes()
+
+
+def test_terminated_run_keeps_its_last_cycle_and_resumes_bitwise(tmp_path: Path) -> None:
+    """SIGTERM (a batch system's time limit) stops a run cleanly: with the default checkpoint policy (by wall
+    time, here never due by time) the checkpoint of the last completed cycle is written on the way out (more
+    than the first cycle's), the exit status is 143, and the resumed run ends bitwise as an uninterrupted one."""
+    cfg = l96_cycle("LETKF", tmp_path / "killed", cycles=600, members=10)
+    cfg["local ensemble DA"] = {"inflation": {"mult": 1.04}}
+    cfg["cycling"]["checkpoint seconds"] = 3600
+    killed_and_straight(cfg, tmp_path, 1, sig=signal.SIGTERM, settle=0.2, past=True)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.npz")["cycle"] == 600   # resumed to the end
 
 
 def test_eda_hybrid_restart_in_process(tmp_path: Path) -> None:
