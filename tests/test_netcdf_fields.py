@@ -393,3 +393,28 @@ def test_field_series_errors_name_the_file(tmp_path, grid, rng):
     other = StructuredGrid.channel_2d(6, 5, lx=3.0, ly=1.0, variables=["psi", "u"], levels=[0, 1])
     with pytest.raises(InputFileError, match="written on another geometry"):
         FieldSeries(_series_file(tmp_path / "e.nc", other, values, s), grid, Variables(["psi"]))
+
+
+def test_field_series_times_match_within_a_millisecond_and_calendars_are_checked(tmp_path, grid, rng):
+    """Times summed step by step in 'days since' (as a model writes them) are off by far less than a second:
+    each is matched to the requested time within 1 ms; a calendar other than the real one is refused, not
+    read as if it were (a noleap day 424 is not 2012-03-01)."""
+    from pyoops.fields.netcdf import FieldSeries
+
+    n = 400
+    days, t = [], 0.0
+    for _ in range(n):
+        days.append(t)
+        t += 0.05                                            # 1.2 h, accumulated in float
+    values = {"psi": rng.standard_normal((n, *grid.shape))}
+    f = _series_file(tmp_path / "days.nc", grid, values, days, units="days since 2010-01-02 00:00:00")
+    with FieldSeries(f, grid, Variables(["psi"])) as series:
+        for i in (0, 1, 199, n - 1):
+            time = DATE + Duration(f"PT{72 * i}M")
+            np.testing.assert_array_equal(series.read(time)["psi"], values["psi"][i])
+        with pytest.raises(InputFileError, match="has no time"):
+            series.read(DATE + Duration("PT1S"))
+    with netCDF4.Dataset(f, "a") as ds:
+        ds["time"].calendar = "noleap"
+    with pytest.raises(InputFileError, match="calendar 'noleap'"):
+        FieldSeries(f, grid, Variables(["psi"]))

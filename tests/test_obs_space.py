@@ -392,3 +392,23 @@ def test_one_file_of_many_windows_is_read_once_and_reread_when_it_changes(tmp_pa
     assert len(reads) == 2 and again.nlocs == 1
     ObsSpace(_params(obsdatain={"filename": path}), TimeWindow(begin=WINDOW.begin, length="PT12H"), grid)
     assert len(reads) == 3                                          # 'fail' (a file per window): not kept
+
+
+def test_file_rewritten_with_its_old_modification_time_is_read_again(tmp_path, grid, monkeypatch):
+    """A copy that keeps the modification time (``cp -p``, rsync -t) and the size is still seen as a new file
+    (the status-change time is part of the key)."""
+    import os
+
+    import pyoops.generic.obs_space as obs_space
+
+    monkeypatch.setattr(obs_space, "_OBS_FILE_CACHE", {})
+    times = ["2010-01-01T22:00:00Z", "2010-01-02T00:00:00Z"]
+    path = write_ioda_file(tmp_path / "many.nc", {"x": [0.1, 0.2]}, times, {"x": np.array([1.0, 1.0])},
+                           {"x": np.ones(2)})
+    before = os.stat(path)
+    drop = {"filename": path, "outside window": "drop"}
+    assert ObsSpace(_params(obsdatain=drop), WINDOW, grid).obs_values().values[0].tolist() == [1.0, 1.0]
+    write_ioda_file(tmp_path / "many.nc", {"x": [0.1, 0.2]}, times, {"x": np.array([7.0, 7.0])}, {"x": np.ones(2)})
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_size == before.st_size
+    assert ObsSpace(_params(obsdatain=drop), WINDOW, grid).obs_values().values[0].tolist() == [7.0, 7.0]

@@ -302,6 +302,8 @@ class CyclingParameters(Parameters):
             raise ValueError(f"method {self.method} is deterministic; remove 'members'")
         if self.window_length <= Duration(0):
             raise ValueError("window length must be positive")
+        if self.checkpoint_every is not None and "checkpoint_seconds" in self.model_fields_set:
+            raise ValueError("give 'checkpoint every' (cycles) or 'checkpoint seconds' (wall time), not both")
         return self
 
 

@@ -327,8 +327,9 @@ def cf_seconds_since_epoch(filename: str, nc: Any, values: np.ndarray, label: st
     """Seconds since 1970-01-01T00:00:00Z of the finite time ``values`` of netCDF variable ``nc`` (in its ``units``).
 
     :data:`EPOCH_SECONDS` (the default when ``units`` is absent) is taken as it is; any other CF time
-    unit (``hours since 2010-01-01``) is converted with ``cftime``, times without an offset as UTC.
-    ``label`` names the variable in the error (``MetaData/dateTime``).
+    unit (``hours since 2010-01-01``) is converted with ``cftime`` in the variable's ``calendar``
+    (``standard`` if absent), times without an offset as UTC; a calendar that is not the real one
+    (``noleap``, ``360_day``) is refused.  ``label`` names the variable in the error (``MetaData/dateTime``).
     """
     units = getattr(nc, "units", EPOCH_SECONDS)
     if str(units).strip() == EPOCH_SECONDS:
@@ -338,14 +339,20 @@ def cf_seconds_since_epoch(filename: str, nc: Any, values: np.ndarray, label: st
 
         import cftime
 
-        dates = cftime.num2date(values, units, only_use_cftime_datetimes=False, only_use_python_datetimes=True)
+        calendar = str(getattr(nc, "calendar", "standard"))
+        dates = cftime.num2date(values, units, calendar=calendar, only_use_cftime_datetimes=False,
+                                only_use_python_datetimes=True)
         return np.array([DateTime(d if d.tzinfo is not None else d.replace(tzinfo=datetime.timezone.utc))
                          .seconds_since_epoch() for d in np.atleast_1d(dates)])
     except Exception:
-        raise InputFileError(filename, f"{label} has units {units!r}, expected '{EPOCH_SECONDS}' "
-                                       "or another CF time unit (with times it can represent)") from None
+        calendar = getattr(nc, "calendar", None)
+        shown = f" and calendar {calendar!r}" if calendar is not None else ""
+        raise InputFileError(filename, f"{label} has units {units!r}{shown}, expected '{EPOCH_SECONDS}' or another "
+                                       "CF time unit of the standard calendar (with times it can represent)") from None
 
 
+#: A time of a :class:`FieldSeries` file matches a requested time within this many seconds.
+TIME_TOLERANCE = 1e-3
 #: :class:`FieldSeries` reads at most this many bytes, and this many times, at once.
 SERIES_BLOCK_BYTES = 16 * 2**20
 SERIES_BLOCK_TIMES = 256
@@ -387,9 +394,12 @@ class FieldSeries:
             bad = non_finite_summary(raw)
             if bad:
                 raise InputFileError(name, f"coordinate variable '{TIME_DIM}' has {bad}")
-            seconds = cf_seconds_since_epoch(name, nc_time, raw, f"coordinate variable '{TIME_DIM}'")
-            self._index = {float(t): i for i, t in enumerate(seconds)}
-            if len(self._index) != len(seconds):
+            seconds = np.asarray(cf_seconds_since_epoch(name, nc_time, raw, f"coordinate variable '{TIME_DIM}'"),
+                                 dtype=np.float64)
+            self._seconds = seconds
+            self._order = np.argsort(seconds, kind="stable")
+            self._sorted = seconds[self._order]
+            if np.any(np.diff(self._sorted) <= 2 * TIME_TOLERANCE):
                 raise InputFileError(name, f"coordinate variable '{TIME_DIM}' has repeated times")
             self._fields = {var: self._field(var, geometry) for var in self.variables}
             per_time = 8 * sum(math.prod(nc.shape[1:]) for nc in self._fields.values())
@@ -420,18 +430,29 @@ class FieldSeries:
     @property
     def times(self) -> list[DateTime]:
         """The file's times, in file order."""
-        return [DateTime.from_seconds_since_epoch(t) for t in self._index]
+        return [DateTime.from_seconds_since_epoch(float(t)) for t in self._seconds]
+
+    def index(self, time: DateTime) -> int | None:
+        """The file index of ``time``: the file's time nearest to it, if within :data:`TIME_TOLERANCE`
+        (times written as floats in a unit other than seconds, or summed step by step, are off by far less
+        than a second but rarely exact)."""
+        t = float(time.seconds_since_epoch())
+        j = int(np.searchsorted(self._sorted, t))
+        for k in (j - 1, j):
+            if 0 <= k < self._sorted.size and abs(self._sorted[k] - t) <= TIME_TOLERANCE:
+                return int(self._order[k])
+        return None
 
     def read(self, time: DateTime) -> FieldSet:
         """The fields valid at ``time``, all finite (else an :class:`~pyoops.util.errors.InputFileError` naming
         the file)."""
-        i = self._index.get(float(time.seconds_since_epoch()))
+        i = self.index(time)
         if i is None:
             raise InputFileError(self.filename, f"has no time {time} (its '{TIME_DIM}' coordinate holds "
-                                                f"{len(self._index)} times)")
+                                                f"{self._seconds.size} times)")
         first, block = self._block
         if not block or not first <= i < first + len(next(iter(block.values()))):
-            stop = min(i + self._block_times, len(self._index))
+            stop = min(i + self._block_times, self._seconds.size)
             block = {var: read_float64(nc, slice(i, stop)) for var, nc in self._fields.items()}
             first = i
             self._block = (first, block)

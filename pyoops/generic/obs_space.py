@@ -291,7 +291,7 @@ class ObsFileContents:
         self.times, self.coords, self.db = times, coords, db
         self._sorted = bool(np.all(times[1:] >= times[:-1]))
 
-    def rows_in(self, window: TimeWindow) -> "slice | np.ndarray":
+    def rows_in(self, window: TimeWindow) -> np.ndarray:
         """The rows inside ``window`` (:meth:`~pyoops.util.datetime.TimeWindow.contains_seconds`), in file order.
 
         Times in ascending order (as a file of successive windows is written) are bisected, so
@@ -306,8 +306,8 @@ class ObsFileContents:
         return np.arange(lo, max(lo, hi))
 
 
-#: Files of many windows read by this process: key (path, inode, size, modification time, coordinates)
-#: -> contents.  At most :data:`_OBS_FILE_CACHE_SIZE` entries, the oldest dropped first.
+#: Files of many windows read by this process: key (path, device, inode, size, modification and status-change
+#: times, coordinates) -> contents.  At most :data:`_OBS_FILE_CACHE_SIZE` entries, the first read dropped first.
 _OBS_FILE_CACHE: dict[tuple, ObsFileContents] = {}
 _OBS_FILE_CACHE_SIZE = 2
 
@@ -321,9 +321,10 @@ def read_obs_file(filename: str, location_names: tuple[str, ...], cached: bool =
     naming the file.
 
     With ``cached`` the contents are kept for the process, keyed by the file's identity and
-    modification (device, inode, size, modification time in ns): reading the same unchanged
-    file again costs a ``stat``; a file replaced or rewritten is read anew.  The kept arrays are
-    read-only.
+    modification (device, inode, size, modification and status-change times in ns; the latter
+    cannot be set by a user, so a copy that preserves the modification time is still seen):
+    reading the same unchanged file again costs a ``stat``; a file replaced or rewritten is read
+    anew.  The kept arrays are read-only.
     """
     path = input_path(filename)
     key = None
@@ -333,7 +334,8 @@ def read_obs_file(filename: str, location_names: tuple[str, ...], cached: bool =
         except OSError:
             st = None
         if st is not None:
-            key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, tuple(location_names))
+            key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                   tuple(location_names))
             hit = _OBS_FILE_CACHE.get(key)
             if hit is not None:
                 return hit

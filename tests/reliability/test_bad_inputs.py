@@ -332,6 +332,11 @@ CASES: dict[str, Case] = {
                                          "obs error.inflation"),
     "range: zero output frequency": C("forecast", set_("output/frequency", "PT0S"), "output", "positive"),
     "range: checkpoint every 0": C("cycle", set_("cycling/checkpoint every", 0), "cycling.checkpoint every"),
+    "range: negative checkpoint seconds": C("cycle", set_("cycling/checkpoint seconds", -1.0),
+                                            "cycling.checkpoint seconds"),
+    "conflict: checkpoint every and seconds": C("cycle", chain(set_("cycling/checkpoint every", 5),
+                                                               set_("cycling/checkpoint seconds", 2.0)),
+                                                "cycling", "not both"),
 
     # Huge sizes (must fail before any work) ----------------------------------------------------------
     "huge: resol 3e9": C("forecast", set_("geometry/resol", 3e9), "geometry", "would need"),
