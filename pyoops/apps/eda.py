@@ -37,13 +37,11 @@ import numpy as np
 from pydantic import Field
 
 from pyoops.apps.base import Application, ApplicationParameters, specialise
-from pyoops.apps.ensemble_forecast import member_count, member_count_path, member_labels
 from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
 from pyoops.apps.variational import ArchiveOutputParameters
 from pyoops.assimilation.driver import VariationalSection, check_minimizer_memory
 from pyoops.config.parameters import Parameters
 from pyoops.diagnostics.regions import archive_regions
-from pyoops.ensemble.cycling import rmse, spread
 from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
@@ -55,7 +53,15 @@ from pyoops.ensemble.executors import MemberExecutor, ParallelParameters
 from pyoops.util.sizes import check_members, check_output_files, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import check_same_geometry, write_fields
-from pyoops.generic.ensemble import EnsembleSourceParameters, member_filenames, read_ensemble
+from pyoops.fields.statistics import rmse, spread
+from pyoops.generic.ensemble import (
+    EnsembleSourceParameters,
+    member_count,
+    member_count_path,
+    member_filenames,
+    member_labels,
+    read_ensemble,
+)
 from pyoops.registry import ModelPlugin
 from pyoops.util.errors import ConfigError
 

@@ -65,7 +65,14 @@ from pyoops.ensemble.executors import MemberExecutor, ParallelParameters, member
 from pyoops.util.sizes import check_members, end_date, state_bytes
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import check_same_geometry, write_fields
-from pyoops.generic.ensemble import EnsembleSourceParameters, member_filenames, read_ensemble
+from pyoops.generic.ensemble import (
+    EnsembleSourceParameters,
+    member_count,
+    member_count_path,
+    member_filenames,
+    member_labels,
+    read_ensemble,
+)
 from pyoops.generic.forecast import StateRecorder, c_ordered_copy, forecast, number_of_steps
 from pyoops.registry import ModelPlugin
 from pyoops.util.datetime import DateTime, Duration
@@ -90,23 +97,6 @@ logger = logging.getLogger("pyoops")
 
 
 # Helpers shared by the ensemble applications ------------------------------------------------------
-def member_count(source: EnsembleSourceParameters) -> int | None:
-    """Number of members a source declares (None for an ensemble file, known only when read)."""
-    if source.members is not None:
-        return len(source.members)
-    if source.members_from_template is not None:
-        return source.members_from_template.nmembers
-    return None
-
-
-def member_labels(source: EnsembleSourceParameters, nmembers: int) -> list[str]:
-    """Numbers that replace ``%mem%`` in output names: as the input template numbered them, else 1..N."""
-    t = source.members_from_template
-    if t is not None:
-        return [str(k).zfill(t.zero_padding) if t.zero_padding else str(k) for k in range(t.start, t.start + nmembers)]
-    return [str(k) for k in range(1, nmembers + 1)]
-
-
 def ensemble_date(source: EnsembleSourceParameters, path: str) -> DateTime:
     """The common valid time of the members (every member must give its ``date``).
 
@@ -128,13 +118,6 @@ def ensemble_date(source: EnsembleSourceParameters, path: str) -> DateTime:
     if len(dates) != 1:
         raise ConfigError(f"all members must be valid at the same time, got {sorted(map(str, dates))}", where)
     return dates.pop()
-
-
-def member_count_path(source: EnsembleSourceParameters, path: str) -> str:
-    """The YAML key that sets the number of members of ``source``."""
-    if source.members_from_template is not None:
-        return join_path(path, "members from template.nmembers")
-    return join_path(path, "members" if source.members is not None else "filename")
 
 
 def validate_ensemble_source(source: EnsembleSourceParameters, path: str, geometry: Any = None,

@@ -127,6 +127,7 @@ from pyoops.ensemble.executors import MemberExecutor
 from pyoops.util.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import FieldSeries
+from pyoops.fields.statistics import rmse, spread
 from pyoops.generic.forecast import StateRecorder, c_ordered_copy, forecast, number_of_steps
 from pyoops.generic.state import StateParameters
 from pyoops.interface.observations import GeoVaLs
@@ -308,28 +309,6 @@ class CyclingParameters(Parameters):
 
 
 # Small helpers ---------------------------------------------------------------------------------
-def rmse(fields: "FieldSet | dict[str, np.ndarray]", truth: "FieldSet | dict[str, np.ndarray] | None") -> float:
-    """Root-mean-square difference over every variable and grid value (NaN without a truth)."""
-    if truth is None:
-        return math.nan
-    total, count = 0.0, 0
-    for v, t in truth.items():
-        d = np.asarray(fields[v]) - np.asarray(t)
-        total += float(np.sum(d * d))
-        count += d.size
-    return math.sqrt(total / count)
-
-
-def spread(members: "FieldSet | dict[str, np.ndarray]") -> float:
-    """Square root of the mean ensemble variance (members on axis 0, :math:`N-1` normalisation)."""
-    total, count = 0.0, 0
-    for a in members.values():
-        var = np.asarray(a).var(axis=0, ddof=1)
-        total += float(var.sum())
-        count += var.size
-    return math.sqrt(total / count)
-
-
 def _mean(members: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {v: a.mean(axis=0) for v, a in members.items()}
 

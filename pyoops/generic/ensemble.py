@@ -42,7 +42,8 @@ from pyoops.util.errors import ConfigError, InputFileError, join_path
 from pyoops.util.resources import format_bytes, require_memory
 from pyoops.util.variables import Variables
 
-__all__ = ["EnsembleSourceParameters", "MemberParameters", "MembersFromTemplate", "member_filenames", "read_ensemble"]
+__all__ = ["EnsembleSourceParameters", "MemberParameters", "MembersFromTemplate", "member_count", "member_count_path",
+           "member_filenames", "member_labels", "read_ensemble"]
 
 
 class MemberParameters(Parameters):
@@ -105,6 +106,30 @@ class EnsembleSourceParameters(Parameters):
         if len(given) != 1:
             raise ValueError("give exactly one of 'members', 'members from template' and 'filename'")
         return self
+
+
+def member_count(source: EnsembleSourceParameters) -> int | None:
+    """Number of members a source declares (None for an ensemble file, known only when read)."""
+    if source.members is not None:
+        return len(source.members)
+    if source.members_from_template is not None:
+        return source.members_from_template.nmembers
+    return None
+
+
+def member_labels(source: EnsembleSourceParameters, nmembers: int) -> list[str]:
+    """Numbers that replace ``%mem%`` in output names: as the input template numbered them, else 1..N."""
+    t = source.members_from_template
+    if t is not None:
+        return [str(k).zfill(t.zero_padding) if t.zero_padding else str(k) for k in range(t.start, t.start + nmembers)]
+    return [str(k) for k in range(1, nmembers + 1)]
+
+
+def member_count_path(source: EnsembleSourceParameters, path: str) -> str:
+    """The YAML key that sets the number of members of ``source``."""
+    if source.members_from_template is not None:
+        return join_path(path, "members from template.nmembers")
+    return join_path(path, "members" if source.members is not None else "filename")
 
 
 def member_filenames(source: EnsembleSourceParameters) -> list[MemberParameters]:

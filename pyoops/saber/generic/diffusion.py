@@ -88,7 +88,6 @@ import numpy as np
 import scipy.fft as sfft
 import scipy.sparse as sp
 from pydantic import Field, model_validator
-from scipy.optimize import minimize_scalar
 from scipy.sparse.linalg import splu
 
 from pyoops.config.parameters import Parameters, validate
@@ -494,6 +493,8 @@ class EnsembleCorrelation:
         grid = np.linspace(np.log(bounds[0]), np.log(bounds[1]), 61)
         k = int(np.argmin([cost(g) for g in grid]))
         lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
+        from scipy.optimize import minimize_scalar   # here: scipy.optimize costs 55 ms to import
+
         res = minimize_scalar(cost, bounds=(lo, hi), method="bounded", options={"xatol": 1e-9})
         return float(np.exp(res.x))
 
