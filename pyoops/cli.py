@@ -122,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.validate_only:
             print(f"{args.config}: valid {args.command} configuration")
             return 0
+        from pyoops.util.allocator import tune_allocator
+
+        tune_allocator()   # glibc keeps freed array memory for reuse instead of mapping it afresh
         with _terminate_as_interrupt():
             summary = application.execute(params)
         _print_summary(summary)

@@ -185,7 +185,10 @@ class _OneThreadPlugin:
     idempotent = True
 
     def setup(self, worker: Any) -> None:
+        from pyoops.util.allocator import tune_allocator
+
         limit_worker_threads()
+        tune_allocator()
 
 
 class _InWorker:
