@@ -8,7 +8,8 @@ ratios are what a user sees, for two applications on QG (default grid 160 x 80,
 ``eda``
    an EDA of 3D-Vars (``--members`` perturbed members and the control, static B of the
    QG tutorial, streamfunction observations at ``--obs-density`` random points,
-   ``--ninner`` DRPCG iterations);
+   ``--ninner`` DRPCG iterations), or with ``--cost 4D-Var`` of 4D-Vars (a 6-hour window
+   starting at the members' time, observed 3 hours into it, the tangent-linear model);
 ``ensemble-forecast``
    the same ``--members`` members advanced by ``--forecast-length``, members, mean and
    spread written at the end.
@@ -96,22 +97,44 @@ def prepare(directory: Path, geometry: dict[str, Any], model: dict[str, Any], me
                             "obs operator": {"name": "Identity"},
                             "obs error": {"covariance model": "diagonal"}}]},
                         "make obs": True, "obs perturbations": True, "obs perturbations seed": 3})
+    # 4D-Var: the window (at, at + 6 h] after the members' time, observed 3 h into it (the truth run on).
+    obs4d = str(directory / "obs4d.nc")
+    if not Path(obs4d).exists():
+        pyoops.run("hofx", {"model plugin": "qg", "time window": {"begin": at, "length": "PT6H"},
+                            "geometry": geometry, "model": model,
+                            "initial condition": {"date": at, "filename": truth},
+                            "observations": {"observers": [{
+                                "obs space": {"name": "streamfunction", "simulated variables": ["x"],
+                                              "generate": {"begin": "PT3H", "end": "PT3H", "obs frequency": "PT6H",
+                                                           "obs density": density, "obs error": 4.0e5,
+                                                           "locations": "random", "random seed": 1},
+                                              "obsdataout": {"filename": obs4d}},
+                                "obs operator": {"name": "Identity"},
+                                "obs error": {"covariance model": "diagonal"}}]},
+                            "make obs": True, "obs perturbations": True, "obs perturbations seed": 3})
     return {"date": at, "begin": begin, "template": template,
-            "control": template.replace("%mem%", str(members + 1)), "obs": obs}
+            "control": template.replace("%mem%", str(members + 1)), "obs": obs, "obs4d": obs4d}
 
 
 def eda_config(data: dict[str, str], geometry: dict[str, Any], members: int, ninner: int,
-               out: Path) -> dict[str, Any]:
+               out: Path, cost: str = "3D-Var", model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An EDA of 3D-Vars (window centred on the members' time) or of 4D-Vars (window starting at it, the
+    tangent-linear ``QgTLM``, one outer loop), ``ninner`` DRPCG iterations each."""
+    four_d = cost == "4D-Var"
+    cost_function: dict[str, Any] = {
+        "cost type": cost, "time window": {"begin": data["date"] if four_d else data["begin"], "length": "PT6H"},
+        "geometry": geometry, "analysis variables": ["x", "q", "u", "v"],
+        "background": {"date": data["date"], "filename": data["control"]},
+        "background error": static_b(),
+        "observations": {"observers": [{
+            "obs space": {"name": "streamfunction", "simulated variables": ["x"],
+                          "obsdatain": {"filename": data["obs4d" if four_d else "obs"]}},
+            "obs operator": {"name": "Identity"}, "obs error": {"covariance model": "diagonal"}}]}}
+    if four_d:
+        cost_function["model"] = dict(model)
+        cost_function["linear model"] = {"name": "QgTLM", "tstep": model["tstep"]}
     return {"model plugin": "qg",
-            "cost function": {
-                "cost type": "3D-Var", "time window": {"begin": data["begin"], "length": "PT6H"},
-                "geometry": geometry, "analysis variables": ["x", "q", "u", "v"],
-                "background": {"date": data["date"], "filename": data["control"]},
-                "background error": static_b(),
-                "observations": {"observers": [{
-                    "obs space": {"name": "streamfunction", "simulated variables": ["x"],
-                                  "obsdatain": {"filename": data["obs"]}},
-                    "obs operator": {"name": "Identity"}, "obs error": {"covariance model": "diagonal"}}]}},
+            "cost function": cost_function,
             "variational": {"minimizer": {"algorithm": "DRPCG"},
                             "iterations": [{"ninner": ninner, "gradient norm reduction": 1e-12}]},
             "members": {"members from template": {"template": {"date": data["date"], "filename": data["template"]},
@@ -165,6 +188,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="runs per engine; the median is reported")
     parser.add_argument("--ninner", type=int, default=20, help="DRPCG iterations of each EDA member")
+    parser.add_argument("--cost", choices=("3D-Var", "4D-Var"), default="3D-Var",
+                        help="the EDA members' analysis (4D-Var: 6-hour window, QgTLM, one outer loop)")
     parser.add_argument("--obs-density", type=int, default=400)
     parser.add_argument("--forecast-length", default="P1D")
     parser.add_argument("--spin-up", default="P2D", help="truth spin-up before the members are drawn")
@@ -186,7 +211,8 @@ def main() -> int:
     geometry = {"nx": nx, "ny": ny, "depths": DEPTHS}
     model = {"name": "QG", "tstep": tstep}
     base = Path(args.directory).resolve()
-    print(f"QG {nx} x {ny} ({tstep}), {args.members} members, {args.workers} workers, median of {args.repeat}; "
+    print(f"QG {nx} x {ny} ({tstep}), {args.members} members, {args.workers} workers, median of {args.repeat}, "
+          f"EDA of {args.cost}s with {args.ninner} iterations; "
           f"{os.cpu_count()} CPUs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
     print(f"load average before the preparation: {load()}")
@@ -203,7 +229,7 @@ def main() -> int:
             for engine in args.engines:  # interleaved, so that a change of load hits every engine alike
                 out = base / app / engine
                 if app == "eda":
-                    cfg = eda_config(data, geometry, args.members, args.ninner, out)
+                    cfg = eda_config(data, geometry, args.members, args.ninner, out, args.cost, model)
                 else:
                     cfg = forecast_config(data, geometry, model, args.members, args.forecast_length, out)
                 if ENGINES[engine] is not None:
