@@ -290,9 +290,18 @@ def main() -> None:
     ap.add_argument("--sweep", nargs="*", type=float, default=list(SWEEP), help="fixed mult values")
     ap.add_argument("--schemes", nargs="*", default=list(SCHEMES))
     ap.add_argument("--tag", default="", help="write results_<tag>.json instead of results.json (e.g. other seeds)")
+    ap.add_argument("--seed-report", nargs="*", default=None, metavar="TAG",
+                    help="run nothing: the statistics over seeds of results_seeds_<TAG>.json for each TAG")
+    ap.add_argument("--select-seeds", nargs="*", type=int, default=[2026, 2027],
+                    help="with several twins, also choose the own and peer rows on these seeds and compare them on "
+                         "the others (default: 2026 2027, the seeds the own rows were designed on)")
     ap.add_argument("--seeds", nargs="*", type=int, default=None,
                     help="several twins: results_seeds.json and the statistics over seeds (no sweep)")
     args = ap.parse_args()
+    if args.seed_report is not None:
+        for tag in args.seed_report:
+            seed_report(json.loads((OUT / f"results_seeds_{tag}.json").read_text()), args.select_seeds)
+        return
     dapper_quiet()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.seeds:
@@ -444,15 +453,23 @@ def run_seeds(args: argparse.Namespace) -> None:
                  "dapper": not args.no_dapper, "python": platform.python_version(), "numpy": np.__version__,
                  "load": os.getloadavg(), "wall seconds": time.perf_counter() - started})
     results_file.write_text(json.dumps(results, indent=1, default=str))
-    seed_report(results)
+    seed_report(results, args.select_seeds)
 
 
-def seed_report(results: dict[str, Any]) -> None:
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of ``a - b`` and the half-width of its 95 % Student-t interval (NaN with one pair)."""
+    from scipy import stats
+
+    diff = a - b
+    half = stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else np.nan
+    return float(diff.mean()), float(half)
+
+
+def seed_report(results: dict[str, Any], select: list[int] | None = None) -> None:
     """Per case, every row's mean +- sd over the seeds that ran it (a diverged run counts as failed, not
     averaged), and the paired difference own best - best peer with a 95 % t interval (rows run on every seed and
     never diverged; both chosen by their mean on these seeds, which makes either look better than it would on
     new twins)."""
-    from scipy import stats
 
     seeds = [s for s in results if s != "meta"]
     cases = [c for c in CASES if any(c in results[s] for s in seeds)]
@@ -476,11 +493,17 @@ def seed_report(results: dict[str, Any]) -> None:
             continue
         best_own = min(own, key=lambda n: complete[n].mean())
         best_peer = min(peers, key=lambda n: complete[n].mean())
-        diff = complete[best_own] - complete[best_peer]
-        half = (stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size)
-                if diff.size > 1 else np.nan)
+        mean, half = _paired(complete[best_own], complete[best_peer])
         print(f"  own best {best_own} {complete[best_own].mean():.4f}; best peer {best_peer} "
-              f"{complete[best_peer].mean():.4f}; paired difference {diff.mean():+.4f} +- {half:.4f} (95 %)")
+              f"{complete[best_peer].mean():.4f}; paired difference {mean:+.4f} +- {half:.4f} (95 %)")
+        # Rows fixed in advance: both chosen on the selection seeds, compared on the others (held out).
+        chosen = np.array([s in {str(x) for x in (select or [])} for s in runs])
+        if chosen.any() and (~chosen).sum() > 1:
+            pick_own = min(own, key=lambda n: complete[n][chosen].mean())
+            pick_peer = min(peers, key=lambda n: complete[n][chosen].mean())
+            mean, half = _paired(complete[pick_own][~chosen], complete[pick_peer][~chosen])
+            print(f"  chosen on seeds {', '.join(s for s, c in zip(runs, chosen) if c)}: {pick_own} - {pick_peer} on "
+                  f"the {int((~chosen).sum())} others: {mean:+.4f} +- {half:.4f} (95 %)")
 
 
 if __name__ == "__main__":

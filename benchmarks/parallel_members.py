@@ -85,35 +85,32 @@ def prepare(directory: Path, geometry: dict[str, Any], model: dict[str, Any], me
                                   "background error": static_b(), "members": members + 1, "seed": 2,
                                   "perturbed states": True, "output": {"filename": template}})
     obs = str(directory / "obs.nc")
+    make_obs(geometry, model, begin, str(directory / f"truth.{begin}.nc"), density, obs)
+    # 4D-Var: the window (at, at + 6 h] after the members' time, observed 3 h into it (the truth run on).
+    obs4d = str(directory / "obs4d.nc")
+    if not Path(obs4d).exists():
+        make_obs(geometry, model, at, truth, density, obs4d)
+    return {"date": at, "begin": begin, "template": template,
+            "control": template.replace("%mem%", str(members + 1)), "obs": obs, "obs4d": obs4d}
+
+
+def make_obs(geometry: dict[str, Any], model: dict[str, Any], begin: str, truth: str, density: int,
+             filename: str) -> None:
+    """Perturbed streamfunction observations of the truth at ``density`` random points, 3 hours into the
+    6-hour window from ``begin`` (the truth file ``truth`` valid then), written to ``filename``."""
+    import pyoops
+
     pyoops.run("hofx", {"model plugin": "qg", "time window": {"begin": begin, "length": "PT6H"},
-                        "geometry": geometry, "model": model,
-                        "initial condition": {"date": begin, "filename": str(directory / f"truth.{begin}.nc")},
+                        "geometry": geometry, "model": model, "initial condition": {"date": begin, "filename": truth},
                         "observations": {"observers": [{
                             "obs space": {"name": "streamfunction", "simulated variables": ["x"],
                                           "generate": {"begin": "PT3H", "end": "PT3H", "obs frequency": "PT6H",
                                                        "obs density": density, "obs error": 4.0e5,
                                                        "locations": "random", "random seed": 1},
-                                          "obsdataout": {"filename": obs}},
+                                          "obsdataout": {"filename": filename}},
                             "obs operator": {"name": "Identity"},
                             "obs error": {"covariance model": "diagonal"}}]},
                         "make obs": True, "obs perturbations": True, "obs perturbations seed": 3})
-    # 4D-Var: the window (at, at + 6 h] after the members' time, observed 3 h into it (the truth run on).
-    obs4d = str(directory / "obs4d.nc")
-    if not Path(obs4d).exists():
-        pyoops.run("hofx", {"model plugin": "qg", "time window": {"begin": at, "length": "PT6H"},
-                            "geometry": geometry, "model": model,
-                            "initial condition": {"date": at, "filename": truth},
-                            "observations": {"observers": [{
-                                "obs space": {"name": "streamfunction", "simulated variables": ["x"],
-                                              "generate": {"begin": "PT3H", "end": "PT3H", "obs frequency": "PT6H",
-                                                           "obs density": density, "obs error": 4.0e5,
-                                                           "locations": "random", "random seed": 1},
-                                              "obsdataout": {"filename": obs4d}},
-                                "obs operator": {"name": "Identity"},
-                                "obs error": {"covariance model": "diagonal"}}]},
-                            "make obs": True, "obs perturbations": True, "obs perturbations seed": 3})
-    return {"date": at, "begin": begin, "template": template,
-            "control": template.replace("%mem%", str(members + 1)), "obs": obs, "obs4d": obs4d}
 
 
 def eda_config(data: dict[str, str], geometry: dict[str, Any], members: int, ninner: int,
