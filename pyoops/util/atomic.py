@@ -183,9 +183,9 @@ class OutputSession:
 
     def __init__(self) -> None:
         self.staged: dict[Path, tuple[Path, str, Path]] = {}  # key -> (temporary, name shown, target)
-        # Targets already prepared (directory made, checked, locked) -> their key: a file written again
-        # (a checkpoint, every cycle) skips the directory walk, the path resolution and the lock call.
-        self.prepared: dict[Path, Path] = {}
+        # Targets already prepared (directory made, locked): a file written again (a checkpoint, every
+        # cycle) skips the directory walk and the lock call; :meth:`key` resolves its path once.
+        self.prepared: set[Path] = set()
         self._keys: dict[tuple[str, str], Path] = {}
         self.kept: list[str] = []
         self.inputs: dict[Path, str] = {}
@@ -228,8 +228,8 @@ class OutputSession:
         return "no output was written"
 
     # Staging ---------------------------------------------------------------------------------
-    def check_not_input(self, target: Path, shown: "str | Path | None" = None, key: "Path | None" = None) -> None:
-        key = key or _key(target)
+    def check_not_input(self, target: Path, shown: "str | Path | None" = None) -> None:
+        key = self.key(target)
         if key in self.inputs:
             raise ConfigError(f"output {shown or target} would replace {self.inputs[key]}, an input of this run; "
                               "choose another output file name")
@@ -245,7 +245,7 @@ class OutputSession:
                 self._lock_fd = os.open(_lock_file(), os.O_RDWR | os.O_CREAT, 0o600)
             except OSError:
                 return  # no lock file can be made: the run goes on unlocked
-        digest = hashlib.blake2b(str(_key(target)).encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(str(self.key(target)).encode(), digest_size=8).digest()
         offset = int.from_bytes(digest, "little") >> 2  # a byte in [0, 2**62): off_t holds it
         try:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
@@ -256,7 +256,7 @@ class OutputSession:
             raise
 
     def stage(self, target: Path, tmp: Path, shown: "str | Path | None" = None) -> None:
-        key = _key(target)
+        key = self.key(target)
         previous = self.staged.pop(key, None)
         if previous is not None:
             with contextlib.suppress(OSError):
@@ -306,9 +306,8 @@ def atomic_output(filename: "str | os.PathLike[str]", suffix: str = "",
     shown = Path(filename)
     target = Path(os.path.abspath(filename))
     session = _SESSION.get()
-    key = session.prepared.get(target) if session is not None else None
-    if key is not None:
-        session.check_not_input(target, shown, key)  # prepared and locked by an earlier write of this run
+    if session is not None and target in session.prepared:
+        session.check_not_input(target, shown)  # prepared and locked by an earlier write of this run
     else:
         created: list[Path] = []
         _prepare_directory(target, created, shown)
@@ -316,7 +315,7 @@ def atomic_output(filename: "str | os.PathLike[str]", suffix: str = "",
             session._created.extend(created)
             session.check_not_input(target, shown)
             session.lock(target, shown)
-            session.prepared[target] = _key(target)
+            session.prepared.add(target)
     tmp = _new_temporary(target, suffix, shown)
     try:
         yield tmp
