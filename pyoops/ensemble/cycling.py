@@ -965,10 +965,10 @@ class CycleExperiment:
                 if due or policy.keeps_pending:
                     if self.adaptation is not None:
                         state["adaptive"] = self.adaptation.state_arrays()
-                    pending = checkpoint_arrays(state, digest)
+                    arrays = checkpoint_arrays(state, digest, copy=not due)   # kept: copies; written now: not
+                    pending = None if due else arrays
                     if due:
-                        data, pending = pending, None
-                        write_checkpoint(ckpt, data)
+                        write_checkpoint(ckpt, arrays)
                         policy.written()
                 if hasattr(bar, "set_postfix") and (k % 10 == 0 or k + 1 == last):
                     bar.set_postfix({"rmse a": f"{stats['analysis rmse']:.3f}"})
@@ -1531,11 +1531,12 @@ class _CheckpointPolicy:
 def save_checkpoint(filename: "str | Path", state: dict[str, Any], digest: str) -> None:
     """Write the current experiment state atomically (``.npz``): :func:`write_checkpoint` of
     :func:`checkpoint_arrays`."""
-    write_checkpoint(filename, checkpoint_arrays(state, digest))
+    write_checkpoint(filename, checkpoint_arrays(state, digest, copy=False))
 
 
-def checkpoint_arrays(state: dict[str, Any], digest: str) -> dict[str, np.ndarray]:
-    """The checkpoint of the current experiment state: the arrays of its ``.npz`` file (copies).
+def checkpoint_arrays(state: dict[str, Any], digest: str, copy: bool = True) -> dict[str, np.ndarray]:
+    """The checkpoint of the current experiment state: the arrays of its ``.npz`` file (copies, so that it
+    can be kept while the run goes on; ``copy=False`` for one written at once).
 
     Only what the next cycle needs is written — the truth, the backgrounds, the adaptive schemes'
     arrays, the counters and the logs' positions (``state["statistics log"]``, the archives'
@@ -1543,6 +1544,7 @@ def checkpoint_arrays(state: dict[str, Any], digest: str) -> dict[str, np.ndarra
     per-cycle series of ``state["stats"]``, ``state["seconds"]`` and the adaptive series are in
     the cycle log.
     """
+    take = np.array if copy else np.asarray
     arrays: dict[str, np.ndarray] = {}
     meta = {"version": CHECKPOINT_VERSION, "digest": digest, "cycle": int(state["cycle"]),
             "truth time": state["truth time"], "statistics log": state.get("statistics log"),
@@ -1551,11 +1553,11 @@ def checkpoint_arrays(state: dict[str, Any], digest: str) -> dict[str, np.ndarra
         fields = state.get(group)
         meta[group] = None if fields is None else list(fields)
         for v, a in (fields or {}).items():
-            arrays[f"{group}/{v}"] = np.array(a)
+            arrays[f"{group}/{v}"] = take(a)
     adaptive = state.get("adaptive")
     meta["adaptive"] = None if adaptive is None else sorted(adaptive)
     for key, a in (adaptive or {}).items():
-        arrays[f"adaptive/{key}"] = np.array(a, dtype=np.float64)
+        arrays[f"adaptive/{key}"] = take(a, dtype=np.float64)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     return arrays
 
