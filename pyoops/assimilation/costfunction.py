@@ -33,6 +33,7 @@ flattened to 1-D arrays for the minimizers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -225,17 +226,16 @@ class CostFunction:
         factory = self.registry.factory(kind)
         return factory.maker_for(config, path)(factory.parameters(config, path), *args)
 
+    @functools.cached_property
+    def _validated_backgrounds(self) -> list[StateParameters]:
+        bpath = join_path(self.path, "background")
+        if self.cost_type == "4D-Ens-Var":
+            return validate(BackgroundStatesParameters, self.params.background, bpath).states
+        return [validate(StateParameters, self.params.background, bpath)]
+
     def _background_params(self) -> list[StateParameters]:
         """The validated ``background`` section (validated once per cost function)."""
-        cached = self.__dict__.get("_background_parameters")
-        if cached is None:
-            bpath = join_path(self.path, "background")
-            if self.cost_type == "4D-Ens-Var":
-                cached = validate(BackgroundStatesParameters, self.params.background, bpath).states
-            else:
-                cached = [validate(StateParameters, self.params.background, bpath)]
-            self.__dict__["_background_parameters"] = cached
-        return list(cached)
+        return list(self._validated_backgrounds)
 
     def _check_times(self) -> None:
         w = self.window

@@ -237,7 +237,7 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
 
     B is built once per inner geometry and shared by the members of the chunk.
     """
-    from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
+    from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters, _config_key
     from pyoops.assimilation.driver import VariationalSection, run_incremental
 
     registry = _registry()
@@ -245,10 +245,12 @@ def analyse_members(setup: EDASetup, members: Any) -> EDAResult:
     params = validate(CostFunctionParameters, setup.cost_function, "cost function")
     memo = _cost_memo(setup.run_token)
     cost = CostFunction(params, registry, plugin, memo=memo)
-    section_key = "variational " + json.dumps(setup.variational, sort_keys=True, default=str)
-    section = memo.get(section_key)
+    section_key = _config_key(["variational", setup.variational])   # the cost function's exact memo key
+    section = memo.get(section_key) if section_key is not None else None
     if section is None:      # the same section every cycle of a run: validated once
-        section = memo[section_key] = validate(VariationalSection, setup.variational, "variational")
+        section = validate(VariationalSection, setup.variational, "variational")
+        if section_key is not None:
+            memo[section_key] = section
     ensemble = FieldSet(setup.ensemble, copy=False) if setup.ensemble is not None else None
     covariances: list[tuple[Any, Any]] = []
     # A B without in-memory ensemble depends only on its configuration and the files it reads: built
