@@ -279,24 +279,28 @@ def _file_date(ds: Any, name: str, date: DateTime | None) -> DateTime | None:
     return file_date
 
 
-def _field_variable(ds: Any, name: str, var: str, geometry: GeometryLike) -> tuple[Any, bool]:
-    """The netCDF variable of field ``var`` and whether it has a leading member dimension."""
+def _field_variable(ds: Any, name: str, var: str, geometry: GeometryLike, lead: str = MEMBER_DIM,
+                    lead_required: bool = False) -> tuple[Any, bool]:
+    """The netCDF variable of field ``var`` and whether it has the leading dimension ``lead`` (``member``;
+    ``time`` for a :class:`FieldSeries`, where it is required)."""
     if var not in ds.variables:
         have = [v for v in ds.variables if v not in ds.dimensions]
         raise InputFileError(name, f"has no variable '{var}' (has: {', '.join(have) or 'none'})")
     nc = ds.variables[var]
     expected = geometry.field_dims(var)
     dims = tuple(nc.dimensions)
-    has_member = len(dims) == len(expected) + 1 and dims[0] == MEMBER_DIM
-    if dims[len(dims) - len(expected):] != expected or not (len(dims) == len(expected) or has_member):
+    has_lead = len(dims) == len(expected) + 1 and dims[0] == lead
+    if lead_required and dims != (lead, *expected):
+        raise InputFileError(name, f"variable '{var}' has dimensions {dims}, expected {(lead, *expected)}")
+    if dims[len(dims) - len(expected):] != expected or not (len(dims) == len(expected) or has_lead):
         raise InputFileError(name, f"variable '{var}' has dimensions {dims}, expected "
-                                   f"{expected} (optionally preceded by '{MEMBER_DIM}')")
+                                   f"{expected} (optionally preceded by '{lead}')")
     check_number_variable(name, nc, f"variable '{var}'")
     shape = tuple(nc.shape[len(dims) - len(expected):])
     if shape != geometry.field_shape(var):
         raise InputFileError(name, f"variable '{var}' has grid shape {shape}, but the geometry "
                                    f"has {geometry.field_shape(var)}")
-    return nc, has_member
+    return nc, has_lead
 
 
 def _field_values(name: str, var: str, nc: Any, has_member: bool, allow_members: bool,
@@ -334,18 +338,17 @@ def cf_seconds_since_epoch(filename: str, nc: Any, values: np.ndarray, label: st
     units = getattr(nc, "units", EPOCH_SECONDS)
     if str(units).strip() == EPOCH_SECONDS:
         return values
+    calendar = getattr(nc, "calendar", None)
     try:
         import datetime
 
         import cftime
 
-        calendar = str(getattr(nc, "calendar", "standard"))
-        dates = cftime.num2date(values, units, calendar=calendar, only_use_cftime_datetimes=False,
+        dates = cftime.num2date(values, units, calendar=str(calendar or "standard"), only_use_cftime_datetimes=False,
                                 only_use_python_datetimes=True)
         return np.array([DateTime(d if d.tzinfo is not None else d.replace(tzinfo=datetime.timezone.utc))
                          .seconds_since_epoch() for d in np.atleast_1d(dates)])
     except Exception:
-        calendar = getattr(nc, "calendar", None)
         shown = f" and calendar {calendar!r}" if calendar is not None else ""
         raise InputFileError(filename, f"{label} has units {units!r}{shown}, expected '{EPOCH_SECONDS}' or another "
                                        "CF time unit of the standard calendar (with times it can represent)") from None
@@ -401,7 +404,8 @@ class FieldSeries:
             self._sorted = seconds[self._order]
             if np.any(np.diff(self._sorted) <= 2 * TIME_TOLERANCE):
                 raise InputFileError(name, f"coordinate variable '{TIME_DIM}' has repeated times")
-            self._fields = {var: self._field(var, geometry) for var in self.variables}
+            self._fields = {var: _field_variable(ds, name, var, geometry, TIME_DIM, lead_required=True)[0]
+                            for var in self.variables}
             per_time = 8 * sum(math.prod(nc.shape[1:]) for nc in self._fields.values())
             self._block_times = int(max(1, min(SERIES_BLOCK_TIMES, SERIES_BLOCK_BYTES // max(per_time, 1))))
             self._block: tuple[int, dict[str, np.ndarray]] = (0, {})
@@ -411,21 +415,6 @@ class FieldSeries:
         except BaseException:
             ds.close()
             raise
-
-    def _field(self, var: str, geometry: GeometryLike) -> Any:
-        ds, name = self._ds, self.filename
-        if var not in ds.variables:
-            have = [v for v in ds.variables if v not in ds.dimensions]
-            raise InputFileError(name, f"has no variable '{var}' (has: {', '.join(have) or 'none'})")
-        nc = ds.variables[var]
-        expected = (TIME_DIM, *geometry.field_dims(var))
-        if tuple(nc.dimensions) != expected:
-            raise InputFileError(name, f"variable '{var}' has dimensions {tuple(nc.dimensions)}, expected {expected}")
-        check_number_variable(name, nc, f"variable '{var}'")
-        if tuple(nc.shape[1:]) != tuple(geometry.field_shape(var)):
-            raise InputFileError(name, f"variable '{var}' has grid shape {tuple(nc.shape[1:])}, but the geometry "
-                                       f"has {geometry.field_shape(var)}")
-        return nc
 
     @property
     def times(self) -> list[DateTime]:
