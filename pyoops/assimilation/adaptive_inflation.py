@@ -436,8 +436,8 @@ def cycle_posterior_mode(stats: SpectralInnovations, running: np.ndarray, precis
     for :math:`\phi \to -\infty` and positive for :math:`\phi \to \infty` (the score :math:`g_t` is
     bounded), so a bracket :math:`h'(\phi_-) < 0 < h'(\phi_+)` is found by doubling steps from
     :math:`\bar\phi`, and safeguarded Newton (on the observed curvature; bisection wherever a step leaves
-    the bracket or the curvature is not positive) keeps it until it is narrower than ``tolerance``: the result is a local minimum where
-    :math:`h'` changes sign from negative to positive.  Rows without information (no observation, or
+    the bracket or the curvature is not positive) keeps it until it is narrower than ``tolerance``: the
+    result is a local minimum where :math:`h'` changes sign from negative to positive.  Rows without information (no observation, or
     :math:`\kappa = \infty`) return ``running`` unchanged; a mode not bracketed within
     :math:`|\phi - \bar\phi| \le 512` returns the farthest trial (the bounds then apply).
     """

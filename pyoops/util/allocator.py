@@ -6,8 +6,8 @@ above its *mmap threshold* (128 KiB at start, raised as mapped blocks are freed)
 system (``brk``) whenever more than its *trim threshold* is free there.  A model step that makes and
 drops temporaries of a few hundred KiB to a few MiB — a QG tangent-linear step at 160 × 80, the
 localized products of an ensemble B — then maps, faults in (the kernel zeroes every page) and unmaps
-the same memory thousands of times: an EDA of four 4D-Vars on QG 160 × 80 spent 12 s of its 46 s
-of CPU in the kernel (docs/benchmarks.rst).
+the same memory thousands of times: an EDA of three 4D-Vars (the control and two members) on QG
+160 × 80 spent 12 s of its 46 s of CPU in the kernel (docs/benchmarks.rst).
 
 :func:`tune_allocator` sets, through ``mallopt``, an mmap threshold of :data:`MMAP_THRESHOLD`
 (32 MiB, glibc's largest) and a trim threshold of :data:`TRIM_THRESHOLD` (256 MiB): freed blocks
