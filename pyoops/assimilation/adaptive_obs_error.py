@@ -24,6 +24,18 @@ innovation variance only fixes :math:`\lambda\,\sigma_b^2 + a_o\sigma_o^2` and t
 line; with the Desroziers form, a wrong inflation biases :math:`\hat a_o` because the analysis
 weights are wrong (Ménard 2016).  :attr:`AdaptiveObsError.confounding` reports the Fisher
 correlation of :math:`(\log\lambda, \log a_o)` so a run can see when that happens.
+
+Second failure mode (``likelihood``): the joint likelihood charges every innovation outside the
+span of the :math:`N - 1` ensemble perturbations to :math:`\mathbf R`, including the background error
+the ensemble misses.  If :math:`a_o` adapts faster than :math:`\lambda` (a shorter ``memory``), a
+regime that needs more inflation (e.g. a larger true :math:`\sigma_o`, which weakens the analysis) is
+answered by :math:`a_o` instead: the inflation stays too small, the ensemble loses the truth, the
+error outside its span grows and :math:`a_o` grows with it.  Measured on the Lorenz-96 twin whose
+:math:`\sigma_o` doubles half-way (``benchmarks/adaptive_peers.py``, case e): with inflation memory
+1000 and R memory 30, 3 twins of 10 diverged (:math:`a_o` 10-20 against the true 4, :math:`\lambda`
+at its bound 1); with equal memories (100 and 100, 300 and 300) or a slower :math:`a_o` none did.
+``pyoops cycle`` therefore refuses a global ``likelihood`` inflation with a ``likelihood`` R whose
+memory is shorter than the inflation's.
 """
 
 from __future__ import annotations

@@ -90,6 +90,13 @@ class AdaptiveParameters(Parameters):
             raise ValueError("'inflation.per cycle' and 'inflation.likelihood form: marginal' are not available with "
                              "global likelihood inflation and 'obs error: {scheme: likelihood}' (lambda and a_o are "
                              "then estimated jointly, from the joint likelihood, without a per-cycle mode)")
+        if self.likelihood_pair and self.obs_error.memory < self.inflation.memory:
+            # Measured (docs/adaptive.rst, case e): with inflation memory 1000 and R memory 30, 3 twins of 10 lost
+            # the truth; with equal memories (or a slower a_o) none did.
+            raise ValueError(f"'obs error.memory' ({self.obs_error.memory:g}) must be at least 'inflation.memory' "
+                             f"({self.inflation.memory:g}) when both are 'likelihood' and the inflation is global: a "
+                             "faster a_o takes the background error outside the ensemble's span for observation "
+                             "error, keeps the inflation too small and can make the filter diverge")
         return self
 
 

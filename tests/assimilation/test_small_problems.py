@@ -4,6 +4,8 @@ changing a result."""
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,15 +38,32 @@ def _cycle(method: str, directory: Path, algorithm: str, cycles: int = 12) -> di
     return stats_of(pyoops.run("cycle", cfg)["experiment"])
 
 
+#: The minimiser's final gradient-norm reduction, from its summary log line.
+_REDUCTION = re.compile(r"^DRPCG: .* gradient reduction ([0-9.eE+-]+)$")
+
+
 @pytest.mark.parametrize("method", ["3D-Var", "4D-Var"])
-def test_direct_solve_cycles_like_a_converged_drpcg(tmp_path: Path, method: str) -> None:
-    """DRPCG converged to a gradient reduction of 1e-13 and the exact solve give the same cycled
-    analyses up to the iterative solver's residual, which the chaotic model then amplifies over
-    the 12 cycles: 1e-9 relative."""
-    drpcg = _cycle(method, tmp_path / "drpcg", "DRPCG")
+def test_direct_solve_cycles_like_a_converged_drpcg(tmp_path: Path, method: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """DRPCG converged to a gradient-norm reduction of 1e-13 and the exact solve give the same cycled
+    analyses up to the iterative solver's residual.
+
+    Premise, checked first: every DRPCG solve reached the requested reduction, or stopped at rounding
+    level (``p^T A p <= 0`` below 1e-10, the minimiser's own rule), which a BLAS kernel other than this
+    machine's may do earlier.  Tolerance: 1e3 times the largest reduction reached.  Measured here (OpenBLAS
+    Haswell kernel): reductions <= 9.7e-14 and relative differences <= 3.0e-14 (3D-Var) and 6.6e-16
+    (4D-Var); the factor 1e3 covers the Hessian's conditioning (the residual is a gradient, the difference
+    a state) and the chaotic growth of a difference over the 12 cycles."""
+    with caplog.at_level(logging.INFO, logger="pyoops.assimilation.minimizers"):
+        drpcg = _cycle(method, tmp_path / "drpcg", "DRPCG")
+    reductions = [float(m.group(1)) for r in caplog.records if (m := _REDUCTION.match(r.getMessage()))]
+    assert len(reductions) == 12 * (3 if method == "4D-Var" else 1), "one DRPCG summary per solve"
+    assert max(reductions) <= 1e-10, f"premise: DRPCG stopped at gradient reductions {reductions}"
     direct = _cycle(method, tmp_path / "direct", "DirectSolve")
+    rtol = 1e3 * max(max(reductions), 1e-13)
     for key in ("analysis rmse", "forecast rmse"):
-        np.testing.assert_allclose(direct[key], drpcg[key], rtol=1e-9, atol=0, err_msg=key)
+        np.testing.assert_allclose(direct[key], drpcg[key], rtol=rtol, atol=0,
+                                   err_msg=f"{key}; DRPCG's largest gradient reduction {max(reductions):.2e}")
 
 
 def _l96_cost(sigma: float = 0.6, resol: int = 40) -> dict[str, Any]:

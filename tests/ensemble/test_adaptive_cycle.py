@@ -92,6 +92,18 @@ def test_per_cycle_and_marginal_with_joint_obs_error_are_refused(tmp_path: Path,
     assert "adaptive" in line and "jointly" in line
 
 
+def test_joint_obs_error_faster_than_inflation_is_refused(tmp_path: Path, capsys: Any) -> None:
+    """An R amplitude with a shorter memory than the global likelihood inflation it is estimated with is refused
+    (it can take the ensemble's missing background error for observation error; docs/adaptive.rst, case e);
+    equal memories run."""
+    cfg = _adaptive_letkf(tmp_path / "out", "likelihood", "global", memory=100)
+    cfg["adaptive"]["obs error"] = {"scheme": "likelihood", "memory": 30}
+    line = _one_line_error(tmp_path, capsys, cfg)
+    assert "obs error.memory" in line and "inflation.memory" in line
+    cfg["adaptive"]["obs error"]["memory"] = 100
+    assert np.isfinite(pyoops.run("cycle", cfg)["mean analysis rmse"])
+
+
 def test_per_cycle_marginal_with_local_inflation_and_obs_error(tmp_path: Path) -> None:
     """With local inflation R is estimated after the inflation (not jointly): both options then apply, and the run
     cycles with an R amplitude and a per-cycle field."""
