@@ -31,7 +31,8 @@ Rows
   each also with ``per cycle: 4`` -- the analysis uses the cycle's posterior mode about the running
   estimate --, ``likelihood marginal`` (the product of the observations' marginal likelihoods; memory
   1000, and memory 100 with ``per cycle: 4``), and with the R amplitude estimated too,
-  ``likelihood + R``), ``miyoshi``,
+  ``likelihood + R``, memory 100 for both; ``enkf-n + R``: EnKF-N's inflation, xN 1, with pyoops's online
+  R, memory 100 -- an own row, since no peer tunes R), ``miyoshi``,
   ``anderson`` and ``el gharamti`` (DART's published settings: initial and lower-bound sd 0.6,
   damping 0.9, bounds [1, 100]), ``enkf-n`` (xN 1 and 2), global for the ETKF and local for the LETKF;
 * DAPPER: ``EnKF_N(N=20, xN=1|2)`` and ``LETKF(N=20, loc_rad=4, xN=1|2)`` (the local EnKF-N).
@@ -93,7 +94,10 @@ SCHEMES: dict[str, dict[str, Any]] = {
     "likelihood marginal": {"scheme": "likelihood", "memory": 1000, "likelihood form": "marginal"},
     "likelihood marginal m100 per cycle": {"scheme": "likelihood", "memory": 100, "likelihood form": "marginal",
                                            "per cycle": 4},
-    "likelihood + R": {"scheme": "likelihood", "memory": 1000, "obs error": {"scheme": "likelihood", "memory": 30}},
+    # Equal memories: an R amplitude faster than the inflation is refused (it diverged on 3 of 10 twins of case e).
+    "likelihood + R": {"scheme": "likelihood", "memory": 100, "obs error": {"scheme": "likelihood", "memory": 100}},
+    # EnKF-N's inflation (no memory; its hyperprior accounts for the ensemble's sampling error) with pyoops's online R.
+    "enkf-n + R": {"scheme": "enkf-n", "xN": 1.0, "obs error": {"scheme": "likelihood", "memory": 100}},
     "miyoshi": {"scheme": "miyoshi"},
     "anderson": {"scheme": "anderson", **DART},
     "el gharamti": {"scheme": "el gharamti", **DART},
@@ -389,7 +393,7 @@ def report(results: dict[str, Any]) -> None:
 
 
 OWN = ("likelihood", "likelihood m100", "likelihood per cycle", "likelihood m100 per cycle", "likelihood marginal",
-       "likelihood marginal m100 per cycle", "likelihood + R")
+       "likelihood marginal m100 per cycle", "likelihood + R", "enkf-n + R")
 PEERS = ("miyoshi", "anderson", "el gharamti", "enkf-n xN=1", "enkf-n xN=2")
 
 

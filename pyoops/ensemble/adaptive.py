@@ -71,7 +71,8 @@ class AdaptiveParameters(Parameters):
     obs_error: AdaptiveObsErrorParameters | None = Field(None, alias="obs error",
                                                          description="Online R amplitude per observation group.")
     hybrid_weight: AdaptiveHybridWeightParameters | None = Field(
-        None, alias="hybrid weight", description="Online hybrid weight beta (methods hybrid, EDA-hybrid, LETKF-hybrid).")
+        None, alias="hybrid weight",
+        description="Online hybrid weight beta (methods hybrid, EDA-hybrid, LETKF-hybrid).")
 
     @property
     def likelihood_pair(self) -> bool:
@@ -276,7 +277,8 @@ class CycleAdaptation:
         self.last_field = lam.copy()
 
     def update_hybrid_weight(self, cycle: HybridInnovations) -> float:
-        """Before the analysis: update and return :math:`\\beta` (the analysis uses weights :math:`(1-\\beta, \\beta)`)."""
+        """Before the analysis: update and return :math:`\\beta` (the analysis uses the weights
+        :math:`(1-\\beta, \\beta)`)."""
         return self.hybrid_weight.update(cycle)
 
     def record_hybrid_weight(self) -> None:
