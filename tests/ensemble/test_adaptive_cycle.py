@@ -129,11 +129,17 @@ def test_adaptive_outputs_and_obs_error(tmp_path: Path) -> None:
         assert ds.obs_error_scheme == "likelihood"
 
 
-@pytest.mark.parametrize("scheme", ["likelihood", "desroziers"])
-def test_obs_error_tuning_resumes_bitwise(tmp_path: Path, scheme: str) -> None:
+@pytest.mark.parametrize(("scheme", "inflation"), [
+    ("likelihood", None), ("desroziers", None),
+    ("likelihood", {"scheme": "likelihood", "memory": 5}),    # the joint estimate of lambda and a_o
+    ("likelihood", {"scheme": "enkf-n"}),                      # benchmarks' 'enkf-n + R'
+])
+def test_obs_error_tuning_resumes_bitwise(tmp_path: Path, scheme: str, inflation: dict[str, Any] | None) -> None:
     cfg = l96_cycle("LETKF", tmp_path / "resumed", cycles=6, members=8)
     cfg["local ensemble DA"] = {"inflation": {"mult": 1.04}}
     cfg["adaptive"] = {"obs error": {"scheme": scheme, "initial": 3.0, "memory": 5}}
+    if inflation is not None:
+        cfg["adaptive"]["inflation"] = inflation
     resumed, ref = _stop_and_resume(cfg, tmp_path, 2)
     np.testing.assert_array_equal(resumed["experiment"].members["x"], ref["experiment"].members["x"])
     with netCDF4.Dataset(tmp_path / "resumed" / "adaptive.nc") as a, \
