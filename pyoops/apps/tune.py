@@ -48,7 +48,7 @@ import json
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pyoops.apps.base import Application, ApplicationParameters
 from pyoops.apps.obs_diagnostics import ArchiveFileParameters, archive_list
@@ -71,6 +71,24 @@ class EstimatorParameters(Parameters):
     form: Literal["hybrid", "weights"] = Field("hybrid", description="beta (hybrid) or two weights w_s, w_e.")
     profile: bool = Field(False, description="Profile-likelihood intervals (ml, map).")
     confidence_level: float = Field(0.95, gt=0, lt=1, description="Level of the intervals.")
+    likelihood: Literal["auto", "exact", "matrix-free"] = Field(
+        "auto", description="ml, map: 'exact' (dense Cholesky), 'matrix-free' (factored covariances: exact low-rank "
+                            "algebra without localization, stochastic log-determinant and traces with it) or 'auto' "
+                            "(exact while every cycle has at most 2000 observations and the dense matrices need at "
+                            "most 4 GiB). Desroziers and moments always use the dense model.")
+    probes: int = Field(30, ge=2, le=4096, description="Matrix-free stochastic path: Rademacher probes per cycle "
+                                                       "(the probe error of an estimate falls as 1/sqrt(probes)).")
+    probe_seed: int = Field(0, ge=0, description="Matrix-free stochastic path: seed of the probes, fixed for the "
+                                                 "whole fit (Python: estimate(..., probe_seed=...)).")
+    max_pairs: int = Field(10_000_000, ge=1, description="Matrix-free localization: neighbour pairs held at most, "
+                                                         "summed over all cycles (about 40 bytes each).")
+
+    @model_validator(mode="after")
+    def _likelihood_for_method(self) -> EstimatorParameters:
+        if self.likelihood == "matrix-free" and self.method not in ("ml", "map"):
+            raise ValueError(f"likelihood 'matrix-free' serves methods ml and map only; method {self.method} needs "
+                             "the dense covariances (likelihood: exact or auto)")
+        return self
 
 
 class PoolingParameters(Parameters):
@@ -123,7 +141,8 @@ class TuneParameters(ApplicationParameters):
     """``pyoops tune`` configuration."""
 
     geometry: dict[str, Any] = Field(description="Geometry of the archives' observations (the model plugin's).")
-    archives: list[ArchiveFileParameters] = Field(min_length=1, description="Innovation archives (file names or {filename}).")
+    archives: list[ArchiveFileParameters] = Field(min_length=1,
+                                                  description="Innovation archives (file names or {filename}).")
     skip_cycles: int = Field(0, ge=0, description="Leave out the first cycles (spin-up).")
     static_covariance: dict[str, Any] | None = Field(
         None, description="The static B_s as the run assumed it (a SABER covariance section); none: no static part.")
@@ -178,13 +197,15 @@ class TuneApplication(Application):
         static = (StaticFactor(self._covariance, self._geometry) if self._covariance is not None else None)
         tdata = tuning_data(data, static, geometry_distance(self._geometry), params.ensemble)
         est = params.estimator
+        likelihood = {"likelihood": est.likelihood, "probes": est.probes, "probe_seed": est.probe_seed,
+                      "max_pairs": est.max_pairs}
         if not tdata.has_ensemble and ("beta" in est.parameters or "a_e" in est.parameters
                                        or "length" in est.parameters):
             raise ConfigError("beta, a_e and length need ensemble perturbations in the archives (an ensemble "
                               "method's archive, and 'ensemble: true')", "estimator.parameters")
         try:
             result = estimate(tdata, est.method, est.parameters, est.fixed, form=est.form, level=est.confidence_level,
-                              profile=est.profile)
+                              profile=est.profile, **likelihood)
         except ValueError as exc:        # unknown names, bounds, a method that cannot take these parameters
             raise ConfigError(str(exc), "estimator") from None
         report: dict[str, Any] = {"archives": list(data.sources), "method": data.attributes.get("method"),
@@ -194,11 +215,12 @@ class TuneApplication(Application):
         pooled = None
         if params.pooling is not None:
             pooled = pool(tdata, params.pooling.parameters or est.parameters, by=params.pooling.by.replace(" ", "_"),
-                          method="ml" if est.method in ("ml", "map") else est.method, fixed=est.fixed)
+                          method="ml" if est.method in ("ml", "map") else est.method, fixed=est.fixed, **likelihood)
             report["pooling"] = pooled.to_dict()
         if params.cross_validation is not None:
             cv = cross_validate(tdata, params.cross_validation.folds, params.cross_validation.scheme,
-                                method=est.method, parameters=est.parameters, fixed=est.fixed)
+                                method=est.method, parameters=est.parameters, fixed=est.fixed, form=est.form,
+                                **likelihood)
             report["cross validation"] = cv.to_dict()
         out = params.output
         curve = None
@@ -211,7 +233,7 @@ class TuneApplication(Application):
         if sizes is not None:
             try:
                 curve = learning_curve(tdata, sizes, method=est.method, parameters=est.parameters, fixed=est.fixed,
-                                       form=est.form, level=est.confidence_level)
+                                       form=est.form, level=est.confidence_level, **likelihood)
             except ValueError as exc:
                 raise ConfigError(str(exc), "learning curve.sizes") from None
             report["learning curve"] = [{"cycles": p.ncycles, "observations": p.nobs,

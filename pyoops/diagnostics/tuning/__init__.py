@@ -1,13 +1,16 @@
 """Tuning of hybrid B and R from innovations: likelihood, estimators, identifiability, pooling.
 
-Works on observation-space arrays only (:class:`~pyoops.diagnostics.tuning.data.TuningData` of :class:`~pyoops.diagnostics.tuning.data.TuningCycle`):
+Works on observation-space arrays only (:class:`~pyoops.diagnostics.tuning.data.TuningData` of
+:class:`~pyoops.diagnostics.tuning.data.TuningCycle`):
 
 * :mod:`~pyoops.diagnostics.tuning.data` — the data contract;
 * :mod:`~pyoops.diagnostics.tuning.localization` — Gaspari–Cohn in observation space, distances;
 * :mod:`~pyoops.diagnostics.tuning.parameters` — parameter names, log/logit scales, bounds;
 * :mod:`~pyoops.diagnostics.tuning.model` — exact likelihood, analytic gradient, Fisher information;
+* :mod:`~pyoops.diagnostics.tuning.matrix_free` — the same without dense matrices, for large observation counts;
 * :mod:`~pyoops.diagnostics.tuning.priors` — priors of the MAP estimator;
-* :mod:`~pyoops.diagnostics.tuning.estimators` — :func:`~pyoops.diagnostics.tuning.estimators.estimate` (ML, MAP, Desroziers, moments);
+* :mod:`~pyoops.diagnostics.tuning.estimators` — :func:`~pyoops.diagnostics.tuning.estimators.estimate`
+  (ML, MAP, Desroziers, moments);
 * :mod:`~pyoops.diagnostics.tuning.uncertainty` — intervals, correlations, identifiability verdicts;
 * :mod:`~pyoops.diagnostics.tuning.crossval` — held-out likelihood, learning curves;
 * :mod:`~pyoops.diagnostics.tuning.pooling` — hierarchical pooling across regions or obs groups;

@@ -9,11 +9,22 @@ Two partitions:
   :math:`k` parts; fold :math:`f` is fitted on the other parts of all cycles and scored on part
   :math:`f`.  Held-out score: ``heldout="conditional"`` (default) is the predictive density of
   the held-out innovations *given* the training innovations of the same cycle,
-  :math:`-\log p(d_\mathrm{te}\mid d_\mathrm{tr};\hat\theta) = [-\log p(d;\hat\theta)] - [-\log p(d_\mathrm{tr};\hat\theta)]`
-  (the conditional Gaussian, computed as a difference of two exact likelihoods); it scores the
+  :math:`-\log p(d_\mathrm{te}\mid d_\mathrm{tr};\hat\theta)
+  = [-\log p(d;\hat\theta)] - [-\log p(d_\mathrm{tr};\hat\theta)]`
+  (the conditional Gaussian, computed as a difference of two likelihoods); it scores the
   cross-covariances between held-out and training observations, i.e. the spatial structure
   being tuned.  ``heldout="marginal"`` scores the held-out subset alone,
   :math:`-\log p(d_\mathrm{te};\hat\theta)`, which ignores those cross-covariances.
+
+The fits and the held-out likelihoods use the likelihood settings in ``estimate_kwargs``
+(``likelihood``, ``probes``, ``probe_seed``, ``max_pairs`` of
+:func:`~pyoops.diagnostics.tuning.estimators.estimate`; default ``"auto"``), so large cycles
+need no :math:`p\times p` matrix.  On the matrix-free stochastic path each likelihood is an
+estimate with its probe standard error (:mod:`~pyoops.diagnostics.tuning.matrix_free`); the
+conditional score is the difference of two of them, on different probes (their errors do not cancel).
+Before reading a small difference in score between models, compare it with the probe standard
+errors of :math:`-\log L` (``details["likelihood"]["nll standard error"]`` of the fits), or
+raise ``probes``.
 
 Scores are negative log-likelihoods *per observation* (lower is better), in-sample on the
 training data and out-of-sample on the held-out data; the fitted parameters are kept per fold.
@@ -22,6 +33,7 @@ A learning curve refits on the first :math:`n` cycles for increasing :math:`n`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,11 +87,15 @@ class CrossValidation:
         return self.out_of_sample - self.in_sample
 
     def to_dict(self) -> dict:
-        """JSON-compatible summary."""
+        """JSON-compatible summary (infinite values, e.g. an unlocalized length, as None)."""
+        def num(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
         return {"scheme": self.scheme, "heldout": self.heldout, "in-sample": self.in_sample,
                 "out-of-sample": self.out_of_sample, "gap": self.gap,
                 "folds": [{"fold": f.fold, "train observations": f.train_nobs, "test observations": f.test_nobs,
-                           "in-sample": f.in_sample, "out-of-sample": f.out_of_sample, "values": dict(f.values)}
+                           "in-sample": f.in_sample, "out-of-sample": f.out_of_sample,
+                           "values": {k: num(v) for k, v in f.values.items()}}
                           for f in self.folds]}
 
 
@@ -91,7 +107,8 @@ def _time_folds(ncycles: int, k: int) -> list[np.ndarray]:
 def cross_validate(data: TuningData, k: int = 5, scheme: str = "time", *, heldout: str = "conditional",
                    seed: int = 0, form: str = "hybrid", **estimate_kwargs) -> CrossValidation:
     """k-fold cross-validation of :func:`~pyoops.diagnostics.tuning.estimators.estimate` (its keyword
-    arguments in ``estimate_kwargs``: method, parameters, fixed, prior, bounds ...)."""
+    arguments in ``estimate_kwargs``: method, parameters, fixed, prior, bounds, likelihood, probes ...; the
+    likelihood settings also serve the held-out scores)."""
     if scheme not in ("time", "observations"):
         raise ValueError(f"scheme must be 'time' or 'observations', got {scheme!r}")
     if heldout not in ("conditional", "marginal"):
@@ -99,6 +116,8 @@ def cross_validate(data: TuningData, k: int = 5, scheme: str = "time", *, heldou
     if k < 2:
         raise ValueError("k must be at least 2")
     estimate_kwargs = {**estimate_kwargs, "form": form}
+    settings = {k: estimate_kwargs[k] for k in ("likelihood", "probes", "probe_seed", "max_pairs")
+                if k in estimate_kwargs}
     folds = []
     if scheme == "time":
         if k > len(data.cycles):
@@ -110,7 +129,8 @@ def cross_validate(data: TuningData, k: int = 5, scheme: str = "time", *, heldou
             test = data.take(test_idx)
             res = estimate(train, **estimate_kwargs)
             folds.append(FoldScore(f, train.nobs, test.nobs, res.nll / train.nobs,
-                                   negative_log_likelihood(test, res.values, form) / test.nobs, res.values))
+                                   negative_log_likelihood(test, res.values, form, **settings) / test.nobs,
+                                   res.values))
     else:
         rng = np.random.default_rng(seed)
         labels = [rng.permutation(c.nobs) % k for c in data.cycles]
@@ -122,9 +142,9 @@ def cross_validate(data: TuningData, k: int = 5, scheme: str = "time", *, heldou
                 raise ValueError(f"fold {f} is empty: cycles have too few observations for {k} folds") from exc
             res = estimate(train, **estimate_kwargs)
             if heldout == "marginal":
-                out = negative_log_likelihood(test, res.values, form)
+                out = negative_log_likelihood(test, res.values, form, **settings)
             else:
-                out = negative_log_likelihood(data, res.values, form) - res.nll
+                out = negative_log_likelihood(data, res.values, form, **settings) - res.nll
             folds.append(FoldScore(f, train.nobs, test.nobs, res.nll / train.nobs, out / test.nobs, res.values))
     return CrossValidation(scheme, heldout if scheme == "observations" else "marginal", tuple(folds))
 

@@ -37,12 +37,15 @@ __all__ = ["StaticFactor", "geometry_distance", "tuning_data"]
 
 
 def geometry_distance(geometry: Any) -> Any:
-    """The tuning distance function from the geometry's horizontal distance (periodic where the grid is)."""
+    """The tuning distance function from the geometry's horizontal distance (periodic where the grid is),
+    with the geometry's KD-tree coordinates (:meth:`~pyoops.interface.geometry.Geometry.search_coordinates`)
+    as its ``search_coordinates`` (:func:`~pyoops.diagnostics.tuning.localization.search_coordinates`)."""
 
     def distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.asarray(geometry.distance({k: np.asarray(v)[:, None] for k, v in a.items()},
                                             {k: np.asarray(v)[None, :] for k, v in b.items()}), dtype=np.float64)
 
+    distance.search_coordinates = lambda coords: geometry.search_coordinates(Locations(coords))  # type: ignore
     return distance
 
 

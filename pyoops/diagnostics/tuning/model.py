@@ -17,15 +17,17 @@ Cholesky factorisation :math:`\mathbf S_k = \mathbf L_k\mathbf L_k^\mathrm{T}`:
 
 Every derivative of :math:`\mathbf S_k` with respect to an internal parameter :math:`\phi_i`
 is a combination :math:`\partial_i\mathbf S_k = \sum_b J_{ib}\mathbf B_{b,k}` of the *bases*
-:math:`\mathbf B_b \in \{\mathbf C_s,\ L_\ell\circ\mathbf C_e,\ (\partial_{\log\ell}L_\ell)\circ\mathbf C_e,\ \mathbf D_g\}`
-(:meth:`HybridCovarianceModel.coefficient_jacobian`), so with :math:`\alpha_k = \mathbf S_k^{-1}d_k`
+:math:`\mathbf B_b \in \{\mathbf C_s,\ L_\ell\circ\mathbf C_e,\ (\partial_{\log\ell}L_\ell)\circ\mathbf C_e,
+\ \mathbf D_g\}`
+(:meth:`HybridCoefficients.coefficient_jacobian`), so with :math:`\alpha_k = \mathbf S_k^{-1}d_k`
 
 .. math::
 
-    \frac{\partial(-\log L)}{\partial\phi_i} = \sum_b J_{ib}\,\tfrac12\sum_k\big[\mathrm{tr}(\mathbf S_k^{-1}\mathbf B_{b,k})
-    - \alpha_k^\mathrm{T}\mathbf B_{b,k}\alpha_k\big],
+    \frac{\partial(-\log L)}{\partial\phi_i} = \sum_b J_{ib}\,\tfrac12\sum_k\big[
+    \mathrm{tr}(\mathbf S_k^{-1}\mathbf B_{b,k}) - \alpha_k^\mathrm{T}\mathbf B_{b,k}\alpha_k\big],
     \qquad
-    \mathcal I_{ij} = \sum_{a,b} J_{ia}J_{jb}\,\tfrac12\sum_k\mathrm{tr}(\mathbf S_k^{-1}\mathbf B_{a,k}\mathbf S_k^{-1}\mathbf B_{b,k}),
+    \mathcal I_{ij} = \sum_{a,b} J_{ia}J_{jb}\,\tfrac12\sum_k
+    \mathrm{tr}(\mathbf S_k^{-1}\mathbf B_{a,k}\mathbf S_k^{-1}\mathbf B_{b,k}),
 
 the expected (Fisher) information, which adds over independent cycles.  Cycles with the
 same number of observations are stacked and factorised together (batched numpy).
@@ -38,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg.lapack import dpotri
 
 from pyoops.diagnostics.tuning.data import TuningData
 from pyoops.diagnostics.tuning.localization import (
@@ -46,10 +49,13 @@ from pyoops.diagnostics.tuning.localization import (
 )
 from pyoops.diagnostics.tuning.parameters import Parametrization, is_group_amplitude
 
-__all__ = ["Block", "Evaluation", "HybridCovarianceModel"]
+__all__ = ["Block", "Coefficients", "Evaluation", "HybridCoefficients", "HybridCovarianceModel",
+           "whitened_cosine_summary"]
 
 LOG_2PI = math.log(2.0 * math.pi)
-_CS, _CE, _DL = 0, 1, 2  # basis indices; obs-group diagonals follow from 3 on
+STATIC_BASIS, ENSEMBLE_BASIS, LENGTH_BASIS = 0, 1, 2     # basis indices: C_s, L∘C_e, (∂_logℓ L)∘C_e
+FIRST_GROUP_BASIS = 3                                    # the obs-group diagonals D_g follow from here on
+Coefficients = tuple[float, float, np.ndarray, float]    # (c_s, c_e, r per obs group, length)
 
 
 @dataclass
@@ -91,38 +97,50 @@ class BlockState:
     dcel: np.ndarray | None    # dL/dlog(l) o Ce
 
 
-class HybridCovarianceModel:
-    """The innovation covariances :math:`\\mathbf S_k(\\theta)` of ``data`` under ``parametrization``."""
+def _cholesky_inverse(chol: np.ndarray) -> np.ndarray:
+    r""":math:`\mathbf S^{-1} = \mathbf L^{-\mathrm T}\mathbf L^{-1}` of every :math:`\mathbf S = \mathbf L\mathbf
+    L^\mathrm T` from its Cholesky factor (``(K, p, p)``, lower, zeros above; **overwritten**): LAPACK ``dpotri``
+    in place on :math:`\mathbf U = \mathbf L^\mathrm T` (the factor's Fortran-order view, so no copy;
+    :math:`\tfrac23p^3` flops, where forming :math:`\mathbf L^{-1}` and multiplying takes :math:`3p^3`), then
+    the triangle it leaves mirrored."""
+    out = np.empty_like(chol)
+    diagonal = np.diag_indices(chol.shape[1])
+    for k in range(chol.shape[0]):
+        _, info = dpotri(chol[k].T, lower=0, overwrite_c=1)     # S = U^T U; S^-1 in U's triangle, in place
+        if info != 0:
+            raise np.linalg.LinAlgError(f"dpotri failed (info {info})")
+        np.add(chol[k], chol[k].T, out=out[k])                  # the other triangle of chol[k] is zero
+        out[k][diagonal] *= 0.5
+    return out
+
+
+class HybridCoefficients:
+    r"""The map from parameters to the coefficients of the bases, shared by every likelihood of :math:`\mathbf S_k`.
+
+    :math:`\mathbf S = c_s\mathbf C_s + c_e(L_\ell\circ\mathbf C_e) + \sum_g r_g\mathbf D_g` and
+    :math:`\partial_{\phi_i}\mathbf S = \sum_b J_{ib}\mathbf B_b` over the bases (indices
+    ``STATIC_BASIS``, ``ENSEMBLE_BASIS``, ``LENGTH_BASIS``, then ``FIRST_GROUP_BASIS + g``).  ``needs_length``:
+    whether the length is free or fixed finite (the model localizes :math:`\mathbf C_e`).
+    """
 
     def __init__(self, data: TuningData, parametrization: Parametrization) -> None:
         self.data = data
         self.par = parametrization
         self.groups = list(parametrization.groups)
-        code = {g: i for i, g in enumerate(self.groups)}
-        needs_length = "length" in parametrization.free or math.isfinite(parametrization.fixed.get("length", math.inf))
-        if needs_length and data.distance is None:
-            raise ValueError("a finite or free localization length needs TuningData.distance")
-        by_p: dict[int, list[int]] = {}
-        for i, c in enumerate(data.cycles):
-            by_p.setdefault(c.nobs, []).append(i)
-        self.blocks: list[Block] = []
-        for p, idx in sorted(by_p.items()):
-            cycles = [data.cycles[i] for i in idx]
-            has_e = any(c.ensemble_perturbations is not None for c in cycles)
-            self.blocks.append(Block(
-                index=np.array(idx),
-                d=np.stack([c.innovations for c in cycles]),
-                sig2=np.stack([c.obs_error ** 2 for c in cycles]),
-                gcode=np.stack([[code[str(g)] for g in c.obs_group] for c in cycles]).astype(np.int64).reshape(len(idx), p),
-                cs=np.stack([c.static_covariance() for c in cycles]),
-                ce=np.stack([c.ensemble_covariance() for c in cycles]) if has_e else None,
-                dist=np.stack([data.distances(c) for c in cycles]) if data.distance is not None and has_e else None,
-            ))
         self.nobs = data.nobs
-        self.nbases = 3 + len(self.groups)
+        self.nbases = FIRST_GROUP_BASIS + len(self.groups)
+        self.needs_length = ("length" in parametrization.free
+                             or math.isfinite(parametrization.fixed.get("length", math.inf)))
+        if self.needs_length and data.distance is None:
+            raise ValueError("a finite or free localization length needs TuningData.distance")
+
+    def group_codes(self, labels: np.ndarray) -> np.ndarray:
+        """Integer obs-group codes (positions in ``self.groups``) of obs-group labels."""
+        code = {g: i for i, g in enumerate(self.groups)}
+        return np.array([code[str(g)] for g in np.ravel(labels)], dtype=np.int64).reshape(np.shape(labels))
 
     # -- coefficients ---------------------------------------------------------------------------
-    def coefficients(self, values: Mapping[str, float]) -> tuple[float, float, np.ndarray, float]:
+    def coefficients(self, values: Mapping[str, float]) -> Coefficients:
         """:math:`(c_s, c_e, r, \\ell)` from natural values (``r`` per obs group)."""
         lam, a_s, a_e = values["inflation"], values["a_s"], values["a_e"]
         if self.par.form == "hybrid":
@@ -134,31 +152,56 @@ class HybridCovarianceModel:
         return c_s, c_e, r, float(values["length"])
 
     def coefficient_jacobian(self, values: Mapping[str, float]) -> np.ndarray:
-        r""":math:`J_{ib}`: :math:`\partial_{\phi_i}\mathbf S = \sum_b J_{ib}\mathbf B_b` (bases C_s, L∘C_e, ∂L∘C_e, D_g)."""
+        r""":math:`J_{ib}`: :math:`\partial_{\phi_i}\mathbf S = \sum_b J_{ib}\mathbf B_b`
+        (bases C_s, L∘C_e, ∂L∘C_e, D_g)."""
         c_s, c_e, r, _ = self.coefficients(values)
         jac = np.zeros((self.par.size, self.nbases))
         for i, name in enumerate(self.par.free):
             row = jac[i]
             if name == "inflation":
-                row[_CS], row[_CE] = c_s, c_e
+                row[STATIC_BASIS], row[ENSEMBLE_BASIS] = c_s, c_e
             elif name == "beta":
                 b, lam = values["beta"], values["inflation"]
-                row[_CS] = -lam * values["a_s"] * b * (1 - b)
-                row[_CE] = lam * values["a_e"] * b * (1 - b)
+                row[STATIC_BASIS] = -lam * values["a_s"] * b * (1 - b)
+                row[ENSEMBLE_BASIS] = lam * values["a_e"] * b * (1 - b)
             elif name in ("a_s", "w_s"):
-                row[_CS] = c_s
+                row[STATIC_BASIS] = c_s
             elif name in ("a_e", "w_e"):
-                row[_CE] = c_e
+                row[ENSEMBLE_BASIS] = c_e
             elif name == "length":
-                row[_DL] = c_e
+                row[LENGTH_BASIS] = c_e
             elif name == "a_o":
                 for g, grp in enumerate(self.groups):
                     if f"a_o[{grp}]" not in values:
-                        row[3 + g] = r[g]
+                        row[FIRST_GROUP_BASIS + g] = r[g]
             elif is_group_amplitude(name):
                 g = self.groups.index(name[4:-1])
-                row[3 + g] = r[g]
+                row[FIRST_GROUP_BASIS + g] = r[g]
         return jac
+
+
+class HybridCovarianceModel(HybridCoefficients):
+    """The innovation covariances :math:`\\mathbf S_k(\\theta)` of ``data`` under ``parametrization``,
+    factorised by Cholesky (dense :math:`p_k\\times p_k` matrices)."""
+
+    def __init__(self, data: TuningData, parametrization: Parametrization) -> None:
+        super().__init__(data, parametrization)
+        by_p: dict[int, list[int]] = {}
+        for i, c in enumerate(data.cycles):
+            by_p.setdefault(c.nobs, []).append(i)
+        self.blocks: list[Block] = []
+        for p, idx in sorted(by_p.items()):
+            cycles = [data.cycles[i] for i in idx]
+            has_e = any(c.ensemble_perturbations is not None for c in cycles)
+            self.blocks.append(Block(
+                index=np.array(idx),
+                d=np.stack([c.innovations for c in cycles]),
+                sig2=np.stack([c.obs_error ** 2 for c in cycles]),
+                gcode=np.stack([self.group_codes(c.obs_group) for c in cycles]).reshape(len(idx), p),
+                cs=np.stack([c.static_covariance() for c in cycles]),
+                ce=np.stack([c.ensemble_covariance() for c in cycles]) if has_e else None,
+                dist=np.stack([data.distances(c) for c in cycles]) if data.distance is not None and has_e else None,
+            ))
 
     # -- factorisation ----------------------------------------------------------------------------
     def states(self, values: Mapping[str, float], derivative: bool = False) -> list[BlockState] | None:
@@ -185,9 +228,8 @@ class HybridCovarianceModel:
             except np.linalg.LinAlgError:
                 return None
             logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-            linv = np.linalg.inv(chol)
-            sinv = np.einsum("kji,kjl->kil", linv, linv)
-            alpha = np.einsum("kij,kj->ki", sinv, blk.d)
+            sinv = _cholesky_inverse(chol)
+            alpha = np.matmul(sinv, blk.d[:, :, None])[:, :, 0]
             out.append(BlockState(blk, s, sinv, alpha, logdet, cel, dcel))
         return out
 
@@ -221,27 +263,30 @@ class HybridCovarianceModel:
         return ev
 
     def _bases(self, st: BlockState) -> list[tuple[int, np.ndarray]]:
-        out = [(_CS, st.block.cs)]
+        out = [(STATIC_BASIS, st.block.cs)]
         if st.cel is not None:
-            out.append((_CE, st.cel))
+            out.append((ENSEMBLE_BASIS, st.cel))
             if st.dcel is not None:
-                out.append((_DL, st.dcel))
+                out.append((LENGTH_BASIS, st.dcel))
         return out
 
     def basis_gradient(self, states: list[BlockState]) -> np.ndarray:
-        r""":math:`\tfrac12\sum_k[\mathrm{tr}(\mathbf S^{-1}\mathbf B_b) - \alpha^\mathrm{T}\mathbf B_b\alpha]` per basis."""
+        r""":math:`\tfrac12\sum_k[\mathrm{tr}(\mathbf S^{-1}\mathbf B_b) - \alpha^\mathrm{T}\mathbf B_b\alpha]`
+        per basis."""
         g = np.zeros(self.nbases)
         ng = len(self.groups)
         for st in states:
             for b, mat in self._bases(st):
-                g[b] += 0.5 * (np.einsum("kij,kij->", st.sinv, mat) - np.einsum("ki,kij,kj->", st.alpha, mat, st.alpha))
+                quadratic = np.matmul(st.alpha[:, None, :], np.matmul(mat, st.alpha[:, :, None])).sum()
+                g[b] += 0.5 * (np.vdot(st.sinv, mat) - quadratic)        # tr(S^-1 B) = <S^-1, B> (both symmetric)
             diag_sinv = np.diagonal(st.sinv, axis1=1, axis2=2)
             per_obs = 0.5 * (diag_sinv - st.alpha ** 2) * st.block.sig2
-            g[3:] += np.bincount(st.block.gcode.ravel(), weights=per_obs.ravel(), minlength=ng)
+            g[FIRST_GROUP_BASIS:] += np.bincount(st.block.gcode.ravel(), weights=per_obs.ravel(), minlength=ng)
         return g
 
     def basis_fisher(self, states: list[BlockState]) -> np.ndarray:
-        r""":math:`\tfrac12\sum_k\mathrm{tr}(\mathbf S^{-1}\mathbf B_a\mathbf S^{-1}\mathbf B_b)` for all pairs of bases."""
+        r""":math:`\tfrac12\sum_k\mathrm{tr}(\mathbf S^{-1}\mathbf B_a\mathbf S^{-1}\mathbf B_b)` for all pairs
+        of bases."""
         nb, ng = self.nbases, len(self.groups)
         f = np.zeros((nb, nb))
         for st in states:
@@ -249,7 +294,7 @@ class HybridCovarianceModel:
             m = {b: st.sinv @ mat for b, mat in bases}
             for ia, (a, _) in enumerate(bases):
                 for b, _ in bases[ia:]:
-                    v = 0.5 * np.einsum("kij,kji->", m[a], m[b])
+                    v = 0.5 * np.vdot(m[a], m[b].transpose(0, 2, 1))    # tr(M_a M_b) = <M_a, M_b^T>
                     f[a, b] += v
                     if a != b:
                         f[b, a] += v
@@ -257,19 +302,21 @@ class HybridCovarianceModel:
             np.put_along_axis(onehot, st.block.gcode[..., None], 1.0, axis=-1)
             weighted = onehot * st.block.sig2[..., None]                      # (K, p, G)
             for a, _ in bases:
-                diag = np.einsum("kij,kji->ki", m[a], st.sinv)               # (S^-1 B_a S^-1)_ii
+                diag = np.einsum("kij,kij->ki", m[a], st.sinv)               # (S^-1 B_a S^-1)_ii (S^-1 symmetric)
                 v = 0.5 * np.einsum("ki,kig->g", diag, weighted)
-                f[a, 3:] += v
-                f[3:, a] += v
+                f[a, FIRST_GROUP_BASIS:] += v
+                f[FIRST_GROUP_BASIS:, a] += v
             w = st.sinv ** 2
-            f[3:, 3:] += 0.5 * np.einsum("kig,kij,kjh->gh", weighted, w, weighted)
+            f[FIRST_GROUP_BASIS:, FIRST_GROUP_BASIS:] += 0.5 * np.matmul(weighted.transpose(0, 2, 1),
+                                                                          np.matmul(w, weighted)).sum(axis=0)
         return f
 
     def whitened_cosines(self, values: Mapping[str, float]) -> dict[str, float]:
         r"""Structural similarity in observation space, pooled over cycles (Frobenius cosines).
 
         With :math:`\tilde{\mathbf X} = \mathbf R^{-1/2}\mathbf X\mathbf R^{-1/2}`:
-        ``"static-ensemble"`` :math:`\cos(\tilde{\mathbf C}_s, \widetilde{L\circ\mathbf C_e})` (1: :math:`\mathbf C_e\propto\mathbf C_s`,
+        ``"static-ensemble"`` :math:`\cos(\tilde{\mathbf C}_s, \widetilde{L\circ\mathbf C_e})`
+        (1: :math:`\mathbf C_e\propto\mathbf C_s`,
         the hybrid weight is not identifiable) with ``"ensemble/static ratio"`` the least-squares factor
         :math:`\kappa` in :math:`L\circ\mathbf C_e \approx \kappa\,\mathbf C_s`; ``"background-identity"``
         :math:`\cos(\tilde{\mathbf B}, \mathbf I)` (1: :math:`\mathbf{HBH}^\mathrm{T}` as white as
@@ -277,22 +324,35 @@ class HybridCovarianceModel:
         """
         states = self.states(values)
         c_s, c_e, _, _ = self.coefficients(values)
-        ss = ee = se = bb = bi = ii = 0.0
+        ss = ee = se = trace_s = trace_e = 0.0
         for st in states or []:
             w = 1.0 / np.sqrt(st.block.sig2)
             ws = st.block.cs * w[:, :, None] * w[:, None, :]
             ss += float((ws * ws).sum())
-            btil = c_s * ws
+            trace_s += float(np.trace(ws, axis1=1, axis2=2).sum())
             if st.cel is not None:
                 we = st.cel * w[:, :, None] * w[:, None, :]
                 ee += float((we * we).sum())
                 se += float((ws * we).sum())
-                btil = btil + c_e * we
-            bb += float((btil * btil).sum())
-            bi += float(np.trace(btil, axis1=1, axis2=2).sum())
-            ii += float(st.block.d.size)
-        out = {"background-identity": bi / math.sqrt(bb * ii) if bb > 0 else math.nan}
-        if ee > 0 and ss > 0:
-            out["static-ensemble"] = se / math.sqrt(ss * ee)
-            out["ensemble/static ratio"] = se / ss
-        return out
+                trace_e += float(np.trace(we, axis1=1, axis2=2).sum())
+        return whitened_cosine_summary(ss, se, ee, trace_s, trace_e, self.nobs, c_s, c_e)
+
+
+def whitened_cosine_summary(ss: float, se: float, ee: float, trace_s: float, trace_e: float, nobs: int,
+                            c_s: float, c_e: float) -> dict[str, float]:
+    r"""The cosines of :meth:`HybridCovarianceModel.whitened_cosines` from the pooled whitened inner products.
+
+    With :math:`\langle\mathbf X, \mathbf Y\rangle = \sum_k\mathrm{tr}(\tilde{\mathbf X}_k\tilde{\mathbf Y}_k)`:
+    ``ss`` :math:`= \langle\mathbf C_s, \mathbf C_s\rangle`,
+    ``se`` :math:`= \langle\mathbf C_s, L\circ\mathbf C_e\rangle`,
+    ``ee`` :math:`= \langle L\circ\mathbf C_e, L\circ\mathbf C_e\rangle`, the traces of :math:`\tilde{\mathbf C}_s` and
+    :math:`\widetilde{L\circ\mathbf C_e}`, and
+    :math:`\tilde{\mathbf B} = c_s\tilde{\mathbf C}_s + c_e\widetilde{L\circ\mathbf C_e}`, so
+    :math:`\|\tilde{\mathbf B}\|^2 = c_s^2\,ss + 2c_sc_e\,se + c_e^2\,ee` and :math:`\|\mathbf I\|^2` = ``nobs``.
+    """
+    bb = c_s * c_s * ss + 2.0 * c_s * c_e * se + c_e * c_e * ee
+    out = {"background-identity": (c_s * trace_s + c_e * trace_e) / math.sqrt(bb * nobs) if bb > 0 else math.nan}
+    if ee > 0 and ss > 0:
+        out["static-ensemble"] = se / math.sqrt(ss * ee)
+        out["ensemble/static ratio"] = se / ss
+    return out

@@ -18,6 +18,14 @@ Every function returns the path of the file it wrote.  The curves are of the *li
 :math:`-\log L` (no prior), also for a MAP estimate, whose mode then need not be the
 curves' minimum; likewise for the Desroziers and moment estimates.  Axes are natural values,
 logarithmic for the log-scale parameters.
+
+The likelihood is computed as the estimate's was (``result.details["likelihood"]``): a
+matrix-free estimate is plotted with the same matrix-free model, probes and seed (no
+:math:`p\times p` matrix), so on its stochastic path the curves are of the estimated
+:math:`-\log L` — smooth (fixed probes), but each value off by about its probe standard error,
+and a profile minimises it with L-BFGS-B on the stochastic gradient.  Each point costs one
+evaluation (a 25 × 25 surface: 625), so at large :math:`p` the plots can take longer than the
+fit.  Desroziers and moment estimates use the dense model, as their fits did.
 """
 
 from __future__ import annotations
@@ -33,8 +41,16 @@ import scipy.optimize
 from scipy.stats import chi2
 
 from pyoops.diagnostics.tuning.data import TuningData
-from pyoops.diagnostics.tuning.estimators import TuningResult, build_model
-from pyoops.diagnostics.tuning.parameters import to_natural, transform_of
+from pyoops.diagnostics.tuning.estimators import (
+    TuningResult,
+    build_model,
+    likelihood_settings,
+)
+from pyoops.diagnostics.tuning.parameters import (
+    Parametrization,
+    to_natural,
+    transform_of,
+)
 from pyoops.diagnostics.tuning.uncertainty import symbol
 from pyoops.util.figures import pyplot, save_figure
 
@@ -49,10 +65,11 @@ MIN_HALF_WIDTH = 1e-3
 
 
 
-def _model(data: TuningData, result: TuningResult):
-    """The model of ``result``: its free parameters, the others fixed at their values."""
+def _model(data: TuningData, result: TuningResult) -> tuple[Any, Parametrization]:
+    """The model of ``result``: its free parameters, the others fixed at their values, with the likelihood the
+    estimate used (:func:`~pyoops.diagnostics.tuning.estimators.likelihood_settings`)."""
     fixed = {k: v for k, v in result.values.items() if k not in result.free}
-    return build_model(data, result.free, fixed, form=result.form)
+    return build_model(data, result.free, fixed, form=result.form, **likelihood_settings(result))
 
 
 def _half_width(result: TuningResult, name: str, width: float) -> float:
