@@ -93,7 +93,7 @@ class AdaptiveParameters(Parameters):
                              "then estimated jointly, from the joint likelihood, without a per-cycle mode)")
         if self.likelihood_pair and self.obs_error.memory < self.inflation.memory:
             # Measured (docs/adaptive.rst, case e): with inflation memory 1000 and R memory 30, 3 twins of 10 lost
-            # the truth; with equal memories (or a slower a_o) none did.
+            # the truth; with equal memories (or a slower a_o) it became rarer (1 of 10 new twins).
             raise ValueError(f"'obs error.memory' ({self.obs_error.memory:g}) must be at least 'inflation.memory' "
                              f"({self.inflation.memory:g}) when both are 'likelihood' and the inflation is global: a "
                              "faster a_o takes the background error outside the ensemble's span for observation "
