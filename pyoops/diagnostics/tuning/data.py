@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pyoops.diagnostics.tuning.localization import DistanceFunction
+from pyoops.diagnostics.tuning.localization import DistanceFunction, checked_distances
 
 __all__ = ["TuningCycle", "TuningData"]
 
@@ -220,9 +220,4 @@ class TuningData:
         """Pairwise distances of a cycle's observations, checked (``(p, p)``, finite, non-negative)."""
         if self.distance is None:
             raise ValueError("a localization length needs a distance function (TuningData.distance)")
-        r = np.asarray(self.distance(cycle.coordinates, cycle.coordinates), dtype=np.float64)
-        if r.shape != (cycle.nobs, cycle.nobs):
-            raise ValueError(f"the distance function returned shape {r.shape}, expected {(cycle.nobs, cycle.nobs)}")
-        if not np.all(np.isfinite(r) & (r >= 0)):
-            raise ValueError("the distance function returned negative or non-finite distances")
-        return r
+        return checked_distances(self.distance(cycle.coordinates, cycle.coordinates), (cycle.nobs, cycle.nobs))

@@ -395,9 +395,14 @@ def estimate(data: TuningData, method: str = "ml", parameters: Sequence[str] = (
             # bounded: scaled to at most 1 here, so it does not land in a corner of the box where S is so
             # ill-conditioned that CG crawls; line searches kept short, since the gradient is an estimate), then
             # the stochastic score equations are solved by bound-constrained Fisher scoring
-            scale = max(1.0, float(np.abs(objective(phi0)[1]).max()))
-            res = scipy.optimize.minimize(lambda x: tuple(v / scale for v in objective(x)), phi0, jac=True,
-                                          method="L-BFGS-B", bounds=ibounds,
+            at_start = objective(phi0)          # L-BFGS-B's first evaluation too (the probes are fixed)
+            scale = max(1.0, float(np.abs(at_start[1]).max()))
+
+            def scaled(x: np.ndarray) -> tuple[float, np.ndarray]:
+                f, g = at_start if np.array_equal(x, phi0) else objective(x)
+                return f / scale, g / scale
+
+            res = scipy.optimize.minimize(scaled, phi0, jac=True, method="L-BFGS-B", bounds=ibounds,
                                           options={"maxiter": max_iterations, "maxls": _STOCHASTIC_LINE_SEARCH})
             score = _solve_score_equations(model, priors, res.x, ibounds)
             phi_hat, converged = score.phi, score.solved

@@ -53,6 +53,7 @@ __all__ = [
     "DistanceFunction",
     "NeighbourPairs",
     "PairLimitExceeded",
+    "checked_distances",
     "euclidean_distance",
     "gaspari_cohn",
     "gaspari_cohn_derivative",
@@ -197,12 +198,17 @@ def _row_blocks(distance: DistanceFunction, coordinates: Mapping[str, np.ndarray
     step = max(1, _CHUNK_ENTRIES // max(p, 1))
     for start in range(0, p, step):
         block = {k: np.asarray(v)[start:start + step] for k, v in coordinates.items()}
-        r = np.asarray(distance(block, coordinates), dtype=np.float64)
-        if r.shape != (min(step, p - start), p):
-            raise ValueError(f"the distance function returned shape {r.shape}, expected {(min(step, p - start), p)}")
-        if not np.all(np.isfinite(r) & (r >= 0)):
-            raise ValueError("the distance function returned negative or non-finite distances")
-        yield start, r
+        yield start, checked_distances(distance(block, coordinates), (min(step, p - start), p))
+
+
+def checked_distances(r: object, shape: tuple[int, int]) -> np.ndarray:
+    """A distance function's result as float64, checked: of ``shape``, finite and non-negative (ValueError)."""
+    r = np.asarray(r, dtype=np.float64)
+    if r.shape != shape:
+        raise ValueError(f"the distance function returned shape {r.shape}, expected {shape}")
+    if not np.all(np.isfinite(r) & (r >= 0)):
+        raise ValueError("the distance function returned negative or non-finite distances")
+    return r
 
 
 def neighbour_pair_counts(distance: DistanceFunction, coordinates: Mapping[str, np.ndarray],
