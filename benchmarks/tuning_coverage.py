@@ -133,10 +133,10 @@ def coverage(args: argparse.Namespace) -> list[dict]:
 
         cov, covm = pct("ml wald"), pct("map wald")
         covp = pct("ml profile")
+        per_fit = {m: ("—" if s is None else f"{s:.2f}") for m, s in row["seconds per fit"].items()}
         print(f"beta*={beta} lambda*={lam} a_o*={a_o}: ML Wald % [{cov}] | MAP Wald % [{covm}] | "
-              f"ML profile ({counts['ml profile']}) % [{covp}] | s/fit ML {row['seconds per fit']['ml']:.2f} "
-              f"MAP {row['seconds per fit']['map'] or 0:.2f} profile {row['seconds per fit']['ml profile'] or 0:.1f}",
-              flush=True)
+              f"ML profile ({counts['ml profile']}) % [{covp}] | s/fit ML {per_fit['ml']} "
+              f"MAP {per_fit['map']} ML with profile {per_fit['ml profile']}", flush=True)
     return rows
 
 
