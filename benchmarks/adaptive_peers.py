@@ -301,10 +301,20 @@ def main() -> None:
                          "the others (default: 2026 2027, the seeds the own rows were designed on)")
     ap.add_argument("--seeds", nargs="*", type=int, default=None,
                     help="several twins: results_seeds.json and the statistics over seeds (no sweep)")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --seed-report: one report of the twins of all the TAGs (runs of disjoint seeds)")
+    ap.add_argument("--own", default=None, metavar="ROW",
+                    help="with --seed-report: a row fixed in advance (e.g. 'pyoops ETKF likelihood marginal') against "
+                         "every peer row, paired twin by twin")
     args = ap.parse_args()
     if args.seed_report is not None:
-        for tag in args.seed_report:
-            seed_report(json.loads((OUT / f"results_seeds_{tag}.json").read_text()), args.select_seeds)
+        loaded = [json.loads((OUT / f"results_seeds_{tag}.json").read_text()) for tag in args.seed_report]
+        if args.merge:
+            loaded = [merge_seed_results(loaded)]
+        for results in loaded:
+            seed_report(results, args.select_seeds)
+            if args.own:
+                against_every_peer(results, args.own)
         return
     dapper_quiet()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -508,6 +518,47 @@ def seed_report(results: dict[str, Any], select: list[int] | None = None) -> Non
             mean, half = _paired(complete[pick_own][~chosen], complete[pick_peer][~chosen])
             print(f"  chosen on seeds {', '.join(s for s, c in zip(runs, chosen) if c)}: {pick_own} - {pick_peer} on "
                   f"the {int((~chosen).sum())} others: {mean:+.4f} +- {half:.4f} (95 %)")
+
+
+def merge_seed_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The twins of several ``results_seeds_<tag>.json`` in one dictionary (their ``meta`` entries listed); a seed
+    present in two files is refused (the rows of one twin would be mixed)."""
+    merged: dict[str, Any] = {"meta": []}
+    for results in runs:
+        for seed, cases in results.items():
+            if seed == "meta":
+                merged["meta"].append(cases)
+                continue
+            if seed in merged:
+                raise SystemExit(f"seed {seed} is in two of the merged files")
+            merged[seed] = cases
+    return merged
+
+
+def against_every_peer(results: dict[str, Any], own: str) -> None:
+    """Per case: the row ``own`` (fixed in advance) minus every peer row, paired over the twins where both ran to
+    the end (a diverged run is not averaged; divergences are counted), with a 95 % Student-t interval; a *resolved
+    win* when every interval lies below zero."""
+    seeds = [s for s in results if s != "meta"]
+    for case in [c for c in CASES if any(c in results[s] for s in seeds)]:
+        runs = {s: results[s][case] for s in seeds if case in results[s]}
+        if not any(own in rows for rows in runs.values()):
+            print(f"\ncase {case}: no row {own!r}")
+            continue
+        _, peers = _own_and_peer_names({n: None for rows in runs.values() for n in rows})
+        print(f"\ncase {case}: {own} against every peer, paired over the twins where both ran to the end")
+        upper = []
+        for peer in peers:
+            pairs = [(rows[own]["rmse"], rows[peer]["rmse"]) for rows in runs.values() if own in rows and peer in rows]
+            a, b = (np.array(v, dtype=float) for v in zip(*pairs))
+            both = np.isfinite(a) & np.isfinite(b)
+            mean, half = _paired(a[both], b[both])
+            upper.append(mean + half)
+            print(f"  - {peer:36s} {mean:+.4f} +- {half:.4f} (95 %; {int(both.sum())} twins; diverged: own "
+                  f"{int((~np.isfinite(a)).sum())}, peer {int((~np.isfinite(b)).sum())} of {a.size})")
+        verdict = "a resolved win: every interval below zero" if upper and max(upper) < 0 else \
+            "not a resolved win: some interval reaches zero or above"
+        print(f"  {verdict}")
 
 
 if __name__ == "__main__":

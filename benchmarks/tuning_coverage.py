@@ -120,7 +120,8 @@ def coverage(args: argparse.Namespace) -> list[dict]:
                         hits["ml profile"][n] += e.profile_interval[0] <= theta[n] <= e.profile_interval[1]
                 if prof:
                     counts["ml profile"] += 1
-        row = {"network": args.network, "theta": theta, "replicates": args.replicates, "cycles": args.cycles, "members": args.members,
+        row = {"network": args.network, "theta": theta, "replicates": args.replicates, "cycles": args.cycles,
+               "members": args.members,
                "ml converged": converged, "verdicts (ml)": verdicts,
                "seconds per fit": {m: (float(np.mean(v)) if v else None) for m, v in seconds.items()}}
         for m in hits:
