@@ -183,6 +183,7 @@ class TuneApplication(Application):
         from pyoops.diagnostics.archive import read_archive
         from pyoops.diagnostics.tuning import estimate
         from pyoops.diagnostics.tuning.crossval import cross_validate, learning_curve
+        from pyoops.diagnostics.tuning.estimators import LIKELIHOOD_KEYWORDS
         from pyoops.diagnostics.tuning.from_archive import (
             StaticFactor,
             geometry_distance,
@@ -197,8 +198,7 @@ class TuneApplication(Application):
         static = (StaticFactor(self._covariance, self._geometry) if self._covariance is not None else None)
         tdata = tuning_data(data, static, geometry_distance(self._geometry), params.ensemble)
         est = params.estimator
-        likelihood = {"likelihood": est.likelihood, "probes": est.probes, "probe_seed": est.probe_seed,
-                      "max_pairs": est.max_pairs}
+        likelihood = {k: getattr(est, k) for k in LIKELIHOOD_KEYWORDS}
         if not tdata.has_ensemble and ("beta" in est.parameters or "a_e" in est.parameters
                                        or "length" in est.parameters):
             raise ConfigError("beta, a_e and length need ensemble perturbations in the archives (an ensemble "

@@ -472,9 +472,7 @@ def local_obs_selection(geometry: Any, obs_locations: "Locations | Sequence[Loca
         if point_coords is None and search == "kdtree":
             raise ValueError(f"{type(geometry).__name__} provides no search coordinates for a KD-tree search")
         if point_coords is not None and npts:
-            from scipy.spatial import cKDTree
-
-            point_tree = cKDTree(point_coords.points, boxsize=np.asarray(point_coords.boxsize, dtype=np.float64))
+            point_tree = point_coords.kd_tree()
     pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     unlocalized: list[np.ndarray] = []
     for locs, locz, offset in zip(groups, per_group, offsets[:-1]):

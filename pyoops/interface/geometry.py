@@ -62,6 +62,13 @@ class SearchCoordinates(NamedTuple):
     points: np.ndarray
     boxsize: np.ndarray
 
+    def kd_tree(self) -> Any:
+        """A :class:`scipy.spatial.cKDTree` of ``points`` with this ``boxsize`` (scipy is imported here, not when
+        this module is)."""
+        from scipy.spatial import cKDTree
+
+        return cKDTree(self.points, boxsize=np.asarray(self.boxsize, dtype=np.float64))
+
 
 class GetValues(ABC):
     r"""Interpolation of model fields to observation locations, with TL and AD.

@@ -41,6 +41,7 @@ import numpy as np
 
 from pyoops.diagnostics.tuning.data import TuningData
 from pyoops.diagnostics.tuning.estimators import (
+    LIKELIHOOD_KEYWORDS,
     TuningResult,
     estimate,
     negative_log_likelihood,
@@ -116,8 +117,7 @@ def cross_validate(data: TuningData, k: int = 5, scheme: str = "time", *, heldou
     if k < 2:
         raise ValueError("k must be at least 2")
     estimate_kwargs = {**estimate_kwargs, "form": form}
-    settings = {k: estimate_kwargs[k] for k in ("likelihood", "probes", "probe_seed", "max_pairs")
-                if k in estimate_kwargs}
+    settings = {k: estimate_kwargs[k] for k in LIKELIHOOD_KEYWORDS if k in estimate_kwargs}
     folds = []
     if scheme == "time":
         if k > len(data.cycles):

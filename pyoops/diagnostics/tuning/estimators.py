@@ -90,12 +90,15 @@ from pyoops.diagnostics.tuning.uncertainty import (
     profile_interval,
 )
 
-__all__ = ["AUTO_EXACT_MAX_BYTES", "AUTO_EXACT_MAX_OBS", "DENSE_BYTES_PER_ENTRY", "LIKELIHOODS", "METHODS",
-           "TuningResult", "build_model", "dense_bytes", "estimate", "likelihood_settings", "negative_log_likelihood",
-           "resolve_likelihood"]
+__all__ = ["AUTO_EXACT_MAX_BYTES", "AUTO_EXACT_MAX_OBS", "DENSE_BYTES_PER_ENTRY", "LIKELIHOODS", "LIKELIHOOD_KEYWORDS",
+           "METHODS", "TuningResult", "build_model", "dense_bytes", "estimate", "likelihood_settings",
+           "negative_log_likelihood", "resolve_likelihood"]
 
 METHODS = ("ml", "map", "desroziers", "moments")
 LIKELIHOODS = ("auto", "exact", "matrix-free")
+#: The keyword arguments of :func:`estimate` (and :func:`build_model`, :func:`negative_log_likelihood`) that choose
+#: the likelihood, passed on unchanged by the functions that fit or score on its behalf.
+LIKELIHOOD_KEYWORDS = ("likelihood", "probes", "probe_seed", "max_pairs")
 AUTO_EXACT_MAX_OBS = 2000          # likelihood="auto": dense Cholesky while every cycle has at most this many obs ...
 AUTO_EXACT_MAX_BYTES = 4 * 2**30   # ... and the dense model's peak memory (dense_bytes) stays within 4 GiB
 DENSE_BYTES_PER_ENTRY = 88         # peak bytes of the dense model per entry of a cycle's p x p matrices (measured)

@@ -220,9 +220,7 @@ def neighbour_pair_counts(distance: DistanceFunction, coordinates: Mapping[str, 
     p = len(next(iter(coordinates.values())))
     embedded = search_coordinates(distance, coordinates)
     if embedded is not None:
-        from scipy.spatial import cKDTree
-
-        tree = cKDTree(embedded.points, boxsize=embedded.boxsize)
+        tree = embedded.kd_tree()
         return np.asarray(tree.count_neighbors(tree, radii), dtype=np.int64)
     counts = np.zeros(radii.size + 1, dtype=np.int64)
     for _, r in _row_blocks(distance, coordinates, p):
@@ -252,9 +250,7 @@ def neighbour_pairs(distance: DistanceFunction, coordinates: Mapping[str, np.nda
                 "max_pairs", count, max_pairs)
 
     if embedded is not None:
-        from scipy.spatial import cKDTree
-
-        tree = cKDTree(embedded.points, boxsize=embedded.boxsize)
+        tree = embedded.kd_tree()
         check(int(tree.count_neighbors(tree, radius)))
         found = tree.sparse_distance_matrix(tree, radius, output_type="ndarray")
         rows, cols, dist = found["i"], found["j"], found["v"]
