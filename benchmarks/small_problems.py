@@ -153,6 +153,7 @@ def main() -> None:
     minimizers = args.minimizers.split(",")
     load_start = os.getloadavg()
     runs: list[dict[str, Any]] = []
+    dapper_runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for method in METHODS:
             for algorithm in minimizers:
@@ -160,10 +161,13 @@ def main() -> None:
                     print(f"{method} {algorithm} {name} (repeat {repeat + 1}) ...", flush=True)
                     r = run_worker(Path(root).resolve(), method, algorithm, args.cycles, args.spin_up)
                     runs.append({"method": method, "minimizer": algorithm, "root": name, "repeat": repeat, **r})
+        if args.dapper:   # DAPPER in every repeat, between pyoops's runs: the ratios share the machine's load
+            print(f"DAPPER Var3D / Var4D (error-only) (repeat {repeat + 1}) ...", flush=True)
+            dapper_runs.append(dapper_times(args.cycles, args.spin_up))
     results: dict[str, Any] = {"runs": runs}
-    if args.dapper:
-        print("DAPPER Var3D / Var4D (error-only) ...", flush=True)
-        results["DAPPER"] = dapper_times(args.cycles, args.spin_up)
+    if dapper_runs:
+        results["DAPPER"] = dapper_runs[-1]
+        results["DAPPER repeats"] = dapper_runs
     results["environment"] = {
         "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "load average at start": load_start,
@@ -181,10 +185,19 @@ def report(results: dict[str, Any]) -> None:
             continue
         print(f"{r['method']:<7} {r['minimizer']:<11} {r['root']:<6} {1e3 * r['loop s/cycle']:>8.3f} "
               f"{1e3 * r['e2e s/cycle']:>8.3f} {r['analysis rmse']:>13.10f}")
-    for name, r in results.get("DAPPER", {}).items():
-        if name != "version":
-            print(f"{name:<7} DAPPER {results['DAPPER']['version']['DAPPER']} error-only "
-                  f"{1e3 * r['error-only s/cycle']:.3f} ms/cycle (RMSE on its twin {r['analysis rmse (its twin)']:.4f})")
+    repeats = results.get("DAPPER repeats") or ([results["DAPPER"]] if "DAPPER" in results else [])
+    for i, dapper in enumerate(repeats):
+        for name, r in dapper.items():
+            if name == "version":
+                continue
+            print(f"{name:<7} DAPPER {dapper['version']['DAPPER']} error-only (repeat {i + 1}) "
+                  f"{1e3 * r['error-only s/cycle']:.3f} ms/cycle "
+                  f"(RMSE on its twin {r['analysis rmse (its twin)']:.4f})")
+            mine = [x for x in results["runs"]
+                    if x["method"] == name and x.get("repeat", 0) == i and "skipped" not in x]
+            for x in mine:
+                print(f"        loop / DAPPER error-only, {x['minimizer']} {x['root']}: "
+                      f"{x['loop s/cycle'] / r['error-only s/cycle']:.2f}")
     env = results["environment"]
     print(f"load average {env['load average at start']} -> {env['load average at end']}")
 

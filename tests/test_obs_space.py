@@ -232,6 +232,37 @@ def test_generate_2d_with_levels():
     assert rnd.nlocs == 72 and set(np.unique(rnd.locations.coords["z"])) <= {0.0, 1.0}
 
 
+def _same_space(moved, fresh):
+    """Everything an ObsSpace built for the window holds: window, locations, times, database."""
+    assert moved.window == fresh.window and moved.nlocs == fresh.nlocs
+    for name in fresh.locations.coords:
+        np.testing.assert_array_equal(moved.locations.coords[name], fresh.locations.coords[name])
+    np.testing.assert_array_equal(moved.locations.times, fresh.locations.times)
+    assert moved.groups() == fresh.groups() == ["ObsError"]
+    for var in fresh.simulated_variables:
+        np.testing.assert_array_equal(moved.get_db("ObsError", var), fresh.get_db("ObsError", var))
+
+
+@pytest.mark.parametrize("locations", ["regular", "random"])
+def test_generated_space_moved_to_another_window_is_the_space_built_there(grid, locations):
+    """at_window reuses the drawn network: the result equals a space generated for the new window
+    (bitwise), also after ObsValue was put into the space it was moved from."""
+    first = _gen(grid, locations=locations, random_seed=3)
+    first.put_db("ObsValue", "x", np.arange(first.nlocs, dtype=float))
+    for hours in (6, 30, -6):
+        later = TimeWindow(WINDOW.begin + Duration(f"PT{abs(hours)}H") * (1 if hours > 0 else -1), WINDOW.length)
+        moved = first.at_window(later)
+        _same_space(moved, _gen(grid, window=later, locations=locations, random_seed=3))
+    assert first.window == WINDOW and first.groups() == ["ObsError", "ObsValue"]   # not changed
+
+
+def test_space_that_cannot_be_moved(tmp_path, grid):
+    """Read from a file, or another number of observation times in the new window: None."""
+    assert _read(_file(tmp_path), grid).at_window(TimeWindow(WINDOW.begin + Duration("PT6H"), WINDOW.length)) is None
+    longer = TimeWindow(WINDOW.begin, WINDOW.length + Duration("PT1H"))
+    assert _gen(grid).at_window(longer) is None
+
+
 # Saving ---------------------------------------------------------------------------------
 
 def test_save_writes_groups_and_round_trips(tmp_path, grid):

@@ -516,6 +516,35 @@ def test_linear_obs_operator_that_is_not_the_derivative_fails(env):
         checks.check_linear_obs_operator_tl(ob.obs_operator, linear, _geovals(env), rng("d tl"), 1.0, 12, 1e-6)
 
 
+def test_declared_linear_obs_operator(env):
+    """Identity declares linear = True and passes (H(g) = H g to rounding, whatever the trajectory); an
+    operator that declares it but is affine (H(g) = g + 1) fails; one that does not declare it is not
+    checked."""
+    from pyoops.generic.obs_operators import IdentityObsOperator
+
+    ob = _observer(env)
+    assert IdentityObsOperator.linear
+    assert checks.check_declared_linear_obs_operator(ob.obs_operator, ob.linear_obs_operator(), _geovals(env),
+                                                     rng("lin"), 1e-12) <= 1e-15
+
+    class Affine(IdentityObsOperator):
+        def simulate_obs(self, geovals):
+            y = super().simulate_obs(geovals)
+            y.values = y.values + 1.0
+            return y
+
+    affine = Affine(ob.obs_operator.params, ob.obs_space)
+    with pytest.raises(AssertionError, match="declares linear = True"):
+        checks.check_declared_linear_obs_operator(affine, ob.linear_obs_operator(), _geovals(env), rng("aff"), 1e-6)
+
+    class Undeclared(Affine):
+        linear = False
+
+    undeclared = Undeclared(ob.obs_operator.params, ob.obs_space)
+    assert checks.check_declared_linear_obs_operator(undeclared, ob.linear_obs_operator(), _geovals(env),
+                                                     rng("und"), 1e-6) == 0.0
+
+
 def test_obs_error_with_wrong_inverse_fails(env):
     class WrongInverse(DiagonalObsError):
         def inverse_multiply(self, dy):

@@ -217,6 +217,8 @@ class CostFunction:
         memoised("background error", params.background_error, lambda: validate_covariance(
             params.background_error, registry, join_path(path, "background error")) or True)
         self.model = None
+        #: ``(configuration, inner geometry, linear model)`` of the outer loops so far (:meth:`linear_model`).
+        self._linear_models: list[tuple[Any, Any, Any]] = []
         if params.model is not None:
             self.model = self._make("model", params.model, join_path(path, "model"), self.geometry)
         self._check_times()
@@ -334,15 +336,22 @@ class CostFunction:
                                ensemble=ensemble)
 
     def linear_model(self, config: Any, inner_geometry: Any, path: str) -> Any:
+        """The 4D-Var linear model of an outer loop (None for the other cost types): built once per
+        configuration section and inner geometry object and reused by the later outer loops (each
+        linearisation clears and sets its trajectory)."""
         if self.cost_type != "4D-Var":
             return None
         if not config:
             config, path = self.params.linear_model, join_path(self.path, "linear model")
+        for cached_config, cached_geometry, cached in self._linear_models:
+            if cached_config is config and cached_geometry is inner_geometry:
+                return cached
         linear_model = self._make("linear model", config, path, inner_geometry)
         # H and H^T take one linear-model step per model step (slot_times), so the steps must agree.
         if linear_model.time_resolution != self.model.time_resolution:
             raise ConfigError(f"the linear model time step {linear_model.time_resolution} differs from the model "
                               f"time step {self.model.time_resolution}", path)
+        self._linear_models.append((config, inner_geometry, linear_model))
         return linear_model
 
     # Outer loop: nonlinear H(x) ------------------------------------------------------------

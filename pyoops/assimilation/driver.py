@@ -34,6 +34,7 @@ from pyoops.assimilation.minimizers import (
     ALGORITHMS,
     DIRECT_MAX_SIZE,
     SQRT_ALGORITHMS,
+    exact_gain,
     minimize,
 )
 from pyoops.assimilation.online import online_tlm_test
@@ -254,8 +255,11 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             b_inv_dxb = np.zeros_like(dxb)  # not read by the B^1/2 algorithms
         else:
             b_inv_dxb = _cg_solve(b_multiply, dxb)
+        # vb is read by the B^1/2 algorithms only (and the online adjoint test checks B^1/2): another
+        # algorithm's later outer loops skip the V^T B^-1 dxb it costs.
+        sqrt_pieces = has_sqrt and (k == 0 or uses_sqrt or it.online_diagnostics is not None)
         vb = None
-        if has_sqrt:
+        if sqrt_pieces:
             if k == 0 or not np.any(dxb):
                 vb = np.zeros(cov.ctl_vec_size)
             elif carried_vb is not None and same_inner:
@@ -265,11 +269,12 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         problem = QuadraticProblem(
             b_multiply=b_multiply, h=h, h_ad=h_ad, r_inverse=r_inverse, r_multiply=r_multiply,
             d=lin.innovation, dxb=dxb, b_inverse_dxb=b_inv_dxb,
-            b_sqrt=(lambda v: flatten([cov.chain.multiply_sqrt(v)])) if has_sqrt else None,
-            b_sqrt_ad=(lambda x: cov.chain.multiply_sqrt_ad(unflatten(x)[0])) if has_sqrt else None,
-            ctl_size=cov.ctl_vec_size if has_sqrt else None, vb=vb,
+            b_sqrt=(lambda v: flatten([cov.chain.multiply_sqrt(v)])) if sqrt_pieces else None,
+            b_sqrt_ad=(lambda x: cov.chain.multiply_sqrt_ad(unflatten(x)[0])) if sqrt_pieces else None,
+            ctl_size=cov.ctl_vec_size if sqrt_pieces else None, vb=vb,
             b_dense=_dense_covariance(cov, b_multiply, dxb.size, path) if direct else None,
-            h_rows=h_rows if direct else None, r_inverse_diagonal=r_inverse_diagonal if direct else None)
+            h_rows=h_rows if direct else None, r_inverse_diagonal=r_inverse_diagonal if direct else None,
+            h_rows_checked=direct and _operator_classes(inner, linear_model, lin) in _batched_h_checked)
         if k == 0 and hbht is not None:
             from pyoops.diagnostics.hbht import diag_hbht
 
@@ -290,6 +295,8 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         started = time.perf_counter()
         result = minimize(problem, section.minimizer.algorithm, it.ninner, it.gradient_norm_reduction,
                           online_diagnostics=diagnostics)
+        if problem.h_rows_checked:
+            _batched_h_checked.add(_operator_classes(inner, linear_model, lin))
         timings.append({"outer iteration": k, "inner iterations": result.iterations,
                         "minimizer seconds": time.perf_counter() - started})
         for record in result.trace_as_dicts():
@@ -311,6 +318,72 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
     hofx_analysis = cost.linearise(guess, observers, cost.geometry, None).hofx if final_hofx else None
     return VariationalResult(background, guess, hofx_background, hofx_analysis, observers, trace, online, timings,
                              background_error_variance)
+
+
+@dataclass
+class AnalysisGain:
+    r"""The 3D-Var gain :math:`\mathbf{K} = \mathbf{B}\mathbf{H}^\mathrm{T}(\mathbf{H}\mathbf{B}
+    \mathbf{H}^\mathrm{T} + \mathbf{R})^{-1}` of one analysis (:func:`analysis_gain`).
+
+    ``matrix`` is ``(n, p)``: ``n`` the flat analysis variables of the cost function's geometry
+    (:meth:`increment` returns them as a FieldSet), ``p`` the observations in the observers'
+    order (variable-major), ``masks`` which of them were used (the others have zero columns).
+    """
+
+    matrix: np.ndarray
+    masks: list[np.ndarray]
+    unflatten: Any
+
+    def increment(self, innovation: np.ndarray) -> FieldSet:
+        r""":math:`\delta\mathbf{x} = \mathbf{K}\mathbf{d}` for a flat innovation
+        :math:`\mathbf{d} = \mathbf{y} - \mathcal{H}(\mathbf{x}_b)` (0 where unused)."""
+        return self.unflatten(self.matrix @ innovation)[0]
+
+
+def analysis_gain(cost: CostFunction, background: list[Any], observers: Any, covariance: Any = None,
+                  path: str = "variational") -> AnalysisGain:
+    r"""The gain of a 3D-Var analysis, with ``DirectSolve``'s factorisation
+    (:func:`~pyoops.assimilation.minimizers.exact_gain`) of the problem :func:`run_incremental` builds
+    for the first outer loop, linearised about ``background`` (``covariance`` as there: a callable
+    ``geometry -> ErrorCovariance``, default the cost function's).
+
+    For an observation operator linear in the state (``ObsOperator.linear``) the increment of
+    ``DirectSolve`` from ``background`` is :math:`\mathbf{K}\mathbf{d}` whatever the background,
+    and so is every later outer loop's (zero, to rounding): a cycle with the same B, H and R
+    each cycle applies :math:`\mathbf{K}` instead of building and solving the problem again.
+    """
+    if cost.cost_type != "3D-Var":
+        raise ValueError(f"analysis_gain: a {cost.cost_type} gain depends on the trajectory; 3D-Var only")
+    inner = cost.geometry
+    cov = (covariance if covariance is not None else cost.covariance)(inner)
+    lin = cost.linearise(background, observers, inner, None)
+    flatten, unflatten, template = _flatteners(inner, cost.variables, 1)
+    h, h_ad, h_rows = cost.linear_h(lin, observers, inner, None, unflatten, flatten, with_rows=True)
+    r_inverse, r_multiply, r_inverse_diagonal = cost.r_operators(lin, observers)
+    n = template[0].to_vector().size
+
+    def b_multiply(x: np.ndarray) -> np.ndarray:
+        return flatten(_apply_b(cov, unflatten(x)))
+
+    problem = QuadraticProblem(
+        b_multiply=b_multiply, h=h, h_ad=h_ad, r_inverse=r_inverse, r_multiply=r_multiply, d=lin.innovation,
+        dxb=np.zeros(n), b_inverse_dxb=np.zeros(n), b_dense=_dense_covariance(cov, b_multiply, n, path),
+        h_rows=h_rows, r_inverse_diagonal=r_inverse_diagonal)
+    return AnalysisGain(exact_gain(problem), [m.copy() for m in lin.masks], unflatten)
+
+
+#: Operator classes whose batched H (``h_rows``) ``DirectSolve`` found equal to H applied row by row
+#: (:attr:`~pyoops.assimilation.problem.QuadraticProblem.h_rows_checked`): whether a plugin's linear
+#: operators treat a leading axis as a batch is a property of their code, so it is checked once per
+#: process and set of classes, not in every outer loop of every cycle.
+_batched_h_checked: set[tuple[Any, ...]] = set()
+
+
+def _operator_classes(inner: Any, linear_model: Any, lin: Any) -> tuple[Any, ...]:
+    """The classes that make up the batched H of a linearisation: geometry (its interpolation),
+    linear model, interpolators and linear observation operators."""
+    return (type(inner), type(linear_model), tuple(type(op) for op in lin.linear_obs_operators),
+            tuple(type(interp) for per_slot in lin.interpolators for _, _, interp in per_slot))
 
 
 #: The explicit B of each covariance object, built once per object and increment size.  The

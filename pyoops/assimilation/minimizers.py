@@ -723,7 +723,8 @@ _BATCH_TOLERANCE = 1e-10
 
 def _h_columns(problem: QuadraticProblem, lin: _Linear, L: np.ndarray) -> np.ndarray:
     """:math:`\\mathbf{G} = \\mathbf{H}\\mathbf{L}`, ``(p, r)``: one ``h_rows`` call when the problem has
-    it and it agrees with ``h`` on the first column, else ``h`` column by column."""
+    it and it agrees with ``h`` on the first column (checked unless ``h_rows_checked``; a passed check sets
+    it), else ``h`` column by column."""
     p, r = lin.p, L.shape[1]
     if problem.h_rows is not None and r > 0:
         try:
@@ -733,9 +734,12 @@ def _h_columns(problem: QuadraticProblem, lin: _Linear, L: np.ndarray) -> np.nda
         else:
             if G.shape != (p, r):
                 raise ValueError(f"QuadraticProblem.h_rows returned shape {G.T.shape}, expected ({r}, {p})")
+            if problem.h_rows_checked:
+                return G
             first = lin.H(np.ascontiguousarray(L[:, 0]))
             error = float(np.linalg.norm(G[:, 0] - first)) / max(float(np.linalg.norm(first)), 1e-300)
             if error <= _BATCH_TOLERANCE:
+                problem.h_rows_checked = True
                 return G
             logger.warning("DirectSolve: the batched H (h_rows) differs from H on a single vector (relative "
                            "%.3e); applying H column by column", error)
@@ -745,13 +749,38 @@ def _h_columns(problem: QuadraticProblem, lin: _Linear, L: np.ndarray) -> np.nda
     return G
 
 
+def _r_inverse_columns(problem: QuadraticProblem, lin: _Linear, G: np.ndarray) -> np.ndarray:
+    r""":math:`\mathbf{R}^{-1}\mathbf{G}`: one product with the diagonal of :math:`\mathbf{R}^{-1}` when
+    the problem has it, else ``r_inverse`` column by column."""
+    if problem.r_inverse_diagonal is not None:
+        return G * problem.r_inverse_diagonal[:, None]
+    RG = np.empty_like(G)
+    for j in range(G.shape[1]):
+        RG[:, j] = lin.Rinv(np.ascontiguousarray(G[:, j]))
+    return RG
+
+
+def _control_hessian(G: np.ndarray, RG: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, bool]]:
+    r""":math:`\mathbf{S} = \mathbf{I} + \mathbf{G}^\mathrm{T}\mathbf{R}^{-1}\mathbf{G}` (symmetrised) and its
+    lower Cholesky factor; raises ``numpy.linalg.LinAlgError`` or ``ValueError`` if S is not positive definite."""
+    S = G.T @ RG
+    S = 0.5 * (S + S.T)
+    S[np.diag_indices_from(S)] += 1.0
+    return S, scipy.linalg.cho_factor(S, lower=True, check_finite=True)
+
+
+def _dense_factor(problem: QuadraticProblem, lin: _Linear) -> DenseCovariance:
+    if problem.b_dense is not None:
+        return problem.b_dense
+    return DenseCovariance.from_operator(lambda x: _apply(problem.b_multiply, x, lin.n, "b_multiply"), lin.n)
+
+
 def _direct(problem: QuadraticProblem, trace: _Trace
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
     """The exact minimiser by a Cholesky solve in the control space of B = L L^T."""
     lin = _Linear(problem, sqrt=False)
     n, p = lin.n, lin.p
-    dense = problem.b_dense if problem.b_dense is not None else DenseCovariance.from_operator(
-        lambda x: _apply(problem.b_multiply, x, n, "b_multiply"), n)
+    dense = _dense_factor(problem, lin)
     L = dense.factor  # (n, r)
     rd = lin.Rinv(lin.d)
     g = L.T @ (lin.binv_dxb + lin.Ht(rd))  # L^T times minus the gradient at 0
@@ -761,23 +790,44 @@ def _direct(problem: QuadraticProblem, trace: _Trace
     if g0 == 0.0:  # already at the minimum
         return x, bx, hx, 0, True
     G = _h_columns(problem, lin, L)
-    if problem.r_inverse_diagonal is not None:
-        RG = G * problem.r_inverse_diagonal[:, None]
-    else:
-        RG = np.empty_like(G)
-        for j in range(G.shape[1]):
-            RG[:, j] = lin.Rinv(np.ascontiguousarray(G[:, j]))
-    S = G.T @ RG
-    S = 0.5 * (S + S.T)
-    S[np.diag_indices_from(S)] += 1.0
+    RG = _r_inverse_columns(problem, lin, G)
     try:
-        v = scipy.linalg.cho_solve(scipy.linalg.cho_factor(S, lower=True, check_finite=True), g)
+        S, chol = _control_hessian(G, RG)
     except (np.linalg.LinAlgError, ValueError) as exc:
         raise trace.indefinite(1, f"Cholesky factorisation of I + G^T R^-1 G failed: {exc}") from None
+    v = scipy.linalg.cho_solve(chol, g)
     x, bx, hx = L @ v, dense.dual_factor @ v, G @ v
     gnorm = float(np.linalg.norm(S @ v - g))
     trace.record(1, _jb(lin, x, bx), _jo(lin, hx, RG @ v, rd), gnorm)
     return x, bx, hx, 1, True
+
+
+def exact_gain(problem: QuadraticProblem) -> np.ndarray:
+    r"""The gain :math:`\mathbf{K}` (``(n, p)``) of the first outer loop of ``problem``, in the form
+    ``DirectSolve`` uses:
+
+    .. math::
+
+        \mathbf{K} = \mathbf{L}\,(\mathbf{I} + \mathbf{G}^\mathrm{T}\mathbf{R}^{-1}\mathbf{G})^{-1}
+        \mathbf{G}^\mathrm{T}\mathbf{R}^{-1}
+        = \mathbf{B}\mathbf{H}^\mathrm{T}(\mathbf{H}\mathbf{B}\mathbf{H}^\mathrm{T} + \mathbf{R})^{-1},
+        \qquad \mathbf{B} = \mathbf{L}\mathbf{L}^\mathrm{T},\ \mathbf{G} = \mathbf{H}\mathbf{L}.
+
+    With :math:`\delta\mathbf{x}_b = 0` (the first outer loop) ``DirectSolve``'s increment is
+    :math:`\mathbf{K}\mathbf{d}` for the innovation :math:`\mathbf{d}` of the problem (the same
+    factorisation; the products in another order, so equal to rounding).  A cycle whose
+    :math:`\mathbf{H}`, :math:`\mathbf{R}` and :math:`\mathbf{B}` do not change reuses it
+    (:mod:`pyoops.ensemble.static_gain`).  ``problem.d`` and ``dxb`` are not read.
+    """
+    lin = _Linear(problem, sqrt=False)
+    L = _dense_factor(problem, lin).factor
+    G = _h_columns(problem, lin, L)
+    RG = _r_inverse_columns(problem, lin, G)
+    try:
+        _, chol = _control_hessian(G, RG)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise ValueError(f"exact gain: Cholesky factorisation of I + G^T R^-1 G failed: {exc}") from None
+    return L @ scipy.linalg.cho_solve(chol, np.ascontiguousarray(RG.T))
 
 
 # ----------------------------------------------------------------------------------------

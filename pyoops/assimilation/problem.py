@@ -201,6 +201,11 @@ class QuadraticProblem:
         The diagonal of a diagonal :math:`\mathbf{R}^{-1}` (:attr:`p` elements), when
         :attr:`r_inverse` is the product by it; optional, read only by ``DirectSolve`` (one
         product with the ``(p, k)`` matrix instead of :math:`k` calls of :attr:`r_inverse`).
+    h_rows_checked:
+        True when :attr:`h_rows` is known to apply :attr:`h` row by row (the caller checked it
+        for operators of these classes): ``DirectSolve`` then skips its check, one :attr:`h`
+        on the first row compared with the batched result, and sets it to True when that
+        check passes.
     """
 
     b_multiply: Operator
@@ -219,6 +224,7 @@ class QuadraticProblem:
     b_dense: DenseCovariance | None = None
     h_rows: Callable[[np.ndarray], np.ndarray] | None = None
     r_inverse_diagonal: np.ndarray | None = None
+    h_rows_checked: bool = False
 
     def __post_init__(self) -> None:
         for name in ("b_multiply", "h", "h_ad", "r_inverse"):

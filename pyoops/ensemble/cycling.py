@@ -124,6 +124,7 @@ from pyoops.ensemble.eda import (
 from pyoops.ensemble.cycle_log import CycleLog, read_cycle_log
 from pyoops.ensemble.emulated_members import EmulatedMembers
 from pyoops.ensemble.executors import MemberExecutor
+from pyoops.ensemble.static_gain import StaticGainCycle, static_gain_obstacle
 from pyoops.util.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import FieldSeries
@@ -426,6 +427,8 @@ class CycleExperiment:
             raise ConfigError("the members' analyses go into the member archive: set 'member archive: true'",
                               "output.member archive analyses")
         self._setup_emulated_members()
+        #: The reused gain of a deterministic 3D-Var cycle (:mod:`pyoops.ensemble.static_gain`), else None.
+        self.static_gain = StaticGainCycle(self) if static_gain_obstacle(self) is None else None
         if self.cycling.initial_ensemble is not None and not self.nmembers:
             raise ConfigError(f"method {self.method} has no ensemble members", "cycling.initial ensemble")
         if self.cycling.initial_background is not None and not self.control_member:
@@ -680,21 +683,29 @@ class CycleExperiment:
         return {"obs space": {"name": o.name, "simulated variables": self.obs_variables, "generate": gen},
                 "obs operator": dict(o.obs_operator), "obs error": {"covariance model": "diagonal"}}
 
-    def observe(self, window: TimeWindow, truth_at: dict[DateTime, dict[str, np.ndarray]]) -> TwinObservations:
-        """Synthetic observations of the window from the truth at the observation times."""
+    def observe(self, window: TimeWindow, truth_at: dict[DateTime, dict[str, np.ndarray]],
+                times: list[DateTime] | None = None) -> TwinObservations:
+        """Synthetic observations of the window from the truth at the observation times (``times``: the
+        window's :meth:`~pyoops.ensemble.cycling.CycleExperiment.obs_times`, if the caller has them)."""
         from pyoops.generic.observers import Observer, ObserverParameters
 
-        times = self.obs_times(window)
+        times = self.obs_times(window) if times is None else times
         if not times:
             raise ConfigError(f"no observation time in the window {window} (obs frequency "
                               f"{self.obs.obs_frequency})", "observations.obs frequency")
         cfg = self.observer_config(window, times)
-        ob = Observer(validate(ObserverParameters, cfg, "observations"), window, self.geometry, self.registry,
-                      "observations")
-        missing = [v for v in ob.obs_operator.required_variables if v not in self.variables]
-        if missing:
-            raise ConfigError(f"the observation operator needs model variable(s) {missing} that the model does not "
-                              f"have (it has {self.variables})", "observations.obs operator")
+        # The network is the same every window with the same configuration (relative times, seeded
+        # locations): the observer of the first such window is moved to this one.
+        last = getattr(self, "_twin_observer", None)
+        ob = last[1].at_window(window) if last is not None and last[0] == cfg else None
+        if ob is None:
+            ob = Observer(validate(ObserverParameters, cfg, "observations"), window, self.geometry, self.registry,
+                          "observations")
+            missing = [v for v in ob.obs_operator.required_variables if v not in self.variables]
+            if missing:
+                raise ConfigError(f"the observation operator needs model variable(s) {missing} that the model does "
+                                  f"not have (it has {self.variables})", "observations.obs operator")
+            self._twin_observer = (cfg, ob)
         space = ob.obs_space
         nvars = len(space.simulated_variables)
         geovals = None
@@ -1022,7 +1033,7 @@ class CycleExperiment:
             obs_times = self.obs_times(w)
             needed = sorted(set(obs_times) | {a_k})
             truth_at = self.advance_truth(truth, needed[-1], needed)
-            twin = self.observe(w, truth_at)
+            twin = self.observe(w, truth_at, obs_times)
             t_a = truth_at[a_k]
         if self.method == "LETKF":
             stats, innovations = self._cycle_letkf(k, twin, t_a, state, executor)
@@ -1280,7 +1291,8 @@ class CycleExperiment:
         a_k = self.analysis_time(k)
         s_k = self.background_time(k)
         L = self.cycling.window_length
-        cost_cfg = self.cost_config(k, twin.observer)
+        gain_path = self.static_gain is not None and executor.engine == "serial"
+        cost_cfg = None if gain_path else self.cost_config(k, twin.observer)
         control, members = state["control"], state["members"]
         n = self.nmembers
         if self.adaptation is not None and members is not None:
@@ -1318,19 +1330,25 @@ class CycleExperiment:
             ensemble = {v: np.stack([backgrounds[m][v] for m in range(1, n + 1)]) for v in self.variables}
             if not ens_times:
                 ensemble = self.ensemble_for_b(k, ensemble)
-        setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), backgrounds,
-                         [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
-                         ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
-                         record_hofx=self.archive, hbht=self.params.output.background_error_variance
-                         if self.archive else None, hbht_member=labels[0], run_token=self.run_token,
-                         observers=self._cycle_observers(twin, cost_cfg, executor))
         # With emulated members only the real ones (1..M) are analysed; B_e still has all N backgrounds.
         analysed = labels if self.emulated is None else labels[:self.emulated.real]
-        result = run_eda(setup, analysed, executor)
-        innovations = variational_innovations(result.diagnostics, analysed, control is not None) \
-            if self.archive else None
-        # Analyses valid at s_k (the end of each member's minimisation), then, for 4-D windows, at a_k.
-        analyses = {v: np.stack([result.analyses[m][-1][v] for m in analysed]) for v in self.variables}
+        analyses, innovations = None, None
+        if gain_path:
+            xa = self.static_gain.analyse(k, twin, backgrounds[0])
+            analyses = None if xa is None else {v: xa[v][None] for v in self.variables}
+        if analyses is None:
+            cost_cfg = cost_cfg or self.cost_config(k, twin.observer)
+            setup = EDASetup(self.params.model_plugin, cost_cfg, dict(self.params.variational), backgrounds,
+                             [twin.values], ensemble, self.eda.seed if self.params.eda else self.cycling.seed,
+                             ("cycle", k), self.eda.perturb_observations, self.eda.obs_error_inflation,
+                             record_hofx=self.archive, hbht=self.params.output.background_error_variance
+                             if self.archive else None, hbht_member=labels[0], run_token=self.run_token,
+                             observers=self._cycle_observers(twin, cost_cfg, executor))
+            result = run_eda(setup, analysed, executor)
+            innovations = variational_innovations(result.diagnostics, analysed, control is not None) \
+                if self.archive else None
+            # Analyses valid at s_k (the end of each member's minimisation), then, for 4-D windows, at a_k.
+            analyses = {v: np.stack([result.analyses[m][-1][v] for m in analysed]) for v in self.variables}
         if n:
             first = 1 if control is not None else 0
             hybrid = self._emulate(k, members, {v: analyses[v][first:] for v in self.variables})

@@ -40,6 +40,7 @@ class IdentityObsOperator(ObsOperator):
     r"""Model values interpolated to the observation locations: :math:`\mathcal{H}(g) = g`."""
 
     Parameters = IdentityParameters
+    linear = True
 
     def __init__(self, params: Any, obs_space: ObsSpace):
         super().__init__(params, obs_space)

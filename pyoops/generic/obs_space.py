@@ -180,7 +180,8 @@ class ObsSpace:
                 logger.info("obs space '%s': %d of %d ObsValue/%s missing (NaN or fill value), not used",
                             self.name, missing, values.size, var)
 
-    def _generate(self, gen: GenerateParameters, geometry: Any) -> Locations:
+    def _generated_times(self, gen: GenerateParameters) -> list[DateTime]:
+        """The observation times of a generated network in this space's window."""
         end_offset = gen.end if gen.end is not None else self.window.length
         first = self.window.begin + gen.begin
         last = self.window.begin + end_offset
@@ -191,6 +192,14 @@ class ObsSpace:
         if not times:
             raise ConfigError(f"no observation time between {first} and {last} falls inside the window {self.window}",
                               join_path(self.path, "generate"))
+        return times
+
+    def _generated_db(self, gen: GenerateParameters, nlocs: int) -> None:
+        for var in self.simulated_variables:
+            self._db[("ObsError", var)] = np.full(nlocs, gen.obs_error)
+
+    def _generate(self, gen: GenerateParameters, geometry: Any) -> Locations:
+        times = self._generated_times(gen)
         rng = generator(gen.random_seed, "generate", self.name)
         coords: dict[str, list[np.ndarray]] = {n: [] for n in self.location_names}
         all_times: list[np.ndarray] = []
@@ -200,9 +209,29 @@ class ObsSpace:
                 coords[n].append(pts[n])
             all_times.append(np.full(gen.obs_density, time.seconds_since_epoch()))
         loc = Locations({n: np.concatenate(v) for n, v in coords.items()}, np.concatenate(all_times))
-        for var in self.simulated_variables:
-            self._db[("ObsError", var)] = np.full(loc.nlocs, gen.obs_error)
+        self._generated_db(gen, loc.nlocs)
         return loc
+
+    def at_window(self, window: TimeWindow) -> ObsSpace | None:
+        """This generated space as built for ``window``: the same network at the same offsets from
+        the window begin, ``ObsError`` as generated and nothing else in the database — what
+        ``ObsSpace(params, window, geometry)`` returns, without drawing the network again (it is
+        drawn from a stream seeded by the configuration alone, so it is the same in every window
+        with the same observation times relative to its begin).  None when this space was read
+        from a file or the new window has another number of observation times."""
+        gen = self.params.generate
+        if self.params.obsdatain is not None or gen is None:
+            return None
+        new = object.__new__(ObsSpace)
+        new.__dict__.update(self.__dict__)
+        new.window, new._db = window, {}
+        times = new._generated_times(gen)
+        if len(times) * gen.obs_density != self.nlocs:
+            return None
+        new.locations = Locations(self.locations.coords, np.repeat([t.seconds_since_epoch() for t in times],
+                                                                   gen.obs_density))
+        new._generated_db(gen, new.nlocs)
+        return new
 
     # Access -----------------------------------------------------------------------------
     @property

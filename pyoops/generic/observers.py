@@ -65,18 +65,39 @@ class Observer:
                  path: str = ""):
         self.params = params
         self.path = path
-        self.obs_space = ObsSpace(params.obs_space, window, geometry, join_path(path, "obs space"))
-        op_path = join_path(path, "obs operator")
-        self.obs_operator = registry.obs_operator.maker_for(params.obs_operator, op_path)(
-            registry.obs_operator.parameters(params.obs_operator, op_path), self.obs_space)
-        err_path = join_path(path, "obs error")
-        self.obs_error = registry.obs_error.maker_for(params.obs_error, err_path)(
-            registry.obs_error.parameters(params.obs_error, err_path), self.obs_space)
         self._registry = registry
-        self._linear = None
         self.geometry = geometry
+        self._operators(ObsSpace(params.obs_space, window, geometry, join_path(path, "obs space")))
         self._check_required_variables(geometry)
         self.interpolator = geometry.interpolator(self.obs_space.locations)
+
+    def _operators(self, obs_space: ObsSpace, validated: tuple[Any, Any] | None = None) -> None:
+        """The obs operator and obs error on ``obs_space`` (the linear operator is built on first use);
+        ``validated``: their parameters, already validated by the observer this one is moved from."""
+        registry, params, path = self._registry, self.params, self.path
+        op_path, err_path = join_path(path, "obs operator"), join_path(path, "obs error")
+        if validated is None:
+            validated = (registry.obs_operator.parameters(params.obs_operator, op_path),
+                         registry.obs_error.parameters(params.obs_error, err_path))
+        self._validated = validated
+        self.obs_space = obs_space
+        self.obs_operator = registry.obs_operator.maker_for(params.obs_operator, op_path)(validated[0], obs_space)
+        self.obs_error = registry.obs_error.maker_for(params.obs_error, err_path)(validated[1], obs_space)
+        self._linear = None
+
+    def at_window(self, window: TimeWindow) -> "Observer | None":
+        """This observer as built from the same parameters for ``window``, when its observations are
+        generated (:meth:`ObsSpace.at_window <pyoops.generic.obs_space.ObsSpace.at_window>`): the
+        network and its interpolator are reused, the obs space, operators and errors are new.
+        None when the space cannot be moved (read from a file; another number of times)."""
+        space = self.obs_space.at_window(window)
+        if space is None:
+            return None
+        new = object.__new__(Observer)
+        new.params, new.path, new._registry, new.geometry = self.params, self.path, self._registry, self.geometry
+        new.interpolator = self.interpolator
+        new._operators(space, self._validated)
+        return new
 
     def _check_required_variables(self, geometry: Geometry) -> None:
         """A ConfigError, before any H(x), unless the operator finds the model variables it needs."""

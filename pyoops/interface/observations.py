@@ -43,6 +43,12 @@ class ObsOperator(ABC):
     """Nonlinear observation operator :math:`y = \\mathcal{H}(g)` on GeoVaLs."""
 
     Parameters: ClassVar[type[Parameters]]
+    #: True when :math:`\mathcal{H}` is linear in the GeoVaLs, :math:`\mathcal{H}(g) = \mathbf{H}g`,
+    #: and its linear operator (the same name, no ``linear obs operator`` section) is that
+    #: :math:`\mathbf{H}` whatever the trajectory.  A cycled 3D-Var with ``DirectSolve`` and a static B
+    #: then reuses one gain while the observation network is unchanged (see :doc:`/variational`).
+    #: Leave it False unless both hold: a wrong True gives wrong analyses.
+    linear: ClassVar[bool] = False
 
     def __init__(self, params: Any, obs_space: ObsSpaceLike):
         self.params = params

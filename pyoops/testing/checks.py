@@ -888,6 +888,29 @@ def check_linear_obs_operator_linearity(linear: LinearObsOperator, geovals: GeoV
     return err
 
 
+def check_declared_linear_obs_operator(obs_operator: ObsOperator, linear: LinearObsOperator, geovals: GeoVaLs,
+                                       rng: np.random.Generator, tolerance: float) -> float:
+    """An operator that declares ``linear = True`` (:attr:`~pyoops.interface.observations.ObsOperator.linear`):
+    :math:`\\mathcal{H}(g) = \\mathbf{H}g` at a random :math:`g`, with the linear operator's trajectory at
+    ``geovals`` and at another random point.  Returns the largest relative difference; 0 for an operator
+    that does not declare it (nothing to check)."""
+    if not getattr(type(obs_operator), "linear", False):
+        return 0.0
+    g = random_geovals(geovals, obs_operator.required_variables + linear.required_variables, rng)
+    hg = _masked(obs_operator.simulate_obs(g))
+    worst = 0.0
+    for trajectory in (geovals, GeoVaLs({v: geovals[v] + 2.0 * g[v] for v in geovals if v in g}, copy=False)):
+        linear.set_trajectory(trajectory)
+        tl = _masked(linear.simulate_obs_tl(g))
+        scale = max(np.linalg.norm(hg), np.linalg.norm(tl))
+        err = float(np.linalg.norm(tl - hg) / scale) if scale else 0.0
+        if not err <= tolerance:
+            raise AssertionError(f"obs operator of '{linear.obs_space.name}' declares linear = True but H(g) and "
+                                 f"its linear operator's H g differ by {err:.3e} > tolerance {tolerance:.1e}")
+        worst = max(worst, err)
+    return worst
+
+
 def check_linear_obs_operator_tl(obs_operator: ObsOperator, linear: LinearObsOperator, geovals: GeoVaLs,
                                  rng: np.random.Generator, first_multiplier: float, iterations: int,
                                  tolerance: float) -> float:

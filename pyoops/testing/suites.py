@@ -332,6 +332,12 @@ class ObsOperatorTests(InterfaceTestBase):
             generator(section.seed, "obs operator test", "TL", i), section.first_multiplier_TL,
             section.iterations_TL, section.tolerance_TL))
 
+    def test_declared_linear_obs_operator(self, interface: InterfaceEnvironment) -> None:
+        section = self._obsop_section(interface)
+        _for_each_observer(interface, lambda ob, i: checks.check_declared_linear_obs_operator(
+            ob.obs_operator, ob.linear_obs_operator(), _linearisation_geovals(interface, ob),
+            generator(section.seed, "obs operator test", "declared linear", i), section.tolerance))
+
     def test_linear_obs_operator_adjoint(self, interface: InterfaceEnvironment) -> None:
         section = self._obsop_section(interface)
         _for_each_observer(interface, lambda ob, i: checks.check_linear_obs_operator_adjoint(

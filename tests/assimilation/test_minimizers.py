@@ -21,6 +21,7 @@ from pyoops.assimilation.minimizers import (
     _minres,
     _Trace,
     adjoint_tests,
+    exact_gain,
     minimize,
 )
 from pyoops.assimilation.problem import DenseCovariance, QuadraticProblem
@@ -448,6 +449,16 @@ def test_direct_solve_operator_applications():
     assert counts == {"B": 0, "H": 1, "Ht": 1, "rows": 1}
     assert _rel(plain.dx, batched.dx) <= 1e-13 and _rel(batched.dx, dense.blue) <= 1e-13
     assert "factor" in vars(shared)  # computed once and kept for the next problem with this B
+    # A problem whose batched H passed the check is marked; one known to pass skips it (no H at all).
+    problem = dense.problem(**ops, b_dense=shared, h_rows=counted("rows", lambda X: X @ dense.H.T))
+    counts.update(H=0, Ht=0, rows=0)
+    minimize(problem, "DirectSolve", ninner=6, gradient_norm_reduction=0.0)
+    assert problem.h_rows_checked and counts == {"B": 0, "H": 1, "Ht": 1, "rows": 1}
+    counts.update(H=0, Ht=0, rows=0)
+    trusted = minimize(dense.problem(**ops, b_dense=shared, h_rows=counted("rows", lambda X: X @ dense.H.T),
+                                     h_rows_checked=True), "DirectSolve", ninner=6, gradient_norm_reduction=0.0)
+    assert counts == {"B": 0, "H": 0, "Ht": 1, "rows": 1}
+    np.testing.assert_array_equal(trusted.dx, batched.dx)
 
 
 def test_direct_solve_with_the_diagonal_of_r_inverse():
@@ -616,3 +627,26 @@ def test_quadratic_problem_cost_and_gradient():
     assert pb.cost_control(v) == pytest.approx((j, jb, jo), rel=1e-10)
     with pytest.raises(ValueError, match="b_inverse"):
         dense.problem(b_inverse=None).cost(x)
+
+
+@pytest.mark.parametrize("n,p", SHAPES)
+@pytest.mark.parametrize("r_kind", ["diagonal", "full"])
+def test_exact_gain_is_the_kalman_gain_and_gives_direct_solves_increment(n, p, r_kind):
+    """K = B H^T (H B H^T + R)^-1 by numpy in observation space against exact_gain's control-space form:
+    the same well-conditioned problems as the DirectSolve tests (condition numbers below 10), so
+    both are exact to a few hundred epsilon.  K d is DirectSolve's first-loop increment for any d."""
+    dense = make_dense(n * 10 + p + 7, n, p, r_kind=r_kind)
+    K = exact_gain(dense.problem())
+    expected = dense.B @ dense.H.T @ np.linalg.inv(dense.H @ dense.B @ dense.H.T + dense.R)
+    assert K.shape == (n, p)
+    assert _rel(K, expected) <= 1e-13
+    for seed in range(3):
+        d = np.random.default_rng(seed).standard_normal(p)
+        res = minimize(dense.problem(d=d), "DirectSolve", ninner=1, gradient_norm_reduction=1.0)
+        assert _rel(K @ d, res.dx) <= 1e-13
+
+
+def test_exact_gain_reports_a_hessian_that_is_not_positive_definite():
+    dense = make_dense(3, 6, 4)
+    with pytest.raises(ValueError, match="exact gain: Cholesky factorisation"):
+        exact_gain(dense.problem(r_inverse=lambda y: -100.0 * y))

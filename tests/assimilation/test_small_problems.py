@@ -106,3 +106,28 @@ def test_config_key_is_exact_or_refuses() -> None:
     assert _config_key({"x": a}) == _config_key({"x": a.copy()}) != _config_key({"x": b})  # no repr truncation
     assert _config_key({"d": DateTime("2010-01-01T00:00:00Z")}) != _config_key({"d": "2010-01-01T00:00:00Z"})
     assert _config_key({"f": object()}) is None and _config_key({1: "non-string key", "a": 2}) is None
+
+
+def test_batched_h_is_checked_once_per_operator_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DirectSolve's check of the batched H (one H on the first column against h_rows) runs in the first
+    outer loop that meets a set of operator classes; the later outer loops and cycles of the run trust it,
+    and the 4D-Var analyses are bitwise those of a run that checks every time (the check only compares)."""
+    from pyoops.assimilation import driver, minimizers
+
+    calls = {"checks": 0}
+    original = minimizers._h_columns
+
+    def counting(problem: Any, lin: Any, L: np.ndarray) -> np.ndarray:
+        calls["checks"] += not problem.h_rows_checked
+        return original(problem, lin, L)
+
+    monkeypatch.setattr(minimizers, "_h_columns", counting)
+    monkeypatch.setattr(driver, "_batched_h_checked", set())
+    trusted = _cycle("4D-Var", tmp_path / "trusted", "DirectSolve", cycles=4)
+    assert calls["checks"] == 1 and len(driver._batched_h_checked) == 1
+    monkeypatch.setattr(driver, "_operator_classes", lambda *args: object())   # never known: check every loop
+    calls["checks"] = 0
+    checked = _cycle("4D-Var", tmp_path / "checked", "DirectSolve", cycles=4)
+    assert calls["checks"] == 4 * 3
+    for name in ("analysis rmse", "forecast rmse"):
+        np.testing.assert_array_equal(trusted[name], checked[name])
