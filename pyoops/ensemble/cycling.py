@@ -686,7 +686,7 @@ class CycleExperiment:
     def observe(self, window: TimeWindow, truth_at: dict[DateTime, dict[str, np.ndarray]],
                 times: list[DateTime] | None = None) -> TwinObservations:
         """Synthetic observations of the window from the truth at the observation times (``times``: the
-        window's :meth:`~pyoops.ensemble.cycling.CycleExperiment.obs_times`, if the caller has them)."""
+        window's ``obs_times``, if the caller has them)."""
         from pyoops.generic.observers import Observer, ObserverParameters
 
         times = self.obs_times(window) if times is None else times
