@@ -103,6 +103,7 @@ AUTO_EXACT_MAX_OBS = 2000          # likelihood="auto": dense Cholesky while eve
 AUTO_EXACT_MAX_BYTES = 4 * 2**30   # ... and the dense model's peak memory (dense_bytes) stays within 4 GiB
 DENSE_BYTES_PER_ENTRY = 88         # peak bytes of the dense model per entry of a cycle's p x p matrices (measured)
 _SEPARATION_SAMPLE = 2000          # observations per cycle used for the separation scales of the length bounds
+_LBFGSB_GTOL = 1e-5                # L-BFGS-B's projected-gradient tolerance (SciPy's default), on the true -log L
 _STOCHASTIC_LINE_SEARCH = 5        # L-BFGS-B line-search evaluations at most on the stochastic likelihood
 _SCORE_TOLERANCE = 1e-3            # the score equations are solved when a step moves every parameter < 1e-3 sd
 _TRUST_RADIUS = 1.0                # a Fisher-scoring step moves each internal parameter by at most 1 (a factor e)
@@ -393,18 +394,21 @@ def estimate(data: TuningData, method: str = "ml", parameters: Sequence[str] = (
             lp, g, _ = prior_terms(priors, par.free, phi)
             return ev.nll - lp, ev.gradient - np.asarray(g)
 
+        # L-BFGS-B's first step is the whole gradient when every parameter is bounded: with the objective
+        # scaled so that the gradient at the start is at most 1 it does not land in a corner of the box, where
+        # S is not positive definite (-log L infinite: the line search then returns to the start and L-BFGS-B
+        # reports convergence there) or so ill-conditioned that CG crawls.  The gradient tolerance is divided
+        # by the same scale, so the stopping rule on the true gradient is L-BFGS-B's default.
+        at_start = objective(phi0) if par.size else (0.0, phi0)   # L-BFGS-B's first evaluation too
+        scale = max(1.0, float(np.abs(at_start[1]).max())) if par.size else 1.0
+
+        def scaled(x: np.ndarray) -> tuple[float, np.ndarray]:
+            f, g = at_start if np.array_equal(x, phi0) else objective(x)
+            return f / scale, g / scale
+
         if par.size and matrix_free and model.stochastic(par.natural(phi0)):
-            # L-BFGS-B brings the estimate near (its first step is the whole gradient when every parameter is
-            # bounded: scaled to at most 1 here, so it does not land in a corner of the box where S is so
-            # ill-conditioned that CG crawls; line searches kept short, since the gradient is an estimate), then
-            # the stochastic score equations are solved by bound-constrained Fisher scoring
-            at_start = objective(phi0)          # L-BFGS-B's first evaluation too (the probes are fixed)
-            scale = max(1.0, float(np.abs(at_start[1]).max()))
-
-            def scaled(x: np.ndarray) -> tuple[float, np.ndarray]:
-                f, g = at_start if np.array_equal(x, phi0) else objective(x)
-                return f / scale, g / scale
-
+            # L-BFGS-B brings the estimate near (line searches kept short, since the gradient is an estimate),
+            # then the stochastic score equations are solved by bound-constrained Fisher scoring
             res = scipy.optimize.minimize(scaled, phi0, jac=True, method="L-BFGS-B", bounds=ibounds,
                                           options={"maxiter": max_iterations, "maxls": _STOCHASTIC_LINE_SEARCH})
             score = _solve_score_equations(model, priors, res.x, ibounds)
@@ -420,8 +424,8 @@ def estimate(data: TuningData, method: str = "ml", parameters: Sequence[str] = (
                        f"{'solved' if converged else 'NOT solved'} in {score.steps} Fisher-scoring steps"
                        + (f" (held at a bound by their score: {', '.join(held)})" if held else ""))
         elif par.size:
-            res = scipy.optimize.minimize(objective, phi0, jac=True, method="L-BFGS-B", bounds=ibounds,
-                                          options={"maxiter": max_iterations})
+            res = scipy.optimize.minimize(scaled, phi0, jac=True, method="L-BFGS-B", bounds=ibounds,
+                                          options={"maxiter": max_iterations, "gtol": _LBFGSB_GTOL / scale})
             phi_hat, converged, iterations, message = res.x, bool(res.success), int(res.nit), str(res.message)
         else:
             phi_hat, converged, iterations, message = phi0, True, 0, "nothing to estimate"
