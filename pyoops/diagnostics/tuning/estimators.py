@@ -79,6 +79,7 @@ from pyoops.diagnostics.tuning.matrix_free import (
     MatrixFreeCovarianceModel,
 )
 from pyoops.diagnostics.tuning.model import HybridCovarianceModel
+from pyoops.diagnostics.tuning.optimize import minimize_scaled
 from pyoops.diagnostics.tuning.parameters import Parametrization, is_group_amplitude
 from pyoops.diagnostics.tuning.priors import Prior, default_priors, prior_terms
 from pyoops.diagnostics.tuning.uncertainty import (
@@ -103,7 +104,6 @@ AUTO_EXACT_MAX_OBS = 2000          # likelihood="auto": dense Cholesky while eve
 AUTO_EXACT_MAX_BYTES = 4 * 2**30   # ... and the dense model's peak memory (dense_bytes) stays within 4 GiB
 DENSE_BYTES_PER_ENTRY = 88         # peak bytes of the dense model per entry of a cycle's p x p matrices (measured)
 _SEPARATION_SAMPLE = 2000          # observations per cycle used for the separation scales of the length bounds
-_LBFGSB_GTOL = 1e-5                # L-BFGS-B's projected-gradient tolerance (SciPy's default), on the true -log L
 _STOCHASTIC_LINE_SEARCH = 5        # L-BFGS-B line-search evaluations at most on the stochastic likelihood
 _SCORE_TOLERANCE = 1e-3            # the score equations are solved when a step moves every parameter < 1e-3 sd
 _TRUST_RADIUS = 1.0                # a Fisher-scoring step moves each internal parameter by at most 1 (a factor e)
@@ -394,23 +394,13 @@ def estimate(data: TuningData, method: str = "ml", parameters: Sequence[str] = (
             lp, g, _ = prior_terms(priors, par.free, phi)
             return ev.nll - lp, ev.gradient - np.asarray(g)
 
-        # L-BFGS-B's first step is the whole gradient when every parameter is bounded: with the objective
-        # scaled so that the gradient at the start is at most 1 it does not land in a corner of the box, where
-        # S is not positive definite (-log L infinite: the line search then returns to the start and L-BFGS-B
-        # reports convergence there) or so ill-conditioned that CG crawls.  The gradient tolerance is divided
-        # by the same scale, so the stopping rule on the true gradient is L-BFGS-B's default.
-        at_start = objective(phi0) if par.size else (0.0, phi0)   # L-BFGS-B's first evaluation too
-        scale = max(1.0, float(np.abs(at_start[1]).max())) if par.size else 1.0
-
-        def scaled(x: np.ndarray) -> tuple[float, np.ndarray]:
-            f, g = at_start if np.array_equal(x, phi0) else objective(x)
-            return f / scale, g / scale
-
+        # The objective scaled so that L-BFGS-B's first step stays near the start (:mod:`.optimize`).
+        at_start = objective(phi0) if par.size else None   # L-BFGS-B's first evaluation too
         if par.size and matrix_free and model.stochastic(par.natural(phi0)):
             # L-BFGS-B brings the estimate near (line searches kept short, since the gradient is an estimate),
             # then the stochastic score equations are solved by bound-constrained Fisher scoring
-            res = scipy.optimize.minimize(scaled, phi0, jac=True, method="L-BFGS-B", bounds=ibounds,
-                                          options={"maxiter": max_iterations, "maxls": _STOCHASTIC_LINE_SEARCH})
+            res = minimize_scaled(objective, phi0, ibounds, max_iterations, at_start=at_start,
+                                  line_search=_STOCHASTIC_LINE_SEARCH, gradient_tolerance=None)
             score = _solve_score_equations(model, priors, res.x, ibounds)
             phi_hat, converged = score.phi, score.solved
             iterations = int(res.nit) + score.steps
@@ -424,8 +414,7 @@ def estimate(data: TuningData, method: str = "ml", parameters: Sequence[str] = (
                        f"{'solved' if converged else 'NOT solved'} in {score.steps} Fisher-scoring steps"
                        + (f" (held at a bound by their score: {', '.join(held)})" if held else ""))
         elif par.size:
-            res = scipy.optimize.minimize(scaled, phi0, jac=True, method="L-BFGS-B", bounds=ibounds,
-                                          options={"maxiter": max_iterations, "gtol": _LBFGSB_GTOL / scale})
+            res = minimize_scaled(objective, phi0, ibounds, max_iterations, at_start=at_start)
             phi_hat, converged, iterations, message = res.x, bool(res.success), int(res.nit), str(res.message)
         else:
             phi_hat, converged, iterations, message = phi0, True, 0, "nothing to estimate"

@@ -42,6 +42,7 @@ import numpy as np
 import scipy.optimize
 from scipy.stats import chi2, norm
 
+from pyoops.diagnostics.tuning.optimize import minimize_scaled
 from pyoops.diagnostics.tuning.parameters import (
     natural_derivative,
     to_internal,
@@ -119,9 +120,10 @@ def profile_interval(objective: Callable[[np.ndarray], tuple[float, np.ndarray]]
                      level: float = 0.95) -> tuple[float, float, bool, bool]:
     r"""Profile interval of internal parameter ``index``: ``(lower, upper, lower_open, upper_open)``.
 
-    ``objective(phi) -> (f, gradient)``; the other parameters are re-optimised (L-BFGS-B,
-    warm-started) at every trial value; ``step`` is the first trial distance (e.g. the Wald
-    standard deviation, clipped to [0.05, 2]).
+    ``objective(phi) -> (f, gradient)``; the other parameters are re-optimised at every trial value
+    (L-BFGS-B with its first step kept near the start, :func:`~pyoops.diagnostics.tuning.optimize.minimize_scaled`,
+    from the previous trial's solution and from the estimate, the lower kept); ``step`` is the first trial
+    distance (e.g. the Wald standard deviation, clipped to [0.05, 2]).
     """
     m = phi_hat.size
     threshold = 0.5 * chi2.ppf(level, 1)
@@ -148,11 +150,19 @@ def profile_interval(objective: Callable[[np.ndarray], tuple[float, np.ndarray]]
             f, g = objective(full)
             return f, g[others]
 
-        res = scipy.optimize.minimize(inner, warm[side], jac=True, method="L-BFGS-B", bounds=other_bounds,
-                                      options={"maxiter": 200})
-        if np.all(np.isfinite(res.x)):
-            warm[side] = res.x
-        return float(res.fun) - f_hat - threshold
+        # From the last trial's solution and from the estimate, the lower kept: a warm start alone can carry
+        # a solution at a bound where the others no longer move (beta -> 0 on its logit scale, where the
+        # length drops out of the likelihood) to every later trial, which then all read too high.
+        best = None
+        for start in (warm[side], phi_hat[others]) if not np.array_equal(warm[side], phi_hat[others]) \
+                else (warm[side],):
+            res = minimize_scaled(inner, start, other_bounds, 200)
+            f = float(res.fun) * res.scale
+            if best is None or f < best[0]:
+                best = (f, res.x)
+        if np.all(np.isfinite(best[1])):
+            warm[side] = best[1]
+        return best[0] - f_hat - threshold
 
     step = float(min(max(step, 0.05), 2.0)) if math.isfinite(step) else 2.0
     ends, opens = [], []

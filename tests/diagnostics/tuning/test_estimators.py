@@ -166,3 +166,18 @@ def test_ml_does_not_stop_at_its_start_when_the_first_step_leaves_the_positive_d
     assert res.converged and res.iterations > 1
     assert negative_log_likelihood(data, values) <= held_nll + 1e-6
     assert abs(values["a_o"] - 1.0) > 0.1 and values["length"] != pytest.approx(0.25, abs=1e-6)
+
+
+def test_profile_of_the_length_is_not_trapped_at_the_beta_bound():
+    """Ring replicate seed [2024, 2, 1] (theta* = (0.3, 1.3, 0.8), l* = 0.15): l-hat = 1.46, the profile in l flat
+    above 0.5 and rising below.  Its lower end, by fresh fits at fixed l, lies between 0.1247 (2 dlog L = 4.99) and
+    0.1394 (3.80).  The profile's search first tries l = 0.0063, where beta -> 0 and l drops out of the
+    likelihood; warm-started from there alone, every later trial stayed at beta = 0 (2 dlog L = 7.69 at every l)
+    and the interval ended at 0.1975, excluding l* = 0.15.  Started also from the estimate, it finds the end."""
+    theta = {"beta": 0.3, "inflation": 1.3, "a_o": 0.8, "length": 0.15}
+    rng = np.random.default_rng([2024, 2, 1])
+    data = simulate_innovations(ring_network(rng, 40, members=15), theta, rng)
+    res = estimate(data, "ml", ("beta", "inflation", "a_o", "length"), profile=True)
+    lower, upper = res.estimates["length"].profile_interval
+    assert res.estimates["length"].value > 1.0
+    assert 0.1247 < lower < 0.1394 and upper == pytest.approx(5.0)
