@@ -181,3 +181,24 @@ def test_profile_of_the_length_is_not_trapped_at_the_beta_bound():
     lower, upper = res.estimates["length"].profile_interval
     assert res.estimates["length"].value > 1.0
     assert 0.1247 < lower < 0.1394 and upper == pytest.approx(5.0)
+
+
+def test_minimize_scaled_keeps_the_first_step_near_the_start_and_the_true_gradient_tolerance():
+    """A bowl whose objective is infinite outside |x| < 3 (as -log L outside the positive-definite region),
+    started at 1 with gradient 200: plain L-BFGS-B's first trial point is the far bound and it stops at the
+    start; the scaled one reaches the minimum at 0.5 with the true gradient below the default 1e-5."""
+    import scipy.optimize
+
+    from pyoops.diagnostics.tuning.optimize import minimize_scaled
+
+    def bowl(x):
+        if abs(x[0]) >= 3.0:
+            return 1e300, np.zeros(1)
+        return 100.0 * (x[0] - 0.5) ** 2, np.array([200.0 * (x[0] - 0.5)])
+
+    bounds = [(-10.0, 10.0)]
+    plain = scipy.optimize.minimize(bowl, np.array([1.5]), jac=True, method="L-BFGS-B", bounds=bounds)
+    assert plain.x[0] == pytest.approx(1.5)          # the fault the scaling removes
+    res = minimize_scaled(bowl, np.array([1.5]), bounds)
+    assert res.success and res.scale == pytest.approx(200.0)
+    assert res.x[0] == pytest.approx(0.5, abs=1e-6) and abs(bowl(res.x)[1][0]) <= 1e-5
