@@ -327,11 +327,10 @@ class AnalysisGain:
 
     ``matrix`` is ``(n, p)``: ``n`` the flat analysis variables of the cost function's geometry
     (:meth:`increment` returns them as a FieldSet), ``p`` the observations in the observers'
-    order (variable-major), ``masks`` which of them were used (the others have zero columns).
+    order (variable-major); unused observations (QC) have zero columns.
     """
 
     matrix: np.ndarray
-    masks: list[np.ndarray]
     unflatten: Any
 
     def increment(self, innovation: np.ndarray) -> FieldSet:
@@ -369,7 +368,7 @@ def analysis_gain(cost: CostFunction, background: list[Any], observers: Any, cov
         b_multiply=b_multiply, h=h, h_ad=h_ad, r_inverse=r_inverse, r_multiply=r_multiply, d=lin.innovation,
         dxb=np.zeros(n), b_inverse_dxb=np.zeros(n), b_dense=_dense_covariance(cov, b_multiply, n, path),
         h_rows=h_rows, r_inverse_diagonal=r_inverse_diagonal)
-    return AnalysisGain(exact_gain(problem), [m.copy() for m in lin.masks], unflatten)
+    return AnalysisGain(exact_gain(problem), unflatten)
 
 
 #: Operator classes whose batched H (``h_rows``) ``DirectSolve`` found equal to H applied row by row

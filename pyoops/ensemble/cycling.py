@@ -428,7 +428,10 @@ class CycleExperiment:
                               "output.member archive analyses")
         self._setup_emulated_members()
         #: The reused gain of a deterministic 3D-Var cycle (:mod:`pyoops.ensemble.static_gain`), else None.
-        self.static_gain = StaticGainCycle(self) if static_gain_obstacle(self) is None else None
+        obstacle = static_gain_obstacle(self)
+        self.static_gain = StaticGainCycle(self) if obstacle is None else None
+        if self.method == "3D-Var" and obstacle is not None:
+            logger.info("3D-Var: each cycle minimises its cost function (no reused gain: %s)", obstacle)
         if self.cycling.initial_ensemble is not None and not self.nmembers:
             raise ConfigError(f"method {self.method} has no ensemble members", "cycling.initial ensemble")
         if self.cycling.initial_background is not None and not self.control_member:
@@ -1146,7 +1149,7 @@ class CycleExperiment:
         variance = twin.error.ravel() ** 2
         xb = control if control is not None else _mean(members)
         static_i, ensemble_i, localized = self._hybrid_indices
-        key = _locations_key(twin.locations)
+        key = twin.locations.key()
         if getattr(self, "_static_obs_key", None) != key:
             self._static_obs_cov = self._obs_covariance(cost_cfg, {static_i: 1.0, ensemble_i: 0.0}, xb, members,
                                                         twin.values)
@@ -1195,14 +1198,14 @@ class CycleExperiment:
     def _local_selection(self, twin: TwinObservations) -> Any:
         """The local observations of every grid point (``observations.obs localizations``), cached while the
         network does not move."""
-        if getattr(self, "_selection_key", None) != _locations_key(twin.locations):
+        if getattr(self, "_selection_key", None) != twin.locations.key():
             nv = len(self.obs_variables)
             from pyoops.interface.geometry import Locations
 
             locs = Locations({c: np.tile(v, nv) for c, v in twin.locations.coords.items()},
                              np.tile(twin.locations.times, nv))
             self._selection = local_obs_selection(self.geometry, locs, list(self.obs.obs_localizations))
-            self._selection_key = _locations_key(twin.locations)
+            self._selection_key = twin.locations.key()
         return self._selection
 
     def _group_of_obs(self, twin: TwinObservations) -> np.ndarray:
@@ -1510,10 +1513,6 @@ def _time_label(t: DateTime) -> "int | str":
     since stream labels must not be negative)."""
     seconds = int(round(t.seconds_since_epoch()))
     return seconds if seconds >= 0 else f"seconds {seconds}"
-
-
-def _locations_key(locations: Any) -> tuple:
-    return tuple((k, v.tobytes()) for k, v in sorted(locations.coords.items()))
 
 
 # Checkpoints -------------------------------------------------------------------------------------

@@ -74,9 +74,7 @@ class StaticGainCycle:
     def _network_key(twin: Any, mask: np.ndarray) -> tuple[Any, ...]:
         """Everything of the cycle's observations the gain depends on, as bytes: the location
         coordinates, the observation errors and which observations are used."""
-        coords = twin.locations.coords
-        return (tuple((name, np.ascontiguousarray(coords[name]).tobytes()) for name in sorted(coords)),
-                np.ascontiguousarray(twin.error).tobytes(), mask.tobytes())
+        return twin.locations.key(), np.ascontiguousarray(twin.error).tobytes(), mask.tobytes()
 
     def analyse(self, k: int, twin: Any, background: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
         """The analysis of cycle ``k`` from ``background`` (one state's fields), or None when the

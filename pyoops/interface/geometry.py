@@ -38,6 +38,11 @@ class Locations:
     def subset(self, index: Any) -> "Locations":
         return Locations({k: v[index] for k, v in self.coords.items()}, self.times[index])
 
+    def key(self) -> tuple:
+        """An exact, hashable key of the coordinates (names and bytes; not the times): equal keys, the
+        same network in space."""
+        return tuple((k, v.tobytes()) for k, v in sorted(self.coords.items()))
+
 
 class SearchCoordinates(NamedTuple):
     r"""Coordinates in which a KD-tree measures :meth:`Geometry.distance <pyoops.interface.geometry.Geometry.distance>`.

@@ -33,7 +33,8 @@ def minimize_scaled(objective: Objective, x0: np.ndarray, bounds: Sequence[tuple
                     line_search: int | None = None, gradient_tolerance: float | None = GRADIENT_TOLERANCE
                     ) -> Any:
     """L-BFGS-B on ``objective / s``, :math:`s = \\max(1, \\max_i |g_i(x_0)|)`; returns SciPy's result
-    with ``fun`` and ``jac`` of the scaled objective and ``scale`` (:math:`s`) added.
+    with ``fun`` and ``jac`` those of ``objective`` itself (the scaled values times :math:`s`) and
+    ``scale`` (:math:`s`) added.
 
     ``at_start``: ``objective(x0)`` if already evaluated (it is not evaluated again);
     ``line_search``: L-BFGS-B's ``maxls``; ``gradient_tolerance``: on the unscaled gradient (None:
@@ -53,5 +54,5 @@ def minimize_scaled(objective: Objective, x0: np.ndarray, bounds: Sequence[tuple
     if gradient_tolerance is not None:
         options["gtol"] = gradient_tolerance / scale
     res = scipy.optimize.minimize(scaled, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
-    res.scale = scale
+    res.fun, res.jac, res.scale = float(res.fun) * scale, np.asarray(res.jac) * scale, scale
     return res

@@ -157,9 +157,8 @@ def profile_interval(objective: Callable[[np.ndarray], tuple[float, np.ndarray]]
         for start in (warm[side], phi_hat[others]) if not np.array_equal(warm[side], phi_hat[others]) \
                 else (warm[side],):
             res = minimize_scaled(inner, start, other_bounds, 200)
-            f = float(res.fun) * res.scale
-            if best is None or f < best[0]:
-                best = (f, res.x)
+            if best is None or res.fun < best[0]:
+                best = (res.fun, res.x)
         if np.all(np.isfinite(best[1])):
             warm[side] = best[1]
         return best[0] - f_hat - threshold
