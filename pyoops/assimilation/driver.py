@@ -231,17 +231,14 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
             inner = cost.plugin.make_geometry(it.geometry, join_path(ipath, "geometry"))
         cov = make_covariance(inner)
         linear_model = cost.linear_model(it.linear_model, inner, join_path(ipath, "linear model"))
-        lin = cost.linearise(guess, observers, inner, linear_model)
+        flat = FlatLinearisation.build(cost, guess, observers, inner, linear_model, cov, nslots)
+        lin, flatten, unflatten, b_multiply = flat.lin, flat.flatten, flat.unflatten, flat.b_multiply
+        h, h_ad, h_rows = flat.h, flat.h_ad, flat.h_rows
+        r_inverse, r_multiply, r_inverse_diagonal = cost.r_operators(lin, observers)
         if k == 0:
             hofx_background = [h.copy() for h in lin.hofx]
-        flatten, unflatten, _ = _flatteners(inner, variables, nslots)
-        h, h_ad, h_rows = cost.linear_h(lin, observers, inner, linear_model, unflatten, flatten, with_rows=True)
-        r_inverse, r_multiply, r_inverse_diagonal = cost.r_operators(lin, observers)
         dxb = flatten([change_resolution((b.fields.subset(variables) - g.fields.subset(variables)), cost.geometry,
                                          inner) for b, g in zip(background, guess)])
-
-        def b_multiply(x: np.ndarray) -> np.ndarray:
-            return flatten(_apply_b(cov, unflatten(x)))
 
         has_sqrt = cov.chain.has_sqrt and nslots == 1
         same_inner = carried_geometry is not None and carried_geometry.same_as(inner)
@@ -339,6 +336,39 @@ class AnalysisGain:
         return self.unflatten(self.matrix @ innovation)[0]
 
 
+@dataclass
+class FlatLinearisation:
+    r"""One outer loop's linearisation on flat vectors: the :class:`Linearisation` ``lin`` about a
+    guess on the ``inner`` geometry, the flatteners of its ``nslots`` increments, the linear
+    :math:`\mathbf{H}` (``h``, ``h_ad``, batched ``h_rows``; with the linear model for 4D-Var) and
+    :math:`\mathbf{B}` of ``cov`` as a flat product ``b_multiply`` -- what :func:`run_incremental`'s
+    outer loops, :func:`analysis_gain` and the cycle's :math:`\mathbf{HBH}^\mathrm{T}` all start from.
+    """
+
+    lin: Any
+    flatten: Any
+    unflatten: Any
+    size: int
+    h: Any
+    h_ad: Any
+    h_rows: Any
+    b_multiply: Any
+
+    @classmethod
+    def build(cls, cost: CostFunction, guess: list[Any], observers: Any, inner: Any, linear_model: Any, cov: Any,
+              nslots: int) -> FlatLinearisation:
+        """Linearise ``cost`` about ``guess`` on ``inner`` (``cov``: that geometry's ErrorCovariance)."""
+        lin = cost.linearise(guess, observers, inner, linear_model)
+        flatten, unflatten, template = _flatteners(inner, cost.variables, nslots)
+        h, h_ad, h_rows = cost.linear_h(lin, observers, inner, linear_model, unflatten, flatten, with_rows=True)
+
+        def b_multiply(x: np.ndarray) -> np.ndarray:
+            return flatten(_apply_b(cov, unflatten(x)))
+
+        size = sum(t.to_vector().size for t in template)
+        return cls(lin, flatten, unflatten, size, h, h_ad, h_rows, b_multiply)
+
+
 def analysis_gain(cost: CostFunction, background: list[Any], observers: Any, covariance: Any = None,
                   path: str = "variational") -> AnalysisGain:
     r"""The gain of a 3D-Var analysis, with ``DirectSolve``'s factorisation
@@ -355,20 +385,15 @@ def analysis_gain(cost: CostFunction, background: list[Any], observers: Any, cov
         raise ValueError(f"analysis_gain: a {cost.cost_type} gain depends on the trajectory; 3D-Var only")
     inner = cost.geometry
     cov = (covariance if covariance is not None else cost.covariance)(inner)
-    lin = cost.linearise(background, observers, inner, None)
-    flatten, unflatten, template = _flatteners(inner, cost.variables, 1)
-    h, h_ad, h_rows = cost.linear_h(lin, observers, inner, None, unflatten, flatten, with_rows=True)
-    r_inverse, r_multiply, r_inverse_diagonal = cost.r_operators(lin, observers)
-    n = template[0].to_vector().size
-
-    def b_multiply(x: np.ndarray) -> np.ndarray:
-        return flatten(_apply_b(cov, unflatten(x)))
-
+    flat = FlatLinearisation.build(cost, background, observers, inner, None, cov, 1)
+    r_inverse, r_multiply, r_inverse_diagonal = cost.r_operators(flat.lin, observers)
+    n = flat.size
     problem = QuadraticProblem(
-        b_multiply=b_multiply, h=h, h_ad=h_ad, r_inverse=r_inverse, r_multiply=r_multiply, d=lin.innovation,
-        dxb=np.zeros(n), b_inverse_dxb=np.zeros(n), b_dense=_dense_covariance(cov, b_multiply, n, path),
-        h_rows=h_rows, r_inverse_diagonal=r_inverse_diagonal)
-    return AnalysisGain(exact_gain(problem), unflatten)
+        b_multiply=flat.b_multiply, h=flat.h, h_ad=flat.h_ad, r_inverse=r_inverse, r_multiply=r_multiply,
+        d=flat.lin.innovation, dxb=np.zeros(n), b_inverse_dxb=np.zeros(n),
+        b_dense=_dense_covariance(cov, flat.b_multiply, n, path), h_rows=flat.h_rows,
+        r_inverse_diagonal=r_inverse_diagonal)
+    return AnalysisGain(exact_gain(problem), flat.unflatten)
 
 
 #: Operator classes whose batched H (``h_rows``) ``DirectSolve`` found equal to H applied row by row

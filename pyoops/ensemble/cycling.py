@@ -1175,7 +1175,7 @@ class CycleExperiment:
         r""":math:`\mathbf{HBH}^\mathrm T` ``(p, p)`` of the cycle's B with these Hybrid ``weights``, :math:`\mathbf H`
         linearised about ``background`` (:func:`~pyoops.diagnostics.hbht.hbht_matrix`)."""
         from pyoops.assimilation.costfunction import CostFunction, CostFunctionParameters
-        from pyoops.assimilation.driver import _apply_b, _flatteners
+        from pyoops.assimilation.driver import FlatLinearisation
         from pyoops.diagnostics.hbht import hbht_matrix
 
         cfg = dict(cost_cfg)
@@ -1189,10 +1189,8 @@ class CycleExperiment:
         cov = cost.covariance(inner, ensemble=FieldSet(ensemble, copy=False))
         date = DateTime(cfg["background"]["date"])
         guess = [self.plugin.state(cost.geometry, FieldSet(c_ordered_copy(background)), date)]
-        lin = cost.linearise(guess, observers, inner, None)
-        flatten, unflatten, _ = _flatteners(inner, cost.variables, 1)
-        h, h_ad = cost.linear_h(lin, observers, inner, None, unflatten, flatten)
-        return hbht_matrix(h, h_ad, lambda x: flatten(_apply_b(cov, unflatten(x))), lin.innovation.size)
+        flat = FlatLinearisation.build(cost, guess, observers, inner, None, cov, 1)
+        return hbht_matrix(flat.h, flat.h_ad, flat.b_multiply, flat.lin.innovation.size)
 
     # Adaptive schemes -------------------------------------------------------------------------------
     def _local_selection(self, twin: TwinObservations) -> Any:
