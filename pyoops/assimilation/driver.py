@@ -338,7 +338,8 @@ class AnalysisGain:
 
 @dataclass
 class FlatLinearisation:
-    r"""One outer loop's linearisation on flat vectors: the :class:`Linearisation` ``lin`` about a
+    r"""One outer loop's linearisation on flat vectors: the
+    :class:`~pyoops.assimilation.costfunction.Linearisation` ``lin`` about a
     guess on the ``inner`` geometry, the flatteners of its ``nslots`` increments, the linear
     :math:`\mathbf{H}` (``h``, ``h_ad``, batched ``h_rows``; with the linear model for 4D-Var) and
     :math:`\mathbf{B}` of ``cov`` as a flat product ``b_multiply`` -- what :func:`run_incremental`'s
