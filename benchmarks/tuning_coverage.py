@@ -8,7 +8,7 @@ beta* in {0.3, 0.7}, lambda* in {1.0, 1.3}, a_o* in {0.8, 1.5}, and l* = 0.15 (G
 the default is no localization).  For each theta*, ``--replicates`` seeded replicates of
 ``--cycles`` cycles; ML (beta, lambda, a_o, l free) with L-BFGS-B and the analytic gradient;
 coverage of the nominal 95 % Wald intervals (Fisher information, internal log/logit scale),
-and of the profile-likelihood intervals on the first ``--profile-replicates`` replicates;
+and of the profile-likelihood intervals (of each method run) on the first ``--profile-replicates`` replicates;
 MAP (default priors) Wald coverage too.  Time per fit.
 
 With ``--network qg`` the network is instead ``--obs`` (default 80) fixed random locations
@@ -90,9 +90,10 @@ def coverage(args: argparse.Namespace) -> list[dict]:
         if beta not in args.beta:
             continue
         theta = {"beta": beta, "inflation": lam, "a_o": a_o, "length": length}
-        hits = {m: {n: 0 for n in FREE} for m in ("ml wald", "map wald", "ml profile")}
-        counts = {"ml wald": 0, "map wald": 0, "ml profile": 0}
-        seconds = {"ml": [], "map": [], "ml profile": []}
+        kinds = ("ml wald", "map wald", "ml profile", "map profile")
+        hits = {m: {n: 0 for n in FREE} for m in kinds}
+        counts = {m: 0 for m in kinds}
+        seconds = {"ml": [], "map": [], "ml profile": [], "map profile": []}
         verdicts: dict[str, dict[str, int]] = {n: {} for n in FREE}
         converged = 0
         for rep in range(args.replicates):
@@ -103,11 +104,11 @@ def coverage(args: argparse.Namespace) -> list[dict]:
                 net = ring_network(rng, args.cycles, members=args.members)
             data = simulate_innovations(net, theta, rng)
             for method in args.methods:
-                prof = method == "ml" and rep < args.profile_replicates
+                prof = rep < args.profile_replicates
                 t0 = time.perf_counter()
                 res = estimate(data, method, FREE, profile=prof)
                 dt = time.perf_counter() - t0
-                seconds["ml profile" if prof else method].append(dt)
+                seconds[f"{method} profile" if prof else method].append(dt)
                 key = f"{method} wald"
                 counts[key] += 1
                 converged += method == "ml" and res.converged
@@ -117,9 +118,9 @@ def coverage(args: argparse.Namespace) -> list[dict]:
                     if method == "ml":
                         verdicts[n][e.verdict] = verdicts[n].get(e.verdict, 0) + 1
                     if prof:
-                        hits["ml profile"][n] += e.profile_interval[0] <= theta[n] <= e.profile_interval[1]
+                        hits[f"{method} profile"][n] += e.profile_interval[0] <= theta[n] <= e.profile_interval[1]
                 if prof:
-                    counts["ml profile"] += 1
+                    counts[f"{method} profile"] += 1
         row = {"network": args.network, "theta": theta, "replicates": args.replicates, "cycles": args.cycles,
                "members": args.members,
                "ml converged": converged, "verdicts (ml)": verdicts,
@@ -133,11 +134,12 @@ def coverage(args: argparse.Namespace) -> list[dict]:
             return "  ".join(f"{n} {100 * row[m][n]['coverage']:5.1f}" for n in FREE) if counts[m] else "—"
 
         cov, covm = pct("ml wald"), pct("map wald")
-        covp = pct("ml profile")
+        covp, covmp = pct("ml profile"), pct("map profile")
         per_fit = {m: ("—" if s is None else f"{s:.2f}") for m, s in row["seconds per fit"].items()}
         print(f"beta*={beta} lambda*={lam} a_o*={a_o}: ML Wald % [{cov}] | MAP Wald % [{covm}] | "
-              f"ML profile ({counts['ml profile']}) % [{covp}] | s/fit ML {per_fit['ml']} "
-              f"MAP {per_fit['map']} ML with profile {per_fit['ml profile']}", flush=True)
+              f"ML profile ({counts['ml profile']}) % [{covp}] | MAP profile ({counts['map profile']}) % [{covmp}] | "
+              f"s/fit ML {per_fit['ml']} MAP {per_fit['map']} ML with profile {per_fit['ml profile']} "
+              f"MAP with profile {per_fit['map profile']}", flush=True)
     return rows
 
 
