@@ -236,7 +236,7 @@ def run_incremental(cost: CostFunction, section: VariationalSection, path: str =
         h, h_ad, h_rows = flat.h, flat.h_ad, flat.h_rows
         r_inverse, r_multiply, r_inverse_diagonal = cost.r_operators(lin, observers)
         if k == 0:
-            hofx_background = [h.copy() for h in lin.hofx]
+            hofx_background = [y.copy() for y in lin.hofx]
         dxb = flatten([change_resolution((b.fields.subset(variables) - g.fields.subset(variables)), cost.geometry,
                                          inner) for b, g in zip(background, guess)])
 

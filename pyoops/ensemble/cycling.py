@@ -1196,14 +1196,15 @@ class CycleExperiment:
     def _local_selection(self, twin: TwinObservations) -> Any:
         """The local observations of every grid point (``observations.obs localizations``), cached while the
         network does not move."""
-        if getattr(self, "_selection_key", None) != twin.locations.key():
+        key = twin.locations.key()
+        if getattr(self, "_selection_key", None) != key:
             nv = len(self.obs_variables)
             from pyoops.interface.geometry import Locations
 
             locs = Locations({c: np.tile(v, nv) for c, v in twin.locations.coords.items()},
                              np.tile(twin.locations.times, nv))
             self._selection = local_obs_selection(self.geometry, locs, list(self.obs.obs_localizations))
-            self._selection_key = twin.locations.key()
+            self._selection_key = key
         return self._selection
 
     def _group_of_obs(self, twin: TwinObservations) -> np.ndarray:
