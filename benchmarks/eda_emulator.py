@@ -54,8 +54,17 @@ correlation 0.6, QG walls and balance) with sigma_b of the streamfunction taken 
   observation and perturbation seeds), initial draws with sigma 4e5 (first 20 skipped), sigma_b calibrated on
   all 250 members so that they stay exchangeable; members 1..50 give sigma_50, 51..250 are the pool of the bound
   (200 completions of 45 from 200);
-* *cycling*: 560 cycles from day 60 (first 60 spin-up), initial draws with sigma 4e5, 50-es / 5-es / ML-es from
-  5 as for Lorenz-96, the control's 6-hour forecast RMSE (all variables, dominated by the streamfunction, m^2/s).
+* *cycling*: six independent twins (observation seeds 113..613, EDA seeds 18..23: other observation errors,
+  initial draws and perturbations; the same truth from day 60), 310 cycles each (first 60 spin-up), initial draws
+  with sigma 4e5, 50-es / 5-es / ML-es from 5 as for Lorenz-96, the control's 6-hour forecast RMSE (all
+  variables, dominated by the streamfunction, m^2/s); each twin's change against 50-es with its block-bootstrap
+  interval, and across twins the mean log ratio of mean squared errors with a Student-t 95 % interval (the
+  twins are the independent units).
+
+The QG evaluation scores all ten disjoint 5-subsets of members 1..50 (each against the same sigma_50, each with its
+own bound): in this EDA a member keeps its deviation for tens of cycles, so the score of one fixed subset depends
+on which five members it holds.  The QG emulator is trained with Adam weight decay 1e-3 (without it, RMSE 0.286
+instead of 0.259 on the ten subsets).
 
 The emulator sees and predicts the streamfunction x (two layers: 2 channels), the variable whose sigma_b the B takes
 (q, u and v follow from x through the QG balance), with the ``relative`` flag (the network sees log sigma_5 less
@@ -99,6 +108,10 @@ class Case:
     plugin = ""
     emulator: dict[str, Any] = {}       # the train-emulator 'emulator' section but M and N
     batch_size = 0                      # cycles per training minibatch
+    weight_decay = 0.0                  # Adam weight decay of the training
+    # Disjoint M-subsets of members 1..N scored in the evaluation (each against the same sigma_50, with its own
+    # bound): 1 scores members 1..M only.
+    scored_subsets = 1
     fixed_stddev: dict[str, Any] = {}   # a StdDev section needing no ensemble (the analysis timed alone)
 
     def cycle_config(self, base: Path, directory: Path, cycles: int, members: int, run: dict[str, Any],
@@ -129,7 +142,8 @@ class Case:
                                   "validation fraction": 0.2},
                 "emulator": {"members": M, "target members": N, **self.emulator},
                 "training": {"loss": "gaussian nll", "epochs": 300, "batch size": self.batch_size,
-                             "learning rate": 3e-3, "patience": 30, "seed": 1, "threads": threads},
+                             "learning rate": 3e-3, "weight decay": self.weight_decay, "patience": 30, "seed": 1,
+                             "threads": threads},
                 "output": {"model": str(base / "emulator" / "emulator.pt"), "directory": str(base / "emulator")}}
 
 
@@ -188,13 +202,23 @@ class QG(Case):
     test = {"cycles": 50, "members": 250, "seeds": (0, 13, 17), "truth spin-up": "P60D", "skip": 20,
             "initial sigma": 4.0e5}
     skip = 20
-    cycling = {"cycles": 560, "spin-up": 60, "truth spin-up": "P60D", "initial sigma": 4.0e5}
+    # Six independent twins (other observation errors, initial draws and perturbations; the same truth from day 60
+    # and observing network), 250 scored cycles each: one 560-cycle twin did not decide (the control's error
+    # wanders by a factor 2-3 for tens of cycles between equally good systems); the twins are the units of the
+    # paired comparison.
+    cycling = {"cycles": 310, "spin-up": 60, "truth spin-up": "P60D", "initial sigma": 4.0e5,
+               "twins": [(0, 13 + 100 * k, 17 + k) for k in range(1, 7)]}
     analysis = "4D-Var"
     fixed_stddev = {"read": {"value": {"x": 3.0e6}}}
     plugin = "qg"
     emulator = {"variables": ["x"], "predictors": ["mean", "gradient", "relative"],
                 "network": {"width": 24, "depth": 3, "kernel": 3, "global context": True}}
     batch_size = 16
+    weight_decay = 1e-3
+    # A fixed set of 5 members keeps its deviations for tens of cycles in this EDA (members' mean squared
+    # deviations over 30 cycles range from 0.6 to 2.1 times the ensemble's): one subset's score depends on which 5
+    # members they are, so all ten disjoint subsets of members 1..50 are scored.
+    scored_subsets = 10
 
     def initial_ensemble(self, base: Path, members: int, spin_up: str, seed: int,
                          sigma: float | None = None) -> tuple[str, str]:
@@ -311,31 +335,49 @@ def stage_evaluate(base: Path, case: Case) -> dict[str, Any]:
     def log_sd(members: dict[str, np.ndarray], take: slice) -> np.ndarray:
         return channels({v: np.log(a[:, take].std(axis=1, ddof=1)) for v, a in members.items()})
 
-    train_x = {v: train.members[v][case.train.get("skip", case.skip):] for v in layout.variables}
-    clim = log_sd(train_x, slice(0, N)).mean(axis=0)                               # (K, H)
     x = {v: test.members[v][case.test.get("skip", case.skip):] for v in layout.variables}   # (C, P, *shape)
     C = next(iter(x.values())).shape[0]
-    y = log_sd(x, slice(0, N))                                                       # (C, K, H) log sigma_50
-    naive = log_sd(x, slice(0, M)) + np.asarray(emulator.training["naive offset"])[None, :, None]
-    climatology = np.broadcast_to(clim, y.shape)
-    mu_f, s_f = emulator.predict({v: a[:, :M] for v, a in x.items()})
-    mu, s = channels(mu_f), channels(s_f)
+    y1 = log_sd(x, slice(0, N))                                                      # (C, K, H) log sigma_50
+    offset = np.asarray(emulator.training["naive offset"])[None, :, None]
     rng = np.random.default_rng(0)
-    completions = np.empty((DRAWS,) + y.shape)                                    # (draws, C, K, H)
-    for c in range(C):
-        members_c = channels({v: a[c] for v, a in x.items()})                      # (P, K, H), one cycle
-        cols = members_c.reshape(members_c.shape[0], -1)
-        completions[:, c] = np.log(completion_stddevs(cols[:M], cols[N:], N, DRAWS, rng)).reshape(
-            (DRAWS,) + y.shape[1:])
-    bound = completions.mean(axis=0)
-    bound_mc_se = float(np.sqrt(np.mean(completions.var(axis=0, ddof=1) / DRAWS)))
-    log_all = log_sd(x, slice(None))
     pool = next(iter(x.values())).shape[1]
+    # Every estimate for each scored M-subset of members 1..N (stacked on a leading axis; the target is the same
+    # log sigma_50 of members 1..N); the bound completes the subset from the pool N+1..
+    naive_l, mu_l, s_l, bound_l, lo_l, hi_l, bound_crps, mc_var = [], [], [], [], [], [], [], []
+    for first in range(0, case.scored_subsets * M, M):
+        take = slice(first, first + M)
+        naive_l.append(log_sd(x, take) + offset)
+        mu_f, s_f = emulator.predict({v: a[:, take] for v, a in x.items()})
+        mu_l.append(channels(mu_f))
+        s_l.append(channels(s_f))
+        completions = np.empty((DRAWS,) + y1.shape)                                  # (draws, C, K, H)
+        for c in range(C):
+            members_c = channels({v: a[c] for v, a in x.items()})                      # (P, K, H), one cycle
+            cols = members_c.reshape(members_c.shape[0], -1)
+            completions[:, c] = np.log(completion_stddevs(cols[take], cols[N:], N, DRAWS, rng)).reshape(
+                (DRAWS,) + y1.shape[1:])
+        bound_l.append(completions.mean(axis=0))
+        mc_var.append(completions.var(axis=0, ddof=1) / DRAWS)
+        lo, hi = np.quantile(completions, [0.05, 0.95], axis=0)
+        lo_l.append(lo)
+        hi_l.append(hi)
+        bound_crps.append(ensemble_crps(completions, y1))
+        del completions
+    S = len(mu_l)
+    # Subsets folded into the cycle axis: (S*C, K, H), subset-major.
+    naive, mu, s, bound = (np.concatenate(a) for a in (naive_l, mu_l, s_l, bound_l))
+    lo, hi = np.concatenate(lo_l), np.concatenate(hi_l)
+    y = np.concatenate([y1] * S)
+    bound_mc_se = float(np.sqrt(np.mean(np.concatenate(mc_var))))
+    train_x = {v: train.members[v][case.train.get("skip", case.skip):] for v in layout.variables}
+    clim = log_sd(train_x, slice(0, N)).mean(axis=0)                               # (K, H)
+    climatology = np.broadcast_to(clim, y.shape)
+    log_all = np.concatenate([log_sd(x, slice(None))] * S)
 
     errors = {"naive": naive - y, "climatology": climatology - y, "emulator": mu - y, "bound": bound - y,
               f"oracle (log sigma_{pool})": log_all - y}
     crps = {"naive": np.abs(naive - y), "climatology": np.abs(climatology - y), "emulator": gaussian_crps(mu, s, y),
-            "bound": ensemble_crps(completions, y)}
+            "bound": np.concatenate(bound_crps)}
     table = scores(errors, crps)
     gap = gap_closed(table)
     per_channel = {}
@@ -344,32 +386,35 @@ def stage_evaluate(base: Path, case: Case) -> dict[str, Any]:
         per_channel[name] = {"scores": row, "gap closed": gap_closed(row),
                              "emulator coverage 90": coverage(mu[:, k], s[:, k], y[:, k], Z90)}
     # Bootstrap over cycles (common blocks for the three squared-error series).
-    points = int(np.prod(y.shape[1:]))
-    per_cycle = np.stack([(errors[k] ** 2).reshape(C, -1).sum(axis=1) for k in ("naive", "emulator", "bound")],
+    points = S * int(np.prod(y.shape[1:]))
+    per_cycle = np.stack([(errors[k] ** 2).reshape(S, C, -1).sum(axis=(0, 2)) for k in ("naive", "emulator", "bound")],
                          axis=1)
     count = np.full_like(per_cycle, points)
     reps = np.sqrt(block_bootstrap_ratios(per_cycle, count, np.random.default_rng(0), samples=2000))
     gaps = (reps[:, 0] - reps[:, 1]) / (reps[:, 0] - reps[:, 2])
     gap_ci = [float(v) for v in np.quantile(gaps, [0.025, 0.975])]
-    lo, hi = np.quantile(completions, [0.05, 0.95], axis=0)
     pits = pit(mu, s, y)
     calibration = {"emulator coverage 90": coverage(mu, s, y, Z90),
                    "bound coverage 90 (5-95 % of the completions)": float(np.mean((y >= lo) & (y <= hi))),
                    "emulator PIT histogram (10 bins)": np.histogram(pits, bins=10, range=(0, 1))[0].tolist(),
                    "emulator mean predictive sd": float(s.mean())}
     # Per-cycle coverage spread: how much the coverage varies between blocks of cycles.
-    inside = (np.abs(mu - y) <= Z90 * s).reshape(C, -1).sum(axis=1)[:, None]
+    inside = (np.abs(mu - y) <= Z90 * s).reshape(S, C, -1).sum(axis=(0, 2))[:, None]
     cov_reps = block_bootstrap_ratios(inside, count[:, :1], np.random.default_rng(1), samples=2000)
     calibration["emulator coverage 90, 95 % interval"] = [float(v) for v in np.quantile(cov_reps, [0.025, 0.975])]
     oracle = {"theory sd of log sigma_50": log_stddev_noise(N), "theory sd(sigma_50)/sigma": oracle_relative_sd(N),
               "theory sd of log sigma_5": log_stddev_noise(M), "theory sd(sigma_5)/sigma": oracle_relative_sd(M)}
+    equivalent = equivalent_members(log_sd, x, y1, [table["emulator"]["rmse"], table["naive"]["rmse"] - 0.7 * (
+        table["naive"]["rmse"] - table["bound"]["rmse"])])
     cost = inference_cost(base, case, emulator, {v: a[0, :M] for v, a in x.items()})
-    result = {"test cycles": C, "points": int(y.size), "block length": default_block_length(C), "scores": table,
+    result = {"test cycles": C, "scored subsets": S, "points": int(y.size), "block length": default_block_length(C),
+              "scores": table,
               "gap closed": gap, "gap closed 95 % interval": gap_ci, "bound Monte Carlo standard error": bound_mc_se,
               "per channel": per_channel, "calibration": calibration, "oracle": oracle, "inference": cost,
-              "emulator parameters": emulator.parameters}
+              "emulator parameters": emulator.parameters, "equivalent members": equivalent}
     plots(base, case, y, naive, mu, s, bound, pits)
-    print(f"evaluate on {C} held-out cycles x {points} points, against log sigma_50:")
+    print(f"evaluate on {C} held-out cycles x {points // S} points x {S} subsets of {M} members, against "
+          "log sigma_50:")
     print(f"  {'':<24}{'RMSE':>8}{'CRPS':>8}{'bias':>8}")
     for name, row in table.items():
         print(f"  {name:<24}{row['rmse']:>8.4f}{row.get('crps', math.nan):>8.4f}{row['bias']:>8.4f}")
@@ -389,9 +434,33 @@ def stage_evaluate(base: Path, case: Case) -> dict[str, Any]:
     print(f"  PIT histogram (10 bins): {calibration['emulator PIT histogram (10 bins)']}")
     print(f"  oracle floor: sd of log sigma_50 {oracle['theory sd of log sigma_50']:.4f} (Gaussian theory); "
           f"RMSE of log sigma_50 against log sigma_{pool}: {table[f'oracle (log sigma_{pool})']['rmse']:.4f}")
+    print("  naive RMSE of K independent members (the pool's, bias-corrected): " + ", ".join(
+        f"{k}: {r:.4f}" for k, r in zip(equivalent["members"], equivalent["rmse"])))
+    print(f"  the emulator's RMSE is that of {equivalent['equivalent'][0]:.1f} independent members; closing 70 % of "
+          f"the gap would take that of {equivalent['equivalent'][1]:.1f}")
     print(f"  inference {1e3 * cost['predict seconds']:.3f} ms per cycle, one {case.analysis} analysis "
           f"{1e3 * cost['analysis seconds']:.2f} ms: {100 * cost['ratio']:.1f} %", flush=True)
     return result
+
+
+def equivalent_members(log_sd: Any, x: dict[str, np.ndarray], y: np.ndarray, rmses: list[float]) -> dict[str, Any]:
+    r"""What an RMSE of :math:`\log\hat\sigma_N` is worth in members: the RMSE against ``y`` (:math:`\log\hat\sigma_N`
+    of members 1..N) of the naive :math:`\log\hat\sigma_K` of :math:`K` members of the pool (members N+1..,
+    independent of the target's), bias-corrected, averaged over the pool's disjoint K-blocks, for K from 5 to 40;
+    and the K (interpolated in :math:`\log K`) at which it equals each of ``rmses``."""
+    pool = next(iter(x.values())).shape[1] - N
+    sizes = [k for k in (5, 8, 10, 12, 15, 20, 25, 30, 40) if k <= pool]
+    curve = []
+    for k in sizes:
+        errs = []
+        for first in range(N, N + pool - k + 1, k):
+            e = log_sd(x, slice(first, first + k))
+            errs.append(float(np.sqrt(np.mean((e + (y - e).mean() - y) ** 2))))
+        curve.append(float(np.mean(errs)))
+    # The curve decreases in K: interpolate log K against the RMSE (reversed to increasing).
+    equivalent = [float(np.exp(np.interp(r, curve[::-1], np.log(sizes)[::-1], left=np.nan, right=np.nan)))
+                  for r in rmses]
+    return {"members": sizes, "rmse": curve, "for rmse": rmses, "equivalent": equivalent}
 
 
 def inference_cost(base: Path, case: Case, emulator: Any, members: dict[str, np.ndarray]) -> dict[str, float]:
@@ -480,29 +549,79 @@ def finished_series(directory: Path, cycles: int) -> tuple[np.ndarray, float] | 
         return np.asarray(stats["forecast_rmse"].values), float(stats["seconds"].values.sum())
 
 
-def stage_cycling(base: Path, case: Case, only: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The three cycling runs (``only``: just those named, e.g. to run them in two processes); a run that has
-    finished before (all its cycles in its ``statistics.nc``) is read, not run again.  The comparison is made when
-    all three are there."""
+def stage_cycling(base: Path, case: Case, only: tuple[str, ...] | None = None,
+                  twins: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """The cycling runs of every twin (``only``: just the runs named, ``twins``: just those twins, e.g. to share
+    them between two processes); a run that has finished before (all its cycles in its ``statistics.nc``) is read,
+    not run again.  The comparison is made when every run of every twin is there."""
+    seeds = case.cycling.get("twins", [case.test["seeds"]])
+    chosen = range(len(seeds)) if twins is None else twins
+    per_twin, missing = [], False
+    for k in chosen:
+        twin = {**case.test, "seeds": tuple(seeds[k]),
+                **{key: v for key, v in case.cycling.items() if key in ("truth spin-up", "initial sigma")}}
+        directory = base / "cycling" if len(seeds) == 1 else base / "cycling" / f"twin-{k}"
+        print(f"cycling twin {k} (truth, observation and EDA seeds {tuple(seeds[k])})", flush=True)
+        result = cycling_twin(base, directory, case, twin, only)
+        missing |= "methods" not in result
+        per_twin.append({"twin": k, "seeds": list(seeds[k]), **result})
+    if len(seeds) == 1:
+        out = per_twin[0]
+        if "methods" in out:
+            plot_cycling(base, case, out.pop("series"), out)
+        return out
+    out = {"twins": [{k: v for k, v in t.items() if k != "series"} for t in per_twin]}
+    if not missing and twins is None:
+        out["across twins"] = across_twins(per_twin)
+        plot_cycling(base, case, per_twin[0]["series"], out["across twins"])
+    return out
+
+
+def across_twins(per_twin: list[dict[str, Any]]) -> dict[str, Any]:
+    r"""The paired comparison across independent twins: for each method, the twins' log ratios
+    :math:`r_k = \log(\mathrm{MSE}_k / \mathrm{MSE}_k^{50})` of the control's forecast mean squared errors,
+    their mean :math:`\bar r` with a Student-t 95 % interval (the twins are the independent units: within one
+    twin the control's error wanders for tens of cycles), as a change in RMS error :math:`e^{\bar r/2} - 1`."""
+    from scipy import stats
+
+    out: dict[str, Any] = {"twins": len(per_twin), "methods": {}}
+    for name in ("5-es", "ML-es from 5"):
+        r = np.array([math.log(t["methods"][name]["rms forecast error"] ** 2
+                               / t["methods"]["50-es"]["rms forecast error"] ** 2) for t in per_twin])
+        half = stats.t.ppf(0.975, r.size - 1) * r.std(ddof=1) / math.sqrt(r.size)
+        change, lo, hi = (math.exp(v / 2) - 1 for v in (r.mean(), r.mean() - half, r.mean() + half))
+        out["methods"][name] = {"change vs 50-es": change, "95 % interval": [lo, hi],
+                                "per twin": [math.exp(v / 2) - 1 for v in r]}
+        print(f"  across {r.size} twins, {name}: RMS forecast error change vs 50-es {100 * change:+.2f} % (95 % "
+              f"t-interval {100 * lo:+.2f} to {100 * hi:+.2f} %; per twin "
+              + ", ".join(f"{100 * (math.exp(v / 2) - 1):+.1f}" for v in r) + " %)", flush=True)
+    out["methods"]["50-es"] = {"rms forecast error": [t["methods"]["50-es"]["rms forecast error"] for t in per_twin]}
+    return out
+
+
+def cycling_twin(base: Path, directory: Path, case: Case, run: dict[str, Any],
+                 only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The three cycling runs of one twin (``run``: its seeds) under ``directory``, and their comparison with
+    95 % block-bootstrap intervals over cycles when all three are there."""
     from pyoops.diagnostics.statistics import ratio_estimates
 
     cycles, spin_up = case.cycling["cycles"], case.cycling["spin-up"]
-    run = {**case.test, **{k: v for k, v in case.cycling.items() if k in ("truth spin-up", "initial sigma")}}
     model = str(base / "emulator" / "emulator.pt")
     runs = {"50-es": (N, {"calibration": {}}), "5-es": (M, {"calibration": {}}),
             "ML-es from 5": (M, {"emulated stddev": {"model": model, "members": M}})}
     series, seconds = {}, {}
     for name, (members, stddev) in runs.items():
-        directory = base / "cycling" / name.replace(" ", "_")
-        done = finished_series(directory, cycles)
+        directory_run = directory / name.replace(" ", "_")
+        done = finished_series(directory_run, cycles)
         if done is None and only is not None and name not in only:
             continue
         if done is None:
-            cfg = case.cycle_config(base, directory, cycles, members, run, stddev, archive=False, spin_up=spin_up)
+            cfg = case.cycle_config(base, directory_run, cycles, members, run, stddev, archive=False,
+                                    spin_up=spin_up)
             cfg["resume"] = False
             pyoops.run("cycle", cfg)
-            done = finished_series(directory, cycles)
-            assert done is not None, f"{directory}: the cycle run left no complete statistics"
+            done = finished_series(directory_run, cycles)
+            assert done is not None, f"{directory_run}: the cycle run left no complete statistics"
         series[name], seconds[name] = done[0][spin_up:], done[1]
         print(f"cycling {name}: mean control forecast RMSE {series[name].mean():.4g} (loop {seconds[name]:.0f} s)",
               flush=True)
@@ -520,7 +639,7 @@ def stage_cycling(base: Path, case: Case, only: tuple[str, ...] | None = None) -
         print(f"  {name}: RMS forecast error change vs 50-es {100 * change:+.2f} % (95 % interval "
               f"{100 * lo:+.2f} to {100 * hi:+.2f} %)", flush=True)
     out["methods"]["50-es"] = {"rms forecast error": float(np.sqrt(np.mean(ref)))}
-    plot_cycling(base, case, series, out)
+    out["series"] = series
     return out
 
 
@@ -548,7 +667,7 @@ def plot_cycling(base: Path, case: Case, series: dict[str, np.ndarray], result: 
                 yerr=[np.subtract(changes, lo), np.subtract(hi, changes)], capsize=6)
     axes[1].axhline(0, color="k", lw=0.8)
     axes[1].set_ylabel("change in RMS forecast error vs 50-es [%]")
-    axes[1].set_title("95 % block-bootstrap intervals")
+    axes[1].set_title("95 % t-intervals across twins" if "twins" in result else "95 % block-bootstrap intervals")
     fig.savefig(base / f"eda_emulator_cycling{'' if case.name == 'lorenz96' else '_' + case.name}.png", dpi=100)
     plt.close(fig)
 
@@ -564,6 +683,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="cycles of each cycling run (default: the model's, 2100 for Lorenz-96, 560 for QG)")
     parser.add_argument("--cycling-runs", default=None,
                         help="the cycling stage's runs to make, comma-separated (default: all three)")
+    parser.add_argument("--twins", default=None,
+                        help="the cycling stage's twins to run, comma-separated indices (default: all; the "
+                             "comparison across twins is made only then)")
     args = parser.parse_args(argv)
     base = Path(args.directory)
     base.mkdir(parents=True, exist_ok=True)
@@ -580,8 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     for stage in stages:
         if stage == "data":
             result = stage_data(base, case, tuple(args.data_runs.split(",")))
-        elif stage == "cycling" and args.cycling_runs:
-            result = stage_cycling(base, case, tuple(args.cycling_runs.split(",")))
+        elif stage == "cycling":
+            result = stage_cycling(base, case, tuple(args.cycling_runs.split(",")) if args.cycling_runs else None,
+                                   tuple(int(k) for k in args.twins.split(",")) if args.twins else None)
         else:
             result = globals()[f"stage_{stage}"](base, case)
         result["load average after"] = list(os.getloadavg())
