@@ -535,9 +535,10 @@ def plots(base: Path, case: Case, y: np.ndarray, naive: np.ndarray, mu: np.ndarr
     plt.close(fig)
 
 
-def finished_series(directory: Path, cycles: int) -> tuple[np.ndarray, float] | None:
-    """The control's forecast RMSE of every cycle and the loop's seconds of a finished ``cycle`` run in
-    ``directory`` (its ``statistics.nc``), or None if it has not run all ``cycles``."""
+def finished_series(directory: Path, cycles: int) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """The control's forecast RMSE of every cycle, the loop's seconds and the members' mean forecast RMSE of every
+    cycle of a finished ``cycle`` run in ``directory`` (its ``statistics.nc``), or None if it has not run all
+    ``cycles``."""
     import xarray as xr
 
     path = directory / "statistics.nc"
@@ -546,7 +547,8 @@ def finished_series(directory: Path, cycles: int) -> tuple[np.ndarray, float] | 
     with xr.open_dataset(path) as stats:
         if stats.sizes["cycle"] != cycles:
             return None
-        return np.asarray(stats["forecast_rmse"].values), float(stats["seconds"].values.sum())
+        return (np.asarray(stats["forecast_rmse"].values), float(stats["seconds"].values.sum()),
+                np.asarray(stats["forecast_mean_rmse"].values))
 
 
 def stage_cycling(base: Path, case: Case, only: tuple[str, ...] | None = None,
@@ -581,21 +583,22 @@ def across_twins(per_twin: list[dict[str, Any]]) -> dict[str, Any]:
     r"""The paired comparison across independent twins: for each method, the twins' log ratios
     :math:`r_k = \log(\mathrm{MSE}_k / \mathrm{MSE}_k^{50})` of the control's forecast mean squared errors,
     their mean :math:`\bar r` with a Student-t 95 % interval (the twins are the independent units: within one
-    twin the control's error wanders for tens of cycles), as a change in RMS error :math:`e^{\bar r/2} - 1`."""
+    twin the control's error wanders for tens of cycles), as a change in RMS error :math:`e^{\bar r/2} - 1`; the
+    same for the members' mean forecast (``members' mean``)."""
     from scipy import stats
 
-    out: dict[str, Any] = {"twins": len(per_twin), "methods": {}}
-    for name in ("5-es", "ML-es from 5"):
-        r = np.array([math.log(t["methods"][name]["rms forecast error"] ** 2
-                               / t["methods"]["50-es"]["rms forecast error"] ** 2) for t in per_twin])
-        half = stats.t.ppf(0.975, r.size - 1) * r.std(ddof=1) / math.sqrt(r.size)
-        change, lo, hi = (math.exp(v / 2) - 1 for v in (r.mean(), r.mean() - half, r.mean() + half))
-        out["methods"][name] = {"change vs 50-es": change, "95 % interval": [lo, hi],
+    out: dict[str, Any] = {"twins": len(per_twin), "methods": {}, "members' mean": {}}
+    for score, key in (("methods", "rms forecast error"), ("members' mean", "members' mean rms forecast error")):
+        for name in ("5-es", "ML-es from 5"):
+            r = np.array([math.log(t["methods"][name][key] ** 2 / t["methods"]["50-es"][key] ** 2) for t in per_twin])
+            half = stats.t.ppf(0.975, r.size - 1) * r.std(ddof=1) / math.sqrt(r.size)
+            change, lo, hi = (math.exp(v / 2) - 1 for v in (r.mean(), r.mean() - half, r.mean() + half))
+            out[score][name] = {"change vs 50-es": change, "95 % interval": [lo, hi],
                                 "per twin": [math.exp(v / 2) - 1 for v in r]}
-        print(f"  across {r.size} twins, {name}: RMS forecast error change vs 50-es {100 * change:+.2f} % (95 % "
-              f"t-interval {100 * lo:+.2f} to {100 * hi:+.2f} %; per twin "
-              + ", ".join(f"{100 * (math.exp(v / 2) - 1):+.1f}" for v in r) + " %)", flush=True)
-    out["methods"]["50-es"] = {"rms forecast error": [t["methods"]["50-es"]["rms forecast error"] for t in per_twin]}
+            print(f"  across {r.size} twins, {'control' if score == 'methods' else score}, {name}: RMS forecast "
+                  f"error change vs 50-es {100 * change:+.2f} % (95 % t-interval {100 * lo:+.2f} to {100 * hi:+.2f} "
+                  "%; per twin " + ", ".join(f"{100 * (math.exp(v / 2) - 1):+.1f}" for v in r) + " %)", flush=True)
+        out[score]["50-es"] = {"rms forecast error": [t["methods"]["50-es"][key] for t in per_twin]}
     return out
 
 
@@ -609,7 +612,7 @@ def cycling_twin(base: Path, directory: Path, case: Case, run: dict[str, Any],
     model = str(base / "emulator" / "emulator.pt")
     runs = {"50-es": (N, {"calibration": {}}), "5-es": (M, {"calibration": {}}),
             "ML-es from 5": (M, {"emulated stddev": {"model": model, "members": M}})}
-    series, seconds = {}, {}
+    series, seconds, mean_series = {}, {}, {}
     for name, (members, stddev) in runs.items():
         directory_run = directory / name.replace(" ", "_")
         done = finished_series(directory_run, cycles)
@@ -622,7 +625,7 @@ def cycling_twin(base: Path, directory: Path, case: Case, run: dict[str, Any],
             pyoops.run("cycle", cfg)
             done = finished_series(directory_run, cycles)
             assert done is not None, f"{directory_run}: the cycle run left no complete statistics"
-        series[name], seconds[name] = done[0][spin_up:], done[1]
+        series[name], seconds[name], mean_series[name] = done[0][spin_up:], done[1], done[2][spin_up:]
         print(f"cycling {name}: mean control forecast RMSE {series[name].mean():.4g} (loop {seconds[name]:.0f} s)",
               flush=True)
     if len(series) < len(runs):
@@ -635,10 +638,12 @@ def cycling_twin(base: Path, directory: Path, case: Case, run: dict[str, Any],
         change = math.sqrt(est.value) - 1
         lo, hi = (math.sqrt(v) - 1 for v in est.bootstrap)
         out["methods"][name] = {"rms forecast error": float(np.sqrt(np.mean(series[name] ** 2))),
-                                "change vs 50-es": change, "95 % interval": [lo, hi]}
+                                "change vs 50-es": change, "95 % interval": [lo, hi],
+                                "members' mean rms forecast error": float(np.sqrt(np.mean(mean_series[name] ** 2)))}
         print(f"  {name}: RMS forecast error change vs 50-es {100 * change:+.2f} % (95 % interval "
               f"{100 * lo:+.2f} to {100 * hi:+.2f} %)", flush=True)
-    out["methods"]["50-es"] = {"rms forecast error": float(np.sqrt(np.mean(ref)))}
+    out["methods"]["50-es"] = {"rms forecast error": float(np.sqrt(np.mean(ref))),
+                               "members' mean rms forecast error": float(np.sqrt(np.mean(mean_series["50-es"] ** 2)))}
     out["series"] = series
     return out
 
