@@ -111,6 +111,7 @@ from pyoops.assimilation.letkf import (
 from pyoops.config.parameters import DateTimeField, DurationField, Parameters, PositiveDurationField, validate
 from pyoops.diagnostics.collect import ensemble_innovations, flat_metadata, variational_innovations
 from pyoops.diagnostics.regions import Regions
+from pyoops.ensemble.cycle_log import CycleLog, read_cycle_log
 from pyoops.ensemble.eda import (
     EDAParameters,
     EDASetup,
@@ -121,11 +122,9 @@ from pyoops.ensemble.eda import (
     perturbed_obs_enkf_analysis,
     run_eda,
 )
-from pyoops.ensemble.cycle_log import CycleLog, read_cycle_log
 from pyoops.ensemble.emulated_members import EmulatedMembers
 from pyoops.ensemble.executors import MemberExecutor
 from pyoops.ensemble.static_gain import StaticGainCycle, static_gain_obstacle
-from pyoops.util.sizes import check_members, end_date
 from pyoops.fields.fieldset import FieldSet
 from pyoops.fields.netcdf import FieldSeries
 from pyoops.fields.statistics import rmse, spread
@@ -139,6 +138,7 @@ from pyoops.util.figures import pyplot, save_figure
 from pyoops.util.logging import progress
 from pyoops.util.random import generator
 from pyoops.util.resources import require_memory
+from pyoops.util.sizes import check_members, end_date
 
 __all__ = [
     "CycleExperiment",
@@ -1673,7 +1673,8 @@ def plot_statistics(times: list[DateTime], state: dict[str, Any], skip: int, dir
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize="small")
     out.append(save_figure(fig, directory / "rmse.png"))
-    if np.isfinite(stats["analysis spread"]).any():
+    # The spread-error scatter of the cycles after the spin-up (none yet in a run shorter than its spin-up).
+    if np.isfinite(stats["analysis spread"][skip:]).any():
         fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
         for kind, color in (("forecast", "C3"), ("analysis", "C0")):
             ax.scatter(stats[f"{kind} spread"][skip:], stats[f"{kind} mean rmse"][skip:], s=4, c=color, alpha=0.5,

@@ -80,6 +80,20 @@ def test_3dvar_cycle_writes_statistics_and_plots(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ds["analysis_rmse"][:], stats_of(summary["experiment"])["analysis rmse"])
 
 
+def test_a_run_shorter_than_its_spin_up_writes_its_plots(tmp_path: Path) -> None:
+    """3 cycles with 5 spin-up cycles and plots (an ensemble, so the spread-error plot is asked for): the run
+    ends normally with rmse.png and no spread-error plot (no cycle after the spin-up to scatter), and no time
+    means (it used to stop with a traceback in the plot)."""
+    cfg = l96_cycle("LETKF", tmp_path / "out", cycles=3, members=5)
+    cfg["output"]["plots"] = True
+    summary = pyoops.run("cycle", cfg)
+    out = tmp_path / "out"
+    assert (out / "rmse.png").exists() and not (out / "spread_error.png").exists()
+    stats = json.loads((out / "statistics.json").read_text())
+    assert stats["cycles"] == 3 and stats["spin-up cycles"] == 3 and stats["time means"] == {}
+    assert summary["cycles"] == 3
+
+
 def test_letkf_cycle_is_stable_with_localization(tmp_path: Path) -> None:
     cfg = l96_cycle("LETKF", tmp_path, cycles=60, members=10)
     cfg["observations"]["obs localizations"] = [{"localization method": "Gaspari-Cohn", "lengthscale": 0.364}]
