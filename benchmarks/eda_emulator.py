@@ -344,6 +344,8 @@ def stage_evaluate(base: Path, case: Case) -> dict[str, Any]:
     # Every estimate for each scored M-subset of members 1..N (stacked on a leading axis; the target is the same
     # log sigma_50 of members 1..N); the bound completes the subset from the pool N+1..
     naive_l, mu_l, s_l, bound_l, lo_l, hi_l, bound_crps, mc_var = [], [], [], [], [], [], [], []
+    # Every cycle's members as (P, values), made once for all subsets.
+    cycle_members = [channels({v: a[c] for v, a in x.items()}).reshape(pool, -1) for c in range(C)]
     for first in range(0, case.scored_subsets * M, M):
         take = slice(first, first + M)
         naive_l.append(log_sd(x, take) + offset)
@@ -351,9 +353,7 @@ def stage_evaluate(base: Path, case: Case) -> dict[str, Any]:
         mu_l.append(channels(mu_f))
         s_l.append(channels(s_f))
         completions = np.empty((DRAWS,) + y1.shape)                                  # (draws, C, K, H)
-        for c in range(C):
-            members_c = channels({v: a[c] for v, a in x.items()})                      # (P, K, H), one cycle
-            cols = members_c.reshape(members_c.shape[0], -1)
+        for c, cols in enumerate(cycle_members):
             completions[:, c] = np.log(completion_stddevs(cols[take], cols[N:], N, DRAWS, rng)).reshape(
                 (DRAWS,) + y1.shape[1:])
         bound_l.append(completions.mean(axis=0))
@@ -689,7 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-runs", default="train,test",
                         help="the data stage's runs, comma-separated (two processes may make one each)")
     parser.add_argument("--cycling-cycles", type=int, default=None,
-                        help="cycles of each cycling run (default: the model's, 2100 for Lorenz-96, 560 for QG)")
+                        help="cycles of each cycling run (default: the model's, 2100 for Lorenz-96, 310 per twin "
+                             "for QG)")
     parser.add_argument("--cycling-runs", default=None,
                         help="the cycling stage's runs to make, comma-separated (default: all three)")
     parser.add_argument("--twins", default=None,
