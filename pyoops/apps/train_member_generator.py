@@ -16,8 +16,10 @@ model: FILE, real: M, emulated: K}``.  Needs PyTorch (``pip install 'pyoops[ml]'
       validation fraction: 0.2     # the last 20 % of the cycles
     generator:
       real members: 10             # M
+      variables: [x]               # default: all the geometry's
       network: {width: 32, depth: 2, kernel: 5, global context: true}
       bridge: {sigma: 0.3, steps: 10}
+      baseline: covariance regression   # or spread ratio
     training:
       epochs: 40
       batch size: 32
@@ -36,7 +38,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -65,6 +67,10 @@ class GeneratorNetworkParameters(NetworkParameters):
     depth: int = Field(2, ge=0, description="Residual blocks of the drift (two convolutions each).")
     set_width: int = Field(16, gt=0, description="Hidden channels of the encoder of the real pairs.")
     set_channels: int = Field(8, gt=0, description="Channels of the pooled encoding of the real pairs.")
+    head: Literal["additive", "linear gain"] = Field(
+        "additive", description="additive (a correction of the baseline from every input) or linear gain (a gain, "
+                                "a shift and the bridge weight from the real members only: the emulated analysis "
+                                "is linear in the member's deviation; baseline 'spread ratio').")
 
 
 class BridgeParameters(Parameters):
@@ -74,9 +80,15 @@ class BridgeParameters(Parameters):
 
 class GeneratorParameters(Parameters):
     real_members: int = Field(ge=2, description="M, the real members the generator is conditioned on.")
+    variables: list[str] | None = Field(None, min_length=1, description="The variables emulated (default: all the "
+                                        "geometry's; a cycle derives the others with its 'variable change').")
     network: GeneratorNetworkParameters = Field(default_factory=GeneratorNetworkParameters,
                                                 description="Architecture.")
     bridge: BridgeParameters = Field(default_factory=BridgeParameters, description="Noise and sampler steps.")
+    baseline: Literal["covariance regression", "spread ratio"] = Field(
+        "covariance regression", description="The non-learned endpoint the network corrects: the covariance "
+                                             "regression (square-root filters) or the spread ratio (EDAs: "
+                                             "stable when the emulated members feed the members' B).")
 
 
 class GeneratorTrainingParameters(OptimiserParameters):
@@ -109,10 +121,19 @@ class TrainMemberGeneratorApplication(Application):
         from pyoops.emulators.network import parameter_count
 
         self._geometry = self.geometry(params.geometry)
-        self.layout = GridLayout.from_geometry(self._geometry, list(self._geometry.variables))
+        known = list(self._geometry.variables)
+        variables = params.generator.variables or known
+        unknown = [v for v in variables if v not in known]
+        if unknown:
+            raise ConfigError(f"the geometry has no variable(s) {unknown}; it has {known}", "generator.variables")
+        self.layout = GridLayout.from_geometry(self._geometry, variables, "generator.variables")
         n = params.generator.network
+        if n.head == "linear gain" and params.generator.baseline != "spread ratio":
+            raise ConfigError("the linear-gain head corrects the spread ratio: set 'baseline: spread ratio'",
+                              "generator.network.head")
         count = parameter_count(MemberFlowNet(self.layout.channels, self.layout.periodic, n.width, n.depth, n.kernel,
-                                              n.global_context, n.set_width, n.set_channels))
+                                              n.global_context, n.set_width, n.set_channels,
+                                              params.generator.baseline, n.head))
         if count >= MAX_PARAMETERS:
             raise ConfigError(f"this network has {count} parameters, the limit is {MAX_PARAMETERS}: reduce width, "
                               "depth or kernel", "generator.network")
@@ -164,7 +185,7 @@ class TrainMemberGeneratorApplication(Application):
         started = time.perf_counter()
         model, history = fit_member_generator(self.layout, g.real_members, g.network.model_dump(by_alias=True),
                                               g.bridge.sigma, g.bridge.steps, train, validation, options,
-                                              self._geometry.describe(), show_progress)
+                                              self._geometry.describe(), show_progress, g.baseline)
         seconds = time.perf_counter() - started
         outputs = model.save(params.output.model)
         report = {"real members": g.real_members, "members": pairs.nmembers, "parameters": model.parameters,
@@ -179,11 +200,12 @@ class TrainMemberGeneratorApplication(Application):
                 tmp.write_text(json.dumps(report, indent=1) + "\n")
             outputs.append(str(name))
         logger.info("train-member-generator: %d parameters, %d epochs in %.1f s; validation loss %.3e "
-                    "(covariance regression %.3e)", model.parameters, len(history), seconds,
-                    model.training["best validation loss"], model.training["covariance regression validation loss"])
+                    "(%s baseline %.3e)", model.parameters, len(history), seconds,
+                    model.training["best validation loss"], model.baseline,
+                    model.training["baseline validation loss"])
         return {"parameters": model.parameters, "epochs": len(history), "training seconds": seconds,
                 "best validation loss": model.training["best validation loss"],
-                "covariance regression validation loss": model.training["covariance regression validation loss"],
+                "baseline validation loss": model.training["baseline validation loss"],
                 "outputs": outputs}
 
     def schema_parameters(self, plugin: ModelPlugin | None) -> type[Parameters]:

@@ -15,10 +15,15 @@ Generators (``emulated members: generator:``)
     The trained stochastic flow of :mod:`pyoops.emulators.member_model` (``model:`` its file;
     needs ``pyoops[ml]``).
 ``linear``
-    The covariance regression (:func:`pyoops.emulators.members.linear_endpoint`): the member's
+    A non-learned emulator (``baseline``): the covariance regression
+    (:func:`pyoops.emulators.members.linear_endpoint`, the default): the member's
     background plus the real members' mean increment plus :math:`\kappa_S\odot\mathbf P^b(u_0 - \bar u^b_S)`,
     the covariance of all :math:`N` backgrounds applied to its deviation and scaled point by point by
-    the regression of the real increments on the same term — the flow's untrained starting point.
+    the regression of the real increments on the same term; or the spread ratio
+    (:func:`pyoops.emulators.members.ratio_endpoint`): the member's deviation from the real
+    backgrounds' mean scaled by the real members' ratio of analysis to background spread, around
+    the real analyses' mean.  Each is the untrained starting point of a flow generator with that
+    baseline.
 ``resample``
     Controls without information: Gaussian draws with the real analyses' mean and covariance,
     :math:`\bar x^a_S + \frac{1}{\sqrt{M-1}}\sum_{i\in S}\omega_i (x^a_i - \bar x^a_S)`,
@@ -29,6 +34,15 @@ Generators (``emulated members: generator:``)
     with ``background error`` the static B (a SABER section); with ``match real spread`` (default)
     :math:`\alpha` makes the draws' mean variance equal to the real analyses' (the best case of
     this control), else :math:`\alpha = 1`.
+
+Emulated variables
+------------------
+A generator may emulate some of the members' variables only (``flow``: those of its file;
+``linear``: ``variables``), e.g. the QG streamfunction, from which the model recomputes the
+potential vorticity and winds at its first step.  The members' other variables then follow
+from the emulated ones through the model plugin's nonlinear ``variable change`` (OOPS's
+VariableChange, e.g. ``{variable change name: QG}``), member by member, so every emulated
+analysis is a consistent state.
 
 Every draw comes from the stream ``generator(seed, "emulated members", k)`` of cycle :math:`k`:
 a run and its restart after a kill draw the same members.
@@ -44,8 +58,10 @@ from pydantic import Field, model_validator
 
 from pyoops.config.parameters import Parameters
 from pyoops.emulators.features import GridLayout
+from pyoops.fields.fieldset import FieldSet
 from pyoops.util.errors import ConfigError
 from pyoops.util.random import generator
+from pyoops.util.variables import Variables
 
 __all__ = ["EmulatedMembers", "EmulatedMembersParameters"]
 
@@ -69,6 +85,17 @@ class EmulatedMembersParameters(Parameters):
     background_error: dict[str, Any] | None = Field(
         None, alias="background error", description="static B: the static covariance (SABER section).")
     match_real_spread: bool = Field(True, description="static B: scale the draws to the real analyses' mean variance.")
+    baseline: Literal["covariance regression", "spread ratio"] = Field(
+        "covariance regression", description="linear: the covariance regression or the spread ratio "
+                                             "(pyoops.emulators.members).")
+    variables: list[str] | None = Field(
+        None, min_length=1, description="linear: the variables emulated (default: all the members'); the others "
+                                        "follow through 'variable change'. A flow generator emulates those of its "
+                                        "file.")
+    variable_change: dict[str, Any] | None = Field(
+        None, alias="variable change",
+        description="The model plugin's nonlinear variable change ({variable change name: ...}) giving the members' "
+                    "other variables from the emulated ones, when the generator emulates only some of them.")
 
     @model_validator(mode="after")
     def _options_of_generator(self) -> "EmulatedMembersParameters":
@@ -76,6 +103,11 @@ class EmulatedMembersParameters(Parameters):
             raise ValueError("'model' names the generator of 'flow', and only of it")
         if (self.generator == "static B") != (self.background_error is not None):
             raise ValueError("'background error' is the static B of 'static B', and only of it")
+        if "baseline" in self.model_fields_set and self.generator != "linear":
+            raise ValueError("'baseline' chooses the 'linear' emulator (a flow generator has its own in its file)")
+        if self.variables is not None and self.generator != "linear":
+            raise ValueError("'variables' chooses what 'linear' emulates (a flow generator emulates the variables of "
+                             "its file; resample and static B draw every variable)")
         return self
 
 
@@ -102,6 +134,8 @@ class EmulatedMembers:
         self.seed = int(seed)
         self.model: Any = None
         self.covariance: Any = None
+        #: The variables the generator draws (the others follow through the variable change).
+        self.emulated_variables = list(params.variables or self.variables)
         if self.kind == "flow":
             from pyoops.emulators import require_torch
 
@@ -113,22 +147,47 @@ class EmulatedMembers:
             if self.model.real != self.real:
                 raise ConfigError(f"the generator {params.model} was trained with {self.model.real} real members, "
                                   f"not {self.real}", "emulated members.real")
-            layout = GridLayout.from_geometry(geometry, self.variables, "emulated members")
-            if (self.model.layout.variables, self.model.layout.shape) != (layout.variables, layout.shape):
-                raise ConfigError(f"the generator {params.model} emulates {list(self.model.layout.variables)} on a "
-                                  f"grid of shape {self.model.layout.shape}, the members have {self.variables} on "
-                                  f"{layout.shape}", "emulated members.model")
+            self.emulated_variables = list(self.model.layout.variables)
+            self._check_variables("emulated members.model")
+            layout = GridLayout.from_geometry(geometry, self.emulated_variables, "emulated members")
+            if self.model.layout.shape != layout.shape:
+                raise ConfigError(f"the generator {params.model} emulates {self.emulated_variables} on a grid of "
+                                  f"shape {self.model.layout.shape}, the members have them on {layout.shape}",
+                                  "emulated members.model")
             if self.model.members != self.members:
                 logger.warning("the generator %s was trained on a %d-member ensemble, this one has %d: its inputs "
                                "(the spread and covariance of all members) come from another ensemble size",
                                params.model, self.model.members, self.members)
         elif self.kind == "linear":
-            self.layout = GridLayout.from_geometry(geometry, self.variables, "emulated members")
+            self._check_variables("emulated members.variables")
+            self.layout = GridLayout.from_geometry(geometry, self.emulated_variables, "emulated members.variables")
         elif self.kind == "static B":
             from pyoops.saber.chain import ErrorCovariance
 
             self.covariance = ErrorCovariance(params.background_error, geometry, self.variables, time, registry,
                                               plugin, path="emulated members.background error")
+
+        #: The members' variables not emulated, and the variable change that gives them.
+        self.derived = [v for v in self.variables if v not in self.emulated_variables]
+        self.change: Any = None
+        if params.variable_change is not None:
+            if not self.derived:
+                raise ConfigError(f"the generator emulates every variable of the members ({self.variables}): there "
+                                  "is nothing for 'variable change' to give", "emulated members.variable change")
+            path = "emulated members.variable change"
+            factory = registry.variable_change
+            self.change = factory.maker_for(params.variable_change, path)(
+                factory.parameters(params.variable_change, path), geometry)
+        elif self.derived:
+            raise ConfigError(f"the generator emulates {self.emulated_variables} only, the members also have "
+                              f"{self.derived}: give 'variable change' (the model plugin's, e.g. {{variable change "
+                              "name: ...}) to compute them from the emulated ones", "emulated members")
+
+    def _check_variables(self, path: str) -> None:
+        unknown = [v for v in self.emulated_variables if v not in self.variables]
+        if unknown:
+            raise ConfigError(f"the generator emulates {unknown}, which the members do not have (they have "
+                              f"{self.variables})", path)
 
     @property
     def members(self) -> int:
@@ -142,7 +201,17 @@ class EmulatedMembers:
         real = {v: np.asarray(analyses[v][:m], dtype=np.float64) for v in self.variables}
         rng = generator(self.seed, "emulated members", k)
         emulated = self._emulate(backgrounds, real, rng)
+        if self.derived:
+            emulated.update(self._derive(emulated))
         return {v: np.concatenate([real[v], emulated[v]]) for v in self.variables}
+
+    def _derive(self, emulated: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The members' variables not emulated, from the emulated ones through the variable change (member by
+        member: a variable change acts on one state)."""
+        wanted = Variables(self.derived)
+        states = [self.change.change_var(FieldSet({v: emulated[v][j] for v in self.emulated_variables}), wanted)
+                  for j in range(self.emulated)]
+        return {v: np.stack([np.asarray(s[v], dtype=np.float64) for s in states]) for v in self.derived}
 
     def _emulate(self, backgrounds: dict[str, np.ndarray], real: dict[str, np.ndarray], rng: np.random.Generator
                  ) -> dict[str, np.ndarray]:
@@ -167,5 +236,6 @@ class EmulatedMembers:
         from pyoops.emulators.members import emulation_cycle
 
         m, e = self.real, self.emulated
-        cyc = emulation_cycle(self.layout, backgrounds, real, range(m), range(m, m + e))
+        cyc = emulation_cycle(self.layout, backgrounds, real, range(m), range(m, m + e),
+                              baseline=self.params.baseline)
         return cyc.physical(self.layout, cyc.linear)
