@@ -4,6 +4,7 @@ Files: ``<name>.pt`` (the :class:`~pyoops.emulators.member_network.MemberFlowNet
 ``<name>.yaml`` (``format: pyoops EDA member generator``, ``format version``, ``weights`` and
 ``sha256``, ``real members`` :math:`M`, ``members`` :math:`N` of the training EDA, ``layout``,
 ``geometry``, ``network``, ``bridge`` (noise :math:`\sigma` and sampler steps :math:`K`),
+``baseline`` (the non-learned endpoint the network corrects; files without it: the covariance regression),
 ``climate`` (the normalisation of :math:`\log\sigma^b` and :math:`\bar x^b`) and ``training``),
 written and read as the standard-deviation emulator's (:mod:`pyoops.emulators.model`).
 
@@ -25,7 +26,15 @@ import numpy as np
 from pyoops.emulators.features import GridLayout
 from pyoops.emulators.inference import NumpyGridTrunk
 from pyoops.emulators.member_network import MemberFlowNet
-from pyoops.emulators.members import bridge_sample, drift_inputs, emulation_cycle
+from pyoops.emulators.members import (
+    BASELINES,
+    HEADS,
+    bridge_sample,
+    drift_inputs,
+    emulation_cycle,
+    gain_endpoint,
+    gain_inputs,
+)
 from pyoops.emulators.model import load_weights, read_description, save_network
 from pyoops.emulators.network import parameter_count
 from pyoops.util.errors import InputFileError
@@ -41,7 +50,10 @@ class MemberGenerator:
 
     def __init__(self, layout: GridLayout, real: int, members: int, network: Mapping[str, Any], sigma: float,
                  steps: int, climate: tuple[Sequence[float], Sequence[float]], geometry: Any = None,
-                 training: Mapping[str, Any] | None = None) -> None:
+                 training: Mapping[str, Any] | None = None, baseline: str = "covariance regression") -> None:
+        if baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
+        self.baseline = str(baseline)
         self.layout = layout
         self.real = int(real)
         self.members = int(members)
@@ -49,7 +61,12 @@ class MemberGenerator:
                         "kernel": int(network.get("kernel", 5)),
                         "global context": bool(network.get("global context", True)),
                         "set width": int(network.get("set width", 16)),
-                        "set channels": int(network.get("set channels", 8))}
+                        "set channels": int(network.get("set channels", 8)),
+                        "head": str(network.get("head", "additive"))}
+        if self.network["head"] not in HEADS:
+            raise ValueError(f"unknown head {self.network['head']!r} (known: {', '.join(HEADS)})")
+        if self.network["head"] == "linear gain" and self.baseline != "spread ratio":
+            raise ValueError("the linear-gain head corrects the spread ratio: baseline 'spread ratio'")
         self.sigma = float(sigma)
         self.steps = int(steps)
         self.climate = (np.asarray(climate[0], dtype=np.float64), np.asarray(climate[1], dtype=np.float64))
@@ -61,7 +78,7 @@ class MemberGenerator:
     def build_network(self) -> MemberFlowNet:
         n = self.network
         return MemberFlowNet(self.layout.channels, self.layout.periodic, n["width"], n["depth"], n["kernel"],
-                             n["global context"], n["set width"], n["set channels"])
+                             n["global context"], n["set width"], n["set channels"], self.baseline, n["head"])
 
     @property
     def parameters(self) -> int:
@@ -91,13 +108,21 @@ class MemberGenerator:
         real = list(real)
         if len(real) != self.real:
             raise ValueError(f"this generator was trained with {self.real} real members, got {len(real)}")
-        cyc = emulation_cycle(self.layout, backgrounds, real_analyses, real, emulated, self.climate)
+        cyc = emulation_cycle(self.layout, backgrounds, real_analyses, real, emulated, self.climate, self.baseline)
         encoder, drift = self.numpy_network()
         pairs = np.concatenate([cyc.ub_real, cyc.ua_real - cyc.ub_real], axis=2)
         pooled = encoder.trunk(pairs.reshape(len(real), -1, *cyc.ub.shape[3:])).mean(axis=0)[None]
 
-        def endpoint(u: np.ndarray, t: float) -> np.ndarray:
-            return cyc.linear + drift.trunk(drift_inputs(u, cyc.u0, cyc.q, t, cyc.context, pooled)).reshape(u.shape)
+        if self.network["head"] == "linear gain":
+            c = self.layout.channels
+
+            def endpoint(u: np.ndarray, t: float) -> np.ndarray:
+                out = drift.trunk(gain_inputs(t, cyc.context, pooled, 1))      # the same for every member
+                return gain_endpoint(u, cyc.u0, t, cyc.context, out.reshape(1, 1, 3 * c, *u.shape[3:]), c)
+        else:
+            def endpoint(u: np.ndarray, t: float) -> np.ndarray:
+                return cyc.linear + drift.trunk(drift_inputs(u, cyc.u0, cyc.q, t, cyc.context, pooled)
+                                                ).reshape(u.shape)
 
         return cyc.physical(self.layout, bridge_sample(endpoint, cyc.u0, self.sigma, int(steps or self.steps), rng))
 
@@ -107,7 +132,7 @@ class MemberGenerator:
                 "weights": weights_name, "sha256": sha256, "real members": self.real, "members": self.members,
                 "layout": self.layout.to_dict(), "geometry": self.geometry,
                 "network": {**self.network, "parameters": self.parameters},
-                "bridge": {"sigma": self.sigma, "steps": self.steps},
+                "bridge": {"sigma": self.sigma, "steps": self.steps}, "baseline": self.baseline,
                 "climate": {"mean": [float(v) for v in self.climate[0]], "std": [float(v) for v in self.climate[1]]},
                 "training": self.training}
 
@@ -123,7 +148,7 @@ def load_member_generator(name: "str | os.PathLike[str]") -> MemberGenerator:
         generator = MemberGenerator(GridLayout.from_dict(spec["layout"]), spec["real members"], spec["members"],
                                     spec["network"], spec["bridge"]["sigma"], spec["bridge"]["steps"],
                                     (spec["climate"]["mean"], spec["climate"]["std"]), spec.get("geometry"),
-                                    spec.get("training"))
+                                    spec.get("training"), spec.get("baseline", "covariance regression"))
     except (ValueError, KeyError, TypeError) as exc:
         raise InputFileError(str(described), f"is not a {MEMBER_GENERATOR_FORMAT} description ({exc})") from None
     load_weights(generator.net, spec, described)

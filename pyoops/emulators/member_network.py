@@ -15,6 +15,9 @@ defined for any :math:`M`.
     D_\theta(U_t, t \mid u_0, C) = \underbrace{u_0 + \bar\delta_S + \kappa_S \odot q}_{\text{covariance
     regression}} + T_\theta\big([U_t, u_0, q, t, C, \bar e]\big), \qquad q = \mathbf P^b(u_0 - \bar u^b_S),
 
+(or, with ``baseline: spread ratio``, the spread-ratio emulator of :mod:`.members` in place of the
+covariance regression),
+
 :math:`T_\theta` a :class:`~pyoops.emulators.network.GridTrunk` whose head starts at zero:
 before training the generator is the covariance-regression emulator, training learns what
 the pointwise regression on :math:`M` real pairs misses (its sampling noise, the higher
@@ -30,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyoops.emulators.members import CONTEXT_FEATURES, linear_endpoint
+from pyoops.emulators.members import CONTEXT_FEATURES, baseline_endpoint, gain_endpoint, gain_inputs
 from pyoops.emulators.network import GridTrunk
 
 __all__ = ["MemberFlowNet", "drift_inputs"]
@@ -61,16 +64,34 @@ class MemberFlowNet(nn.Module):
         The drift trunk.
     set_width, set_channels:
         The set encoder's hidden width and its output channels ``E``.
+    baseline:
+        The non-learned endpoint the drift corrects (:data:`.members.BASELINES`).
+    head:
+        ``additive`` (the trunk's output added to the baseline) or ``linear gain``
+        (:func:`.members.gain_endpoint`: the trunk sees only the real members and the time, and
+        sets a gain, a shift and the bridge state's weight, so the endpoint is linear in the
+        member's own deviation).
     """
 
     def __init__(self, channels: int, periodic: Sequence[bool], width: int = 32, depth: int = 3, kernel: int = 5,
-                 global_context: bool = True, set_width: int = 16, set_channels: int = 8) -> None:
+                 global_context: bool = True, set_width: int = 16, set_channels: int = 8,
+                 baseline: str = "covariance regression", head: str = "additive") -> None:
         super().__init__()
         c = int(channels)
         self.channels = c
+        self.baseline = str(baseline)
+        self.head = str(head)
+        if self.head == "linear gain" and self.baseline != "spread ratio":
+            raise ValueError("the linear-gain head corrects the spread ratio: baseline 'spread ratio'")
         self.encoder = GridTrunk(2 * c, set_channels, periodic, set_width, 1, kernel, False)
-        self.drift = GridTrunk((3 + len(CONTEXT_FEATURES)) * c + 1 + set_channels, c, periodic, width, depth, kernel,
-                               global_context)
+        if self.head == "linear gain":
+            self.drift = GridTrunk(len(CONTEXT_FEATURES) * c + 1 + set_channels, 3 * c, periodic, width, depth,
+                                   kernel, global_context)
+        elif self.head == "additive":
+            self.drift = GridTrunk((3 + len(CONTEXT_FEATURES)) * c + 1 + set_channels, c, periodic, width, depth,
+                                   kernel, global_context)
+        else:
+            raise ValueError(f"unknown head {head!r} (known: additive, linear gain)")
 
     def encode(self, ub_real: torch.Tensor, ua_real: torch.Tensor) -> torch.Tensor:
         """The pooled set encoding ``(B, E, *h)`` of the real pairs ``(B, M, C, *h)``."""
@@ -82,5 +103,9 @@ class MemberFlowNet(nn.Module):
     def forward(self, u: torch.Tensor, u0: torch.Tensor, q: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                 pooled: torch.Tensor) -> torch.Tensor:
         r""":math:`D_\theta(U_t, t \mid u_0, C)`, ``(B, K, C, *h)``."""
+        if self.head == "linear gain":
+            b, k = u.shape[:2]
+            out = self.drift(gain_inputs(t, context, pooled, k))
+            return gain_endpoint(u, u0, t, context, out.reshape(b, k, *out.shape[1:]), self.channels)
         out = self.drift(drift_inputs(u, u0, q, t, context, pooled))
-        return linear_endpoint(u0, q, context, self.channels) + out.reshape(u.shape)
+        return baseline_endpoint(self.baseline, u0, q, context, self.channels) + out.reshape(u.shape)

@@ -129,9 +129,11 @@ def _loss(net: Any, batch: list[torch.Tensor]) -> torch.Tensor:
 
 def fit_member_generator(layout: GridLayout, real: int, network: Mapping[str, Any], sigma: float, steps: int,
                          train: MemberPairs, validation: MemberPairs, options: MemberTrainingOptions,
-                         geometry: Any = None, show_progress: bool | None = None
+                         geometry: Any = None, show_progress: bool | None = None,
+                         baseline: str = "covariance regression"
                          ) -> tuple[MemberGenerator, list[dict[str, float]]]:
-    """Train a generator of the analyses of ``N - real`` members (:math:`N` = ``train.nmembers``) from ``real``.
+    """Train a generator of the analyses of ``N - real`` members (:math:`N` = ``train.nmembers``) from ``real``,
+    the network correcting the non-learned ``baseline`` (:data:`.members.BASELINES`).
 
     Returns the generator with the best validation weights and the history (one dict per
     epoch: ``epoch``, ``train loss``, ``validation loss``, ``learning rate``, ``seconds``).
@@ -141,7 +143,7 @@ def fit_member_generator(layout: GridLayout, real: int, network: Mapping[str, An
         raise ValueError(f"need 2 <= real members < members, got {m} and {n}")
     started = time.perf_counter()
     climate = _climate(train)
-    model = MemberGenerator(layout, m, n, network, sigma, steps, climate, geometry)
+    model = MemberGenerator(layout, m, n, network, sigma, steps, climate, geometry, baseline=baseline)
     with deterministic_torch(options.threads):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -149,7 +151,7 @@ def fit_member_generator(layout: GridLayout, real: int, network: Mapping[str, An
         net = model.net
         val = _Draws(validation, m, climate, sigma, generator(seed, "member generator", "validation"))
         with torch.no_grad():
-            linear_loss = float(_loss(net, val.batch(slice(None))))   # the zero-head network: covariance regression
+            linear_loss = float(_loss(net, val.batch(slice(None))))   # the zero-head network: the baseline
         def epoch_losses(epoch: int) -> Iterator[tuple[torch.Tensor, int]]:
             draws = _Draws(train, m, climate, sigma, generator(seed, "member generator", "epoch", epoch))
             order = generator(seed, "member generator", "shuffle", epoch).permutation(train.ncycles)
@@ -162,7 +164,7 @@ def fit_member_generator(layout: GridLayout, real: int, network: Mapping[str, An
     model._numpy = None
     best_epoch = int(np.argmin([h["validation loss"] for h in history])) + 1
     model.training = {"seed": seed, "epochs run": len(history), "best epoch": best_epoch,
-                      "best validation loss": best, "covariance regression validation loss": linear_loss,
+                      "best validation loss": best, "baseline validation loss": linear_loss,
                       "training cycles": train.ncycles, "validation cycles": validation.ncycles,
                       "threads": int(options.threads), "seconds": time.perf_counter() - started,
                       "torch": str(torch.__version__)}

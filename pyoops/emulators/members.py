@@ -49,6 +49,23 @@ The **covariance-regression emulator** (:func:`linear_endpoint`, the non-learned
 the learned generator's starting point) is
 :math:`\hat u_1 = u_0 + \bar\delta_S + \kappa_S \odot \mathbf P^b (u_0 - \bar u^b_S)`.
 
+Its correction of a member grows with the cube of the member's deviation (the member is part
+of :math:`\mathbf P^b`): a member that strays gets a correction out of proportion, which a
+square-root filter's bounded :math:`(\mathbf I + \mathbf P^b\boldsymbol\Gamma)^{-1/2}` never
+gives.  In an EDA, whose members share one gain :math:`\mathbf K` (one B for all), the analysis
+deviation is linear in the member's own deviation,
+:math:`x^a_j - \bar x^a = (\mathbf I - \mathbf K\mathbf H)(x^b_j - \bar x^b) + \mathbf K(\varepsilon_j -
+\bar\varepsilon)`, and the **spread-ratio emulator** (:func:`ratio_endpoint`) keeps that form:
+the member's deviation from the real backgrounds' mean, scaled point by point by the real
+members' ratio of analysis to background spread :math:`r_S = \mathrm{sd}_S(u^a)/\mathrm{sd}_S(u^b)`,
+around the real analyses' mean (relaxation to the prior spread as in Whitaker & Hamill 2012,
+with the ratio measured on the real members),
+:math:`\hat u_1 = \bar u^b_S + \bar\delta_S + r_S \odot (u_0 - \bar u^b_S)`.  Measured on
+the QG EDA of 4D-Vars (``benchmarks/emulated_members_qg.py``): the covariance regression's
+emulated members drift away from the real ones within 10-20 cycles and the model stops, the
+spread ratio's stay with them; offline both explain the same share of the increments.
+:data:`BASELINES` names the two (``baseline`` of a generator).
+
 Bridge sampler (:func:`bridge_sample`)
 --------------------------------------
 The generator is a stochastic flow from the background to the analysis: a Brownian bridge
@@ -78,14 +95,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CONTEXT_FEATURES", "STDDEV_FLOOR", "EmulationCycle", "bridge_sample", "covariance_apply", "drift_inputs",
-           "emulation_cycle", "linear_endpoint", "member_context", "member_covariance_term", "normalise",
-           "normalised_cycle", "take_members"]
+__all__ = ["BASELINES", "CONTEXT_FEATURES", "HEADS", "STDDEV_FLOOR", "EmulationCycle", "baseline_endpoint",
+           "bridge_sample", "covariance_apply", "drift_inputs", "emulation_cycle", "gain_endpoint", "gain_inputs",
+           "linear_endpoint", "member_context", "member_covariance_term", "normalise", "normalised_cycle",
+           "ratio_endpoint", "take_members"]
 
 CONTEXT_FEATURES = ("real background mean", "real mean increment", "log spread ratio", "covariance slope",
                     "log background stddev", "background mean")
 #: Floor of the standard deviations divided by (a member copy gives zero spread).
 STDDEV_FLOOR = 1e-12
+#: The non-learned endpoints a generator starts from: :func:`linear_endpoint` and :func:`ratio_endpoint`.
+BASELINES = ("covariance regression", "spread ratio")
+#: How the network corrects the baseline: ``additive`` (a correction that may depend on everything) or
+#: ``linear gain`` (:func:`gain_endpoint`: linear in the member's own deviation; spread-ratio baseline only).
+HEADS = ("additive", "linear gain")
 
 
 def normalise(backgrounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +140,8 @@ class EmulationCycle:
     ``centre``, ``scale``: :math:`(\bar x^b, \sigma^b)` ``(1, C, *h)``; ``ub``: all normalised backgrounds
     ``(1, N, C, *h)``; ``ub_real``, ``ua_real``: the real members' normalised backgrounds and analyses
     ``(1, M, C, *h)``; ``context`` ``(1, 6C, *h)``; ``u0``: the emulated members' normalised backgrounds and
-    ``q`` their :func:`member_covariance_term` ``(1, K, C, *h)``; ``linear``: the covariance regression's
-    endpoint (:func:`linear_endpoint`)."""
+    ``q`` their :func:`member_covariance_term` ``(1, K, C, *h)``; ``linear``: the baseline's endpoint
+    (:func:`baseline_endpoint`)."""
 
     centre: np.ndarray
     scale: np.ndarray
@@ -137,18 +160,19 @@ class EmulationCycle:
 
 def emulation_cycle(layout: Any, backgrounds: Mapping[str, np.ndarray], real_analyses: Mapping[str, np.ndarray],
                     real: Sequence[int], emulated: Sequence[int],
-                    climate: tuple[np.ndarray, np.ndarray] | None = None) -> EmulationCycle:
+                    climate: tuple[np.ndarray, np.ndarray] | None = None,
+                    baseline: str = "covariance regression") -> EmulationCycle:
     r"""The generator's inputs for one cycle, from ``{variable: (N, *grid)}`` backgrounds and the ``(M, *grid)``
     analyses of the members ``real`` (in that order), in the channels of ``layout`` (a
     :class:`~pyoops.emulators.features.GridLayout`); ``emulated``: the members to emulate; ``climate``: as in
-    :func:`member_context`."""
+    :func:`member_context`; ``baseline``: one of :data:`BASELINES`."""
     real, emulated = list(real), list(emulated)
     centre, scale, ub, ua_real = normalised_cycle(layout, backgrounds, real_analyses)
     context = member_context(ub, real, ua_real, centre, scale, climate)
     u0 = ub[:, emulated]
     q = member_covariance_term(ub, u0, context, layout.channels)
     return EmulationCycle(centre, scale, ub, ub[:, real], ua_real, context, u0, q,
-                          linear_endpoint(u0, q, context, layout.channels))
+                          baseline_endpoint(baseline, u0, q, context, layout.channels))
 
 
 def covariance_apply(ub: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -207,6 +231,87 @@ def linear_endpoint(u0: np.ndarray, q: np.ndarray, context: np.ndarray, channels
     c = int(channels)
     dbar, slope = (context[:, None, k * c:(k + 1) * c] for k in (1, 3))
     return u0 + dbar + slope * q
+
+
+def ratio_endpoint(u0: np.ndarray, context: np.ndarray, channels: int) -> Any:
+    r""":math:`\hat u_1 = u_0 + \bar\delta_S + (r_S - 1) \odot (u_0 - \bar u^b_S)` (the module docstring's
+    spread-ratio emulator) for ``u0`` ``(B, K, C, *h)`` and ``context`` ``(B, 6C, *h)`` (numpy arrays or
+    tensors)."""
+    c = int(channels)
+    mean_b, dbar, log_ratio = (context[:, None, k * c:(k + 1) * c] for k in (0, 1, 2))
+    ratio = log_ratio.exp() if hasattr(log_ratio, "exp") else np.exp(log_ratio)
+    return u0 + dbar + (ratio - 1.0) * (u0 - mean_b)
+
+
+def baseline_endpoint(baseline: str, u0: Any, q: Any, context: Any, channels: int) -> Any:
+    """The endpoint of the non-learned emulator ``baseline`` (one of :data:`BASELINES`)."""
+    if baseline == "covariance regression":
+        return linear_endpoint(u0, q, context, channels)
+    if baseline == "spread ratio":
+        return ratio_endpoint(u0, context, channels)
+    raise ValueError(f"unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
+
+
+def gain_inputs(t: Any, context: Any, pooled: Any, members: int) -> Any:
+    r"""The linear-gain head's trunk input ``(B K, 1 + 6C + E, *h)``: the bridge time ``t`` (a float, or ``(B, K)``
+    per member), ``context`` ``(B, 6C, *h)`` and ``pooled`` ``(B, E, *h)`` for ``members`` = K members (numpy
+    arrays or tensors).  No input depends on a member's own state."""
+    b = context.shape[0]
+    spatial = tuple(context.shape[2:])
+    torch_like = not isinstance(context, np.ndarray)
+    if torch_like:
+        import torch
+
+        tt = torch.as_tensor(t, dtype=context.dtype).reshape(-1)
+        tfield = (tt.reshape(b, members, 1, *([1] * len(spatial))) if tt.numel() > 1 else
+                  tt.reshape(1, 1, 1, *([1] * len(spatial)))).expand(b, members, 1, *spatial)
+        x = torch.cat([tfield, context[:, None].expand(b, members, *context.shape[1:]),
+                       pooled[:, None].expand(b, members, *pooled.shape[1:])], 2)
+        return x.reshape(b * members, x.shape[2], *spatial)
+    tt = np.asarray(t, dtype=np.float64)
+    tfield = np.broadcast_to(tt.reshape(tt.shape + (1,) * (2 + len(spatial) - tt.ndim)) if tt.ndim else tt,
+                             (b, members, 1, *spatial))
+    parts = [tfield, np.broadcast_to(context[:, None], (b, members, *context.shape[1:])),
+             np.broadcast_to(pooled[:, None], (b, members, *pooled.shape[1:]))]
+    return np.concatenate(parts, axis=2).reshape(b * members, -1, *spatial)
+
+
+def gain_endpoint(u: Any, u0: Any, t: Any, context: Any, out: Any, channels: int) -> Any:
+    r"""The linear-gain head's endpoint for bridge states ``u`` and backgrounds ``u0`` ``(B, K, C, *h)``:
+
+    .. math::
+
+        \mu = \bar u^b_S + \bar\delta_S + m + r_S e^{\ell} \odot (u_0 - \bar u^b_S), \qquad
+        D_\theta = \mu + w \odot \frac{U_t - (1 - t) u_0 - t\mu}{t},
+
+    with :math:`\ell = \tanh o_1`, :math:`m = \tanh o_2`, :math:`w = \mathrm{sigmoid}(o_3)` from the trunk's
+    output ``out`` ``(B, K, 3C, *h)`` = :math:`(o_1, o_2, o_3)` (functions of the real members and the time only).
+    The emulated analysis is linear in the member's own deviation; its gain is the real members' spread ratio
+    corrected by a factor between :math:`e^{-1}` and :math:`e`, its shift at most one background spread, and
+    :math:`w \in (0, 1)` is the shrinkage of the bridge state's estimate of the part no input predicts (the
+    perturbed observations' :math:`\mathbf K\varepsilon_j`; for a Gaussian residual of variance :math:`v` the
+    bridge's conditional mean has :math:`w = t v/(t v + \sigma^2(1-t))`), so the sampler draws a spread around
+    :math:`\mu`.  The bounds keep an input never seen in training from making a gain that inflates the members,
+    or a sampler step that amplifies its own noise, cycle after cycle.  Without bridge noise the sampler stays on
+    the straight path and returns :math:`\mu` (zero output: the spread-ratio emulator).  ``t``: a float or
+    ``(B, K)``."""
+    c = int(channels)
+    mean_b, dbar, log_ratio = (context[:, None, k * c:(k + 1) * c] for k in (0, 1, 2))
+    raw_gain, raw_shift, raw_weight = out[:, :, :c], out[:, :, c:2 * c], out[:, :, 2 * c:3 * c]
+    if isinstance(raw_gain, np.ndarray):
+        ell, shift, weight = np.tanh(raw_gain), np.tanh(raw_shift), 0.5 * (1.0 + np.tanh(0.5 * raw_weight))
+        gain = np.exp(log_ratio + ell)
+    else:
+        ell, shift, weight = raw_gain.tanh(), raw_shift.tanh(), raw_weight.sigmoid()
+        gain = (log_ratio + ell).exp()
+    mu = mean_b + dbar + shift + gain * (u0 - mean_b)
+    if isinstance(t, (int, float)):
+        tt: Any = float(t)
+        floor: Any = max(tt, 1e-12)
+    else:
+        tt = t.reshape(tuple(t.shape) + (1,) * (u.ndim - 2))
+        floor = tt.clamp(min=1e-12)
+    return mu + weight * (u - (1.0 - tt) * u0 - tt * mu) / floor   # at t = 0 the bridge state is u0: no term
 
 
 def drift_inputs(u: np.ndarray, u0: np.ndarray, q: np.ndarray, t: float, context: np.ndarray, pooled: np.ndarray

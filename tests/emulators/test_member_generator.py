@@ -11,7 +11,9 @@ import pytest
 
 from pyoops.emulators.features import GridLayout
 from pyoops.emulators.members import (
+    BASELINES,
     CONTEXT_FEATURES,
+    baseline_endpoint,
     bridge_sample,
     covariance_apply,
     drift_inputs,
@@ -20,6 +22,7 @@ from pyoops.emulators.members import (
     member_covariance_term,
     normalise,
     normalised_cycle,
+    ratio_endpoint,
 )
 from pyoops.generic.grid import StructuredGrid
 
@@ -208,6 +211,38 @@ def test_linear_endpoint_reproduces_covariance_regression_analyses() -> None:
     assert np.abs(ua_bad[0, emulated] - u1[0]).max() > 1e-3
 
 
+def test_ratio_endpoint_reproduces_analyses_with_a_pointwise_gain() -> None:
+    r"""Every member's analysis is :math:`d + r\odot u^b` in the generator's coordinates (an EDA whose shared gain
+    acts point by point, r > 0): the real members' spread ratio is r and their mean increment
+    :math:`d + (r-1)\bar u^b_S`, so the spread-ratio emulator reproduces the emulated members' analyses, through
+    the physical fields; it is linear in the member's deviation (twice the deviation, twice the change)."""
+    rng = np.random.default_rng(15)
+    n, real, npts = 8, [1, 2, 6], 40
+    layout = GridLayout.from_geometry(StructuredGrid.periodic_1d(npts), ["x"])
+    xb = {"x": 5.0 + np.cumsum(rng.standard_normal((n, npts)), axis=1)}
+    centre, scale, ub, _ = normalised_cycle(layout, xb, {"x": xb["x"][real]})
+    d = 0.3 * rng.standard_normal((1, 1, 1, npts))
+    r = rng.uniform(0.3, 1.0, (1, 1, 1, npts))
+    xa = layout.from_channels(centre + scale * (d + r * ub)[0])
+    centre2, scale2, ub2, ua_real = normalised_cycle(layout, xb, {"x": xa["x"][real]})
+    ctx = member_context(ub2, real, ua_real, centre2, scale2)
+    # Values ~1-10 through a log, an exp and the normalisation: ~1e-14; 1e-10 leaves margin.
+    np.testing.assert_allclose(np.exp(ctx[:, 2:3]), r[:, 0], rtol=0, atol=1e-10)
+    emulated = [i for i in range(n) if i not in real]
+    u0 = ub2[:, emulated]
+    u1 = ratio_endpoint(u0, ctx, 1)
+    np.testing.assert_array_equal(u1, baseline_endpoint("spread ratio", u0, None, ctx, 1))
+    got = layout.from_channels(centre2[0] + scale2[0] * u1[0])["x"]
+    np.testing.assert_allclose(got, xa["x"][emulated], rtol=0, atol=1e-10)
+    mean_b = ctx[:, None, 0:1]
+    change = ratio_endpoint(mean_b + 2.0 * (u0 - mean_b), ctx, 1) - ratio_endpoint(mean_b, ctx, 1)
+    np.testing.assert_allclose(change, 2.0 * (u1 - ratio_endpoint(mean_b, ctx, 1)), rtol=1e-12, atol=1e-12)
+    # The covariance regression does not reproduce these analyses (it can fail), and an unknown name is refused.
+    assert np.abs(linear_endpoint(u0, member_covariance_term(ub2, u0, ctx, 1), ctx, 1) - u1).max() > 1e-3
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_endpoint("nonesuch", u0, None, ctx, 1)
+
+
 def test_drift_inputs_layout() -> None:
     rng = np.random.default_rng(6)
     b, k, c, e, spatial = 2, 3, 2, 4, (5,)
@@ -240,11 +275,13 @@ def _cycle_fields(layout: GridLayout, n: int, real: list[int], seed: int) -> tup
     return xb, xa
 
 
-def _generator(layout: GridLayout, real: int, members: int, sigma: float, steps: int) -> Any:
+def _generator(layout: GridLayout, real: int, members: int, sigma: float, steps: int,
+               baseline: str = "covariance regression") -> Any:
     from pyoops.emulators.member_model import MemberGenerator
 
     c = layout.channels
-    return MemberGenerator(layout, real, members, TINY, sigma, steps, (np.zeros(2 * c), np.ones(2 * c)))
+    return MemberGenerator(layout, real, members, TINY, sigma, steps, (np.zeros(2 * c), np.ones(2 * c)),
+                           baseline=baseline)
 
 
 @pytest.mark.parametrize("sigma,steps", [(0.0, 1), (0.7, 4)])
@@ -276,8 +313,9 @@ def test_untrained_generator_is_the_linear_emulator(sigma: float, steps: int) ->
     np.testing.assert_allclose(out.numpy(), linear, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["1d", "2d"])
-def test_numpy_forward_equals_the_torch_network(kind: str) -> None:
+@pytest.mark.parametrize("kind,baseline", [("1d", "covariance regression"), ("2d", "covariance regression"),
+                                           ("2d", "spread ratio")])
+def test_numpy_forward_equals_the_torch_network(kind: str, baseline: str) -> None:
     """Perturbed weights (every parameter, the zero head included): the sampler's numpy endpoint and pooled set
     encoding equal the torch network's (float32: ~1e-7 relative per operation over ~30 operations -> 1e-5)."""
     torch = _torch()
@@ -285,7 +323,8 @@ def test_numpy_forward_equals_the_torch_network(kind: str) -> None:
     c, n, real = layout.channels, 5, [0, 2]
     xb, xa_real = _cycle_fields(layout, n, real, seed=8)
     torch.manual_seed(1)
-    gen = _generator(layout, 2, n, 0.5, 3)
+    gen = _generator(layout, 2, n, 0.5, 3, baseline)
+    assert BASELINES == ("covariance regression", "spread ratio")
     with torch.no_grad():
         for p in gen.net.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -298,7 +337,8 @@ def test_numpy_forward_equals_the_torch_network(kind: str) -> None:
     encoder, drift = gen.numpy_network()
     pairs = np.concatenate([ub[:, real], ua_real - ub[:, real]], axis=2).reshape(len(real), 2 * c, *ub.shape[3:])
     pooled_np = encoder.trunk(pairs).mean(axis=0)[None]
-    ref_np = linear_endpoint(u0, q, ctx, c) + drift.trunk(drift_inputs(u, u0, q, 0.4, ctx, pooled_np)).reshape(u.shape)
+    ref_np = baseline_endpoint(baseline, u0, q, ctx, c) + \
+        drift.trunk(drift_inputs(u, u0, q, 0.4, ctx, pooled_np)).reshape(u.shape)
     def as_t(a: np.ndarray) -> Any:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
@@ -307,7 +347,7 @@ def test_numpy_forward_equals_the_torch_network(kind: str) -> None:
         out = gen.net(as_t(u), as_t(u0), as_t(q), torch.full((1, 3), 0.4), as_t(ctx), pooled).numpy()
     scale_p = np.abs(pooled_np).max()
     np.testing.assert_allclose(pooled.numpy(), pooled_np, rtol=1e-5, atol=1e-5 * scale_p)
-    drift_part = out - linear_endpoint(u0, q, ctx, c)
+    drift_part = out - baseline_endpoint(baseline, u0, q, ctx, c)
     assert np.abs(drift_part).max() > 0.05          # the perturbed head really contributes
     np.testing.assert_allclose(out, ref_np, rtol=1e-5, atol=1e-5 * np.abs(ref_np).max())
     # MemberGenerator.sample with one step is D(u0, 0) of its numpy forward: equal to the torch network's.
@@ -317,6 +357,56 @@ def test_numpy_forward_equals_the_torch_network(kind: str) -> None:
     expected = layout.from_channels(centre[0] + scale[0] * d0[0])
     for v in layout.variables:
         np.testing.assert_allclose(drawn[v], expected[v], rtol=1e-5, atol=1e-5 * np.abs(expected[v]).max())
+
+
+def test_linear_gain_head_starts_at_the_spread_ratio_and_its_numpy_forward_equals_torch() -> None:
+    """The linear-gain head: untrained and without bridge noise, the sampler returns the spread-ratio emulator;
+    with perturbed weights the numpy endpoint equals the torch network's (float32 -> 1e-5) and is linear in the member's own
+    deviation; it refuses the covariance regression as its baseline."""
+    torch = _torch()
+    from pyoops.emulators.member_model import MemberGenerator
+    from pyoops.emulators.members import gain_endpoint, gain_inputs
+
+    layout = _layout("2d")
+    c, n, real, emulated = layout.channels, 5, [0, 2], [1, 3, 4]
+    xb, xa_real = _cycle_fields(layout, n, real, seed=18)
+    net = {**TINY, "head": "linear gain"}
+    gen = MemberGenerator(layout, 2, n, net, 0.0, 4, (np.zeros(2 * c), np.ones(2 * c)), baseline="spread ratio")
+    centre, scale, ub, ua_real = normalised_cycle(layout, xb, xa_real)
+    ctx = member_context(ub, real, ua_real, centre, scale, gen.climate)
+    u0 = ub[:, emulated]
+    drawn = gen.sample(xb, xa_real, real, emulated, np.random.default_rng(3))
+    expected = layout.from_channels(centre[0] + scale[0] * ratio_endpoint(u0, ctx, c)[0])
+    for v in layout.variables:     # physical values ~1-10 through the normalisation: 1e-12 relative
+        np.testing.assert_allclose(drawn[v], expected[v], rtol=1e-12, atol=1e-12 * np.abs(expected[v]).max())
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in gen.net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    gen._numpy = None
+    q = member_covariance_term(ub, u0, ctx, c)
+    u = u0 + 0.4 * np.random.default_rng(9).standard_normal(u0.shape)
+    encoder, drift = gen.numpy_network()
+    pairs = np.concatenate([ub[:, real], ua_real - ub[:, real]], axis=2).reshape(len(real), 2 * c, *ub.shape[3:])
+    pooled_np = encoder.trunk(pairs).mean(axis=0)[None]
+    out_np = drift.trunk(gain_inputs(0.4, ctx, pooled_np, 1)).reshape(1, 1, 3 * c, *ub.shape[3:])
+    ref = gain_endpoint(u, u0, 0.4, ctx, out_np, c)
+
+    def as_t(a: np.ndarray) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    with torch.no_grad():
+        pooled = gen.net.encode(as_t(ub[:, real]), as_t(ua_real))
+        out = gen.net(as_t(u), as_t(u0), as_t(q), torch.full((1, 3), 0.4), as_t(ctx), pooled).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    assert np.abs(ref - ratio_endpoint(u0, ctx, c)).max() > 0.05       # the perturbed head really contributes
+    mean_b = ctx[:, None, 0:c]
+    def at(dev_scale: float) -> np.ndarray:
+        x0 = mean_b + dev_scale * (u0 - mean_b)
+        return gain_endpoint(x0, x0, 0.4, ctx, out_np, c)
+    np.testing.assert_allclose(at(2.0) - at(0.0), 2.0 * (at(1.0) - at(0.0)), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="linear-gain head corrects the spread ratio"):
+        MemberGenerator(layout, 2, n, net, 0.5, 4, (np.zeros(2 * c), np.ones(2 * c)))
 
 
 # Training and the file pair (PyTorch) ----------------------------------------------------------
@@ -362,7 +452,7 @@ def test_training_is_bitwise_reproducible_and_learns_from_the_linear_start() -> 
     assert len(hist_a) == 2 and a.training["epochs run"] == 2 and a.training["seed"] == 3
     # The data follow the covariance regression exactly for every real subset: the untrained network's
     # (zero head) validation loss is float32 rounding only (values ~1, squared errors ~1e-13; bound 1e-9).
-    assert a.training["covariance regression validation loss"] < 1e-9
+    assert a.training["baseline validation loss"] < 1e-9
     layout = _layout("1d")
     pairs = member_pairs(*synthetic_pairs(4, 3), layout)
     with pytest.raises(ValueError, match="2 <= real members < members"):
@@ -396,6 +486,17 @@ def test_saved_generator_round_trip_and_corrupted_weights(tmp_path: Path) -> Non
     assert np.abs(again["x"] - draws[0]["x"]).max() > 1e-6        # sigma = 0.5: another seed, other draws
     with pytest.raises(ValueError, match="trained with 3 real members"):
         loaded.sample(xb, {"x": xa_real["x"][:2]}, [0, 1], [2, 3, 4, 5], np.random.default_rng(0))
+    assert spec["baseline"] == "covariance regression" == loaded.baseline
+    # A description written before generators had a baseline reads as the covariance regression; a spread-ratio
+    # generator keeps its baseline through the files; an unknown one is refused with the file named.
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump({k: v for k, v in spec.items() if k != "baseline"}))
+    assert load_member_generator(tmp_path / "old.yaml").baseline == "covariance regression"
+    ratio = _generator(layout, 3, 6, 0.5, 3, "spread ratio")
+    ratio.save(tmp_path / "ratio.pt")
+    assert load_member_generator(tmp_path / "ratio.yaml").baseline == "spread ratio"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**spec, "baseline": "nonesuch"}))
+    with pytest.raises(InputFileError, match="unknown baseline"):
+        load_member_generator(tmp_path / "bad.yaml")
     # A corrupted weights file: the sha256 in the description does not match.
     data = bytearray((tmp_path / "gen.pt").read_bytes())
     data[len(data) // 2] ^= 0xFF
