@@ -178,18 +178,24 @@ def add_training_arguments(ap: argparse.ArgumentParser, train_cycles: int) -> No
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--sigma", type=float, default=0.3, help="bridge noise, in units of the background spread")
     ap.add_argument("--steps", type=int, default=10, help="sampler steps")
+    ap.add_argument("--baseline", default="covariance regression", choices=("covariance regression", "spread ratio"),
+                    help="the non-learned endpoint the network corrects")
+    ap.add_argument("--head", default="additive", choices=("additive", "linear gain"),
+                    help="how the network corrects it (linear gain: spread ratio only)")
 
 
 def train_from_run(cfg: dict[str, Any], layout: Any, skip: int, args: argparse.Namespace, kernel: int,
                    batch_size: int, output: Path, geometry: Any = None, keep: bool = False) -> dict[str, Any]:
     """Run the full system ``cfg`` (archiving its analyses), train the generator on its cycles after ``skip``
-    (the last 20 % for early stopping), save it as ``output``; the timings and the training report."""
+    (the last 20 % for early stopping), save it as ``output``; the timings and the training report.  With ``keep``
+    the run's archive is kept, and a kept archive of a finished run is read instead of running it again."""
     from pyoops.emulators.member_training import MemberTrainingOptions, fit_member_generator, member_pairs
     from pyoops.ensemble.member_archive import read_member_archive
 
     directory = Path(cfg["output"]["directory"])
     started = time.perf_counter()
-    pyoops.run("cycle", cfg)
+    if not (keep and (directory / "members.nc").exists() and (directory / "statistics.json").exists()):
+        pyoops.run("cycle", cfg)
     data_seconds = time.perf_counter() - started
     archive = read_member_archive(directory / "members.nc")
     pairs = member_pairs({v: a[skip:] for v, a in archive.members.items()},
@@ -198,10 +204,11 @@ def train_from_run(cfg: dict[str, Any], layout: Any, skip: int, args: argparse.N
     nval = max(1, n // 5)
     started = time.perf_counter()
     model, history = fit_member_generator(
-        layout, 10, {"width": args.width, "depth": args.depth, "kernel": kernel}, args.sigma, args.steps,
+        layout, 10, {"width": args.width, "depth": args.depth, "kernel": kernel,
+                     "head": getattr(args, "head", "additive")}, args.sigma, args.steps,
         pairs.select(np.arange(n - nval)), pairs.select(np.arange(n - nval, n)),
         MemberTrainingOptions(epochs=args.epochs, batch_size=batch_size, patience=8, seed=args.train_seed, threads=1),
-        geometry, False)
+        geometry, False, getattr(args, "baseline", "covariance regression"))
     train_seconds = time.perf_counter() - started
     model.save(output)
     if not keep:
@@ -276,8 +283,8 @@ def main() -> None:
         t = results["training"]
         print(f"training data {t['data seconds']:.1f} s ({args.train_cycles} cycles), training "
               f"{t['training seconds']:.1f} s, {t['epochs run']} epochs, validation loss "
-              f"{t['best validation loss']:.2e} (covariance regression "
-              f"{t['covariance regression validation loss']:.2e}), {t['parameters']} parameters", flush=True)
+              f"{t['best validation loss']:.2e} (baseline "
+              f"{t['baseline validation loss']:.2e}), {t['parameters']} parameters", flush=True)
     elif (OUT / "results.json").exists():
         results["training"] = json.loads((OUT / "results.json").read_text()).get("training")
     per: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
