@@ -22,38 +22,19 @@ from pyoops.registry import get_registry
 from pyoops.util.errors import ConfigError
 from pyoops.util.variables import Variables
 
+from .qg_twin import TRUTH_INIT as INIT
+from .qg_twin import draws_around_truth, static_b
+
 GEOMETRY = {"nx": 16, "ny": 9, "depths": [4500.0, 5500.0]}
-START = "2010-01-01T00:00:00Z"
 AT = "2010-01-03T06:00:00Z"
 N, REAL = 6, 3
 QG_CHANGE = {"variable change name": "QG"}
-INIT = {"date": START, "analytic init": {"method": "baroclinic-instability", "bottom wind": 0.0, "top wind": 30.0,
-                                        "perturbation": 1.0}}
-
-
-def static_b(stddev: dict[str, Any]) -> dict[str, Any]:
-    return {"covariance model": "SABER",
-            "saber central block": {"saber block name": "diffusion", "horizontal length scale": 1.5e6},
-            "saber outer blocks": [{"saber block name": "QG vertical correlation", "correlation": 0.6},
-                                   {"saber block name": "StdDev", **stddev},
-                                   {"saber block name": "QG walls"},
-                                   {"saber block name": "QG balance"}]}
 
 
 @pytest.fixture(scope="module")
 def initial(tmp_path_factory: pytest.TempPathFactory) -> str:
     """N draws (sigma 4e5) from the static B around the truth at the first analysis: the members' %mem% template."""
-    d = tmp_path_factory.mktemp("qgmembers")
-    truth = str(d / "truth.%date%.nc")
-    pyoops.run("forecast", {"model plugin": "qg", "geometry": GEOMETRY, "model": {"name": "QG", "tstep": "PT1H"},
-                            "initial condition": INIT, "forecast length": "P2DT6H",
-                            "output": {"filename": truth, "first": "P2DT6H", "frequency": "P1D"}})
-    template = str(d / "ens.%mem%.nc")
-    pyoops.run("gen-ens-pert-b", {"model plugin": "qg", "geometry": GEOMETRY,
-                                  "background": {"date": AT, "filename": truth.replace("%date%", AT)},
-                                  "background error": static_b({"read": {"value": {"x": 4.0e5}}}), "members": N,
-                                  "seed": 2, "perturbed states": True, "output": {"filename": template}})
-    return template
+    return draws_around_truth(tmp_path_factory.mktemp("qgmembers"), GEOMETRY, AT, N, 4.0e5, 2)
 
 
 def eda(directory: Path, template: str, cycles: int, emulated: dict[str, Any] | None) -> dict[str, Any]:

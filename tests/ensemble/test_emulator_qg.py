@@ -16,35 +16,18 @@ import pyoops  # noqa: E402
 from pyoops.emulators.model import load_emulator  # noqa: E402
 from pyoops.util.errors import ConfigError  # noqa: E402
 
+from .qg_twin import TRUTH_INIT, draws_around_truth, static_b  # noqa: E402
+
 GEOMETRY = {"nx": 16, "ny": 9, "depths": [4500.0, 5500.0]}
-START = "2010-01-01T00:00:00Z"
 AT = "2010-01-03T06:00:00Z"     # the first 3D-Var analysis: 2 days of truth spin-up and a 6-hour window
-
-
-def static_b(stddev: dict) -> dict:
-    return {"covariance model": "SABER",
-            "saber central block": {"saber block name": "diffusion", "horizontal length scale": 1.5e6},
-            "saber outer blocks": [{"saber block name": "QG vertical correlation", "correlation": 0.6},
-                                   {"saber block name": "StdDev", **stddev},
-                                   {"saber block name": "QG walls"},
-                                   {"saber block name": "QG balance"}]}
 
 
 @pytest.fixture(scope="module")
 def qg_eda(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Truth at the first analysis, 9 draws from the static B around it (8 members, a control), a cycle config."""
     d = tmp_path_factory.mktemp("qgeda")
-    init = {"date": START, "analytic init": {"method": "baroclinic-instability", "bottom wind": 0.0,
-                                             "top wind": 30.0, "perturbation": 1.0}}
-    truth = str(d / "truth.%date%.nc")
-    pyoops.run("forecast", {"model plugin": "qg", "geometry": GEOMETRY, "model": {"name": "QG", "tstep": "PT1H"},
-                            "initial condition": init, "forecast length": "P2DT6H",
-                            "output": {"filename": truth, "first": "P2DT6H", "frequency": "P1D"}})
-    template = str(d / "ens.%mem%.nc")
-    pyoops.run("gen-ens-pert-b", {"model plugin": "qg", "geometry": GEOMETRY,
-                                  "background": {"date": AT, "filename": truth.replace("%date%", AT)},
-                                  "background error": static_b({"read": {"value": {"x": 3.0e6}}}), "members": 9,
-                                  "seed": 2, "perturbed states": True, "output": {"filename": template}})
+    init = TRUTH_INIT
+    template = draws_around_truth(d, GEOMETRY, AT, 9, 3.0e6, 2)
 
     def config(directory: Path, members: int, cycles: int, stddev: dict) -> dict:
         return {"model plugin": "qg", "geometry": GEOMETRY, "model": {"name": "QG", "tstep": "PT1H"},
