@@ -104,10 +104,10 @@ CONTEXT_FEATURES = ("real background mean", "real mean increment", "log spread r
                     "log background stddev", "background mean")
 #: Floor of the standard deviations divided by (a member copy gives zero spread).
 STDDEV_FLOOR = 1e-12
-#: The non-learned endpoints a generator starts from: :func:`linear_endpoint` and :func:`ratio_endpoint`.
+#: The non-learned endpoints a generator starts from (:func:`linear_endpoint` and :func:`ratio_endpoint`).
 BASELINES = ("covariance regression", "spread ratio")
-#: How the network corrects the baseline: ``additive`` (a correction that may depend on everything) or
-#: ``linear gain`` (:func:`gain_endpoint`: linear in the member's own deviation; spread-ratio baseline only).
+#: How the network corrects the baseline, ``additive`` (a correction that may depend on everything) or
+#: ``linear gain`` (:func:`gain_endpoint`, linear in the member's own deviation; spread-ratio baseline only).
 HEADS = ("additive", "linear gain")
 
 
