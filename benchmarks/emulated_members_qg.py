@@ -98,17 +98,20 @@ def ensemble_after_training(directory: Path) -> tuple[str, str]:
     (their cycles come after every training cycle of the same truth)."""
     from pyoops.ensemble.member_archive import read_member_archive
     from pyoops.fields.fieldset import FieldSet
+    from pyoops.fields.netcdf import open_dataset
     from pyoops.registry import get_registry
 
-    archive = read_member_archive(OUT / "training-run" / "members.nc")
-    at = DateTime("1970-01-01T00:00:00Z") + Duration(f"PT{int(archive.time[-1])}S")
+    name = OUT / "training-run" / "members.nc"
+    with open_dataset(str(name), "member archive") as ds:     # the times and size only (the archive is ~0.6 GB)
+        seconds, members = int(ds.variables["time"][-1]), len(ds.dimensions["member"])
+    at = DateTime("1970-01-01T00:00:00Z") + Duration(f"PT{seconds}S")
     template = str(directory / "ens.%mem%.nc")
-    last = Path(template.replace("%mem%", str(archive.nmembers)))
-    if not last.exists():
+    if not Path(template.replace("%mem%", str(members))).exists():
+        archive = read_member_archive(name)
         plugin = get_registry().model_plugin("qg")
         geometry = plugin.make_geometry(GEOMETRY, "geometry")
         directory.mkdir(parents=True, exist_ok=True)
-        for m in range(archive.nmembers):
+        for m in range(members):
             fields = FieldSet({v: a[-1, m] for v, a in archive.members.items()})
             plugin.state(geometry, fields, at).write(template.replace("%mem%", str(m + 1)))
     return template, str(at - DateTime(START))

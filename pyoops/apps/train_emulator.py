@@ -135,12 +135,9 @@ class TrainEmulatorApplication(Application):
         from pyoops.emulators.features import GridLayout, number_of_predictors
 
         self._geometry = self.geometry(params.geometry)
-        known = list(self._geometry.variables)
-        variables = params.emulator.variables or known
-        unknown = [v for v in variables if v not in known]
-        if unknown:
-            raise ConfigError(f"the geometry has no variable(s) {unknown}; it has {known}", "emulator.variables")
-        self.layout = GridLayout.from_geometry(self._geometry, variables)
+        self.layout = GridLayout.from_geometry(self._geometry,
+                                               params.emulator.variables or list(self._geometry.variables),
+                                               "emulator.variables")
         from pyoops.emulators.network import GridConvNet, parameter_count
 
         e = params.emulator

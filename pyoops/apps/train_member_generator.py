@@ -54,6 +54,7 @@ from pyoops.apps.train_emulator import (
 )
 from pyoops.config.parameters import Parameters
 from pyoops.emulators import require_torch
+from pyoops.emulators.members import BASELINES, HEADS
 from pyoops.registry import ModelPlugin
 from pyoops.util.atomic import atomic_output
 from pyoops.util.errors import ConfigError
@@ -67,7 +68,7 @@ class GeneratorNetworkParameters(NetworkParameters):
     depth: int = Field(2, ge=0, description="Residual blocks of the drift (two convolutions each).")
     set_width: int = Field(16, gt=0, description="Hidden channels of the encoder of the real pairs.")
     set_channels: int = Field(8, gt=0, description="Channels of the pooled encoding of the real pairs.")
-    head: Literal["additive", "linear gain"] = Field(
+    head: Literal[HEADS] = Field(  # type: ignore[valid-type]
         "additive", description="additive (a correction of the baseline from every input) or linear gain (a gain, "
                                 "a shift and the bridge weight from the real members only: the emulated analysis "
                                 "is linear in the member's deviation; baseline 'spread ratio').")
@@ -85,7 +86,7 @@ class GeneratorParameters(Parameters):
     network: GeneratorNetworkParameters = Field(default_factory=GeneratorNetworkParameters,
                                                 description="Architecture.")
     bridge: BridgeParameters = Field(default_factory=BridgeParameters, description="Noise and sampler steps.")
-    baseline: Literal["covariance regression", "spread ratio"] = Field(
+    baseline: Literal[BASELINES] = Field(  # type: ignore[valid-type]
         "covariance regression", description="The non-learned endpoint the network corrects: the covariance "
                                              "regression (square-root filters) or the spread ratio (EDAs: "
                                              "stable when the emulated members feed the members' B).")
@@ -121,12 +122,9 @@ class TrainMemberGeneratorApplication(Application):
         from pyoops.emulators.network import parameter_count
 
         self._geometry = self.geometry(params.geometry)
-        known = list(self._geometry.variables)
-        variables = params.generator.variables or known
-        unknown = [v for v in variables if v not in known]
-        if unknown:
-            raise ConfigError(f"the geometry has no variable(s) {unknown}; it has {known}", "generator.variables")
-        self.layout = GridLayout.from_geometry(self._geometry, variables, "generator.variables")
+        self.layout = GridLayout.from_geometry(self._geometry,
+                                               params.generator.variables or list(self._geometry.variables),
+                                               "generator.variables")
         n = params.generator.network
         if n.head == "linear gain" and params.generator.baseline != "spread ratio":
             raise ConfigError("the linear-gain head corrects the spread ratio: set 'baseline: spread ratio'",

@@ -84,7 +84,12 @@ class GridLayout:
 
     @classmethod
     def from_geometry(cls, geometry: Any, variables: Sequence[str], path: str = "geometry") -> "GridLayout":
-        """The layout of a structured grid (axes with ``horizontal`` and ``periodic`` flags)."""
+        """The layout of a structured grid (axes with ``horizontal`` and ``periodic`` flags) for ``variables``, which
+        the geometry must hold (a ConfigError at ``path`` names the others)."""
+        known = list(geometry.variables)
+        unknown = [v for v in variables if v not in known]
+        if unknown:
+            raise ConfigError(f"the geometry has no variable(s) {unknown}; it has {known}", path)
         axes = getattr(geometry, "axes", None)
         if axes is None:
             raise ConfigError(f"an emulator needs a structured grid (a geometry with axes); {type(geometry).__name__} "

@@ -33,7 +33,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyoops.emulators.members import CONTEXT_FEATURES, baseline_endpoint, gain_endpoint, gain_inputs
+from pyoops.emulators.members import (
+    BASELINES,
+    CONTEXT_FEATURES,
+    HEADS,
+    baseline_endpoint,
+    gain_endpoint,
+    gain_inputs,
+)
 from pyoops.emulators.network import GridTrunk
 
 __all__ = ["MemberFlowNet", "drift_inputs"]
@@ -81,17 +88,19 @@ class MemberFlowNet(nn.Module):
         self.channels = c
         self.baseline = str(baseline)
         self.head = str(head)
+        if self.baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {head!r} (known: {', '.join(HEADS)})")
         if self.head == "linear gain" and self.baseline != "spread ratio":
             raise ValueError("the linear-gain head corrects the spread ratio: baseline 'spread ratio'")
         self.encoder = GridTrunk(2 * c, set_channels, periodic, set_width, 1, kernel, False)
         if self.head == "linear gain":
             self.drift = GridTrunk(len(CONTEXT_FEATURES) * c + 1 + set_channels, 3 * c, periodic, width, depth,
                                    kernel, global_context)
-        elif self.head == "additive":
+        else:
             self.drift = GridTrunk((3 + len(CONTEXT_FEATURES)) * c + 1 + set_channels, c, periodic, width, depth,
                                    kernel, global_context)
-        else:
-            raise ValueError(f"unknown head {head!r} (known: additive, linear gain)")
 
     def encode(self, ub_real: torch.Tensor, ua_real: torch.Tensor) -> torch.Tensor:
         """The pooled set encoding ``(B, E, *h)`` of the real pairs ``(B, M, C, *h)``."""

@@ -151,7 +151,7 @@ def fit_member_generator(layout: GridLayout, real: int, network: Mapping[str, An
         net = model.net
         val = _Draws(validation, m, climate, sigma, generator(seed, "member generator", "validation"))
         with torch.no_grad():
-            linear_loss = float(_loss(net, val.batch(slice(None))))   # the zero-head network: the baseline
+            baseline_loss = float(_loss(net, val.batch(slice(None))))   # the zero-head network: the baseline
         def epoch_losses(epoch: int) -> Iterator[tuple[torch.Tensor, int]]:
             draws = _Draws(train, m, climate, sigma, generator(seed, "member generator", "epoch", epoch))
             order = generator(seed, "member generator", "shuffle", epoch).permutation(train.ncycles)
@@ -164,7 +164,7 @@ def fit_member_generator(layout: GridLayout, real: int, network: Mapping[str, An
     model._numpy = None
     best_epoch = int(np.argmin([h["validation loss"] for h in history])) + 1
     model.training = {"seed": seed, "epochs run": len(history), "best epoch": best_epoch,
-                      "best validation loss": best, "baseline validation loss": linear_loss,
+                      "best validation loss": best, "baseline validation loss": baseline_loss,
                       "training cycles": train.ncycles, "validation cycles": validation.ncycles,
                       "threads": int(options.threads), "seconds": time.perf_counter() - started,
                       "torch": str(torch.__version__)}

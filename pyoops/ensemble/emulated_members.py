@@ -58,6 +58,7 @@ from pydantic import Field, model_validator
 
 from pyoops.config.parameters import Parameters
 from pyoops.emulators.features import GridLayout
+from pyoops.emulators.members import BASELINES
 from pyoops.fields.fieldset import FieldSet
 from pyoops.util.errors import ConfigError
 from pyoops.util.random import generator
@@ -85,7 +86,7 @@ class EmulatedMembersParameters(Parameters):
     background_error: dict[str, Any] | None = Field(
         None, alias="background error", description="static B: the static covariance (SABER section).")
     match_real_spread: bool = Field(True, description="static B: scale the draws to the real analyses' mean variance.")
-    baseline: Literal["covariance regression", "spread ratio"] = Field(
+    baseline: Literal[BASELINES] = Field(  # type: ignore[valid-type]
         "covariance regression", description="linear: the covariance regression or the spread ratio "
                                              "(pyoops.emulators.members).")
     variables: list[str] | None = Field(
