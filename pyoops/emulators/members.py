@@ -281,13 +281,18 @@ def gain_endpoint(u: Any, u0: Any, t: Any, context: Any, out: Any, channels: int
 
     .. math::
 
-        \mu = \bar u^b_S + \bar\delta_S + m + r_S e^{\ell} \odot (u_0 - \bar u^b_S), \qquad
+        \mu = \bar u^b_S + \bar\delta_S + m + \rho\, r_S \odot (u_0 - \bar u^b_S), \qquad
         D_\theta = \mu + w \odot \frac{U_t - (1 - t) u_0 - t\mu}{t},
 
-    with :math:`\ell = \tanh o_1`, :math:`m = \tanh o_2`, :math:`w = \mathrm{sigmoid}(o_3)` from the trunk's
-    output ``out`` ``(B, K, 3C, *h)`` = :math:`(o_1, o_2, o_3)` (functions of the real members and the time only).
-    The emulated analysis is linear in the member's own deviation; its gain is the real members' spread ratio
-    corrected by a factor between :math:`e^{-1}` and :math:`e`, its shift at most one background spread, and
+    with :math:`\rho = e^{\min(\tanh o_1, 0)}`, :math:`m = \tanh o_2`, :math:`w = \mathrm{sigmoid}(o_3)` from
+    the trunk's output ``out`` ``(B, K, 3C, *h)`` = :math:`(o_1, o_2, o_3)` (functions of the real members and the
+    time only).  The emulated analysis is linear in the member's own deviation; its gain is the real members' spread
+    ratio times :math:`\rho \in [e^{-1}, 1]`, the correlation of a member's analysis with its background at the
+    point: the regression gain of the analysis on the background is :math:`\mathrm{corr}\cdot r \le r` (Cauchy-Schwarz),
+    the rest of the analysis spread being the perturbed observations' part.  A gain above :math:`r_S` would keep the
+    emulated members from contracting as the real ones do; where the observations contract the spread by a few per
+    cent a cycle, that many per cent too much gain makes the emulated members drift from the real ones (measured on
+    the QG EDA, docs/emulated_members.rst).  The shift is at most one background spread, and
     :math:`w \in (0, 1)` is the shrinkage of the bridge state's estimate of the part no input predicts (the
     perturbed observations' :math:`\mathbf K\varepsilon_j`; for a Gaussian residual of variance :math:`v` the
     bridge's conditional mean has :math:`w = t v/(t v + \sigma^2(1-t))`), so the sampler draws a spread around
@@ -299,10 +304,11 @@ def gain_endpoint(u: Any, u0: Any, t: Any, context: Any, out: Any, channels: int
     mean_b, dbar, log_ratio = (context[:, None, k * c:(k + 1) * c] for k in (0, 1, 2))
     raw_gain, raw_shift, raw_weight = out[:, :, :c], out[:, :, c:2 * c], out[:, :, 2 * c:3 * c]
     if isinstance(raw_gain, np.ndarray):
-        ell, shift, weight = np.tanh(raw_gain), np.tanh(raw_shift), 0.5 * (1.0 + np.tanh(0.5 * raw_weight))
+        ell, shift = np.minimum(np.tanh(raw_gain), 0.0), np.tanh(raw_shift)
+        weight = 0.5 * (1.0 + np.tanh(0.5 * raw_weight))
         gain = np.exp(log_ratio + ell)
     else:
-        ell, shift, weight = raw_gain.tanh(), raw_shift.tanh(), raw_weight.sigmoid()
+        ell, shift, weight = raw_gain.tanh().clamp(max=0.0), raw_shift.tanh(), raw_weight.sigmoid()
         gain = (log_ratio + ell).exp()
     mu = mean_b + dbar + shift + gain * (u0 - mean_b)
     if isinstance(t, (int, float)):

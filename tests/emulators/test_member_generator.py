@@ -361,8 +361,9 @@ def test_numpy_forward_equals_the_torch_network(kind: str, baseline: str) -> Non
 
 def test_linear_gain_head_starts_at_the_spread_ratio_and_its_numpy_forward_equals_torch() -> None:
     """The linear-gain head: untrained and without bridge noise, the sampler returns the spread-ratio emulator;
-    with perturbed weights the numpy endpoint equals the torch network's (float32 -> 1e-5) and is linear in the member's own
-    deviation; it refuses the covariance regression as its baseline."""
+    with perturbed weights the numpy endpoint equals the torch network's (float32 -> 1e-5), is linear in the
+    member's own deviation with a gain between r_S/e and r_S; it refuses the covariance regression as its
+    baseline."""
     torch = _torch()
     from pyoops.emulators.member_model import MemberGenerator
     from pyoops.emulators.members import gain_endpoint, gain_inputs
@@ -405,6 +406,18 @@ def test_linear_gain_head_starts_at_the_spread_ratio_and_its_numpy_forward_equal
         x0 = mean_b + dev_scale * (u0 - mean_b)
         return gain_endpoint(x0, x0, 0.4, ctx, out_np, c)
     np.testing.assert_allclose(at(2.0) - at(0.0), 2.0 * (at(1.0) - at(0.0)), rtol=1e-12, atol=1e-12)
+    # At t = 0 the endpoint is mu: its gain on the member's deviation is rho * r_S with rho in [1/e, 1] (the
+    # perturbed trunk's raw gain outputs take both signs, so the clamp at 1 is exercised).
+    assert (out_np[:, :, :c] > 0.1).any() and (out_np[:, :, :c] < -0.1).any()
+    dev = u0 - mean_b
+    x1 = mean_b + 2.0 * dev
+    gain = (gain_endpoint(x1, x1, 0.0, ctx, out_np, c) - gain_endpoint(u0, u0, 0.0, ctx, out_np, c)) / dev
+    ratio = np.exp(ctx[:, None, 2 * c:3 * c])
+    rel = gain / ratio                       # points where dev is tiny lose digits: keep |dev| > 1e-3
+    ok = np.abs(dev) > 1e-3
+    assert ok.sum() > 0.9 * dev.size
+    assert rel[ok].max() <= 1.0 + 1e-9 and rel[ok].min() >= np.exp(-1.0) - 1e-9
+    assert np.isclose(rel[ok].max(), 1.0, atol=1e-9) and rel[ok].min() < 0.95
     with pytest.raises(ValueError, match="linear-gain head corrects the spread ratio"):
         MemberGenerator(layout, 2, n, net, 0.5, 4, (np.zeros(2 * c), np.ones(2 * c)))
 
