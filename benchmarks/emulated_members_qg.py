@@ -3,7 +3,8 @@
 Twin (perfect model): the QG channel 40 × 20, layers 4500/5500 m, baroclinic-instability
 truth; the streamfunction observed at ``--obs`` random points every 3 hours with error
 4e5 m²/s; 6-hour windows; an EDA of strong-constraint 4D-Vars (QgTLM, DRPCG, ``--ninner``
-inner iterations, one outer loop), perturbed observations, no control member, in a hybrid
+inner iterations, one outer loop), perturbed observations, no control member, a posterior
+multiplicative inflation of all the members (``--inflation``, after the emulation), in a hybrid
 (``--beta``; 0 is the pure static EDA) of the tutorial's static balanced B (diffusion
 correlation, QG balance) with the streamfunction's sigma_b taken from all the members'
 backgrounds every cycle (``--static-stddev members``; the tutorial's fixed 3e6 m²/s is about 15
@@ -16,8 +17,9 @@ Steps (serially):
 1. initial ensemble of the training run: the truth after 9 days plus 20 draws from the static B
    with sigma ``--initial-sigma``;
 2. training data: the full 20-member EDA for ``--train-cycles`` cycles (observation seed from
-   ``--train-seed``), writing the member archive with the analyses (``--keep-training-data``
-   keeps it and reads it on the next run instead of running it again);
+   ``--train-seed``), writing the member archive with the analyses to ``training-run-<hash of the
+   run's settings>`` (``--keep-training-data`` keeps it, and a later run with the same settings reads
+   it instead of running it again);
 3. training the generator on those pairs (``--variables``: the streamfunction only by default,
    q, u and v follow through the QG variable change; ``--baseline``);
 4. evaluation on ``--seeds`` twins (their own observation and perturbation seeds), ``--cycles``
@@ -92,29 +94,45 @@ def initial_ensemble(directory: Path, members: int, seed: int, spin_up: str = "P
     return template
 
 
-def ensemble_after_training(directory: Path) -> tuple[str, str]:
-    """The backgrounds of the training run's last cycle as an initial ensemble (written once to ``directory``): the
-    %mem% template and the truth's spin-up to their time.  Twins started there are spun up and held out in time
-    (their cycles come after every training cycle of the same truth)."""
+def training_directory(args: argparse.Namespace, ensemble: str) -> Path:
+    """The training run's directory, named by a hash of its configuration: a kept archive is only read again by a
+    run with the same settings (observations, B, inflation, cycles, seed, initial ensemble)."""
+    import hashlib
+
+    start = argparse.Namespace(**{**vars(args), "truth_spin_up": "P9D"})      # the training run's truth
+    cfg = cycle_config(OUT / "training-run", 20, args.train_cycles, 0, args.train_seed, ensemble, start, archive=True)
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return OUT / f"training-run-{digest}"
+
+
+def ensemble_after_training(training: Path) -> tuple[str, str]:
+    """The backgrounds of the last cycle of the training run in ``training`` as an initial ensemble (written once, to
+    ``training/initial``): the %mem% template and the truth's spin-up to their time.  Twins started there are spun
+    up and held out in time (their cycles come after every training cycle of the same truth)."""
     from pyoops.ensemble.member_archive import read_member_archive
     from pyoops.fields.fieldset import FieldSet
     from pyoops.fields.netcdf import open_dataset
     from pyoops.registry import get_registry
 
-    name = OUT / "training-run" / "members.nc"
+    name = training / "members.nc"
+    directory = training / "initial"
+    template = str(directory / "ens.%mem%.nc")
+    stamp = directory / "start.json"          # written last: the members are complete (the archive may be gone)
+    if stamp.exists():
+        return template, json.loads(stamp.read_text())["truth spin-up"]
     with open_dataset(str(name), "member archive") as ds:     # the times and size only (the archive is ~0.6 GB)
         seconds, members = int(ds.variables["time"][-1]), len(ds.dimensions["member"])
     at = DateTime("1970-01-01T00:00:00Z") + Duration(f"PT{seconds}S")
-    template = str(directory / "ens.%mem%.nc")
-    if not Path(template.replace("%mem%", str(members))).exists():
-        archive = read_member_archive(name)
-        plugin = get_registry().model_plugin("qg")
-        geometry = plugin.make_geometry(GEOMETRY, "geometry")
-        directory.mkdir(parents=True, exist_ok=True)
-        for m in range(members):
-            fields = FieldSet({v: a[-1, m] for v, a in archive.members.items()})
-            plugin.state(geometry, fields, at).write(template.replace("%mem%", str(m + 1)))
-    return template, str(at - DateTime(START))
+    archive = read_member_archive(name)
+    plugin = get_registry().model_plugin("qg")
+    geometry = plugin.make_geometry(GEOMETRY, "geometry")
+    directory.mkdir(parents=True, exist_ok=True)
+    for m in range(members):
+        fields = FieldSet({v: a[-1, m] for v, a in archive.members.items()})
+        plugin.state(geometry, fields, at).write(template.replace("%mem%", str(m + 1)))
+    spin_up = str(at - DateTime(START))
+    stamp.write_text(json.dumps({"truth spin-up": spin_up, "members": members}) + "\n")
+    return template, spin_up
 
 
 def with_stddev(stddev: dict[str, Any]) -> dict[str, Any]:
@@ -193,11 +211,12 @@ def train(args: argparse.Namespace, ensemble: str) -> dict[str, Any]:
     from pyoops.emulators.features import GridLayout
     from pyoops.registry import get_registry
 
-    cfg = cycle_config(OUT / "training-run", 20, args.train_cycles, 0, args.train_seed, ensemble, args, archive=True)
+    cfg = cycle_config(training_directory(args, ensemble), 20, args.train_cycles, 0, args.train_seed, ensemble, args,
+                       archive=True)
     geometry = get_registry().model_plugin("qg").make_geometry(GEOMETRY, "geometry")
     layout = GridLayout.from_geometry(geometry, args.variables)
-    return train_from_run(cfg, layout, args.train_skip, args, 3, 8, OUT / "generator.pt", geometry.describe(),
-                          args.keep_training_data)
+    # The archive is kept until the twins' initial ensemble (its last backgrounds) is written.
+    return train_from_run(cfg, layout, args.train_skip, args, 3, 8, OUT / "generator.pt", geometry.describe(), True)
 
 
 def row_config(name: str, ensemble: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -229,7 +248,13 @@ def main() -> None:
     ap.add_argument("--ninner", type=int, default=10)
     ap.add_argument("--beta", type=float, default=0.5, help="ensemble weight of the hybrid B (0: static EDA)")
     ap.add_argument("--loc", type=float, default=2.0e6, help="localization length of the ensemble B [m]")
-    ap.add_argument("--inflation", type=float, default=1.0, help="EDA posterior multiplicative inflation")
+    # Without inflation the 10-member EDA's spread is half its error and any added members help it as inflation
+    # would (docs/emulated_members.rst, section 5); 1.03 is the best of 1.0-1.06 for 10 real members.
+    ap.add_argument("--inflation", type=float, default=1.03,
+                    help="EDA posterior multiplicative inflation (every row, and the training run)")
+    ap.add_argument("--row-inflation", nargs="*", default=[], metavar="ROW=VALUE",
+                    help="the inflation of some rows instead of --inflation (e.g. 'full 20=1.015': a larger ensemble "
+                         "keeps more spread and needs less)")
     ap.add_argument("--static-stddev", default="members",
                     help="sigma_b of the static B: 'members' (from all the members' backgrounds every cycle) or a "
                          "fixed value in m^2/s (the tutorial's 3e6)")
@@ -251,6 +276,12 @@ def main() -> None:
     ap.add_argument("--results", default="results.json", help="file name of the results in the output directory")
     ap.add_argument("--merge", nargs="+", help="only print the table of these results files (output directory)")
     args = ap.parse_args()
+    row_inflation = {}
+    for item in args.row_inflation:
+        name, _, value = item.rpartition("=")
+        if name not in ROWS:
+            ap.error(f"--row-inflation {item!r}: expected ROW=VALUE with ROW one of {', '.join(ROWS)}")
+        row_inflation[name] = float(value)
     if args.merge:
         merge(args.merge)
         return
@@ -262,6 +293,8 @@ def main() -> None:
     training_ensemble = ensemble
     results: dict[str, Any] = {"args": vars(args), "load before": os.getloadavg(),
                                "python": platform.python_version(), "numpy": np.__version__}
+    training = training_directory(args, training_ensemble)
+    made_archive = not args.skip_training and not (training / "members.nc").exists()
     if not args.skip_training:
         results["training"] = train(args, training_ensemble)
         t = results["training"]
@@ -270,11 +303,17 @@ def main() -> None:
               f"{t['best validation loss']:.2e} (baseline "
               f"{t['baseline validation loss']:.2e}), {t['parameters']} parameters", flush=True)
     if args.start == "after training":
-        ensemble, args.truth_spin_up = ensemble_after_training(OUT / "initial-after-training")
+        ensemble, args.truth_spin_up = ensemble_after_training(training)
+    if made_archive and not args.keep_training_data:       # an archive an earlier run kept stays
+        for name in ("members.nc", "members.nc.log", "checkpoint.npz"):
+            (training / name).unlink(missing_ok=True)
     runs = []
     for seed in args.seeds:
         for name in args.rows:
-            r = {"row": name, "seed": seed, **run_cycle(row_config(name, ensemble, args, seed))}
+            inflation = row_inflation.get(name, args.inflation)
+            run_args = argparse.Namespace(**{**vars(args), "inflation": inflation})
+            r = {"row": name, "seed": seed, "inflation": inflation,
+                 **run_cycle(row_config(name, ensemble, run_args, seed))}
             runs.append(r)
             print(f"seed {seed} {name:18s}", {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
                                               if k not in ("row", "seed")}, flush=True)
@@ -285,47 +324,67 @@ def main() -> None:
     report(results["rows"], args.cycles, args.spin_up)
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per row, the means over its seeds and the paired difference of the forecast RMSE against ``10 real`` on the
-    seeds both have (95 % t-interval over the seeds, absolute and relative); cost against ``full 20``."""
-    by_row: dict[str, dict[int, dict[str, Any]]] = {}
+def row_labels(runs: list[dict[str, Any]]) -> list[str]:
+    """Every run's row in the table: its row name, with its inflation where that row was run at several."""
+    inflations: dict[str, set[float]] = {}
     for r in runs:
-        by_row.setdefault(r["row"], {})[int(r["seed"])] = r
+        inflations.setdefault(r["row"], set()).add(float(r.get("inflation", 1.0)))
+    return [f"{r['row']} ×{float(r.get('inflation', 1.0)):g}" if len(inflations[r["row"]]) > 1 else r["row"]
+            for r in runs]
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per row (and inflation, where a row was run at several), the means over its seeds and the paired difference
+    of the forecast RMSE against ``10 real`` on the seeds both have (95 % t-interval over the seeds, absolute and
+    relative) — against its best inflation where it was run at several (the lowest mean over its seeds), so that
+    no row gains from an inflation the reference was not given; cost against ``full 20``."""
+    runs = [{**r, "inflation": float(r.get("inflation", 1.0))} for r in runs]
+    by_row: dict[str, dict[int, dict[str, Any]]] = {}
+    for r, label in zip(runs, row_labels(runs)):
+        by_row.setdefault(label, {})[int(r["seed"])] = r
     rows: dict[str, dict[str, Any]] = {}
-    ref = by_row.get("10 real", {})
     for name, per in by_row.items():
         rs = list(per.values())
         rows[name] = {k: float(np.mean([r.get(k, float("nan")) for r in rs]))
                       for k in ("forecast rmse", "analysis rmse", "forecast spread", "seconds per cycle",
                                 "loop seconds per cycle")}
-        rows[name]["seeds"] = sorted(per)
+        rows[name].update(seeds=sorted(per), row=rs[0]["row"], inflation=rs[0]["inflation"])
+    references = [n for n in rows if rows[n]["row"] == "10 real"]
+    reference = min(references, key=lambda n: rows[n]["forecast rmse"]) if references else None
+    ref = by_row[reference] if reference else {}
+    for name, per in by_row.items():
         common = sorted(set(per) & set(ref))
-        if common and name != "10 real":
+        if common and name != reference:
             diffs = [per[s]["forecast rmse"] - ref[s]["forecast rmse"] for s in common]
             rel = [100.0 * d / ref[s]["forecast rmse"] for d, s in zip(diffs, common)]
+            rows[name]["reference"] = reference
             rows[name]["forecast rmse diff vs 10 real"] = paired(diffs)
             rows[name]["forecast rmse diff vs 10 real (%)"] = paired(rel)
             rows[name]["paired seeds"] = common
-    full = rows.get("full 20", {}).get("loop seconds per cycle", float("nan"))
+    fulls = [rows[n]["loop seconds per cycle"] for n in rows if rows[n]["row"] == "full 20"]
+    full = float(np.mean(fulls)) if fulls else float("nan")
     for name in rows:
         rows[name]["cost vs full 20"] = rows[name]["loop seconds per cycle"] / full
     return rows
 
 
 def row_order(rows: dict[str, Any]) -> list[str]:
-    """The rows of :data:`ROWS` present, then any others (e.g. a generator variant renamed in a results file)."""
-    return [r for r in ROWS if r in rows] + [r for r in rows if r not in ROWS]
+    """The rows of :data:`ROWS` present (each at its inflations, increasing), then any others (e.g. a generator
+    variant renamed in a results file)."""
+    known = sorted((n for n in rows if rows[n].get("row", n) in ROWS),
+                   key=lambda n: (ROWS.index(rows[n].get("row", n)), rows[n].get("inflation", 1.0)))
+    return known + [n for n in rows if n not in known]
 
 
 def report(rows: dict[str, dict[str, Any]], cycles: int, spin_up: int) -> None:
     order = row_order(rows)
     print(f"\nQG EDA of 4D-Vars, {cycles} cycles (spin-up {spin_up})")
-    print(f"{'row':18s} {'seeds':>7s} {'fc RMSE':>10s} {'Δ vs 10 real % [95% CI]':>26s} {'an RMSE':>10s} "
+    print(f"{'row':28s} {'seeds':>7s} {'fc RMSE':>10s} {'Δ vs 10 real % [95% CI]':>26s} {'an RMSE':>10s} "
           f"{'fc spread':>10s} {'s/cycle':>8s} {'cost/full':>9s}")
     for name in order:
         r = rows[name]
         d = r.get("forecast rmse diff vs 10 real (%)", (float("nan"),) * 3)
-        print(f"{name:18s} {len(r['seeds']):7d} {r['forecast rmse']:10.4g} {d[0]:+8.2f} [{d[1]:+6.2f}, {d[2]:+6.2f}] "
+        print(f"{name:28s} {len(r['seeds']):7d} {r['forecast rmse']:10.4g} {d[0]:+8.2f} [{d[1]:+6.2f}, {d[2]:+6.2f}] "
               f"{r['analysis rmse']:10.4g} {r['forecast spread']:10.4g} {r['seconds per cycle']:8.3f} "
               f"{r['cost vs full 20']:9.3f}")
 
@@ -356,8 +415,9 @@ def plot(runs: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(9, 4), constrained_layout=True)
     finite = [r["forecast rmse"] for r in runs if np.isfinite(r["forecast rmse"])]
     top = 1.15 * max(finite)
+    labels = row_labels(runs)
     for seed in sorted({int(r["seed"]) for r in runs}):
-        per = {r["row"]: r["forecast rmse"] for r in runs if int(r["seed"]) == seed}
+        per = {label: r["forecast rmse"] for r, label in zip(runs, labels) if int(r["seed"]) == seed}
         xs = [i for i, n in enumerate(names) if n in per]
         ys = [per[names[i]] if np.isfinite(per[names[i]]) else top for i in xs]
         ax.plot(xs, ys, "o-", ms=4, lw=0.6, alpha=0.7, label=f"seed {seed}")
