@@ -336,8 +336,8 @@ def row_labels(runs: list[dict[str, Any]]) -> list[str]:
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per row (and inflation, where a row was run at several), the means over its seeds and the paired difference
     of the forecast RMSE against ``10 real`` on the seeds both have (95 % t-interval over the seeds, absolute and
-    relative) — against its best inflation where it was run at several (the lowest mean over its seeds), so that
-    no row gains from an inflation the reference was not given; cost against ``full 20``."""
+    relative) — against its best inflation where it was run at several (the lowest mean over the seeds run at every
+    one), so that no row gains from an inflation the reference was not given; cost against ``full 20``."""
     runs = [{**r, "inflation": float(r.get("inflation", 1.0))} for r in runs]
     by_row: dict[str, dict[int, dict[str, Any]]] = {}
     for r, label in zip(runs, row_labels(runs)):
@@ -350,7 +350,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                                 "loop seconds per cycle")}
         rows[name].update(seeds=sorted(per), row=rs[0]["row"], inflation=rs[0]["inflation"])
     references = [n for n in rows if rows[n]["row"] == "10 real"]
-    reference = min(references, key=lambda n: rows[n]["forecast rmse"]) if references else None
+    shared = set.intersection(*(set(by_row[n]) for n in references)) if references else set()
+    reference = min(references, key=lambda n: np.mean([by_row[n][s]["forecast rmse"] for s in shared]) if shared
+                    else rows[n]["forecast rmse"]) if references else None
     ref = by_row[reference] if reference else {}
     for name, per in by_row.items():
         common = sorted(set(per) & set(ref))
