@@ -207,12 +207,13 @@ def run_cycle(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train(args: argparse.Namespace, ensemble: str) -> dict[str, Any]:
+def train(args: argparse.Namespace, ensemble: str, training: Path) -> dict[str, Any]:
+    """The training run from ``ensemble`` in ``training`` (:func:`training_directory`) and the generator trained on
+    its cycles (``OUT/generator.pt``); the timings and the training report."""
     from pyoops.emulators.features import GridLayout
     from pyoops.registry import get_registry
 
-    cfg = cycle_config(training_directory(args, ensemble), 20, args.train_cycles, 0, args.train_seed, ensemble, args,
-                       archive=True)
+    cfg = cycle_config(training, 20, args.train_cycles, 0, args.train_seed, ensemble, args, archive=True)
     geometry = get_registry().model_plugin("qg").make_geometry(GEOMETRY, "geometry")
     layout = GridLayout.from_geometry(geometry, args.variables)
     # The archive is kept until the twins' initial ensemble (its last backgrounds) is written.
@@ -279,9 +280,13 @@ def main() -> None:
     row_inflation = {}
     for item in args.row_inflation:
         name, _, value = item.rpartition("=")
+        try:
+            row_inflation[name] = float(value)
+        except ValueError:
+            name = ""
         if name not in ROWS:
-            ap.error(f"--row-inflation {item!r}: expected ROW=VALUE with ROW one of {', '.join(ROWS)}")
-        row_inflation[name] = float(value)
+            ap.error(f"--row-inflation {item!r}: expected ROW=VALUE with ROW one of {', '.join(ROWS)} and VALUE a "
+                     "number")
     if args.merge:
         merge(args.merge)
         return
@@ -296,7 +301,7 @@ def main() -> None:
     training = training_directory(args, training_ensemble)
     made_archive = not args.skip_training and not (training / "members.nc").exists()
     if not args.skip_training:
-        results["training"] = train(args, training_ensemble)
+        results["training"] = train(args, training_ensemble, training)
         t = results["training"]
         print(f"training data {t['data seconds']:.1f} s ({args.train_cycles} cycles), training "
               f"{t['training seconds']:.1f} s, {t['epochs run']} epochs, validation loss "
