@@ -181,16 +181,23 @@ def test_member_context_is_invariant_to_the_order_of_the_real_members() -> None:
     np.testing.assert_array_equal(ctx[:, 5 * c:], centre)
 
 
+def _random_walk_cycle(rng: np.random.Generator, n: int, real: list[int], npts: int
+                       ) -> tuple[GridLayout, dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A periodic 1-D cycle of ``n`` random-walk backgrounds (values ~1-10): the layout, the backgrounds, their
+    normalisation (centre, scale, ub) and a mean increment ``d`` ``(1, 1, 1, npts)`` drawn after them from ``rng``."""
+    layout = GridLayout.from_geometry(StructuredGrid.periodic_1d(npts), ["x"])
+    xb = {"x": 5.0 + np.cumsum(rng.standard_normal((n, npts)), axis=1)}
+    centre, scale, ub, _ = normalised_cycle(layout, xb, {"x": xb["x"][real]})
+    return layout, xb, centre, scale, ub, 0.3 * rng.standard_normal((1, 1, 1, npts))
+
+
 def test_linear_endpoint_reproduces_covariance_regression_analyses() -> None:
     r"""Every member's analysis is :math:`x_b + d + \kappa\odot\mathbf P^b(x_b - \bar x^b_S)` (in the
     generator's coordinates, d constant over members, kappa pointwise): the real members' regression
     recovers d and kappa and the emulated members' analyses are reproduced, through the physical fields."""
     rng = np.random.default_rng(5)
     n, real, npts = 8, [0, 3, 5], 40
-    layout = GridLayout.from_geometry(StructuredGrid.periodic_1d(npts), ["x"])
-    xb = {"x": 5.0 + np.cumsum(rng.standard_normal((n, npts)), axis=1)}
-    centre, scale, ub, _ = normalised_cycle(layout, xb, {"x": xb["x"][real]})
-    d = 0.3 * rng.standard_normal((1, 1, 1, npts))
+    layout, xb, centre, scale, ub, d = _random_walk_cycle(rng, n, real, npts)
     kappa = -rng.uniform(0.2, 2.0, (1, 1, 1, npts))
     ua = linear_analyses(ub, real, d, kappa)
     xa = layout.from_channels(centre + scale * ua[0])
@@ -218,10 +225,7 @@ def test_ratio_endpoint_reproduces_analyses_with_a_pointwise_gain() -> None:
     the physical fields; it is linear in the member's deviation (twice the deviation, twice the change)."""
     rng = np.random.default_rng(15)
     n, real, npts = 8, [1, 2, 6], 40
-    layout = GridLayout.from_geometry(StructuredGrid.periodic_1d(npts), ["x"])
-    xb = {"x": 5.0 + np.cumsum(rng.standard_normal((n, npts)), axis=1)}
-    centre, scale, ub, _ = normalised_cycle(layout, xb, {"x": xb["x"][real]})
-    d = 0.3 * rng.standard_normal((1, 1, 1, npts))
+    layout, xb, centre, scale, ub, d = _random_walk_cycle(rng, n, real, npts)
     r = rng.uniform(0.3, 1.0, (1, 1, 1, npts))
     xa = layout.from_channels(centre + scale * (d + r * ub)[0])
     centre2, scale2, ub2, ua_real = normalised_cycle(layout, xb, {"x": xa["x"][real]})
