@@ -45,16 +45,39 @@ by default, or in float32 (``dtype``; :meth:`Emulator.numpy_network
 PyTorch's evaluation, for half the cost of the matrix products; the predictors, the input
 layer (its GELU rounds to ``dtype``), the head's output and the base :math:`\log\hat\sigma_M`
 stay float64.
+
+The matrix products run on **one BLAS thread** (``threadpoolctl``, for the duration of each
+forward pass): they are a few hundred thousand multiply-adds each, too small for a second
+thread to pay for its start and its wait.  With two threads OpenBLAS's workers spin between the
+products, so an emulated-member cycle of the QG benchmark spent ~10 % more CPU than wall time
+for the same wall time alone, and with both cores busy with other runs one member generator
+sample took 0.18 s instead of 0.08 s (benchmarks/emulated_members_qg.py, 2 cores).
+OpenBLAS splits a product by rows and columns, not along the sum, so the result is the same to
+the bit either way (tested).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["NumpyGridConvNet", "NumpyGridTrunk"]
+__all__ = ["NumpyGridConvNet", "NumpyGridTrunk", "one_blas_thread"]
+
+_blas_controller: Any = None
+
+
+def one_blas_thread() -> Any:
+    """A context manager limiting the loaded BLAS libraries to one thread (module docstring); the
+    libraries are looked up once, on the first call (~1 ms), entering costs ~20 µs."""
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def _gelu(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -191,6 +214,10 @@ class NumpyGridTrunk:
     def points(self, inputs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """The head's output ``(B, n, C_out)`` from point-major inputs ``(B, n, C_in)`` on the horizontal
         ``shape``."""
+        with one_blas_thread():
+            return self._points(inputs, shape)
+
+    def _points(self, inputs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         b, n = inputs.shape[:2]
         rows = self.rows(b, tuple(shape))
         matrix, bias = self.inp

@@ -298,3 +298,37 @@ def test_predict_equals_the_torch_network_on_normalised_inputs(layout: GridLayou
         np.testing.assert_allclose(np.log(s[v]), log_s_t[v], rtol=1e-5, atol=1e-5 * np.abs(log_s_t[v]).max())
         np.testing.assert_allclose(one_mu[v], mu[v][1], rtol=1e-12, atol=1e-12)   # BLAS may block by size
         np.testing.assert_allclose(one_s[v], s[v][1], rtol=1e-12)
+
+
+def test_numpy_inference_runs_on_one_blas_thread_and_equals_two_threads() -> None:
+    """The numpy forward pass limits BLAS to one thread while it runs (and restores it after), and gives the same
+    bits as its products on two threads: OpenBLAS splits a product by rows and columns, never along the sum (on a
+    one-core machine both sides run one thread and the comparison is trivially true)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pyoops.emulators.inference import NumpyGridConvNet
+
+    torch.manual_seed(4)
+    net = GridConvNet(6, 2, (True, True), width=32, depth=2, kernel=3)
+    with torch.no_grad():
+        for p in (*net.head.parameters(), net.beta, net.gamma):
+            p.normal_(0.0, 0.5)
+    numpy_net = NumpyGridConvNet({k: v.numpy() for k, v in net.state_dict().items()}, (True, True), 3, 2, True)
+    seen: list[set[int]] = []
+    act = numpy_net.act
+
+    def recording_act(z: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        return act(z, dtype)
+
+    numpy_net.act = recording_act
+    x = np.random.default_rng(0).standard_normal((3, 64 * 48, 6))
+    with threadpool_limits(2, user_api="blas"):
+        before = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        one = numpy_net.points(x, (64, 48))
+        after = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        numpy_net.act = act
+        two = numpy_net._points(x, (64, 48))
+    assert seen and all(s == {1} for s in seen)
+    assert after == before
+    assert np.array_equal(one, two)
