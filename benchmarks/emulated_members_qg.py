@@ -29,11 +29,20 @@ Steps (serially):
    regression), ``10 + 10 spread ratio``, ``10 + 10 resample``, ``10 + 10 static B`` (draws from
    the static B scaled to the real analyses' variance); time-mean forecast (background) and
    analysis RMSE of the ensemble mean against the truth, spread, seconds per cycle of the whole
-   ``cycle`` run and of its loop.
+   ``cycle`` run and of its loop;
+5. the cost (``--cost-cycles``, after the twins or alone with ``--seeds`` given no seed): each of
+   ``--cost-rows`` run alone as its own ``pyoops cycle`` process, in turn, ``--cost-repeats`` rounds.
+   The twins' own timings come from runs that may share the cores (two processes at once, say);
+   these do not.
 
 Run::
 
     PYTHONPATH=.:plugins/qg/src python benchmarks/emulated_members_qg.py --keep-training-data
+
+Cost alone (no twins; the generator of an earlier run)::
+
+    PYTHONPATH=.:plugins/qg/src python benchmarks/emulated_members_qg.py --skip-training --seeds \
+        --row-inflation "full 20=1.015" "10 real=1.01" "10 + 10 flow=1.015" --cost-cycles 30 --results cost.json
 
 Results: ``benchmarks/output/emulated_members_qg/<--results>`` (``--merge`` prints the table of
 several, e.g. seeds run by two processes); recorded in ``docs/emulated_members.rst``.
@@ -46,11 +55,14 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -274,6 +286,10 @@ def main() -> None:
     ap.add_argument("--keep-training-data", action="store_true",
                     help="keep the training run's member archive (and read it, if kept, instead of running the "
                          "training run again)")
+    ap.add_argument("--cost-cycles", type=int, default=0,
+                    help="time --cost-rows alone over this many cycles of the first seed's twin (0: no timing)")
+    ap.add_argument("--cost-repeats", type=int, default=3, help="rounds of the timing (every row once a round)")
+    ap.add_argument("--cost-rows", nargs="*", default=["full 20", "10 real", "10 + 10 flow"])
     ap.add_argument("--results", default="results.json", help="file name of the results in the output directory")
     ap.add_argument("--merge", nargs="+", help="only print the table of these results files (output directory)")
     args = ap.parse_args()
@@ -323,10 +339,79 @@ def main() -> None:
             print(f"seed {seed} {name:18s}", {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
                                               if k not in ("row", "seed")}, flush=True)
     results["runs"] = runs
+    if args.cost_cycles > 0:
+        results["cost"] = cost(args, ensemble, row_inflation)
     results["load after"] = os.getloadavg()
-    results["rows"] = summarise(runs)
+    if runs:
+        results["rows"] = summarise(runs)
     (OUT / args.results).write_text(json.dumps(results, indent=1) + "\n")
-    report(results["rows"], args.cycles, args.spin_up)
+    if runs:
+        report(results["rows"], args.cycles, args.spin_up)
+    if "cost" in results:
+        report_cost(results["cost"])
+
+
+def cost(args: argparse.Namespace, ensemble: str, row_inflation: dict[str, float]) -> dict[str, Any]:
+    """Cost per cycle of each of ``--cost-rows``: each run as its own ``pyoops cycle`` process (what a user runs:
+    Python's start-up, the imports, the set-up and the cycles), alone, on the first seed's twin for
+    ``--cost-cycles`` cycles, every row once a round for ``--cost-repeats`` rounds (a drift of the machine's speed
+    hits every row alike).  Per run: the wall and CPU (user + system, every thread of the process) seconds of the
+    whole process, and the wall seconds of the cycling loop (``statistics.json``), each per cycle; per row the
+    medians over the rounds and the median of its ratio to ``full 20`` in the same round."""
+    import resource
+
+    seed = args.seeds[0] if args.seeds else 1
+    cycles = int(args.cost_cycles)
+    runs: list[dict[str, Any]] = []
+    load_before = os.getloadavg()
+    for repeat in range(int(args.cost_repeats)):
+        for name in args.cost_rows:
+            inflation = row_inflation.get(name, args.inflation)
+            run_args = argparse.Namespace(**{**vars(args), "inflation": inflation, "cycles": cycles,
+                                             "spin_up": min(args.spin_up, cycles // 2)})
+            cfg = row_config(name, ensemble, run_args, seed)
+            directory = Path(cfg["output"]["directory"])
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            config = directory / "cycle.yaml"
+            config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import sys; from pyoops.cli import main; sys.exit(main())",
+                            "cycle", str(config), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+            stats = json.loads((directory / "statistics.json").read_text())
+            runs.append({"row": name, "round": repeat, "inflation": inflation, "wall seconds per cycle": wall / cycles,
+                         "cpu seconds per cycle": cpu / cycles, "loop seconds per cycle": stats["seconds per cycle"]})
+            print(f"cost round {repeat} {name:18s}", {k: round(v, 4) for k, v in runs[-1].items()
+                                                     if k.endswith("per cycle")}, flush=True)
+            shutil.rmtree(directory)
+    keys = ("wall seconds per cycle", "cpu seconds per cycle", "loop seconds per cycle")
+    rows: dict[str, dict[str, float]] = {}
+    for name in args.cost_rows:
+        mine = [r for r in runs if r["row"] == name]
+        rows[name] = {k: float(np.median([r[k] for r in mine])) for k in keys}
+        if "full 20" in args.cost_rows:
+            full = {r["round"]: r for r in runs if r["row"] == "full 20"}
+            rows[name].update({f"{k.split()[0]} vs full 20": float(np.median([r[k] / full[r["round"]][k]
+                                                                              for r in mine])) for k in keys})
+    return {"cycles": cycles, "seed": seed, "rounds": int(args.cost_repeats), "load before": load_before,
+            "load after": os.getloadavg(), "cpu": platform.processor() or platform.machine(), "runs": runs,
+            "rows": rows}
+
+
+def report_cost(cost: dict[str, Any]) -> None:
+    print(f"\nCost per cycle, each row alone as its own process, {cost['cycles']} cycles of twin {cost['seed']}, "
+          f"medians of {cost['rounds']} rounds (load {cost['load before'][0]:.2f} before, {cost['load after'][0]:.2f} "
+          "after)")
+    print(f"{'row':22s} {'wall s':>8s} {'cpu s':>8s} {'loop s':>8s} {'wall/full':>10s} {'cpu/full':>9s} "
+          f"{'loop/full':>10s}")
+    for name, r in cost["rows"].items():
+        print(f"{name:22s} {r['wall seconds per cycle']:8.3f} {r['cpu seconds per cycle']:8.3f} "
+              f"{r['loop seconds per cycle']:8.3f} {r.get('wall vs full 20', float('nan')):10.3f} "
+              f"{r.get('cpu vs full 20', float('nan')):9.3f} {r.get('loop vs full 20', float('nan')):10.3f}")
 
 
 def row_labels(runs: list[dict[str, Any]]) -> list[str]:
