@@ -520,7 +520,7 @@ def plot(runs: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
     ax.set_ylabel("time-mean forecast RMSE of the mean [m²/s]")
     ax.set_title("QG EDA of 4D-Vars: 10 real + 10 emulated (dotted: the model stopped)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=1 + len({r["seed"] for r in runs}) // 7)
     save_figure(fig, OUT / "emulated_members_qg.png")
 
 if __name__ == "__main__":
