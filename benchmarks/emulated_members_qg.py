@@ -389,12 +389,12 @@ def cost(args: argparse.Namespace, ensemble: str, row_inflation: dict[str, float
                                                      if k.endswith("per cycle")}, flush=True)
             shutil.rmtree(directory)
     keys = ("wall seconds per cycle", "cpu seconds per cycle", "loop seconds per cycle")
+    full = {r["round"]: r for r in runs if r["row"] == "full 20"}
     rows: dict[str, dict[str, float]] = {}
     for name in args.cost_rows:
         mine = [r for r in runs if r["row"] == name]
         rows[name] = {k: float(np.median([r[k] for r in mine])) for k in keys}
-        if "full 20" in args.cost_rows:
-            full = {r["round"]: r for r in runs if r["row"] == "full 20"}
+        if full:
             rows[name].update({f"{k.split()[0]} vs full 20": float(np.median([r[k] / full[r["round"]][k]
                                                                               for r in mine])) for k in keys})
     return {"cycles": cycles, "seed": seed, "rounds": int(args.cost_repeats), "load before": load_before,

@@ -317,16 +317,19 @@ def test_numpy_inference_runs_on_one_blas_thread_and_equals_two_threads() -> Non
     seen: list[set[int]] = []
     act = numpy_net.act
 
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
     def recording_act(z: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        seen.append(blas_threads())
         return act(z, dtype)
 
     numpy_net.act = recording_act
     x = np.random.default_rng(0).standard_normal((3, 64 * 48, 6))
     with threadpool_limits(2, user_api="blas"):
-        before = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        before = blas_threads()
         one = numpy_net.points(x, (64, 48))
-        after = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        after = blas_threads()
         numpy_net.act = act
         two = numpy_net._points(x, (64, 48))
     assert seen and all(s == {1} for s in seen)
