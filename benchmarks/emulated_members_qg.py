@@ -31,7 +31,8 @@ Steps (serially):
    analysis RMSE of the ensemble mean against the truth, spread, seconds per cycle of the whole
    ``cycle`` run and of its loop;
 5. the cost (``--cost-cycles``, after the twins or alone with ``--seeds`` given no seed): each of
-   ``--cost-rows`` run alone as its own ``pyoops cycle`` process, in turn, ``--cost-repeats`` rounds.
+   ``--cost-rows`` run alone as its own ``pyoops cycle`` process, in turn (the order turned by one each round),
+   ``--cost-repeats`` rounds.
    The twins' own timings come from runs that may share the cores (two processes at once, say);
    these do not.
 
@@ -354,18 +355,22 @@ def main() -> None:
 def cost(args: argparse.Namespace, ensemble: str, row_inflation: dict[str, float]) -> dict[str, Any]:
     """Cost per cycle of each of ``--cost-rows``: each run as its own ``pyoops cycle`` process (what a user runs:
     Python's start-up, the imports, the set-up and the cycles), alone, on the first seed's twin for
-    ``--cost-cycles`` cycles, every row once a round for ``--cost-repeats`` rounds (a drift of the machine's speed
-    hits every row alike).  Per run: the wall and CPU (user + system, every thread of the process) seconds of the
-    whole process, and the wall seconds of the cycling loop (``statistics.json``), each per cycle; per row the
-    medians over the rounds and the median of its ratio to ``full 20`` in the same round."""
+    ``--cost-cycles`` cycles, every row once a round for ``--cost-repeats`` rounds, the order of the rows turned by
+    one each round (so a drift of the machine's speed over minutes falls on every row and every position alike).
+    Per run: the wall and CPU (user + system, every thread of the process) seconds of the whole process, and the wall
+    seconds of the cycling loop (``statistics.json``), each per cycle.  Per row: the medians over the rounds, its
+    ratio to ``full 20`` in the same round (median, lowest and highest over the rounds) and the ratio of its seconds
+    summed over all rounds to those of ``full 20`` (drift averaged over the whole timing)."""
     import resource
 
     seed = args.seeds[0] if args.seeds else 1
     cycles = int(args.cost_cycles)
     runs: list[dict[str, Any]] = []
     load_before = os.getloadavg()
+    names = list(args.cost_rows)
     for repeat in range(int(args.cost_repeats)):
-        for name in args.cost_rows:
+        turn = repeat % len(names)
+        for name in names[turn:] + names[:turn]:
             inflation = row_inflation.get(name, args.inflation)
             run_args = argparse.Namespace(**{**vars(args), "inflation": inflation, "cycles": cycles,
                                              "spin_up": min(args.spin_up, cycles // 2)})
@@ -388,30 +393,48 @@ def cost(args: argparse.Namespace, ensemble: str, row_inflation: dict[str, float
             print(f"cost round {repeat} {name:18s}", {k: round(v, 4) for k, v in runs[-1].items()
                                                      if k.endswith("per cycle")}, flush=True)
             shutil.rmtree(directory)
+    return {"cycles": cycles, "seed": seed, "rounds": int(args.cost_repeats), "load before": load_before,
+            "load after": os.getloadavg(), "cpu": platform.processor() or platform.machine(), "runs": runs,
+            "rows": cost_rows(runs, list(args.cost_rows))}
+
+
+def cost_rows(runs: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per row of ``names``: the medians over the rounds of its seconds per cycle (wall, CPU, loop) and, if ``full 20``
+    was timed, its ratios to it: per round (median, lowest and highest) and of the seconds summed over the rounds."""
     keys = ("wall seconds per cycle", "cpu seconds per cycle", "loop seconds per cycle")
     full = {r["round"]: r for r in runs if r["row"] == "full 20"}
-    rows: dict[str, dict[str, float]] = {}
-    for name in args.cost_rows:
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
         mine = [r for r in runs if r["row"] == name]
         rows[name] = {k: float(np.median([r[k] for r in mine])) for k in keys}
         if full:
-            rows[name].update({f"{k.split()[0]} vs full 20": float(np.median([r[k] / full[r["round"]][k]
-                                                                              for r in mine])) for k in keys})
-    return {"cycles": cycles, "seed": seed, "rounds": int(args.cost_repeats), "load before": load_before,
-            "load after": os.getloadavg(), "cpu": platform.processor() or platform.machine(), "runs": runs,
-            "rows": rows}
+            for k in keys:
+                ratios = [r[k] / full[r["round"]][k] for r in mine]
+                what = k.split()[0]
+                rows[name].update({f"{what} vs full 20": float(np.median(ratios)),
+                                   f"{what} vs full 20 range": [float(min(ratios)), float(max(ratios))],
+                                   f"{what} vs full 20 of the sums": float(sum(r[k] for r in mine)
+                                                                           / sum(f[k] for f in full.values()))})
+    return rows
 
 
 def report_cost(cost: dict[str, Any]) -> None:
     print(f"\nCost per cycle, each row alone as its own process, {cost['cycles']} cycles of twin {cost['seed']}, "
           f"medians of {cost['rounds']} rounds (load {cost['load before'][0]:.2f} before, {cost['load after'][0]:.2f} "
-          "after)")
-    print(f"{'row':22s} {'wall s':>8s} {'cpu s':>8s} {'loop s':>8s} {'wall/full':>10s} {'cpu/full':>9s} "
-          f"{'loop/full':>10s}")
+          "after); ratios to full 20: median of the rounds [lowest, highest] and of the sums over the rounds")
+    print(f"{'row':22s} {'wall s':>8s} {'cpu s':>8s} {'loop s':>8s}   " + "   ".join(
+        f"{what + '/full':>31s}" for what in ("wall", "cpu", "loop")))
     for name, r in cost["rows"].items():
         print(f"{name:22s} {r['wall seconds per cycle']:8.3f} {r['cpu seconds per cycle']:8.3f} "
-              f"{r['loop seconds per cycle']:8.3f} {r.get('wall vs full 20', float('nan')):10.3f} "
-              f"{r.get('cpu vs full 20', float('nan')):9.3f} {r.get('loop vs full 20', float('nan')):10.3f}")
+              f"{r['loop seconds per cycle']:8.3f}   " + "   ".join(_ratio_text(r, w) for w in ("wall", "cpu", "loop")))
+
+
+def _ratio_text(row: dict[str, Any], what: str) -> str:
+    """``median [lowest, highest] sums ratio`` of one cost row's ``what`` (wall, cpu, loop) against full 20."""
+    if f"{what} vs full 20" not in row:
+        return f"{'-':>31s}"
+    low, high = row[f"{what} vs full 20 range"]
+    return f"{row[f'{what} vs full 20']:6.3f} [{low:.3f}, {high:.3f}] sums {row[f'{what} vs full 20 of the sums']:.3f}"
 
 
 def row_labels(runs: list[dict[str, Any]]) -> list[str]:
@@ -452,12 +475,25 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             rows[name]["reference"] = reference
             rows[name]["forecast rmse diff vs 10 real"] = paired(diffs)
             rows[name]["forecast rmse diff vs 10 real (%)"] = paired(rel)
+            rows[name]["paired tests (%)"] = paired_tests(rel)
             rows[name]["paired seeds"] = common
     fulls = [rows[n]["loop seconds per cycle"] for n in rows if rows[n]["row"] == "full 20"]
     full = float(np.mean(fulls)) if fulls else float("nan")
     for name in rows:
         rows[name]["cost vs full 20"] = rows[name]["loop seconds per cycle"] / full
     return rows
+
+
+def paired_tests(diffs: list[float]) -> dict[str, float]:
+    """Two-sided p-values of the paired differences ``diffs`` (one per seed) against zero: Student's t (the
+    t-interval's test) and Wilcoxon's signed rank (no normality assumed); and how many seeds are below zero."""
+    from scipy.stats import ttest_1samp, wilcoxon
+
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.size < 2 or not np.all(np.isfinite(d)) or not np.any(d):
+        return {"t p": float("nan"), "wilcoxon p": float("nan"), "below zero": int(np.sum(d < 0)), "seeds": d.size}
+    return {"t p": float(ttest_1samp(d, 0.0).pvalue), "wilcoxon p": float(wilcoxon(d).pvalue),
+            "below zero": int(np.sum(d < 0)), "seeds": int(d.size)}
 
 
 def row_order(rows: dict[str, Any]) -> list[str]:
@@ -472,13 +508,16 @@ def report(rows: dict[str, dict[str, Any]], cycles: int, spin_up: int) -> None:
     order = row_order(rows)
     print(f"\nQG EDA of 4D-Vars, {cycles} cycles (spin-up {spin_up})")
     print(f"{'row':28s} {'seeds':>7s} {'fc RMSE':>10s} {'Δ vs 10 real % [95% CI]':>26s} {'an RMSE':>10s} "
-          f"{'fc spread':>10s} {'s/cycle':>8s} {'cost/full':>9s}")
+          f"{'fc spread':>10s} {'s/cycle':>8s} {'cost/full':>9s} {'t p':>7s} {'Wilc. p':>7s} {'better':>7s}")
+    nan = float("nan")
     for name in order:
         r = rows[name]
-        d = r.get("forecast rmse diff vs 10 real (%)", (float("nan"),) * 3)
+        d = r.get("forecast rmse diff vs 10 real (%)", (nan,) * 3)
+        tests = r.get("paired tests (%)", {"t p": nan, "wilcoxon p": nan, "below zero": 0, "seeds": 0})
+        better = f"{tests['below zero']}/{tests['seeds']}" if tests["seeds"] else "-"
         print(f"{name:28s} {len(r['seeds']):7d} {r['forecast rmse']:10.4g} {d[0]:+8.2f} [{d[1]:+6.2f}, {d[2]:+6.2f}] "
               f"{r['analysis rmse']:10.4g} {r['forecast spread']:10.4g} {r['seconds per cycle']:8.3f} "
-              f"{r['cost vs full 20']:9.3f}")
+              f"{r['cost vs full 20']:9.3f} {tests['t p']:7.3f} {tests['wilcoxon p']:7.3f} {better:>7s}")
 
 
 def merge(files: list[str]) -> None:
