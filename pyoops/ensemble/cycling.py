@@ -579,16 +579,22 @@ class CycleExperiment:
                               f"{self.nmembers}", "emulated members")
         if self.adaptation is not None:
             raise ConfigError("emulated members and the adaptive schemes are not combined", "emulated members")
+        if params.shadow_analyses and not self.member_archive_analyses:
+            raise ConfigError("the shadow analyses go into the member archive only: set 'output: {member archive: "
+                              "true, member archive analyses: true}'", "emulated members.shadow analyses")
         self.emulated = EmulatedMembers(params, self.geometry, self.variables, self.start, self.registry,
                                         self.plugin, self.cycling.seed)
 
     def _emulate(self, k: int, backgrounds: dict[str, np.ndarray], analyses: dict[str, np.ndarray]
                  ) -> dict[str, np.ndarray]:
         """Record the members' (background, analysis) pairs for the archive, and with ``emulated members`` the
-        hybrid ensemble: the real members' analyses and the emulated ones."""
+        hybrid ensemble: the real members' analyses and the emulated ones.  With ``shadow analyses`` every member
+        of ``analyses`` is a real analysis: the archive keeps them, the cycle goes on with the hybrid ensemble."""
+        real = analyses
         if self.emulated is not None:
             analyses = self.emulated.complete(k, backgrounds, analyses)
-        self.last_member_analyses = analyses if self.member_archive_analyses else None
+        archived = real if self.emulated is not None and self.emulated.shadow else analyses
+        self.last_member_analyses = archived if self.member_archive_analyses else None
         return analyses
 
     def _setup_adaptive(self) -> None:
@@ -1332,8 +1338,10 @@ class CycleExperiment:
             ensemble = {v: np.stack([backgrounds[m][v] for m in range(1, n + 1)]) for v in self.variables}
             if not ens_times:
                 ensemble = self.ensemble_for_b(k, ensemble)
-        # With emulated members only the real ones (1..M) are analysed; B_e still has all N backgrounds.
-        analysed = labels if self.emulated is None else labels[:self.emulated.real]
+        # With emulated members only the real ones (1..M) are analysed (all with shadow analyses, for the member
+        # archive only); B_e still has all N backgrounds.
+        real = labels if self.emulated is None else labels[:self.emulated.real]
+        analysed = labels if self.emulated is None or self.emulated.shadow else real
         analyses, innovations = None, None
         if gain_path:
             xa = self.static_gain.analyse(k, twin, backgrounds[0])
@@ -1347,7 +1355,7 @@ class CycleExperiment:
                              if self.archive else None, hbht_member=labels[0], run_token=self.run_token,
                              observers=self._cycle_observers(twin, cost_cfg, executor))
             result = run_eda(setup, analysed, executor)
-            innovations = variational_innovations(result.diagnostics, analysed, control is not None) \
+            innovations = variational_innovations(result.diagnostics, real, control is not None) \
                 if self.archive else None
             # Analyses valid at s_k (the end of each member's minimisation), then, for 4-D windows, at a_k.
             analyses = {v: np.stack([result.analyses[m][-1][v] for m in analysed]) for v in self.variables}

@@ -44,6 +44,17 @@ from the emulated ones through the model plugin's nonlinear ``variable change`` 
 VariableChange, e.g. ``{variable change name: QG}``), member by member, so every emulated
 analysis is a consistent state.
 
+Shadow analyses (``shadow analyses: true``)
+------------------------------------------
+Training pairs from the hybrid's own cycles: every member is also analysed for real (its
+observation perturbations are those it has in the full EDA: each member draws from its own
+stream), the member archive keeps those real analyses with the hybrid's backgrounds, and the
+cycle goes on with the emulated ones exactly as without the option.  A generator trained on
+the full EDA's cycles meets, in the hybrid, backgrounds forecast from its own emulated
+analyses; archives of shadow runs added to its training data show it those backgrounds with
+their true analyses (the dataset aggregation of imitation learning).  The shadow analyses cost
+what the full EDA's do: this is a way to make training data, not to cycle cheaply.
+
 Every draw comes from the stream ``generator(seed, "emulated members", k)`` of cycle :math:`k`:
 a run and its restart after a kill draw the same members.
 """
@@ -93,6 +104,12 @@ class EmulatedMembersParameters(Parameters):
         None, min_length=1, description="linear: the variables emulated (default: all the members'); the others "
                                         "follow through 'variable change'. A flow generator emulates those of its "
                                         "file.")
+    shadow_analyses: bool = Field(
+        False, alias="shadow analyses",
+        description="Also analyse the emulated members for real, for the member archive only: the archive pairs "
+                    "every member's background in the hybrid cycle with its real analysis (training data on the "
+                    "hybrid's own backgrounds), while the cycle goes on with the emulated ones. An EDA then costs "
+                    "what the full one does. Needs 'output: {member archive: true, member archive analyses: true}'.")
     variable_change: dict[str, Any] | None = Field(
         None, alias="variable change",
         description="The model plugin's nonlinear variable change ({variable change name: ...}) giving the members' "
@@ -133,6 +150,8 @@ class EmulatedMembers:
         self.emulated = int(params.emulated)
         self.variables = list(variables)
         self.seed = int(seed)
+        #: Whether every member is also analysed for real, for the member archive only.
+        self.shadow = bool(params.shadow_analyses)
         self.model: Any = None
         self.covariance: Any = None
         #: The variables the generator draws (the others follow through the variable change).

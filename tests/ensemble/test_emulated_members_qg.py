@@ -6,6 +6,7 @@ trained on ``x`` alone (``generator: variables: [x]``)."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,37 @@ def test_flow_generator_of_the_streamfunction_in_a_qg_eda(initial: str, tmp_path
     del bad["emulated members"]["variable change"]
     with pytest.raises(ConfigError, match="variable change"):
         pyoops.run("cycle", bad)
+
+
+def test_shadow_analyses_archive_real_analyses_and_leave_the_cycle_alone(initial: str, tmp_path: Path) -> None:
+    """``shadow analyses``: the member archive pairs the hybrid's backgrounds with every member's real analysis,
+    while the cycle is the hybrid's: the same backgrounds and statistics, bitwise, as without the option; at the
+    first cycle (same backgrounds) the archived analyses are the full EDA's, bitwise (each member has its own
+    observation-perturbation stream, whoever else is analysed)."""
+    hybrid = {"generator": "linear", "variables": ["x"], "variable change": QG_CHANGE}
+    runs = {"full": None, "hybrid": hybrid, "shadow": {**hybrid, "shadow analyses": True}}
+    archives = {}
+    for name, emulated in runs.items():
+        pyoops.run("cycle", eda(tmp_path / name, initial, 3, emulated))
+        archives[name] = read_member_archive(tmp_path / name / "members.nc")
+    full, plain, shadow = archives["full"], archives["hybrid"], archives["shadow"]
+    assert plain.analyses is not None and shadow.analyses is not None and full.analyses is not None
+    for v in ("x", "q", "u", "v"):
+        np.testing.assert_array_equal(shadow.members[v], plain.members[v], err_msg=v)
+        np.testing.assert_array_equal(shadow.analyses[v][:, :REAL], plain.analyses[v][:, :REAL], err_msg=v)
+        np.testing.assert_array_equal(shadow.analyses[v][0], full.analyses[v][0], err_msg=v)
+    # The emulated members' archived analyses are real ones, not the emulated analyses the cycle used ...
+    assert not np.allclose(shadow.analyses["x"][:, REAL:], plain.analyses["x"][:, REAL:])
+    # ... and the cycle went on with the emulated ones: from cycle 2 the backgrounds differ from the full EDA's.
+    assert not np.allclose(shadow.members["x"][1:], full.members["x"][1:])
+    stats = {name: json.loads((tmp_path / name / "statistics.json").read_text()) for name in ("hybrid", "shadow")}
+    for s in stats.values():
+        s.pop("seconds per cycle")       # the only entry that is not a result
+    assert stats["shadow"] == stats["hybrid"]
+
+
+def test_shadow_analyses_need_the_archived_analyses(initial: str, tmp_path: Path, io: Any,
+                                                   cli: Callable[..., Any]) -> None:
+    cfg = eda(tmp_path / "out", initial, 2, {"generator": "resample", "shadow analyses": True})
+    cfg["output"]["member archive analyses"] = False
+    assert "emulated members.shadow analyses" in _bad(cfg, tmp_path, io, cli)
