@@ -189,31 +189,49 @@ def train_from_run(cfg: dict[str, Any], layout: Any, skip: int, args: argparse.N
     """Run the full system ``cfg`` (archiving its analyses), train the generator on its cycles after ``skip``
     (the last 20 % for early stopping), save it as ``output``; the timings and the training report.  With ``keep``
     the run's archive is kept, and a kept archive of a finished run is read instead of running it again."""
-    from pyoops.emulators.member_training import MemberTrainingOptions, fit_member_generator, member_pairs
-    from pyoops.ensemble.member_archive import read_member_archive
-
     directory = Path(cfg["output"]["directory"])
     started = time.perf_counter()
     if not (keep and (directory / "members.nc").exists() and (directory / "statistics.json").exists()):
         pyoops.run("cycle", cfg)
     data_seconds = time.perf_counter() - started
-    archive = read_member_archive(directory / "members.nc")
-    pairs = member_pairs({v: a[skip:] for v, a in archive.members.items()},
-                         {v: a[skip:] for v, a in (archive.analyses or {}).items()}, layout)
-    n = pairs.ncycles
-    nval = max(1, n // 5)
+    report = fit_generator([directory / "members.nc"], layout, skip, args, kernel, batch_size, output, geometry)
+    if not keep:
+        shutil.rmtree(directory, ignore_errors=True)
+    return {"data seconds": data_seconds, **report}
+
+
+def fit_generator(archives: list[Path], layout: Any, skip: int, args: argparse.Namespace, kernel: int,
+                  batch_size: int, output: Path, geometry: Any = None) -> dict[str, Any]:
+    """Train the generator on the (background, analysis) pairs of the member ``archives``, each one's cycles after
+    ``skip`` with its last 20 % kept for early stopping (held out in time in every run), and save it as ``output``;
+    the training time and report."""
+    from pyoops.emulators.member_training import MemberPairs, MemberTrainingOptions, fit_member_generator, member_pairs
+    from pyoops.ensemble.member_archive import read_member_archive
+
+    fitted: list[Any] = []
+    held_out: list[Any] = []
+    for name in archives:
+        archive = read_member_archive(name)
+        pairs = member_pairs({v: a[skip:] for v, a in archive.members.items()},
+                             {v: a[skip:] for v, a in (archive.analyses or {}).items()}, layout)
+        n = pairs.ncycles
+        nval = max(1, n // 5)
+        fitted.append(pairs.select(np.arange(n - nval)))
+        held_out.append(pairs.select(np.arange(n - nval, n)))
+
+    def joined(parts: list[Any]) -> Any:
+        return MemberPairs(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("ub", "ua", "centre", "scale")))
+
     started = time.perf_counter()
     model, history = fit_member_generator(
         layout, 10, {"width": args.width, "depth": args.depth, "kernel": kernel,
                      "head": getattr(args, "head", "additive")}, args.sigma, args.steps,
-        pairs.select(np.arange(n - nval)), pairs.select(np.arange(n - nval, n)),
+        joined(fitted), joined(held_out),
         MemberTrainingOptions(epochs=args.epochs, batch_size=batch_size, patience=8, seed=args.train_seed, threads=1),
         geometry, False, getattr(args, "baseline", "covariance regression"))
     train_seconds = time.perf_counter() - started
     model.save(output)
-    if not keep:
-        shutil.rmtree(directory, ignore_errors=True)
-    return {"data seconds": data_seconds, "training seconds": train_seconds, "parameters": model.parameters,
+    return {"training seconds": train_seconds, "parameters": model.parameters, "archives": [str(a) for a in archives],
             **{k: v for k, v in model.training.items() if k != "seconds"}, "history": history}
 
 

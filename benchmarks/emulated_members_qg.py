@@ -22,6 +22,11 @@ Steps (serially):
    it instead of running it again);
 3. training the generator on those pairs (``--variables``: the streamfunction only by default,
    q, u and v follow through the QG variable change; ``--baseline``);
+3b. with ``--shadow-output FILE``, one round of training on the hybrid's own cycles: the flow row
+   (generator ``--generator``) with ``shadow analyses`` over the training period (same truth,
+   observations and initial ensemble, so no evaluated cycle is seen), its archive pairing the
+   hybrid's backgrounds with every member's real analysis; a generator trained on the pairs of
+   both runs is saved as ``FILE`` and used by the rows of the same run;
 4. evaluation on ``--seeds`` twins (their own observation and perturbation seeds), ``--cycles``
    cycles each, started (``--start after training``) from the training run's last backgrounds,
    so that they are spun up and every evaluated cycle comes after the training period of the
@@ -70,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from emulated_members import (  # noqa: E402
     add_training_arguments,
+    fit_generator,
     paired,
     timed_cycle,
     train_from_run,
@@ -233,13 +239,43 @@ def train(args: argparse.Namespace, ensemble: str, training: Path) -> dict[str, 
     return train_from_run(cfg, layout, args.train_skip, args, 3, 8, OUT / "generator.pt", geometry.describe(), True)
 
 
+def shadow_round(args: argparse.Namespace, ensemble: str, training: Path, inflation: float) -> dict[str, Any]:
+    """One round of training on the hybrid's own cycles: the hybrid (``10 + 10 flow`` with the generator of
+    ``--generator``, posterior inflation ``inflation``) with ``shadow analyses`` over the training run's period (the
+    same truth, observations and initial ensemble ``ensemble``, so no cycle of the twins is seen), then a generator
+    trained on the pairs of both runs (``--shadow-output``); the timings and the training report."""
+    from pyoops.emulators.features import GridLayout
+    from pyoops.registry import get_registry
+
+    archive = training / "members.nc"
+    if not archive.exists():
+        raise SystemExit(f"--shadow-output needs the training run's archive {archive}: run the training with "
+                         "--keep-training-data")
+    run_args = argparse.Namespace(**{**vars(args), "inflation": inflation, "cycles": args.train_cycles, "spin_up": 0,
+                                     "truth_spin_up": "P9D"})
+    cfg = row_config("10 + 10 flow", ensemble, run_args, args.train_seed)
+    cfg["emulated members"]["shadow analyses"] = True
+    cfg["output"].update({"directory": str(OUT / "shadow-run"), "member archive": True,
+                          "member archive analyses": True})
+    started = time.perf_counter()
+    if not (OUT / "shadow-run" / "statistics.json").exists():
+        pyoops.run("cycle", cfg)
+    data_seconds = time.perf_counter() - started
+    geometry = get_registry().model_plugin("qg").make_geometry(GEOMETRY, "geometry")
+    layout = GridLayout.from_geometry(geometry, args.variables)
+    report = fit_generator([archive, OUT / "shadow-run" / "members.nc"], layout, args.train_skip, args, 3, 8,
+                           OUT / args.shadow_output, geometry.describe())
+    return {"data seconds": data_seconds, "generator": args.generator, "inflation": inflation, **report}
+
+
 def row_config(name: str, ensemble: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     hybrid = {"real": 10, "emulated": 10}
     # The generators draw the streamfunction (the prognostic variable) and derive q, u, v from it.
     derive = {} if set(args.variables) == {"x", "q", "u", "v"} else {"variable change": {"variable change name": "QG"}}
     spec: dict[str, tuple[int, dict[str, Any] | None]] = {
         "full 20": (20, None), "10 real": (10, None),
-        "10 + 10 flow": (20, {"generator": "flow", "model": str(OUT / "generator.pt"), **hybrid, **derive}),
+        "10 + 10 flow": (20, {"generator": "flow", "model": str(OUT / getattr(args, "generator", "generator.pt")),
+                              **hybrid, **derive}),
         "10 + 10 linear": (20, {"generator": "linear", "variables": args.variables, **hybrid, **derive}),
         "10 + 10 spread ratio": (20, {"generator": "linear", "baseline": "spread ratio", "variables": args.variables,
                                       **hybrid, **derive}),
@@ -284,6 +320,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--skip-training", action="store_true", help="reuse output/emulated_members_qg/generator.pt")
+    ap.add_argument("--generator", default="generator.pt",
+                    help="the flow row's generator, in the output directory (what training writes: generator.pt)")
+    ap.add_argument("--shadow-output", metavar="FILE",
+                    help="after the training, one round on the hybrid's own cycles (the flow row with shadow "
+                         "analyses over the training period, with --generator and the flow row's inflation), and a "
+                         "generator trained on both runs' pairs saved as FILE in the output directory (needs the "
+                         "training run's archive: --keep-training-data); the rows of the same run then use FILE")
     ap.add_argument("--keep-training-data", action="store_true",
                     help="keep the training run's member archive (and read it, if kept, instead of running the "
                          "training run again)")
@@ -324,6 +367,14 @@ def main() -> None:
               f"{t['training seconds']:.1f} s, {t['epochs run']} epochs, validation loss "
               f"{t['best validation loss']:.2e} (baseline "
               f"{t['baseline validation loss']:.2e}), {t['parameters']} parameters", flush=True)
+    if args.shadow_output:
+        results["shadow round"] = shadow_round(args, training_ensemble, training,
+                                               row_inflation.get("10 + 10 flow", args.inflation))
+        t = results["shadow round"]
+        args.generator = args.shadow_output          # the rows below use the generator of the shadow round
+        print(f"shadow run {t['data seconds']:.1f} s, training {t['training seconds']:.1f} s, {t['epochs run']} "
+              f"epochs, validation loss {t['best validation loss']:.2e} (baseline {t['baseline validation loss']:.2e})",
+              flush=True)
     if args.start == "after training":
         ensemble, args.truth_spin_up = ensemble_after_training(training)
     if made_archive and not args.keep_training_data:       # an archive an earlier run kept stays
