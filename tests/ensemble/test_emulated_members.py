@@ -176,6 +176,19 @@ def test_static_b_generator_matches_the_real_spread(tmp_path: Path) -> None:
         assert np.abs((emulated - mean).T - (real - mean).T @ coef).max() > 1e-3
 
 
+def test_shadow_analyses_of_an_etkf_are_its_transform_of_every_member(tmp_path: Path) -> None:
+    """ETKF with ``shadow analyses``: the cycle is the plain hybrid's, bitwise; the archive keeps the transform of
+    every member's background (computed for all N anyway), which at the first cycle is the full ETKF's analysis."""
+    plain, plain_archive = _run(hybrid_letkf(tmp_path / "plain", cycles=5))
+    shadow, shadow_archive = _run(hybrid_letkf(tmp_path / "shadow", cycles=5, **{"shadow analyses": True}))
+    _, full_archive = _run(hybrid_letkf(tmp_path / "full", cycles=5, generator_=None))
+    np.testing.assert_array_equal(shadow_archive.members["x"], plain_archive.members["x"])
+    np.testing.assert_array_equal(shadow.members["x"], plain.members["x"])
+    np.testing.assert_array_equal(shadow_archive.analyses["x"][:, :REAL], plain_archive.analyses["x"][:, :REAL])
+    np.testing.assert_array_equal(shadow_archive.analyses["x"][0], full_archive.analyses["x"][0])
+    assert not np.allclose(shadow_archive.analyses["x"][:, REAL:], plain_archive.analyses["x"][:, REAL:])
+
+
 def test_resample_run_resumes_bitwise(tmp_path: Path) -> None:
     """Stop after 15 cycles and resume to 30: statistics, members and the member archive (with analyses) equal an
     uninterrupted run's: the emulated draws come from per-cycle streams."""
