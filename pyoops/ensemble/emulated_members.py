@@ -45,7 +45,7 @@ VariableChange, e.g. ``{variable change name: QG}``), member by member, so every
 analysis is a consistent state.
 
 Shadow analyses (``shadow analyses: true``)
-------------------------------------------
+-------------------------------------------
 Training pairs from the hybrid's own cycles: every member is also analysed for real (its
 observation perturbations are those it has in the full EDA: each member draws from its own
 stream), the member archive keeps those real analyses with the hybrid's backgrounds, and the
