@@ -229,14 +229,19 @@ def run_cycle(cfg: dict[str, Any]) -> dict[str, Any]:
 def train(args: argparse.Namespace, ensemble: str, training: Path) -> dict[str, Any]:
     """The training run from ``ensemble`` in ``training`` (:func:`training_directory`) and the generator trained on
     its cycles (``OUT/generator.pt``); the timings and the training report."""
+    cfg = cycle_config(training, 20, args.train_cycles, 0, args.train_seed, ensemble, args, archive=True)
+    geometry, layout = generator_grid(args)
+    # The archive is kept until the twins' initial ensemble (its last backgrounds) is written.
+    return train_from_run(cfg, layout, args.train_skip, args, 3, 8, OUT / "generator.pt", geometry.describe(), True)
+
+
+def generator_grid(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The twin's QG geometry and the generator's layout of ``--variables`` on it."""
     from pyoops.emulators.features import GridLayout
     from pyoops.registry import get_registry
 
-    cfg = cycle_config(training, 20, args.train_cycles, 0, args.train_seed, ensemble, args, archive=True)
     geometry = get_registry().model_plugin("qg").make_geometry(GEOMETRY, "geometry")
-    layout = GridLayout.from_geometry(geometry, args.variables)
-    # The archive is kept until the twins' initial ensemble (its last backgrounds) is written.
-    return train_from_run(cfg, layout, args.train_skip, args, 3, 8, OUT / "generator.pt", geometry.describe(), True)
+    return geometry, GridLayout.from_geometry(geometry, args.variables)
 
 
 def shadow_round(args: argparse.Namespace, ensemble: str, training: Path, inflation: float) -> dict[str, Any]:
@@ -244,9 +249,6 @@ def shadow_round(args: argparse.Namespace, ensemble: str, training: Path, inflat
     ``--generator``, posterior inflation ``inflation``) with ``shadow analyses`` over the training run's period (the
     same truth, observations and initial ensemble ``ensemble``, so no cycle of the twins is seen), then a generator
     trained on the pairs of both runs (``--shadow-output``); the timings and the training report."""
-    from pyoops.emulators.features import GridLayout
-    from pyoops.registry import get_registry
-
     archive = training / "members.nc"
     if not archive.exists():
         raise SystemExit(f"--shadow-output needs the training run's archive {archive}: run the training with "
@@ -255,15 +257,14 @@ def shadow_round(args: argparse.Namespace, ensemble: str, training: Path, inflat
                                      "truth_spin_up": "P9D"})
     cfg = row_config("10 + 10 flow", ensemble, run_args, args.train_seed)
     cfg["emulated members"]["shadow analyses"] = True
-    cfg["output"].update({"directory": str(OUT / "shadow-run"), "member archive": True,
-                          "member archive analyses": True})
+    shadow = OUT / "shadow-run"
+    cfg["output"].update({"directory": str(shadow), "member archive": True, "member archive analyses": True})
     started = time.perf_counter()
-    if not (OUT / "shadow-run" / "statistics.json").exists():
+    if not (shadow / "statistics.json").exists():
         pyoops.run("cycle", cfg)
     data_seconds = time.perf_counter() - started
-    geometry = get_registry().model_plugin("qg").make_geometry(GEOMETRY, "geometry")
-    layout = GridLayout.from_geometry(geometry, args.variables)
-    report = fit_generator([archive, OUT / "shadow-run" / "members.nc"], layout, args.train_skip, args, 3, 8,
+    geometry, layout = generator_grid(args)
+    report = fit_generator([archive, shadow / "members.nc"], layout, args.train_skip, args, 3, 8,
                            OUT / args.shadow_output, geometry.describe())
     return {"data seconds": data_seconds, "generator": args.generator, "inflation": inflation, **report}
 
@@ -541,10 +542,10 @@ def paired_tests(diffs: list[float]) -> dict[str, float]:
     from scipy.stats import ttest_1samp, wilcoxon
 
     d = np.asarray(diffs, dtype=np.float64)
+    counts = {"below zero": int(np.sum(d < 0)), "seeds": int(d.size)}
     if d.size < 2 or not np.all(np.isfinite(d)) or not np.any(d):
-        return {"t p": float("nan"), "wilcoxon p": float("nan"), "below zero": int(np.sum(d < 0)), "seeds": d.size}
-    return {"t p": float(ttest_1samp(d, 0.0).pvalue), "wilcoxon p": float(wilcoxon(d).pvalue),
-            "below zero": int(np.sum(d < 0)), "seeds": int(d.size)}
+        return {"t p": float("nan"), "wilcoxon p": float("nan"), **counts}
+    return {"t p": float(ttest_1samp(d, 0.0).pvalue), "wilcoxon p": float(wilcoxon(d).pvalue), **counts}
 
 
 def row_order(rows: dict[str, Any]) -> list[str]:
