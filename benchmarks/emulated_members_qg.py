@@ -50,6 +50,14 @@ Cost alone (no twins; the generator of an earlier run)::
     PYTHONPATH=.:plugins/qg/src python benchmarks/emulated_members_qg.py --skip-training --seeds \
         --row-inflation "full 20=1.015" "10 real=1.01" "10 + 10 flow=1.015" --cost-cycles 30 --results cost.json
 
+A larger ensemble weight (``--beta 0.8``; the training run, then each row and inflation as its own process, two
+at a time, and the table of all of them)::
+
+    PYTHONPATH=.:plugins/qg/src python benchmarks/emulated_members_qg.py --beta 0.8 --keep-training-data --seeds
+    PYTHONPATH=.:plugins/qg/src python benchmarks/emulated_members_qg.py --beta 0.8 --skip-training --seeds 1 \
+        --rows "10 real" --row-inflation "10 real=1.02" --results t_1_real1.02.json     # ... every row, twins 1-3
+    PYTHONPATH=.:plugins/qg/src python benchmarks/emulated_members_qg.py --merge "t_*.json" --figure beta08.png
+
 Results: ``benchmarks/output/emulated_members_qg/<--results>`` (``--merge`` prints the table of
 several, e.g. seeds run by two processes); recorded in ``docs/emulated_members.rst``.
 """
@@ -336,7 +344,10 @@ def main() -> None:
     ap.add_argument("--cost-repeats", type=int, default=3, help="rounds of the timing (every row once a round)")
     ap.add_argument("--cost-rows", nargs="*", default=["full 20", "10 real", "10 + 10 flow"])
     ap.add_argument("--results", default="results.json", help="file name of the results in the output directory")
-    ap.add_argument("--merge", nargs="+", help="only print the table of these results files (output directory)")
+    ap.add_argument("--merge", nargs="+",
+                    help="only print the table of these results files (names or glob patterns in the output directory)")
+    ap.add_argument("--figure", default="emulated_members_qg.png",
+                    help="file name of --merge's figure in the output directory")
     args = ap.parse_args()
     row_inflation = {}
     for item in args.row_inflation:
@@ -349,7 +360,10 @@ def main() -> None:
             ap.error(f"--row-inflation {item!r}: expected ROW=VALUE with ROW one of {', '.join(ROWS)} and VALUE a "
                      "number")
     if args.merge:
-        merge(args.merge)
+        missing = [pattern for pattern in args.merge if not any(OUT.glob(pattern))]
+        if missing:
+            ap.error(f"--merge: no results file {', '.join(missing)} in {OUT}")
+        merge(args.merge, args.figure)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     initial = OUT / f"initial-{args.initial_sigma:g}"
@@ -572,23 +586,24 @@ def report(rows: dict[str, dict[str, Any]], cycles: int, spin_up: int) -> None:
               f"{r['cost vs full 20']:9.3f} {tests['t p']:7.3f} {tests['wilcoxon p']:7.3f} {better:>7s}")
 
 
-def merge(files: list[str]) -> None:
-    """The table of the runs of several results files (e.g. seeds run by two processes), its plot
-    (``emulated_members_qg.png`` in the output directory) and the merged results (``merged.json``)."""
+def merge(files: list[str], figure: str = "emulated_members_qg.png") -> None:
+    """The table of the runs of several results files (names or glob patterns in the output directory, e.g. seeds run
+    by two processes), its plot (``figure`` there) and the merged results (``merged.json``)."""
+    names = [path.name for pattern in files for path in sorted(OUT.glob(pattern))]
     runs: list[dict[str, Any]] = []
     args: dict[str, Any] = {}
-    for name in files:
+    for name in names:
         data = json.loads((OUT / name).read_text())
         runs += data["runs"]
         args = data["args"]
     rows = summarise(runs)
     report(rows, args["cycles"], args["spin_up"])
-    (OUT / "merged.json").write_text(json.dumps({"files": files, "args": args, "runs": runs, "rows": rows},
+    (OUT / "merged.json").write_text(json.dumps({"files": names, "args": args, "runs": runs, "rows": rows},
                                                 indent=1) + "\n")
-    plot(runs, rows)
+    plot(runs, rows, figure)
 
 
-def plot(runs: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
+def plot(runs: list[dict[str, Any]], rows: dict[str, dict[str, Any]], figure: str = "emulated_members_qg.png") -> None:
     """Forecast RMSE of every row, per seed (a line joins a seed's rows) and over the seeds; a run that stopped
     is drawn at the top."""
     from pyoops.util.figures import pyplot, save_figure
@@ -612,7 +627,7 @@ def plot(runs: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
     ax.set_ylabel("time-mean forecast RMSE of the mean [m²/s]")
     ax.set_title("QG EDA of 4D-Vars: 10 real + 10 emulated (dotted: the model stopped)")
     ax.legend(fontsize=7, ncol=1 + len({r["seed"] for r in runs}) // 7)
-    save_figure(fig, OUT / "emulated_members_qg.png")
+    save_figure(fig, OUT / figure)
 
 if __name__ == "__main__":
     main()
