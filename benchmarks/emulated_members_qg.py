@@ -360,10 +360,11 @@ def main() -> None:
             ap.error(f"--row-inflation {item!r}: expected ROW=VALUE with ROW one of {', '.join(ROWS)} and VALUE a "
                      "number")
     if args.merge:
-        missing = [pattern for pattern in args.merge if not any(OUT.glob(pattern))]
+        matches = {pattern: sorted(OUT.glob(pattern)) for pattern in args.merge}
+        missing = [pattern for pattern, paths in matches.items() if not paths]
         if missing:
             ap.error(f"--merge: no results file {', '.join(missing)} in {OUT}")
-        merge(args.merge, args.figure)
+        merge([path.name for paths in matches.values() for path in paths], args.figure)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     initial = OUT / f"initial-{args.initial_sigma:g}"
@@ -586,10 +587,9 @@ def report(rows: dict[str, dict[str, Any]], cycles: int, spin_up: int) -> None:
               f"{r['cost vs full 20']:9.3f} {tests['t p']:7.3f} {tests['wilcoxon p']:7.3f} {better:>7s}")
 
 
-def merge(files: list[str], figure: str = "emulated_members_qg.png") -> None:
-    """The table of the runs of several results files (names or glob patterns in the output directory, e.g. seeds run
-    by two processes), its plot (``figure`` there) and the merged results (``merged.json``)."""
-    names = [path.name for pattern in files for path in sorted(OUT.glob(pattern))]
+def merge(names: list[str], figure: str) -> None:
+    """The table of the runs of several results files (``names`` in the output directory, e.g. seeds run by two
+    processes), its plot (``figure`` there) and the merged results (``merged.json``)."""
     runs: list[dict[str, Any]] = []
     args: dict[str, Any] = {}
     for name in names:
@@ -603,7 +603,7 @@ def merge(files: list[str], figure: str = "emulated_members_qg.png") -> None:
     plot(runs, rows, figure)
 
 
-def plot(runs: list[dict[str, Any]], rows: dict[str, dict[str, Any]], figure: str = "emulated_members_qg.png") -> None:
+def plot(runs: list[dict[str, Any]], rows: dict[str, dict[str, Any]], figure: str) -> None:
     """Forecast RMSE of every row, per seed (a line joins a seed's rows) and over the seeds; a run that stopped
     is drawn at the top."""
     from pyoops.util.figures import pyplot, save_figure
